@@ -1,0 +1,106 @@
+//! An actix-session [`SessionStore`] over Postgres, so that sessions can be ended from the
+//! server: logout deletes the row, disabling a user deletes all of theirs.
+
+use std::collections::HashMap;
+use std::time::Duration as StdDuration;
+
+use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, UpdateError};
+use actix_web::cookie::time::Duration;
+use rand::distributions::{Alphanumeric, DistString};
+use sqlx::PgPool;
+
+use crate::db;
+
+/// Session state in Postgres. The idle timeout is the TTL actix-session passes on every request;
+/// the absolute timeout is enforced here from the row's creation time.
+#[derive(Clone)]
+pub struct PgSessionStore {
+    pool: PgPool,
+    max_age: StdDuration,
+}
+
+impl PgSessionStore {
+    pub fn new(pool: PgPool, max_age: StdDuration) -> Self {
+        PgSessionStore { pool, max_age }
+    }
+}
+
+type State = HashMap<String, String>;
+
+fn new_key() -> String {
+    Alphanumeric.sample_string(&mut rand::thread_rng(), 64)
+}
+
+/// The signed-in user recorded in the state, kept in its own column so sessions can be found
+/// by user.
+fn user_id(state: &State) -> Option<i64> {
+    state
+        .get(super::SESSION_USER_ID)
+        .and_then(|v| v.parse().ok())
+}
+
+fn ttl_secs(ttl: &Duration) -> f64 {
+    ttl.as_seconds_f64()
+}
+
+impl SessionStore for PgSessionStore {
+    async fn load(&self, session_key: &SessionKey) -> Result<Option<State>, LoadError> {
+        let row = db::sessions::load(&self.pool, session_key.as_ref(), self.max_age)
+            .await
+            .map_err(|e| LoadError::Other(e.into()))?;
+        match row {
+            None => Ok(None),
+            Some(json) => serde_json::from_value(json)
+                .map(Some)
+                .map_err(|e| LoadError::Deserialization(e.into())),
+        }
+    }
+
+    async fn save(&self, state: State, ttl: &Duration) -> Result<SessionKey, SaveError> {
+        let json = serde_json::to_value(&state).map_err(|e| SaveError::Serialization(e.into()))?;
+        let key = new_key();
+        db::sessions::insert(&self.pool, &key, user_id(&state), &json, ttl_secs(ttl))
+            .await
+            .map_err(|e| SaveError::Other(e.into()))?;
+        SessionKey::try_from(key).map_err(|e| SaveError::Other(e.into()))
+    }
+
+    async fn update(
+        &self,
+        session_key: SessionKey,
+        state: State,
+        ttl: &Duration,
+    ) -> Result<SessionKey, UpdateError> {
+        let json =
+            serde_json::to_value(&state).map_err(|e| UpdateError::Serialization(e.into()))?;
+        let found = db::sessions::update(
+            &self.pool,
+            session_key.as_ref(),
+            user_id(&state),
+            &json,
+            ttl_secs(ttl),
+        )
+        .await
+        .map_err(|e| UpdateError::Other(e.into()))?;
+        if found {
+            return Ok(session_key);
+        }
+        // The row went away during the request (logout elsewhere, expiry): start a new session
+        // rather than resurrecting the old key.
+        let key = new_key();
+        db::sessions::insert(&self.pool, &key, user_id(&state), &json, ttl_secs(ttl))
+            .await
+            .map_err(|e| UpdateError::Other(e.into()))?;
+        SessionKey::try_from(key).map_err(|e| UpdateError::Other(e.into()))
+    }
+
+    async fn update_ttl(&self, session_key: &SessionKey, ttl: &Duration) -> anyhow::Result<()> {
+        db::sessions::touch(&self.pool, session_key.as_ref(), ttl_secs(ttl)).await?;
+        Ok(())
+    }
+
+    async fn delete(&self, session_key: &SessionKey) -> anyhow::Result<()> {
+        db::sessions::delete(&self.pool, session_key.as_ref()).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,141 @@
+//! The management commands, in the manner of Django's `manage.py`.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::auth::{password, Password, Username};
+use crate::config::Settings;
+use crate::db;
+use crate::startup::{bootstrap_admin, Application};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "plinth",
+    version,
+    about = "Serve ONNX models to people and programs."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the web server (the default): creates the database if missing, migrates, serves.
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Create a staff account. The password comes from PLINTH_SUPERUSER_PASSWORD or stdin.
+    Createsuperuser {
+        #[arg(long)]
+        username: String,
+    },
+    /// Check the configuration, the database and the migrations. Exit status: 0 all good,
+    /// 2 configuration invalid, 3 database unreachable, 4 migrations pending.
+    Check,
+}
+
+pub const EXIT_CONFIG: u8 = 2;
+pub const EXIT_DATABASE: u8 = 3;
+pub const EXIT_MIGRATIONS: u8 = 4;
+
+/// Runs one command to completion.
+pub async fn run(cli: Cli) -> ExitCode {
+    let settings = match Settings::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("configuration invalid: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(settings).await,
+        Command::Migrate => migrate(&settings).await,
+        Command::Createsuperuser { username } => createsuperuser(&settings, &username).await,
+        Command::Check => return check(&settings).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let app = Application::build(settings.clone()).await?;
+    tracing::info!(
+        "Plinth listening on http://{}:{}",
+        settings.addr.ip(),
+        app.port()
+    );
+    app.run_until_stopped().await?;
+    Ok(())
+}
+
+async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    let pool = db::connect(&settings.database_url).await?;
+    db::migrate(&pool).await?;
+    bootstrap_admin(&pool, settings).await?;
+    println!("migrations applied");
+    Ok(())
+}
+
+fn read_password() -> anyhow::Result<String> {
+    if let Ok(p) = std::env::var("PLINTH_SUPERUSER_PASSWORD") {
+        return Ok(p);
+    }
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("Password (input is shown): ");
+        std::io::stderr().flush()?;
+    }
+    let mut line = String::new();
+    stdin.lock().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+async fn createsuperuser(settings: &Settings, username: &str) -> anyhow::Result<()> {
+    let username = Username::parse(username).map_err(anyhow::Error::msg)?;
+    let raw = read_password()?;
+    let password = Password::parse(&raw, username.as_str()).map_err(anyhow::Error::msg)?;
+    let pool = db::connect(&settings.database_url).await?;
+    db::migrate(&pool).await?;
+    let hash = password::hash(&password).await?;
+    db::users::create(&pool, &username, &hash, true).await?;
+    println!("superuser {:?} created", username.as_str());
+    Ok(())
+}
+
+async fn check(settings: &Settings) -> ExitCode {
+    println!("configuration: ok (listening address {})", settings.addr);
+    let pool = match db::pool_options().connect(&settings.database_url).await {
+        Ok(pool) => pool,
+        Err(e) => {
+            println!("database: unreachable ({e})");
+            return ExitCode::from(EXIT_DATABASE);
+        }
+    };
+    if let Err(e) = db::ping(&pool).await {
+        println!("database: unreachable ({e})");
+        return ExitCode::from(EXIT_DATABASE);
+    }
+    println!("database: ok");
+    match db::migrations_current(&pool).await {
+        Ok(true) => {
+            println!("migrations: ok");
+            ExitCode::SUCCESS
+        }
+        Ok(false) => {
+            println!("migrations: pending (run `plinth migrate`)");
+            ExitCode::from(EXIT_MIGRATIONS)
+        }
+        Err(e) => {
+            println!("database: unreachable ({e})");
+            ExitCode::from(EXIT_DATABASE)
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! Settings from the environment (`PLINTH_*`), each with a documented default.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Who may create an account through the sign-up page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignupPolicy {
+    Open,
+    Closed,
+}
+
+/// Everything Plinth can be told, read once at start.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `PLINTH_ADDR`, default `127.0.0.1:8000`.
+    pub addr: SocketAddr,
+    /// `PLINTH_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/plinth`.
+    pub database_url: String,
+    /// `PLINTH_ADMIN_USERNAME`, default `admin`: the account created on first start.
+    pub admin_username: String,
+    /// `PLINTH_ADMIN_PASSWORD`: its password; generated and logged once when unset.
+    pub admin_password: Option<String>,
+    /// `PLINTH_SIGNUP=open|closed`, default `open`.
+    pub signup: SignupPolicy,
+    /// `PLINTH_INSECURE_COOKIES=1` drops the `Secure` cookie attribute (plain-HTTP development).
+    pub insecure_cookies: bool,
+    /// `PLINTH_SECRET_KEY`: at least 64 bytes signing the session cookie. When unset a key is
+    /// generated on first start and kept in the database, shared by every instance.
+    pub secret_key: Option<Vec<u8>>,
+    /// `PLINTH_SESSION_IDLE_MINUTES`, default 30.
+    pub session_idle: Duration,
+    /// `PLINTH_SESSION_MAX_HOURS`, default 12: a session ends this long after login regardless.
+    pub session_max_age: Duration,
+    /// `PLINTH_MAX_BODY_BYTES`, default 1 MiB: the largest form or JSON body accepted.
+    pub max_body_bytes: usize,
+    /// `PLINTH_WORKERS`, default: one per core.
+    pub workers: usize,
+}
+
+/// A variable that is set but cannot be understood.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}: {message}")]
+pub struct ConfigError {
+    pub name: &'static str,
+    pub message: String,
+}
+
+impl Settings {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup`, so tests can supply their own variables.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let addr = parse_or(&get, "PLINTH_ADDR", "127.0.0.1:8000".parse().ok(), |v| {
+            v.parse::<SocketAddr>()
+                .map_err(|_| "expected host:port, for example 127.0.0.1:8000".to_string())
+        })?;
+        let database_url = get("PLINTH_DATABASE_URL")
+            .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/plinth".to_string());
+        if !database_url.starts_with("postgres://") && !database_url.starts_with("postgresql://") {
+            return Err(ConfigError {
+                name: "PLINTH_DATABASE_URL",
+                message: "expected a postgres:// URL".into(),
+            });
+        }
+        let signup = parse_or(&get, "PLINTH_SIGNUP", Some(SignupPolicy::Open), |v| match v
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "open" => Ok(SignupPolicy::Open),
+            "closed" => Ok(SignupPolicy::Closed),
+            _ => Err("expected open or closed".to_string()),
+        })?;
+        let insecure_cookies = parse_or(&get, "PLINTH_INSECURE_COOKIES", Some(false), parse_bool)?;
+        let secret_key = match get("PLINTH_SECRET_KEY") {
+            None => None,
+            Some(v) if v.len() >= 64 => Some(v.into_bytes()),
+            Some(_) => {
+                return Err(ConfigError {
+                    name: "PLINTH_SECRET_KEY",
+                    message: "must be at least 64 characters".into(),
+                })
+            }
+        };
+        let idle_minutes = parse_or(&get, "PLINTH_SESSION_IDLE_MINUTES", Some(30), positive)?;
+        let max_hours = parse_or(&get, "PLINTH_SESSION_MAX_HOURS", Some(12), positive)?;
+        let max_body_bytes = parse_or(&get, "PLINTH_MAX_BODY_BYTES", Some(1 << 20), |v| {
+            positive(v).map(|n| n as usize)
+        })?;
+        let default_workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let workers = parse_or(&get, "PLINTH_WORKERS", Some(default_workers), |v| {
+            positive(v).map(|n| n as usize)
+        })?;
+        Ok(Settings {
+            addr,
+            database_url,
+            admin_username: get("PLINTH_ADMIN_USERNAME").unwrap_or_else(|| "admin".into()),
+            admin_password: get("PLINTH_ADMIN_PASSWORD"),
+            signup,
+            insecure_cookies,
+            secret_key,
+            session_idle: Duration::from_secs(idle_minutes * 60),
+            session_max_age: Duration::from_secs(max_hours * 3600),
+            max_body_bytes,
+            workers,
+        })
+    }
+}
+
+fn parse_or<T>(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: Option<T>,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<T, ConfigError> {
+    match get(name) {
+        Some(v) => parse(v.trim()).map_err(|message| ConfigError { name, message }),
+        None => default.ok_or(ConfigError {
+            name,
+            message: "is required".into(),
+        }),
+    }
+}
+
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err("expected 1 or 0".into()),
+    }
+}
+
+fn positive(v: &str) -> Result<u64, String> {
+    match v.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err("expected a positive whole number".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_need_no_configuration() {
+        let s = settings(&[]).expect("defaults are valid");
+        assert_eq!(s.addr.to_string(), "127.0.0.1:8000");
+        assert_eq!(s.database_url, "postgres://postgres@127.0.0.1:5432/plinth");
+        assert_eq!(s.signup, SignupPolicy::Open);
+        assert!(!s.insecure_cookies);
+        assert_eq!(s.session_idle, Duration::from_secs(1800));
+        assert_eq!(s.session_max_age, Duration::from_secs(12 * 3600));
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        let err = settings(&[("PLINTH_ADDR", "nowhere")]).unwrap_err();
+        assert_eq!(err.name, "PLINTH_ADDR");
+        let err = settings(&[("PLINTH_SIGNUP", "maybe")]).unwrap_err();
+        assert_eq!(err.name, "PLINTH_SIGNUP");
+        let err = settings(&[("PLINTH_SECRET_KEY", "short")]).unwrap_err();
+        assert_eq!(err.name, "PLINTH_SECRET_KEY");
+        let err = settings(&[("PLINTH_SESSION_IDLE_MINUTES", "0")]).unwrap_err();
+        assert_eq!(err.name, "PLINTH_SESSION_IDLE_MINUTES");
+    }
+
+    #[test]
+    fn signup_can_be_closed_and_cookies_made_insecure() {
+        let s = settings(&[
+            ("PLINTH_SIGNUP", "closed"),
+            ("PLINTH_INSECURE_COOKIES", "1"),
+        ])
+        .expect("valid");
+        assert_eq!(s.signup, SignupPolicy::Closed);
+        assert!(s.insecure_cookies);
+    }
+}

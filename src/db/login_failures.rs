@@ -1,0 +1,91 @@
+//! The `login_failure` table: the memory of the login throttle.
+
+use sqlx::PgPool;
+
+/// Failures in the last hour for one key (an account or a client address).
+#[derive(Debug, Default, Clone, Copy, sqlx::FromRow)]
+pub struct FailureWindow {
+    pub count: i64,
+    /// Seconds since the most recent failure.
+    pub since_last: Option<f64>,
+    /// Seconds until the oldest failure of the hour leaves the window.
+    pub oldest_expires_in: Option<f64>,
+}
+
+pub async fn for_username(pool: &PgPool, username: &str) -> sqlx::Result<FailureWindow> {
+    sqlx::query_as::<_, FailureWindow>(
+        "select count(*) as count,
+                extract(epoch from now() - max(created_at))::float8 as since_last,
+                extract(epoch from min(created_at) + interval '1 hour' - now())::float8 as oldest_expires_in
+         from login_failure
+         where username = lower($1) and created_at > now() - interval '1 hour'",
+    )
+    .bind(username.trim())
+    .fetch_one(pool)
+    .await
+}
+
+pub async fn for_client(pool: &PgPool, client_ip: &str) -> sqlx::Result<FailureWindow> {
+    sqlx::query_as::<_, FailureWindow>(
+        "select count(*) as count,
+                extract(epoch from now() - max(created_at))::float8 as since_last,
+                extract(epoch from min(created_at) + interval '1 hour' - now())::float8 as oldest_expires_in
+         from login_failure
+         where client_ip = $1 and created_at > now() - interval '1 hour'",
+    )
+    .bind(client_ip)
+    .fetch_one(pool)
+    .await
+}
+
+pub async fn record(pool: &PgPool, username: &str, client_ip: &str) -> sqlx::Result<()> {
+    sqlx::query("insert into login_failure (username, client_ip) values (lower($1), $2)")
+        .bind(username.trim())
+        .bind(client_ip)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// A successful login forgives the account's failures.
+pub async fn clear_username(pool: &PgPool, username: &str) -> sqlx::Result<()> {
+    sqlx::query("delete from login_failure where username = lower($1)")
+        .bind(username.trim())
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Forgets failures older than the throttle's window.
+pub async fn delete_old(pool: &PgPool) -> sqlx::Result<u64> {
+    let result =
+        sqlx::query("delete from login_failure where created_at <= now() - interval '1 hour'")
+            .execute(pool)
+            .await?;
+    Ok(result.rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[sqlx::test]
+    async fn failures_are_counted_per_account_and_per_client(pool: PgPool) -> sqlx::Result<()> {
+        record(&pool, "Ada", "10.0.0.1").await?;
+        record(&pool, "ada", "10.0.0.2").await?;
+        record(&pool, "bob", "10.0.0.1").await?;
+        let ada = for_username(&pool, "ADA").await?;
+        assert_eq!(ada.count, 2);
+        assert!(ada.since_last.unwrap() < 5.0);
+        assert!(ada.oldest_expires_in.unwrap() > 3500.0);
+        assert_eq!(for_client(&pool, "10.0.0.1").await?.count, 2);
+        clear_username(&pool, "ada").await?;
+        assert_eq!(for_username(&pool, "ada").await?.count, 0);
+        sqlx::query("update login_failure set created_at = now() - interval '2 hours'")
+            .execute(&pool)
+            .await?;
+        assert_eq!(for_client(&pool, "10.0.0.1").await?.count, 0);
+        assert_eq!(delete_old(&pool).await?, 1);
+        Ok(())
+    }
+}

@@ -1,0 +1,84 @@
+//! All SQL lives here, one file per table family.
+
+pub mod login_failures;
+pub mod secrets;
+pub mod sessions;
+pub mod users;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use sqlx::migrate::{MigrateDatabase, Migrator};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgPool, Postgres};
+
+/// The migrations in `migrations/`, compiled in.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// Options shared by every pool: a short acquire timeout, so that with the database gone
+/// requests fail quickly instead of hanging.
+pub fn pool_options() -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(Duration::from_secs(3))
+}
+
+/// Creates the database named in `url` when it does not exist yet.
+pub async fn ensure_database(url: &str) -> sqlx::Result<()> {
+    if !Postgres::database_exists(url).await? {
+        tracing::info!("creating the database");
+        Postgres::create_database(url).await?;
+    }
+    Ok(())
+}
+
+/// Connects, creating the database first when needed.
+pub async fn connect(url: &str) -> sqlx::Result<PgPool> {
+    ensure_database(url).await?;
+    pool_options().connect(url).await
+}
+
+/// Applies pending migrations.
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    MIGRATOR.run(pool).await
+}
+
+/// True when every migration compiled into this binary has been applied successfully.
+pub async fn migrations_current(pool: &PgPool) -> sqlx::Result<bool> {
+    let applied: Vec<i64> =
+        match sqlx::query_scalar("select version from _sqlx_migrations where success")
+            .fetch_all(pool)
+            .await
+        {
+            Ok(rows) => rows,
+            // No migrations table: nothing has been applied.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => Vec::new(),
+            Err(e) => return Err(e),
+        };
+    let applied: HashSet<i64> = applied.into_iter().collect();
+    Ok(MIGRATOR.iter().all(|m| applied.contains(&m.version)))
+}
+
+/// The database answers a trivial query.
+pub async fn ping(pool: &PgPool) -> sqlx::Result<()> {
+    sqlx::query("select 1").execute(pool).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[sqlx::test]
+    async fn a_migrated_database_is_current(pool: PgPool) -> sqlx::Result<()> {
+        ping(&pool).await?;
+        assert!(migrations_current(&pool).await?);
+        Ok(())
+    }
+
+    #[sqlx::test(migrations = false)]
+    async fn an_empty_database_is_not_current(pool: PgPool) -> sqlx::Result<()> {
+        assert!(!migrations_current(&pool).await?);
+        Ok(())
+    }
+}

@@ -1,0 +1,203 @@
+//! One error type for every handler, rendered as an HTML page or, on API paths, as JSON.
+//!
+//! Handlers return [`AppError`]; its `error_response` only sets the status. The
+//! [`crate::telemetry`] middleware then renders the body for every error response (ours and
+//! actix-web's own, such as a payload over the limit), so each carries the request id that also
+//! appears in the log line.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use askama::Template;
+
+use crate::auth::PageCtx;
+
+pub type Result<T, E = AppError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("The form was missing its security token or it has expired. Go back, reload the page and try again.")]
+    Csrf,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("login required")]
+    LoginRequired { next: String },
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl AppError {
+    pub fn internal(err: impl Into<anyhow::Error>) -> Self {
+        AppError::Internal(err.into())
+    }
+
+    /// The message shown to the person or program that made the request. Internal details are
+    /// logged, never shown.
+    pub fn public_message(&self) -> String {
+        match self {
+            AppError::Database(_) | AppError::Internal(_) => GENERIC_500.to_string(),
+            other => other.to_string(),
+        }
+    }
+}
+
+const GENERIC_500: &str = "Something went wrong on our side. It has been logged; if it keeps happening, quote the request id below.";
+
+impl ResponseError for AppError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::Forbidden(_) | AppError::Csrf => StatusCode::FORBIDDEN,
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::LoginRequired { .. } => StatusCode::SEE_OTHER,
+            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Database(_) | AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            AppError::LoginRequired { next } => HttpResponse::SeeOther()
+                .insert_header((header::LOCATION, login_url(next)))
+                .finish(),
+            // The body is rendered by the telemetry middleware, which knows the request.
+            other => HttpResponse::new(other.status_code()),
+        }
+    }
+}
+
+/// The login page, sending the user back to `next` afterwards.
+pub fn login_url(next: &str) -> String {
+    if next.is_empty() || next == "/" {
+        "/accounts/login".to_string()
+    } else {
+        format!("/accounts/login?next={}", urlencode(next))
+    }
+}
+
+/// Percent-encodes everything but unreserved characters and `/`.
+pub fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// Paths answered in JSON rather than HTML.
+pub fn is_api_path(path: &str) -> bool {
+    path.starts_with("/api/")
+        || path == "/api"
+        || path == "/v2"
+        || path.starts_with("/v2/")
+        || path.starts_with("/v1/")
+        || path == "/metrics"
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    ctx: &'a PageCtx,
+    status: u16,
+    title: &'a str,
+    message: &'a str,
+}
+
+/// Renders the body of an error response: JSON on API paths, the HTML error page elsewhere.
+pub fn render_error(
+    req: &HttpRequest,
+    ctx: &PageCtx,
+    status: StatusCode,
+    message: &str,
+) -> HttpResponse {
+    let mut builder = HttpResponse::build(status);
+    if is_api_path(req.path()) {
+        return builder.json(serde_json::json!({
+            "error": message,
+            "request_id": ctx.request_id,
+        }));
+    }
+    let title = status.canonical_reason().unwrap_or("Error");
+    let page = ErrorPage {
+        ctx,
+        status: status.as_u16(),
+        title,
+        message,
+    };
+    match page.render() {
+        Ok(html) => builder.content_type("text/html; charset=utf-8").body(html),
+        Err(err) => {
+            tracing::error!(error = %err, "could not render the error page");
+            builder
+                .content_type("text/plain; charset=utf-8")
+                .body(format!(
+                    "{title}: {message} (request id {})",
+                    ctx.request_id
+                ))
+        }
+    }
+}
+
+/// The message for an error response that did not come from an [`AppError`].
+pub fn message_for(status: StatusCode, err: Option<&actix_web::Error>) -> String {
+    if let Some(app) = err.and_then(|e| e.as_error::<AppError>()) {
+        return app.public_message();
+    }
+    match status {
+        StatusCode::NOT_FOUND => {
+            "There is nothing at this address. Check the link, or start again from the home page."
+                .into()
+        }
+        StatusCode::METHOD_NOT_ALLOWED => {
+            "This address does not accept that kind of request.".into()
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            "The request body is larger than this server accepts.".into()
+        }
+        s if s.is_server_error() => GENERIC_500.into(),
+        _ => match err {
+            Some(e) => e.to_string(),
+            None => status.canonical_reason().unwrap_or("Error").to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_url_keeps_the_destination() {
+        assert_eq!(login_url("/"), "/accounts/login");
+        assert_eq!(
+            login_url("/history?page=2"),
+            "/accounts/login?next=/history%3Fpage%3D2"
+        );
+    }
+
+    #[test]
+    fn internal_errors_do_not_leak_details() {
+        let err = AppError::internal(anyhow::anyhow!("password=hunter2 in connection string"));
+        assert!(!err.public_message().contains("hunter2"));
+    }
+
+    #[test]
+    fn api_paths_are_recognised() {
+        assert!(is_api_path("/api/v1/models"));
+        assert!(is_api_path("/v2/models/iris/infer"));
+        assert!(!is_api_path("/accounts/login"));
+        assert!(!is_api_path("/v2x"));
+    }
+}

@@ -1,0 +1,361 @@
+//! Sign up, log in, log out, change password.
+
+use actix_session::Session;
+use actix_web::http::{header, StatusCode};
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use askama::Template;
+use serde::Deserialize;
+
+use super::{render, safe_next, see_other, FormErrors};
+use crate::auth::context::flash;
+use crate::auth::throttle::{self, Verdict};
+use crate::auth::{csrf, password, CsrfForm, LoggedIn, PageCtx, Password, Username};
+use crate::config::SignupPolicy;
+use crate::db;
+use crate::db::users::{CreateUserError, User};
+use crate::error::AppError;
+use crate::startup::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/accounts")
+            .service(login_form)
+            .service(login)
+            .service(signup_form)
+            .service(signup)
+            .service(logout_form)
+            .service(logout)
+            .service(password_form)
+            .service(change_password),
+    );
+}
+
+// --- log in -------------------------------------------------------------------------------
+
+#[derive(Template)]
+#[template(path = "accounts/login.html")]
+struct LoginPage {
+    ctx: PageCtx,
+    username: String,
+    next: String,
+    error: Option<String>,
+    logged_out: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct LoginQuery {
+    next: String,
+    logged_out: Option<String>,
+}
+
+#[get("/login")]
+async fn login_form(ctx: PageCtx, query: web::Query<LoginQuery>) -> Result<HttpResponse, AppError> {
+    if ctx.user.is_some() {
+        return Ok(see_other(safe_next(&query.next)));
+    }
+    let page = LoginPage {
+        ctx,
+        username: String::new(),
+        next: query.next.clone(),
+        error: None,
+        logged_out: query.logged_out.is_some(),
+    };
+    render(&page, StatusCode::OK)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct LoginForm {
+    username: String,
+    password: String,
+    next: String,
+}
+
+fn client_ip(req: &HttpRequest) -> String {
+    req.peer_addr()
+        .map_or_else(|| "unknown".to_string(), |a| a.ip().to_string())
+}
+
+#[post("/login")]
+async fn login(
+    req: HttpRequest,
+    ctx: PageCtx,
+    session: Session,
+    state: web::Data<AppState>,
+    CsrfForm(form): CsrfForm<LoginForm>,
+) -> Result<HttpResponse, AppError> {
+    let pool = &state.pool;
+    let ip = client_ip(&req);
+    let refuse = |ctx: PageCtx, status: StatusCode, error: String| {
+        LoginPage {
+            ctx,
+            username: form.username.clone(),
+            next: form.next.clone(),
+            error: Some(error),
+            logged_out: false,
+        }
+        .render()
+        .map_err(AppError::internal)
+        .map(|html| {
+            HttpResponse::build(status)
+                .content_type("text/html; charset=utf-8")
+                .body(html)
+        })
+    };
+
+    if form.username.trim().is_empty() || form.password.is_empty() {
+        return refuse(
+            ctx,
+            StatusCode::BAD_REQUEST,
+            "Enter your username and password.".into(),
+        );
+    }
+    if let Verdict::Wait(secs) = throttle::check(pool, &form.username, &ip).await? {
+        tracing::warn!(username = %form.username, client_ip = %ip, retry_after = secs, "login throttled");
+        let mut res = refuse(
+            ctx,
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("Too many failed attempts. Wait {secs} seconds, then try again."),
+        )?;
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        return Ok(res);
+    }
+
+    let user = db::users::find_by_username(pool, &form.username).await?;
+    // Unknown users are checked against a dummy hash so the answer takes as long either way.
+    let hash = user
+        .as_ref()
+        .map_or_else(|| state.dummy_hash.clone(), |u| u.password_hash.clone());
+    let password_ok = password::verify(form.password.clone(), hash).await?;
+    let user = match user {
+        Some(user) if password_ok && user.is_active => user,
+        _ => {
+            db::login_failures::record(pool, &form.username, &ip).await?;
+            tracing::info!(username = %form.username, client_ip = %ip, "login failed");
+            return refuse(
+                ctx,
+                StatusCode::BAD_REQUEST,
+                "That username and password do not match an active account.".into(),
+            );
+        }
+    };
+
+    db::login_failures::clear_username(pool, &user.username).await?;
+    db::users::record_login(pool, user.id).await?;
+    start_session(&session, &user)?;
+    tracing::info!(user_id = user.id, username = %user.username, "login succeeded");
+    if user.must_change_password {
+        flash(&session, "info", "Choose a new password to continue.");
+        return Ok(see_other("/accounts/password"));
+    }
+    Ok(see_other(safe_next(&form.next)))
+}
+
+/// Signs `user` in: a new session id (no fixation), the user recorded, a fresh CSRF token.
+fn start_session(session: &Session, user: &User) -> Result<(), AppError> {
+    session.renew();
+    session
+        .insert(crate::auth::SESSION_USER_ID, user.id)
+        .map_err(AppError::internal)?;
+    csrf::rotate(session);
+    Ok(())
+}
+
+// --- sign up ------------------------------------------------------------------------------
+
+#[derive(Template)]
+#[template(path = "accounts/signup.html")]
+struct SignupPage {
+    ctx: PageCtx,
+    open: bool,
+    username: String,
+    errors: FormErrors,
+}
+
+#[get("/signup")]
+async fn signup_form(ctx: PageCtx, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    let open = state.settings.signup == SignupPolicy::Open;
+    let page = SignupPage {
+        ctx,
+        open,
+        username: String::new(),
+        errors: FormErrors::default(),
+    };
+    let status = if open {
+        StatusCode::OK
+    } else {
+        StatusCode::FORBIDDEN
+    };
+    render(&page, status)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SignupForm {
+    username: String,
+    password: String,
+    password2: String,
+}
+
+#[post("/signup")]
+async fn signup(
+    ctx: PageCtx,
+    session: Session,
+    state: web::Data<AppState>,
+    CsrfForm(form): CsrfForm<SignupForm>,
+) -> Result<HttpResponse, AppError> {
+    if state.settings.signup == SignupPolicy::Closed {
+        return Err(AppError::Forbidden(
+            "Sign-up is closed on this server. Ask an administrator for an account.".into(),
+        ));
+    }
+    let mut errors = FormErrors::default();
+    let username = Username::parse(&form.username)
+        .map_err(|e| errors.add("username", e))
+        .ok();
+    let password = Password::parse(&form.password, form.username.trim())
+        .map_err(|e| errors.add("password", e))
+        .ok();
+    if form.password != form.password2 {
+        errors.add("password2", "The two passwords differ.");
+    }
+    let rerender = |errors: FormErrors| {
+        render(
+            &SignupPage {
+                ctx,
+                open: true,
+                username: form.username.clone(),
+                errors,
+            },
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+    };
+    let (Some(username), Some(password), true) = (username, password, errors.is_empty()) else {
+        return rerender(errors);
+    };
+    if db::users::find_by_username(&state.pool, username.as_str())
+        .await?
+        .is_some()
+    {
+        errors.add("username", CreateUserError::UsernameTaken.to_string());
+        return rerender(errors);
+    }
+    let hash = password::hash(&password).await?;
+    let user = match db::users::create(&state.pool, &username, &hash, false).await {
+        Ok(user) => user,
+        Err(CreateUserError::UsernameTaken) => {
+            errors.add("username", CreateUserError::UsernameTaken.to_string());
+            return rerender(errors);
+        }
+        Err(CreateUserError::Database(e)) => return Err(e.into()),
+    };
+    db::users::record_login(&state.pool, user.id).await?;
+    start_session(&session, &user)?;
+    flash(
+        &session,
+        "success",
+        format!("Welcome to Plinth, {}.", user.username),
+    );
+    tracing::info!(user_id = user.id, username = %user.username, "account created");
+    Ok(see_other("/"))
+}
+
+// --- log out ------------------------------------------------------------------------------
+
+#[derive(Template)]
+#[template(path = "accounts/logout.html")]
+struct LogoutPage {
+    ctx: PageCtx,
+}
+
+/// Logging out changes state, so it is a POST; a GET shows the button (as Django does).
+#[get("/logout")]
+async fn logout_form(ctx: PageCtx) -> Result<HttpResponse, AppError> {
+    render(&LogoutPage { ctx }, StatusCode::OK)
+}
+
+#[derive(Deserialize, Default)]
+struct EmptyForm {}
+
+#[post("/logout")]
+async fn logout(session: Session, CsrfForm(_): CsrfForm<EmptyForm>) -> HttpResponse {
+    // Purging deletes the row: the old cookie is worthless from now on.
+    session.purge();
+    see_other("/accounts/login?logged_out=1")
+}
+
+// --- change password ----------------------------------------------------------------------
+
+#[derive(Template)]
+#[template(path = "accounts/password.html")]
+struct PasswordPage {
+    ctx: PageCtx,
+    must_change: bool,
+    errors: FormErrors,
+}
+
+#[get("/password")]
+async fn password_form(LoggedIn(ctx, user): LoggedIn) -> Result<HttpResponse, AppError> {
+    let page = PasswordPage {
+        ctx,
+        must_change: user.must_change_password,
+        errors: FormErrors::default(),
+    };
+    render(&page, StatusCode::OK)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PasswordForm {
+    current_password: String,
+    new_password: String,
+    new_password2: String,
+}
+
+#[post("/password")]
+async fn change_password(
+    LoggedIn(ctx, user): LoggedIn,
+    session: Session,
+    state: web::Data<AppState>,
+    CsrfForm(form): CsrfForm<PasswordForm>,
+) -> Result<HttpResponse, AppError> {
+    let mut errors = FormErrors::default();
+    let current_ok =
+        password::verify(form.current_password.clone(), user.password_hash.clone()).await?;
+    if !current_ok {
+        errors.add("current_password", "That is not your current password.");
+    }
+    let new = Password::parse(&form.new_password, &user.username)
+        .map_err(|e| errors.add("new_password", e))
+        .ok();
+    if form.new_password != form.new_password2 {
+        errors.add("new_password2", "The two passwords differ.");
+    }
+    if current_ok && form.new_password == form.current_password {
+        errors.add(
+            "new_password",
+            "Choose a password different from the current one.",
+        );
+    }
+    let (Some(new), true) = (new, errors.is_empty()) else {
+        let page = PasswordPage {
+            ctx,
+            must_change: user.must_change_password,
+            errors,
+        };
+        return render(&page, StatusCode::UNPROCESSABLE_ENTITY);
+    };
+    let hash = password::hash(&new).await?;
+    // Ends every session of the user, this one included; a renewed one follows.
+    db::users::set_password(&state.pool, user.id, &hash, false).await?;
+    start_session(&session, &user)?;
+    flash(
+        &session,
+        "success",
+        "Your password was changed. Other browsers have been signed out.",
+    );
+    tracing::info!(user_id = user.id, "password changed");
+    Ok(see_other("/"))
+}

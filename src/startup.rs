@@ -1,0 +1,172 @@
+//! Builds the application from its settings and runs it.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_session::config::{BrowserSession, CookieContentSecurity, TtlExtensionPolicy};
+use actix_session::SessionMiddleware;
+use actix_web::cookie::{Key, SameSite};
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use rand::RngCore;
+use sqlx::PgPool;
+
+use crate::auth::session_store::PgSessionStore;
+use crate::auth::{password, Password, Username};
+use crate::config::Settings;
+use crate::{db, routes, telemetry};
+
+/// What every handler can reach.
+pub struct AppState {
+    pub pool: PgPool,
+    pub settings: Settings,
+    /// An argon2 hash of nothing in particular, verified for unknown usernames.
+    pub dummy_hash: String,
+}
+
+/// A bound, not yet running server.
+pub struct Application {
+    port: u16,
+    server: Server,
+    pool: PgPool,
+    settings: Settings,
+}
+
+impl Application {
+    /// Connects (creating the database if needed), migrates, makes sure an admin exists and binds.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let pool = db::connect(&settings.database_url).await?;
+        db::migrate(&pool).await?;
+        bootstrap_admin(&pool, &settings).await?;
+        Self::build_with_pool(settings, pool).await
+    }
+
+    /// Binds a server on an existing pool, without migrating: what tests use.
+    pub async fn build_with_pool(settings: Settings, pool: PgPool) -> anyhow::Result<Self> {
+        let key = match &settings.secret_key {
+            Some(key) => key.clone(),
+            None => {
+                db::secrets::get_or_create(&pool, "session_signing_key", || {
+                    let mut key = vec![0u8; 64];
+                    rand::thread_rng().fill_bytes(&mut key);
+                    key
+                })
+                .await?
+            }
+        };
+        let key = Key::try_from(key.as_slice())
+            .map_err(|e| anyhow::anyhow!("the session key is unusable: {e}"))?;
+        let state = web::Data::new(AppState {
+            pool: pool.clone(),
+            settings: settings.clone(),
+            dummy_hash: password::dummy_hash().await?,
+        });
+        let listener = TcpListener::bind(settings.addr)?;
+        let port = listener.local_addr()?.port();
+        let store = PgSessionStore::new(pool.clone(), settings.session_max_age);
+        let secure = !settings.insecure_cookies;
+        let idle =
+            actix_web::cookie::time::Duration::seconds(settings.session_idle.as_secs() as i64);
+        let max_body = settings.max_body_bytes;
+        let server = HttpServer::new(move || {
+            let sessions = SessionMiddleware::builder(store.clone(), key.clone())
+                .cookie_name("plinth_session".into())
+                .cookie_secure(secure)
+                .cookie_http_only(true)
+                .cookie_same_site(SameSite::Lax)
+                .cookie_content_security(CookieContentSecurity::Signed)
+                .session_lifecycle(
+                    BrowserSession::default()
+                        .state_ttl(idle)
+                        .state_ttl_extension_policy(TtlExtensionPolicy::OnEveryRequest),
+                )
+                .build();
+            App::new()
+                .app_data(state.clone())
+                .app_data(web::PayloadConfig::new(max_body))
+                .app_data(web::FormConfig::default().limit(max_body))
+                .app_data(web::JsonConfig::default().limit(max_body))
+                .wrap(from_fn(telemetry::error_pages))
+                .wrap(sessions)
+                .wrap(from_fn(telemetry::request_context))
+                .configure(routes::configure)
+                .default_service(web::to(HttpResponse::NotFound))
+        })
+        .workers(settings.workers)
+        .shutdown_timeout(30)
+        .listen(listener)?
+        .run();
+        Ok(Application {
+            port,
+            server,
+            pool,
+            settings,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGTERM or Ctrl-C; in-flight requests finish first.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let pool = self.pool.clone();
+        let max_age = self.settings.session_max_age;
+        let sweeper = tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(600));
+            loop {
+                every.tick().await;
+                if let Err(e) = db::sessions::delete_expired(&pool, max_age).await {
+                    tracing::warn!(error = %e, "could not sweep expired sessions");
+                }
+                if let Err(e) = db::login_failures::delete_old(&pool).await {
+                    tracing::warn!(error = %e, "could not sweep old login failures");
+                }
+            }
+        });
+        let result = self.server.await;
+        sweeper.abort();
+        tracing::info!("stopped");
+        result
+    }
+}
+
+/// On first start, creates the admin account: the password from `PLINTH_ADMIN_PASSWORD`, or a
+/// generated one written once to the log.
+pub async fn bootstrap_admin(pool: &PgPool, settings: &Settings) -> anyhow::Result<()> {
+    if db::users::any_staff(pool).await? {
+        return Ok(());
+    }
+    let username = Username::parse(&settings.admin_username)
+        .map_err(|e| anyhow::anyhow!("PLINTH_ADMIN_USERNAME: {e}"))?;
+    let (password, generated) = match &settings.admin_password {
+        Some(p) => (
+            Password::parse(p, username.as_str())
+                .map_err(|e| anyhow::anyhow!("PLINTH_ADMIN_PASSWORD: {e}"))?,
+            false,
+        ),
+        None => {
+            let raw = rand::distributions::DistString::sample_string(
+                &rand::distributions::Alphanumeric,
+                &mut rand::thread_rng(),
+                20,
+            );
+            (
+                Password::parse(&raw, username.as_str()).map_err(anyhow::Error::msg)?,
+                true,
+            )
+        }
+    };
+    let hash = password::hash(&password).await?;
+    match db::users::create(pool, &username, &hash, true).await {
+        Ok(_) if generated => tracing::warn!(
+            "created the admin account {:?} with the generated password {:?}; it is shown only once, change it at /accounts/password",
+            username.as_str(),
+            password.expose()
+        ),
+        Ok(_) => tracing::info!(username = username.as_str(), "created the admin account"),
+        Err(e) => tracing::warn!(error = %e, "could not create the admin account"),
+    }
+    Ok(())
+}

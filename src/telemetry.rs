@@ -1,0 +1,169 @@
+//! Request ids, structured request logs, security headers and error bodies.
+
+use std::time::Instant;
+
+use actix_session::SessionExt;
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpMessage, HttpRequest};
+use tracing::Instrument;
+
+use crate::auth::PageCtx;
+use crate::error::{message_for, render_error};
+use crate::startup::AppState;
+
+/// Sets up the global `tracing` subscriber. `PLINTH_LOG` (or `RUST_LOG`) filters, default `info`.
+pub fn init() {
+    let filter = std::env::var("PLINTH_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info,sqlx=warn,actix_server=warn".to_string());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_target(false)
+        .try_init();
+}
+
+/// The id of one request, shown on error pages and written in its log line.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+/// The request id of `req`, or `-` outside the middleware (unit tests).
+pub fn request_id(req: &HttpRequest) -> String {
+    req.extensions()
+        .get::<RequestId>()
+        .map_or_else(|| "-".to_string(), |id| id.0.clone())
+}
+
+/// Marks an error response whose body has been rendered already.
+struct Rendered;
+
+const CSP: &str =
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
+                   object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// Outermost middleware: assigns the request id, logs one line per request, adds the security
+/// headers to every response and renders any error that reached it without a body.
+pub async fn request_context(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let started = Instant::now();
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %req.method(),
+        path = %req.path()
+    );
+    // The request cannot be cloned before routing, so an error raised by a middleware itself
+    // (rather than turned into a response) is logged and handed to actix-web as it is.
+    let mut res = match next.call(req).instrument(span.clone()).await {
+        Ok(res) => res.map_into_boxed_body(),
+        Err(err) => {
+            span.in_scope(|| tracing::error!(error = ?err, "request failed in a middleware"));
+            return Err(err);
+        }
+    };
+    let http_req = res.request().clone();
+    let status = res.status();
+    if status.is_client_error() || status.is_server_error() {
+        if let Some(err) = res.response().error() {
+            if status.is_server_error() {
+                span.in_scope(|| tracing::error!(error = ?err, "request failed"));
+            }
+        }
+        if needs_error_body(&res) {
+            let message = message_for(status, res.response().error());
+            let ctx = PageCtx::anonymous(id.clone());
+            let body = render_error(&http_req, &ctx, status, &message);
+            res = carry_headers(res, body);
+        }
+    }
+    let headers = res.headers_mut();
+    for (name, value) in [
+        ("content-security-policy", CSP),
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "same-origin"),
+        ("x-frame-options", "DENY"),
+        ("cross-origin-opener-policy", "same-origin"),
+    ] {
+        headers.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        headers.insert(HeaderName::from_static("x-request-id"), value);
+    }
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    span.in_scope(|| {
+        tracing::info!(
+            status = status.as_u16(),
+            elapsed_ms = format_args!("{elapsed_ms:.2}"),
+            "request completed"
+        )
+    });
+    Ok(res)
+}
+
+/// Inner middleware, inside the session layer: renders error pages with the signed-in user in
+/// the header, as every other page has.
+pub async fn error_pages(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let res = next.call(req).await?.map_into_boxed_body();
+    let http_req = res.request().clone();
+    let status = res.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return Ok(res);
+    }
+    if !needs_error_body(&res) {
+        return Ok(res);
+    }
+    let message = message_for(status, res.response().error());
+    let api = crate::error::is_api_path(http_req.path());
+    let ctx = match http_req.app_data::<web::Data<AppState>>() {
+        Some(state) if !api => PageCtx::load(&http_req, http_req.get_session(), state)
+            .await
+            .unwrap_or_else(|_| PageCtx::anonymous(request_id(&http_req))),
+        _ => PageCtx::anonymous(request_id(&http_req)),
+    };
+    let body = render_error(&http_req, &ctx, status, &message);
+    Ok(carry_headers(res, body))
+}
+
+/// Errors and bodiless error statuses get a rendered body; a form re-rendered with a 400 or a
+/// JSON 503 from `/readyz` keeps its own.
+fn needs_error_body(res: &ServiceResponse<BoxBody>) -> bool {
+    use actix_web::body::BodySize;
+    if res.response().extensions().get::<Rendered>().is_some() {
+        return false;
+    }
+    let bodiless = matches!(
+        res.response().body().size(),
+        BodySize::None | BodySize::Sized(0)
+    );
+    res.response().error().is_some() || bodiless
+}
+
+/// Replaces the body of `res` with the rendered `page`, keeping the status, the headers set on
+/// the original (such as `Retry-After` or `WWW-Authenticate`) and its error, for the log line.
+fn carry_headers(
+    res: ServiceResponse<BoxBody>,
+    page: actix_web::HttpResponse,
+) -> ServiceResponse<BoxBody> {
+    let (req, original) = res.into_parts();
+    let (page_head, page_body) = page.into_parts();
+    let mut res = original.set_body(page_body);
+    if let Some(content_type) = page_head.headers().get(header::CONTENT_TYPE) {
+        res.headers_mut()
+            .insert(header::CONTENT_TYPE, content_type.clone());
+    }
+    res.headers_mut().remove(header::CONTENT_LENGTH);
+    res.extensions_mut().insert(Rendered);
+    ServiceResponse::new(req, res)
+}

@@ -1,0 +1,102 @@
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use sqlx::PgPool;
+
+use crate::helpers::database_url;
+
+fn plinth(database_url: &str, args: &[&str], stdin: &str) -> (i32, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_plinth"))
+        .args(args)
+        .env("PLINTH_DATABASE_URL", database_url)
+        .env_remove("PLINTH_SUPERUSER_PASSWORD")
+        .env("PLINTH_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[sqlx::test]
+async fn createsuperuser_creates_a_staff_account_from_stdin(pool: PgPool) {
+    let url = database_url(&pool).await;
+
+    let (code, out) = plinth(
+        &url,
+        &["createsuperuser", "--username", "grace"],
+        "a-staff-secret-9\n",
+    );
+
+    assert_eq!(code, 0, "{out}");
+    let staff: bool = sqlx::query_scalar("select is_staff from app_user where username = 'grace'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(staff);
+    let (code, out) = plinth(
+        &url,
+        &["createsuperuser", "--username", "GRACE"],
+        "a-staff-secret-9\n",
+    );
+    assert_eq!(code, 1);
+    assert!(out.contains("already exists"), "{out}");
+    let (code, out) = plinth(
+        &url,
+        &["createsuperuser", "--username", "weak"],
+        "password\n",
+    );
+    assert_eq!(code, 1);
+    assert!(out.contains("too common"), "{out}");
+}
+
+#[sqlx::test]
+async fn check_passes_on_a_migrated_database(pool: PgPool) {
+    let url = database_url(&pool).await;
+
+    let (code, out) = plinth(&url, &["check"], "");
+
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("migrations: ok"));
+}
+
+#[sqlx::test(migrations = false)]
+async fn check_reports_pending_migrations_then_migrate_fixes_them(pool: PgPool) {
+    let url = database_url(&pool).await;
+
+    let (code, out) = plinth(&url, &["check"], "");
+    assert_eq!(code, 4, "{out}");
+
+    let (code, out) = plinth(&url, &["migrate"], "");
+    assert_eq!(code, 0, "{out}");
+    let (code, _) = plinth(&url, &["check"], "");
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn check_reports_an_unreachable_database_and_bad_configuration() {
+    let (code, out) = plinth("postgres://postgres@127.0.0.1:1/plinth", &["check"], "");
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("database: unreachable"));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_plinth"))
+        .arg("check")
+        .env("PLINTH_ADDR", "not-an-address")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PLINTH_ADDR"));
+}

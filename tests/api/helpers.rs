@@ -1,0 +1,205 @@
+use std::sync::Arc;
+
+use plinth::auth::{password, Password, Username};
+use plinth::config::Settings;
+use plinth::startup::Application;
+use reqwest::cookie::{CookieStore, Jar};
+use reqwest::{redirect, Client, Response};
+use sqlx::PgPool;
+
+pub struct TestApp {
+    pub address: String,
+    pub pool: PgPool,
+    pub client: Client,
+    pub jar: Arc<Jar>,
+}
+
+/// Settings for a test server: a random port, one worker, cookies usable over plain HTTP.
+pub fn test_settings() -> Settings {
+    Settings::from_lookup(|name| match name {
+        "PLINTH_ADDR" => Some("127.0.0.1:0".into()),
+        "PLINTH_INSECURE_COOKIES" => Some("1".into()),
+        "PLINTH_WORKERS" => Some("1".into()),
+        _ => None,
+    })
+    .expect("test settings are valid")
+}
+
+pub async fn spawn_app(pool: PgPool) -> TestApp {
+    spawn_app_with(pool, |_| {}).await
+}
+
+pub async fn spawn_app_with(pool: PgPool, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let mut settings = test_settings();
+    tweak(&mut settings);
+    let app = Application::build_with_pool(settings, pool.clone())
+        .await
+        .expect("the app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    let (client, jar) = new_client();
+    TestApp {
+        address,
+        pool,
+        client,
+        jar,
+    }
+}
+
+/// A client that keeps cookies and does not follow redirects, like a careful browser.
+pub fn new_client() -> (Client, Arc<Jar>) {
+    let jar = Arc::new(Jar::default());
+    let client = Client::builder()
+        .redirect(redirect::Policy::none())
+        .cookie_provider(jar.clone())
+        .build()
+        .expect("client builds");
+    (client, jar)
+}
+
+/// The value of `name="csrf_token"` in a page.
+pub fn csrf_in(html: &str) -> String {
+    let marker = "name=\"csrf_token\" value=\"";
+    let start = html.find(marker).expect("the page has a CSRF field") + marker.len();
+    let end = html[start..].find('"').expect("the value ends") + start;
+    html[start..end].to_string()
+}
+
+pub fn location(res: &Response) -> String {
+    res.headers()
+        .get("location")
+        .expect("a Location header")
+        .to_str()
+        .expect("ascii")
+        .to_string()
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn get_html(&self, path: &str) -> String {
+        self.get(path).await.text().await.expect("a body")
+    }
+
+    /// Fetches `page` for its CSRF token, then posts `fields` with that token to `path`.
+    pub async fn post_form_from(
+        &self,
+        page: &str,
+        path: &str,
+        fields: &[(&str, &str)],
+    ) -> Response {
+        let token = csrf_in(&self.get_html(page).await);
+        let mut body: Vec<(&str, &str)> = fields.to_vec();
+        body.push(("csrf_token", &token));
+        self.client
+            .post(self.url(path))
+            .form(&body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Posts `fields` without any CSRF token.
+    pub async fn post_form_without_token(&self, path: &str, fields: &[(&str, &str)]) -> Response {
+        self.client
+            .post(self.url(path))
+            .form(fields)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> Response {
+        self.login_next(username, password, "").await
+    }
+
+    pub async fn login_next(&self, username: &str, password: &str, next: &str) -> Response {
+        self.post_form_from(
+            "/accounts/login",
+            "/accounts/login",
+            &[
+                ("username", username),
+                ("password", password),
+                ("next", next),
+            ],
+        )
+        .await
+    }
+
+    pub async fn signup(&self, username: &str, password: &str) -> Response {
+        self.post_form_from(
+            "/accounts/signup",
+            "/accounts/signup",
+            &[
+                ("username", username),
+                ("password", password),
+                ("password2", password),
+            ],
+        )
+        .await
+    }
+
+    /// Creates an account directly in the database.
+    pub async fn create_user(&self, username: &str, secret: &str, staff: bool) -> i64 {
+        let username = Username::parse(username).expect("valid username");
+        let secret = Password::parse(secret, username.as_str()).expect("valid password");
+        let hash = password::hash(&secret).await.expect("hashed");
+        plinth::db::users::create(&self.pool, &username, &hash, staff)
+            .await
+            .expect("created")
+            .id
+    }
+
+    /// The session cookie this client holds, as a `Cookie` header value.
+    pub fn session_cookie(&self) -> Option<String> {
+        let url = self.address.parse().expect("url");
+        self.jar
+            .cookies(&url)
+            .map(|v| v.to_str().expect("ascii").to_string())
+    }
+
+    /// A GET with an explicit `Cookie` header and no cookie store.
+    pub async fn get_with_cookie(&self, path: &str, cookie: &str) -> Response {
+        Client::builder()
+            .redirect(redirect::Policy::none())
+            .build()
+            .expect("client")
+            .get(self.url(path))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .expect("request sent")
+    }
+}
+
+/// The URL of the database behind `pool`, for running the binary against it.
+pub async fn database_url(pool: &PgPool) -> String {
+    let name: String = sqlx::query_scalar("select current_database()")
+        .fetch_one(pool)
+        .await
+        .expect("database name");
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set for tests");
+    let (prefix, _) = base.rsplit_once('/').expect("a URL with a database name");
+    format!("{prefix}/{name}")
+}
+
+/// A second browser on the same server.
+pub fn spawn_client_for(app: &TestApp) -> TestApp {
+    let (client, jar) = new_client();
+    TestApp {
+        address: app.address.clone(),
+        pool: app.pool.clone(),
+        client,
+        jar,
+    }
+}

@@ -1,0 +1,9 @@
+//! Integration tests: the real server on a random port, a fresh Postgres database per test, and
+//! an HTTP client that keeps cookies and does not follow redirects.
+
+mod accounts;
+mod cli;
+mod helpers;
+mod layout;
+mod ops;
+mod sessions;
