@@ -36,6 +36,13 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// `PLINTH_WORKERS`, default: one per core.
     pub workers: usize,
+    /// `PLINTH_MODELS`, default `models`: the model repository imported at start (skipped when
+    /// the directory does not exist).
+    pub models_dir: std::path::PathBuf,
+    /// `PLINTH_ARTIFACTS`, default `data/artifacts`: where model files are stored by hash.
+    pub artifacts_dir: std::path::PathBuf,
+    /// `PLINTH_MAX_UPLOAD_BYTES`, default 64 MiB: the largest model upload accepted.
+    pub max_upload_bytes: usize,
 }
 
 /// A variable that is set but cannot be understood.
@@ -95,7 +102,17 @@ impl Settings {
         let workers = parse_or(&get, "PLINTH_WORKERS", Some(default_workers), |v| {
             positive(v).map(|n| n as usize)
         })?;
+        let max_upload_bytes = parse_or(&get, "PLINTH_MAX_UPLOAD_BYTES", Some(64 << 20), |v| {
+            positive(v).map(|n| n as usize)
+        })?;
         Ok(Settings {
+            models_dir: get("PLINTH_MODELS")
+                .unwrap_or_else(|| "models".into())
+                .into(),
+            artifacts_dir: get("PLINTH_ARTIFACTS")
+                .unwrap_or_else(|| "data/artifacts".into())
+                .into(),
+            max_upload_bytes,
             addr,
             database_url,
             admin_username: get("PLINTH_ADMIN_USERNAME").unwrap_or_else(|| "admin".into()),

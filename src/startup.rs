@@ -15,12 +15,17 @@ use sqlx::PgPool;
 use crate::auth::session_store::PgSessionStore;
 use crate::auth::{password, Password, Username};
 use crate::config::Settings;
+use crate::prediction_log::PredictionLog;
+use crate::registry::artifacts::ArtifactStore;
+use crate::registry::Registry;
 use crate::{db, routes, telemetry};
 
 /// What every handler can reach.
 pub struct AppState {
     pub pool: PgPool,
     pub settings: Settings,
+    pub registry: Registry,
+    pub log: PredictionLog,
     /// An argon2 hash of nothing in particular, verified for unknown usernames.
     pub dummy_hash: String,
 }
@@ -39,6 +44,7 @@ impl Application {
         let pool = db::connect(&settings.database_url).await?;
         db::migrate(&pool).await?;
         bootstrap_admin(&pool, &settings).await?;
+        import_repository(&pool, &settings).await?;
         Self::build_with_pool(settings, pool).await
     }
 
@@ -57,8 +63,11 @@ impl Application {
         };
         let key = Key::try_from(key.as_slice())
             .map_err(|e| anyhow::anyhow!("the session key is unusable: {e}"))?;
+        let (log, _writer) = PredictionLog::start(pool.clone());
         let state = web::Data::new(AppState {
             pool: pool.clone(),
+            registry: registry_for(&pool, &settings),
+            log,
             settings: settings.clone(),
             dummy_hash: password::dummy_hash().await?,
         });
@@ -130,6 +139,29 @@ impl Application {
         tracing::info!("stopped");
         result
     }
+}
+
+pub fn registry_for(pool: &PgPool, settings: &Settings) -> Registry {
+    Registry::new(
+        pool.clone(),
+        ArtifactStore::new(&settings.artifacts_dir),
+        settings.max_upload_bytes,
+    )
+}
+
+/// Imports the model repository (`PLINTH_MODELS`) when it exists: idempotent, by file hash.
+pub async fn import_repository(pool: &PgPool, settings: &Settings) -> anyhow::Result<()> {
+    if !settings.models_dir.is_dir() {
+        tracing::info!(dir = %settings.models_dir.display(), "no model repository to import");
+        return Ok(());
+    }
+    let registry = registry_for(pool, settings);
+    for imported in registry.import_repository(&settings.models_dir).await? {
+        if let crate::registry::Imported::New { model, version } = imported {
+            tracing::info!(%model, version, "imported from the model repository");
+        }
+    }
+    Ok(())
 }
 
 /// On first start, creates the admin account: the password from `PLINTH_ADMIN_PASSWORD`, or a

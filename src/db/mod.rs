@@ -1,6 +1,8 @@
 //! All SQL lives here, one file per table family.
 
 pub mod login_failures;
+pub mod models;
+pub mod predictions;
 pub mod secrets;
 pub mod sessions;
 pub mod users;

@@ -17,6 +17,11 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../static/plinth.css"),
     ),
     (
+        "draw.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../static/draw.js"),
+    ),
+    (
         "favicon.svg",
         "image/svg+xml",
         include_bytes!("../../static/favicon.svg"),

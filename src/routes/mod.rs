@@ -2,9 +2,12 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod admin_models;
 pub mod assets;
+pub mod forms;
+pub mod history;
+pub mod models;
 pub mod ops;
-pub mod pages;
 
 use std::collections::BTreeMap;
 
@@ -19,9 +22,11 @@ use crate::error::AppError;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     ops::configure(cfg);
     assets::configure(cfg);
-    pages::configure(cfg);
+    models::configure(cfg);
+    history::configure(cfg);
     accounts::configure(cfg);
     admin::configure(cfg);
+    admin_models::configure(cfg);
 }
 
 /// Renders a template as an HTML response with `status`.

@@ -1,0 +1,137 @@
+use super::*;
+
+fn model(name: &str) -> LoadedModel {
+    let bytes = std::fs::read(format!("models/{name}/1/model.onnx")).expect("shipped model");
+    load(&bytes).expect("loads")
+}
+
+fn fixture(name: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(format!("tests/fixtures/{name}.json")).expect("fixture");
+    serde_json::from_str(&text).expect("json")
+}
+
+/// The fixture's rows in column order: (values, rows, width).
+fn rows(fx: &serde_json::Value) -> (Vec<f32>, usize, usize) {
+    let rows = fx["rows"].as_array().unwrap();
+    let width = rows[0].as_array().unwrap().len();
+    let data = rows
+        .iter()
+        .flat_map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+        })
+        .collect();
+    (data, rows.len(), width)
+}
+
+#[test]
+fn the_signature_comes_from_the_file() {
+    let iris = model("iris");
+    assert_eq!(iris.signature.inputs.len(), 1);
+    assert_eq!(iris.signature.inputs[0].dtype, DType::F32);
+    assert_eq!(iris.signature.inputs[0].row_width(), 4);
+    let names: Vec<&str> = iris
+        .signature
+        .outputs
+        .iter()
+        .map(|o| o.name.as_str())
+        .collect();
+    assert_eq!(names, ["label", "probabilities"]);
+    assert_eq!(iris.signature.outputs[0].dtype, DType::I64);
+    assert!(
+        iris.metadata.values().any(|v| v.contains("skl2onnx")),
+        "{:?}",
+        iris.metadata
+    );
+}
+
+#[test]
+fn outputs_match_onnxruntime() {
+    for name in ["iris", "diabetes", "digits"] {
+        let m = model(name);
+        let fx = fixture(name);
+        let (data, n, width) = rows(&fx);
+        let input = NamedTensor {
+            name: m.signature.inputs[0].name.clone(),
+            shape: vec![n, width],
+            data: TensorData::F32(data),
+        };
+        let out = m.run(vec![input]).expect("runs");
+        for t in out {
+            let expected: Vec<f64> = flatten(&fx["outputs"][&t.name]);
+            assert_eq!(expected.len(), t.data.len(), "{name}.{}", t.name);
+            for (i, e) in expected.iter().enumerate() {
+                let got = t.data.get_f64(i).unwrap();
+                assert!(
+                    (got - e).abs() <= 1e-5 * e.abs().max(1.0),
+                    "{name}.{}[{i}]: {got} vs {e}",
+                    t.name
+                );
+            }
+        }
+    }
+}
+
+fn flatten(v: &serde_json::Value) -> Vec<f64> {
+    match v {
+        serde_json::Value::Array(a) => a.iter().flat_map(flatten).collect(),
+        other => vec![other.as_f64().unwrap()],
+    }
+}
+
+#[test]
+fn too_few_columns_are_refused_before_tract() {
+    let m = model("iris");
+    let err = m
+        .run(vec![NamedTensor {
+            name: "X".into(),
+            shape: vec![1, 3],
+            data: TensorData::F32(vec![1.0, 2.0, 3.0]),
+        }])
+        .unwrap_err();
+    assert!(err.to_string().contains("must have shape [-1, 4]"), "{err}");
+}
+
+#[test]
+fn nan_and_wrong_types_are_refused() {
+    let m = model("iris");
+    let nan = m.run(vec![NamedTensor {
+        name: "X".into(),
+        shape: vec![1, 4],
+        data: TensorData::F32(vec![1.0, f32::NAN, 3.0, 1.0]),
+    }]);
+    assert!(nan.unwrap_err().to_string().contains("NaN"));
+    let ints = m.run(vec![NamedTensor {
+        name: "X".into(),
+        shape: vec![1, 4],
+        data: TensorData::I64(vec![1, 2, 3, 4]),
+    }]);
+    assert!(ints.unwrap_err().to_string().contains("must be FP32"));
+}
+
+#[test]
+fn garbage_is_not_onnx_and_says_so() {
+    let err = load(b"definitely not a protobuf").unwrap_err();
+    assert!(matches!(err, LoadError::NotOnnx(_)), "{err}");
+    let err = load(b"").unwrap_err();
+    assert!(matches!(err, LoadError::NotOnnx(_)), "{err}");
+}
+
+#[test]
+fn an_unknown_operator_is_named() {
+    // A real skl2onnx export: StandardScaler + Ridge.
+    let bytes = std::fs::read("tests/fixtures/scaled_ridge.onnx").unwrap();
+    let err = load(&bytes).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "The model uses the operator Scaler (ai.onnx.ml), which Plinth cannot run."
+    );
+}
+
+#[test]
+fn a_truncated_file_is_refused() {
+    let bytes = std::fs::read("models/iris/1/model.onnx").unwrap();
+    assert!(load(&bytes[..bytes.len() / 2]).is_err());
+}

@@ -1,0 +1,462 @@
+//! The model card: what turns a tensor signature into a form, labels and a description.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::inference::{DType, Signature};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    #[default]
+    Classification,
+    Regression,
+}
+
+impl Task {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Task::Classification => "classification",
+            Task::Regression => "regression",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeatureKind {
+    #[default]
+    Number,
+    Integer,
+    Boolean,
+    /// A choice among `choices`; the model receives the index of the choice.
+    Category,
+    /// One pixel of the card's image; the form takes a picture instead.
+    Image,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Feature {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    #[serde(rename = "type", default)]
+    pub kind: FeatureKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub choices: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub help: Option<String>,
+}
+
+impl Feature {
+    pub fn display_label(&self) -> &str {
+        self.label.as_deref().unwrap_or(&self.name)
+    }
+
+    /// Checks one value against the feature's type and bounds; the message names the problem.
+    pub fn check(&self, value: f64) -> Result<f64, String> {
+        if !value.is_finite() {
+            return Err("Enter a finite number (not NaN or infinity).".into());
+        }
+        match self.kind {
+            FeatureKind::Integer if value.fract() != 0.0 => {
+                return Err("Enter a whole number.".into())
+            }
+            FeatureKind::Boolean if value != 0.0 && value != 1.0 => {
+                return Err("Choose yes or no.".into())
+            }
+            FeatureKind::Category => {
+                let n = self.choices.as_ref().map_or(0, Vec::len);
+                if value.fract() != 0.0 || value < 0.0 || value as usize >= n {
+                    return Err("Choose one of the listed values.".into());
+                }
+            }
+            _ => {}
+        }
+        match (self.min, self.max) {
+            (Some(min), Some(max)) if value < min || value > max => Err(format!(
+                "Enter a value between {} and {} (the range seen in training).",
+                fmt_num(min),
+                fmt_num(max)
+            )),
+            (Some(min), None) if value < min => {
+                Err(format!("Enter a value of at least {}.", fmt_num(min)))
+            }
+            (None, Some(max)) if value > max => {
+                Err(format!("Enter a value of at most {}.", fmt_num(max)))
+            }
+            _ => Ok(value),
+        }
+    }
+}
+
+/// A number without trailing zeros.
+pub fn fmt_num(v: f64) -> String {
+    let s = format!("{v:.6}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" {
+        "0".into()
+    } else {
+        s.to_string()
+    }
+}
+
+/// How a picture becomes the model's input (the digits model's 8×8 grid of ink levels).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSpec {
+    pub width: u32,
+    pub height: u32,
+    /// The value of full ink.
+    pub max_value: f64,
+    /// True when the training images are light ink on dark (so a dark-on-light photo is inverted).
+    #[serde(default)]
+    pub invert: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Training {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub library: Option<String>,
+    #[serde(default)]
+    pub metrics: BTreeMap<String, f64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Card {
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub task: Task,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub example: Option<Vec<f64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageSpec>,
+    #[serde(default)]
+    pub features: Vec<Feature>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<Training>,
+    /// True when there was no card.toml and this was derived from the signature.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub derived: bool,
+}
+
+/// Where the label and the probabilities are among a classifier's outputs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ClassifierOutputs {
+    pub label: Option<usize>,
+    pub probabilities: Option<usize>,
+}
+
+impl Card {
+    /// Parses `card.toml`; the message says what is wrong and where.
+    pub fn parse(text: &str) -> Result<Card, String> {
+        toml::from_str::<Card>(text).map_err(|e| format!("card.toml is not valid: {}", e.message()))
+    }
+
+    /// A card for a model that came without one: generic field names from the signature.
+    pub fn derived(name: &str, signature: &Signature) -> Card {
+        let width = signature.inputs.first().map_or(0, |i| i.row_width());
+        let outputs = classifier_outputs(signature);
+        let task = if outputs.label.is_some() {
+            Task::Classification
+        } else {
+            Task::Regression
+        };
+        let labels = outputs.probabilities.and_then(|p| {
+            signature.outputs[p]
+                .shape
+                .get(1)
+                .copied()
+                .flatten()
+                .map(|c| (0..c).map(|i| i.to_string()).collect())
+        });
+        Card {
+            title: name.to_string(),
+            description: String::new(),
+            task,
+            labels,
+            features: (0..width)
+                .map(|i| Feature {
+                    name: format!("x{i}"),
+                    label: Some(format!("Input {i}")),
+                    unit: None,
+                    kind: FeatureKind::Number,
+                    min: None,
+                    max: None,
+                    step: None,
+                    choices: None,
+                    help: None,
+                })
+                .collect(),
+            derived: true,
+            ..Card::default()
+        }
+    }
+
+    /// Checks that the card describes this signature.
+    pub fn check_against(&self, signature: &Signature) -> Result<(), String> {
+        let [input] = signature.inputs.as_slice() else {
+            return Err(format!(
+                "Plinth serves models with one input tensor; this one has {}.",
+                signature.inputs.len()
+            ));
+        };
+        if !input.dtype.is_float() || input.shape.len() != 2 {
+            return Err(format!(
+                "The input {} must be a float matrix [batch, features]; it is {} {}.",
+                input.name,
+                input.dtype.v2_name(),
+                crate::inference::shape_text(&input.shape)
+            ));
+        }
+        let width = input.row_width();
+        if self.features.len() != width {
+            return Err(format!(
+                "The card lists {} features but the model's input {} takes {} columns.",
+                self.features.len(),
+                input.name,
+                width
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for f in &self.features {
+            if f.name.trim().is_empty() {
+                return Err("Every feature in the card needs a name.".into());
+            }
+            if !seen.insert(f.name.as_str()) {
+                return Err(format!("The card names the feature {} twice.", f.name));
+            }
+            if let (Some(min), Some(max)) = (f.min, f.max) {
+                if min > max {
+                    return Err(format!("The feature {} has min above max.", f.name));
+                }
+            }
+            if f.kind == FeatureKind::Category && f.choices.as_ref().is_none_or(Vec::is_empty) {
+                return Err(format!("The category feature {} needs choices.", f.name));
+            }
+        }
+        if let Some(example) = &self.example {
+            if example.len() != width {
+                return Err(format!(
+                    "The card's example has {} values for {} features.",
+                    example.len(),
+                    width
+                ));
+            }
+        }
+        if let Some(image) = &self.image {
+            if (image.width * image.height) as usize != width {
+                return Err(format!(
+                    "The card's image is {}×{} but the model takes {} values.",
+                    image.width, image.height, width
+                ));
+            }
+        }
+        match self.task {
+            Task::Classification => {
+                let outputs = classifier_outputs(signature);
+                if outputs.label.is_none() && outputs.probabilities.is_none() {
+                    return Err("The card says classification, but the model has no label or probability output.".into());
+                }
+                if let (Some(labels), Some(p)) = (&self.labels, outputs.probabilities) {
+                    if let Some(Some(classes)) = signature.outputs[p].shape.get(1) {
+                        if labels.len() != *classes {
+                            return Err(format!(
+                                "The card lists {} labels but the model gives {} class probabilities.",
+                                labels.len(),
+                                classes
+                            ));
+                        }
+                    }
+                }
+            }
+            Task::Regression => {
+                if !signature.outputs.iter().any(|o| o.dtype.is_float()) {
+                    return Err(
+                        "The card says regression, but the model has no numeric output.".into(),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A value per feature for the form: the card's example, or the middle of each range.
+    pub fn example_row(&self) -> Vec<f64> {
+        if let Some(example) = &self.example {
+            return example.clone();
+        }
+        self.features
+            .iter()
+            .map(|f| match (f.min, f.max) {
+                (Some(a), Some(b)) => {
+                    let mid = (a + b) / 2.0;
+                    match f.step {
+                        Some(step) if step > 0.0 => (mid / step).round() * step,
+                        _ => mid,
+                    }
+                }
+                (Some(a), None) => a,
+                (None, Some(b)) => b,
+                _ => 0.0,
+            })
+            .collect()
+    }
+
+    /// The display name of class `index`.
+    pub fn label_name(&self, index: usize) -> String {
+        self.labels
+            .as_ref()
+            .and_then(|l| l.get(index).cloned())
+            .unwrap_or_else(|| index.to_string())
+    }
+
+    pub fn display_title<'a>(&'a self, name: &'a str) -> &'a str {
+        if self.title.trim().is_empty() {
+            name
+        } else {
+            &self.title
+        }
+    }
+}
+
+/// Finds a classifier's label output (integers or strings, one per row) and its probability
+/// output (floats, one row of classes per row).
+pub fn classifier_outputs(signature: &Signature) -> ClassifierOutputs {
+    let label = signature.outputs.iter().position(|o| {
+        matches!(o.dtype, DType::I64 | DType::I32 | DType::String) && o.shape.len() <= 2
+    });
+    let probabilities = signature.outputs.iter().position(|o| {
+        o.dtype.is_float() && o.shape.len() == 2 && o.shape[1].is_some_and(|c| c > 1)
+    });
+    ClassifierOutputs {
+        label,
+        probabilities,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inference::TensorSpec;
+
+    fn iris_signature() -> Signature {
+        Signature {
+            inputs: vec![TensorSpec {
+                name: "X".into(),
+                dtype: DType::F32,
+                shape: vec![None, Some(4)],
+            }],
+            outputs: vec![
+                TensorSpec {
+                    name: "label".into(),
+                    dtype: DType::I64,
+                    shape: vec![None],
+                },
+                TensorSpec {
+                    name: "probabilities".into(),
+                    dtype: DType::F32,
+                    shape: vec![None, Some(3)],
+                },
+            ],
+        }
+    }
+
+    fn shipped(name: &str) -> Card {
+        Card::parse(&std::fs::read_to_string(format!("models/{name}/1/card.toml")).unwrap())
+            .unwrap()
+    }
+
+    #[test]
+    fn the_shipped_iris_card_matches_its_signature() {
+        let card = shipped("iris");
+        assert_eq!(card.features.len(), 4);
+        assert_eq!(card.features[0].unit.as_deref(), Some("cm"));
+        assert_eq!(card.label_name(2), "virginica");
+        card.check_against(&iris_signature()).unwrap();
+    }
+
+    #[test]
+    fn a_card_with_the_wrong_feature_count_is_refused() {
+        let mut card = shipped("iris");
+        card.features.pop();
+        let err = card.check_against(&iris_signature()).unwrap_err();
+        assert_eq!(
+            err,
+            "The card lists 3 features but the model's input X takes 4 columns."
+        );
+    }
+
+    #[test]
+    fn a_card_with_the_wrong_label_count_is_refused() {
+        let mut card = shipped("iris");
+        card.labels = Some(vec!["a".into(), "b".into()]);
+        assert!(card
+            .check_against(&iris_signature())
+            .unwrap_err()
+            .contains("2 labels"));
+    }
+
+    #[test]
+    fn unknown_card_fields_are_named() {
+        let err = Card::parse("title = \"x\"\ncolour = \"red\"\n").unwrap_err();
+        assert!(err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn without_a_card_the_signature_gives_the_form() {
+        let card = Card::derived("mystery", &iris_signature());
+        assert_eq!(card.features.len(), 4);
+        assert_eq!(card.task, Task::Classification);
+        assert_eq!(card.label_name(1), "1");
+        card.check_against(&iris_signature()).unwrap();
+    }
+
+    #[test]
+    fn values_are_checked_against_type_and_bounds() {
+        let card = shipped("iris");
+        let f = &card.features[0];
+        assert_eq!(f.check(5.0), Ok(5.0));
+        assert!(f.check(f64::NAN).unwrap_err().contains("finite"));
+        assert!(f.check(100.0).unwrap_err().contains("between 4.3 and 7.9"));
+        let int = Feature {
+            kind: FeatureKind::Integer,
+            min: None,
+            max: None,
+            ..f.clone()
+        };
+        assert!(int.check(1.5).is_err());
+    }
+
+    #[test]
+    fn the_example_row_fills_the_form() {
+        assert_eq!(shipped("iris").example_row(), vec![5.1, 3.5, 1.4, 0.2]);
+        let digits = shipped("digits");
+        assert_eq!(digits.example_row().len(), 64);
+    }
+}

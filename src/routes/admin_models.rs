@@ -1,0 +1,404 @@
+//! Staff pages of the registry: models, versions, uploads, aliases and rollback.
+
+use actix_web::http::StatusCode;
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use askama::Template;
+
+use super::forms::{read_form, Submitted};
+use super::{render, see_other};
+use crate::auth::context::flash;
+use crate::auth::{PageCtx, StaffOnly};
+use crate::db;
+use crate::db::models::ModelRow;
+use crate::error::AppError;
+use crate::registry::card::Card;
+use crate::registry::{ImportError, Imported, Upload, PRODUCTION};
+use crate::startup::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(models_index)
+        .service(create_model)
+        .service(model_admin)
+        .service(upload_version)
+        .service(set_alias)
+        .service(rollback);
+}
+
+pub struct ModelSummary {
+    pub name: String,
+    pub title: String,
+    pub production: Option<i32>,
+    pub versions: i64,
+}
+
+#[derive(Template)]
+#[template(path = "admin/models.html")]
+struct ModelsIndex {
+    ctx: PageCtx,
+    models: Vec<ModelSummary>,
+    name: String,
+    error: Option<String>,
+}
+
+async fn models_index_page(
+    ctx: PageCtx,
+    state: &AppState,
+    name: String,
+    error: Option<String>,
+) -> Result<HttpResponse, AppError> {
+    let models = db::models::catalogue(&state.pool)
+        .await?
+        .into_iter()
+        .map(|row| {
+            let card: Card = row
+                .card
+                .and_then(|c| serde_json::from_value(c.0).ok())
+                .unwrap_or_default();
+            ModelSummary {
+                title: card.display_title(&row.name).to_string(),
+                name: row.name,
+                production: row.version,
+                versions: row.versions,
+            }
+        })
+        .collect();
+    let status = if error.is_some() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    render(
+        &ModelsIndex {
+            ctx,
+            models,
+            name,
+            error,
+        },
+        status,
+    )
+}
+
+#[get("/admin/models")]
+async fn models_index(
+    StaffOnly(ctx, _): StaffOnly,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    models_index_page(ctx, &state, String::new(), None).await
+}
+
+fn upload_from(form: &Submitted, model: String, actor: i64) -> Result<Upload, String> {
+    let onnx = form
+        .file("model")
+        .ok_or("Choose the model file (model.onnx) to upload.")?
+        .to_vec();
+    let card = match form.file("card") {
+        Some(bytes) => Some(
+            String::from_utf8(bytes.to_vec())
+                .map_err(|_| "card.toml is not UTF-8 text.".to_string())?,
+        ),
+        None => None,
+    };
+    Ok(Upload {
+        model,
+        onnx,
+        card,
+        reference_csv: form.file("reference").map(<[u8]>::to_vec),
+        source: "upload",
+        actor: Some(actor),
+    })
+}
+
+#[post("/admin/models")]
+async fn create_model(
+    req: HttpRequest,
+    payload: web::Payload,
+    StaffOnly(ctx, user): StaffOnly,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    let form = read_form(&req, payload, state.settings.max_upload_bytes).await?;
+    let name = form.field("name").trim().to_string();
+    if let Err(e) = crate::registry::check_model_name(&name) {
+        return models_index_page(ctx, &state, name, Some(e)).await;
+    }
+    if db::models::find_model(&state.pool, &name).await?.is_some() {
+        let e = format!("A model called {name} exists already; upload a new version on its page.");
+        return models_index_page(ctx, &state, name, Some(e)).await;
+    }
+    let upload = match upload_from(&form, name.clone(), user.id) {
+        Ok(u) => u,
+        Err(e) => return models_index_page(ctx, &state, name, Some(e)).await,
+    };
+    match state.registry.import(upload).await {
+        Ok(_) => {
+            if let Some(session) = ctx.session() {
+                flash(
+                    session,
+                    "success",
+                    format!("Created {name} with version 1, now in production."),
+                );
+            }
+            Ok(see_other(&format!("/admin/models/{name}")))
+        }
+        Err(ImportError::Invalid(e)) => models_index_page(ctx, &state, name, Some(e)).await,
+        Err(e) => Err(AppError::internal(e)),
+    }
+}
+
+pub struct VersionView {
+    pub version: i32,
+    pub created_at: String,
+    pub created_by: String,
+    pub source: String,
+    pub sha_short: String,
+    pub size: String,
+    pub aliases: Vec<String>,
+    pub reference_rows: Option<i32>,
+    pub inputs: String,
+}
+
+pub struct EventView {
+    pub alias: String,
+    pub from: String,
+    pub to: i32,
+    pub actor: String,
+    pub at: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin/model.html")]
+struct ModelAdmin {
+    ctx: PageCtx,
+    name: String,
+    title: String,
+    versions: Vec<VersionView>,
+    events: Vec<EventView>,
+    production: Option<i32>,
+    rollback_to: Option<i32>,
+    error: Option<String>,
+}
+
+fn human_size(bytes: i64) -> String {
+    match bytes {
+        b if b < 1024 => format!("{b} B"),
+        b if b < 1 << 20 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{:.1} MiB", b as f64 / (1 << 20) as f64),
+    }
+}
+
+async fn find_model(state: &AppState, name: &str) -> Result<ModelRow, AppError> {
+    db::models::find_model(&state.pool, name)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("There is no model called {name}.")))
+}
+
+async fn model_admin_page(
+    ctx: PageCtx,
+    state: &AppState,
+    model: &ModelRow,
+    error: Option<String>,
+) -> Result<HttpResponse, AppError> {
+    let versions = db::models::versions(&state.pool, model.id).await?;
+    let aliases = db::models::aliases(&state.pool, model.id).await?;
+    let production = aliases
+        .iter()
+        .find(|(a, _)| a == PRODUCTION)
+        .map(|(_, v)| *v);
+    let rollback_to = match db::models::previous_target(&state.pool, model.id, PRODUCTION).await? {
+        Some(id) => versions.iter().find(|v| v.id == id).map(|v| v.version),
+        None => None,
+    };
+    let title = versions
+        .first()
+        .and_then(|v| serde_json::from_value::<Card>(v.card.0.clone()).ok())
+        .map(|c| c.display_title(&model.name).to_string())
+        .unwrap_or_else(|| model.name.clone());
+    let views = versions
+        .iter()
+        .map(|v| {
+            let signature = crate::registry::signature_of(v);
+            VersionView {
+                version: v.version,
+                created_at: super::fmt_time(&Some(v.created_at)),
+                created_by: v.created_by_name.clone().unwrap_or_else(|| "—".into()),
+                source: v.source.clone(),
+                sha_short: v.sha256.chars().take(12).collect(),
+                size: human_size(v.size_bytes),
+                aliases: aliases
+                    .iter()
+                    .filter(|(_, n)| *n == v.version)
+                    .map(|(a, _)| a.clone())
+                    .collect(),
+                reference_rows: v.reference_rows,
+                inputs: signature
+                    .map(|s| {
+                        s.inputs
+                            .iter()
+                            .map(|i| {
+                                format!(
+                                    "{} {} {}",
+                                    i.name,
+                                    i.dtype.v2_name(),
+                                    crate::inference::shape_text(&i.shape)
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    })
+                    .unwrap_or_default(),
+            }
+        })
+        .collect();
+    let events = db::models::alias_events(&state.pool, model.id, 20)
+        .await?
+        .into_iter()
+        .map(|e| EventView {
+            alias: e.alias,
+            from: e
+                .from_version
+                .map_or_else(|| "—".to_string(), |v| v.to_string()),
+            to: e.to_version,
+            actor: e.actor.unwrap_or_else(|| "system".into()),
+            at: super::fmt_time(&Some(e.created_at)),
+        })
+        .collect();
+    let status = if error.is_some() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    let page = ModelAdmin {
+        ctx,
+        name: model.name.clone(),
+        title,
+        versions: views,
+        events,
+        production,
+        rollback_to,
+        error,
+    };
+    render(&page, status)
+}
+
+#[get("/admin/models/{name}")]
+async fn model_admin(
+    StaffOnly(ctx, _): StaffOnly,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let model = find_model(&state, &name).await?;
+    model_admin_page(ctx, &state, &model, None).await
+}
+
+#[post("/admin/models/{name}/versions")]
+async fn upload_version(
+    req: HttpRequest,
+    payload: web::Payload,
+    StaffOnly(ctx, user): StaffOnly,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let form = read_form(&req, payload, state.settings.max_upload_bytes).await?;
+    let model = find_model(&state, &name).await?;
+    let upload = match upload_from(&form, model.name.clone(), user.id) {
+        Ok(u) => u,
+        Err(e) => return model_admin_page(ctx, &state, &model, Some(e)).await,
+    };
+    let message = match state.registry.import(upload).await {
+        Ok(Imported::New { version, .. }) => {
+            format!("Version {version} uploaded. Move an alias to it to serve it.")
+        }
+        Ok(Imported::AlreadyThere { version, .. }) => {
+            format!("That file is version {version} already; nothing was added.")
+        }
+        Err(ImportError::Invalid(e)) => {
+            return model_admin_page(ctx, &state, &model, Some(e)).await
+        }
+        Err(e) => return Err(AppError::internal(e)),
+    };
+    if let Some(session) = ctx.session() {
+        flash(session, "success", message);
+    }
+    Ok(see_other(&format!("/admin/models/{}", model.name)))
+}
+
+#[post("/admin/models/{name}/aliases")]
+async fn set_alias(
+    req: HttpRequest,
+    payload: web::Payload,
+    StaffOnly(ctx, user): StaffOnly,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let form = read_form(&req, payload, state.settings.max_body_bytes).await?;
+    let model = find_model(&state, &name).await?;
+    let alias = form.field("alias").trim().to_lowercase();
+    let Ok(version) = form.field("version").trim().parse::<i32>() else {
+        return model_admin_page(ctx, &state, &model, Some("Choose a version number.".into()))
+            .await;
+    };
+    match state
+        .registry
+        .move_alias(&model, &alias, version, Some(user.id))
+        .await
+    {
+        Ok(()) => {
+            if let Some(session) = ctx.session() {
+                flash(
+                    session,
+                    "success",
+                    format!("{alias} now points at version {version}."),
+                );
+            }
+            Ok(see_other(&format!("/admin/models/{}", model.name)))
+        }
+        Err(ImportError::Invalid(e)) => model_admin_page(ctx, &state, &model, Some(e)).await,
+        Err(e) => Err(AppError::internal(e)),
+    }
+}
+
+#[post("/admin/models/{name}/rollback")]
+async fn rollback(
+    req: HttpRequest,
+    payload: web::Payload,
+    StaffOnly(ctx, user): StaffOnly,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    read_form(&req, payload, state.settings.max_body_bytes).await?;
+    let model = find_model(&state, &name).await?;
+    let target = db::models::previous_target(&state.pool, model.id, PRODUCTION).await?;
+    let version = match target {
+        Some(id) => db::models::version_by_id(&state.pool, id).await?,
+        None => None,
+    };
+    let Some(version) = version else {
+        return model_admin_page(
+            ctx,
+            &state,
+            &model,
+            Some("There is no earlier production version to go back to.".into()),
+        )
+        .await;
+    };
+    match state
+        .registry
+        .move_alias(&model, PRODUCTION, version.version, Some(user.id))
+        .await
+    {
+        Ok(()) => {
+            if let Some(session) = ctx.session() {
+                flash(
+                    session,
+                    "success",
+                    format!(
+                        "Rolled back: production is version {} again.",
+                        version.version
+                    ),
+                );
+            }
+            Ok(see_other(&format!("/admin/models/{}", model.name)))
+        }
+        Err(ImportError::Invalid(e)) => model_admin_page(ctx, &state, &model, Some(e)).await,
+        Err(e) => Err(AppError::internal(e)),
+    }
+}

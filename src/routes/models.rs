@@ -1,0 +1,601 @@
+//! The catalogue, a model's generated form, and the result page.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use actix_web::http::StatusCode;
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use askama::Template;
+use base64::Engine;
+use serde::Deserialize;
+
+use super::forms::{read_form, Submitted};
+use super::{render, see_other};
+use crate::auth::{LoggedIn, PageCtx};
+use crate::db;
+use crate::db::predictions::NewPrediction;
+use crate::error::AppError;
+use crate::inference::{self, NamedTensor, RunError, TensorData};
+use crate::registry::card::{fmt_num, Card, Feature, FeatureKind, Task};
+use crate::registry::decode::{decode, Outcome};
+use crate::registry::{picture, Selector, Served};
+use crate::startup::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(catalogue)
+        .service(model_page)
+        .service(predict)
+        .service(prediction_page);
+}
+
+// --- catalogue ----------------------------------------------------------------------------
+
+pub struct CatalogueEntry {
+    pub name: String,
+    pub title: String,
+    pub summary: String,
+    pub task: &'static str,
+    pub version: Option<i32>,
+    pub versions: i64,
+}
+
+#[derive(Template)]
+#[template(path = "models/catalogue.html")]
+struct CataloguePage {
+    ctx: PageCtx,
+    models: Vec<CatalogueEntry>,
+}
+
+/// The first paragraph of a Markdown description, as plain text.
+fn summary(description: &str) -> String {
+    let first = description
+        .split("\n\n")
+        .map(str::trim)
+        .find(|p| !p.is_empty())
+        .unwrap_or("");
+    first.replace(['*', '_', '`'], "").replace('\n', " ")
+}
+
+#[get("/")]
+async fn catalogue(ctx: PageCtx, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    let models = db::models::catalogue(&state.pool)
+        .await?
+        .into_iter()
+        .map(|row| {
+            let card: Card = row
+                .card
+                .and_then(|c| serde_json::from_value(c.0).ok())
+                .unwrap_or_default();
+            CatalogueEntry {
+                title: card.display_title(&row.name).to_string(),
+                summary: summary(&card.description),
+                task: card.task.as_str(),
+                name: row.name,
+                version: row.version,
+                versions: row.versions,
+            }
+        })
+        .collect();
+    render(&CataloguePage { ctx, models }, StatusCode::OK)
+}
+
+// --- the form -----------------------------------------------------------------------------
+
+/// One field of the generated form.
+pub struct Field {
+    pub name: String,
+    pub label: String,
+    pub unit: String,
+    pub kind: FeatureKind,
+    pub min: String,
+    pub max: String,
+    pub step: String,
+    pub value: String,
+    pub error: Option<String>,
+    pub choices: Vec<(String, String)>,
+    pub help: String,
+}
+
+#[derive(Template)]
+#[template(path = "models/detail.html")]
+struct ModelPage {
+    ctx: PageCtx,
+    name: String,
+    title: String,
+    description_html: String,
+    task: &'static str,
+    version: i32,
+    /// `Some(n)` when staff are trying a version other than production.
+    trying: Option<i32>,
+    fields: Vec<Field>,
+    image: bool,
+    image_error: Option<String>,
+    form_error: Option<String>,
+    training: Vec<(String, String)>,
+    metrics: Vec<(String, String)>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ModelQuery {
+    version: Option<String>,
+    from: Option<i64>,
+}
+
+/// Markdown to HTML, with raw HTML in the source dropped.
+fn markdown(text: &str) -> String {
+    use pulldown_cmark::{Event, Parser};
+    let parser = Parser::new(text).filter(|e| !matches!(e, Event::Html(_) | Event::InlineHtml(_)));
+    let mut html = String::new();
+    pulldown_cmark::html::push_html(&mut html, parser);
+    html
+}
+
+fn step_text(f: &Feature) -> String {
+    match (f.kind, f.step) {
+        (_, Some(step)) => fmt_num(step),
+        (FeatureKind::Integer, None) => "1".into(),
+        _ => "any".into(),
+    }
+}
+
+fn fields_for(card: &Card, values: &[String], errors: &HashMap<String, String>) -> Vec<Field> {
+    card.features
+        .iter()
+        .filter(|f| f.kind != FeatureKind::Image)
+        .enumerate()
+        .map(|(i, f)| Field {
+            name: f.name.clone(),
+            label: f.display_label().to_string(),
+            unit: f.unit.clone().unwrap_or_default(),
+            kind: f.kind,
+            min: f.min.map(fmt_num).unwrap_or_default(),
+            max: f.max.map(fmt_num).unwrap_or_default(),
+            step: step_text(f),
+            value: values.get(i).cloned().unwrap_or_default(),
+            error: errors.get(&f.name).cloned(),
+            choices: f
+                .choices
+                .iter()
+                .flatten()
+                .enumerate()
+                .map(|(i, c)| (i.to_string(), c.clone()))
+                .collect(),
+            help: f.help.clone().unwrap_or_default(),
+        })
+        .collect()
+}
+
+struct FormState {
+    values: Vec<String>,
+    errors: HashMap<String, String>,
+    image_error: Option<String>,
+    form_error: Option<String>,
+}
+
+fn model_page_for(
+    ctx: PageCtx,
+    served: &Served,
+    trying: Option<i32>,
+    state: FormState,
+) -> ModelPage {
+    let card = &served.card;
+    let training = card
+        .training
+        .as_ref()
+        .map(|t| {
+            [
+                ("Data set", t.dataset.clone()),
+                ("Algorithm", t.algorithm.clone()),
+                ("Training rows", t.rows.map(|r| r.to_string())),
+                ("Library", t.library.clone()),
+                ("Data SHA-256", t.data_sha256.clone()),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
+            .collect()
+        })
+        .unwrap_or_default();
+    let metrics = card
+        .training
+        .as_ref()
+        .map(|t| {
+            t.metrics
+                .iter()
+                .map(|(k, v)| (k.to_uppercase(), fmt_num((v * 10_000.0).round() / 10_000.0)))
+                .collect()
+        })
+        .unwrap_or_default();
+    ModelPage {
+        ctx,
+        name: served.model.name.clone(),
+        title: card.display_title(&served.model.name).to_string(),
+        description_html: markdown(&card.description),
+        task: card.task.as_str(),
+        version: served.version.version,
+        trying,
+        fields: fields_for(card, &state.values, &state.errors),
+        image: card.image.is_some(),
+        image_error: state.image_error,
+        form_error: state.form_error,
+        training,
+        metrics,
+    }
+}
+
+/// `?version=N` for staff; everyone else gets production.
+fn selector_for(ctx: &PageCtx, version: Option<&str>) -> Result<(Selector, Option<i32>), AppError> {
+    match version.filter(|v| !v.is_empty()) {
+        None => Ok((Selector::default(), None)),
+        Some(_) if !ctx.is_staff() => Err(AppError::Forbidden(
+            "Only staff can try versions other than the one in production.".into(),
+        )),
+        Some(v) => {
+            let n = v
+                .parse::<i32>()
+                .map_err(|_| AppError::BadRequest(format!("{v:?} is not a version number.")))?;
+            Ok((Selector::Number(n), Some(n)))
+        }
+    }
+}
+
+async fn served(state: &AppState, name: &str, selector: &Selector) -> Result<Served, AppError> {
+    state
+        .registry
+        .resolve(name, selector)
+        .await?
+        .ok_or_else(|| match selector {
+            Selector::Number(n) => {
+                AppError::NotFound(format!("The model {name} has no version {n}."))
+            }
+            Selector::Alias(a) => AppError::NotFound(format!(
+                "There is no model called {name}, or it has no {a} version yet."
+            )),
+        })
+}
+
+#[get("/models/{name}")]
+async fn model_page(
+    LoggedIn(ctx, user): LoggedIn,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+    query: web::Query<ModelQuery>,
+) -> Result<HttpResponse, AppError> {
+    let (selector, trying) = selector_for(&ctx, query.version.as_deref())?;
+    let served = served(&state, &name, &selector).await?;
+    // "Predict again" fills the form with an earlier prediction's inputs.
+    let previous = match query.from {
+        Some(id) => db::predictions::find(&state.pool, id)
+            .await?
+            .filter(|p| p.user_id == Some(user.id) && p.model == served.model.name),
+        None => None,
+    };
+    let values: Vec<String> = match previous {
+        Some(p) => served
+            .card
+            .features
+            .iter()
+            .map(|f| {
+                p.inputs
+                    .0
+                    .get(&f.name)
+                    .and_then(|v| v.as_f64())
+                    .map(fmt_num)
+                    .unwrap_or_default()
+            })
+            .collect(),
+        None => served.card.example_row().into_iter().map(fmt_num).collect(),
+    };
+    let page = model_page_for(
+        ctx,
+        &served,
+        trying,
+        FormState {
+            values,
+            errors: HashMap::new(),
+            image_error: None,
+            form_error: None,
+        },
+    );
+    render(&page, StatusCode::OK)
+}
+
+/// Errors by field, and the image field's error.
+type RowErrors = (HashMap<String, String>, Option<String>);
+
+/// Reads the form into one row of model inputs, or the errors by field.
+fn parse_row(card: &Card, form: &Submitted) -> Result<Vec<f64>, RowErrors> {
+    if let Some(image) = &card.image {
+        let bytes = match (form.file("image"), form.field("image_data")) {
+            (Some(bytes), _) => bytes.to_vec(),
+            (None, data) if !data.is_empty() => {
+                let encoded = data.split_once("base64,").map_or(data, |(_, b)| b);
+                base64::engine::general_purpose::STANDARD
+                    .decode(encoded.trim())
+                    .map_err(|_| {
+                        (
+                            HashMap::new(),
+                            Some("The drawing could not be read.".to_string()),
+                        )
+                    })?
+            }
+            _ => {
+                return Err((
+                    HashMap::new(),
+                    Some("Draw a digit in the box or choose a picture to upload.".to_string()),
+                ))
+            }
+        };
+        return picture::to_features(&bytes, image).map_err(|e| (HashMap::new(), Some(e)));
+    }
+    let mut errors = HashMap::new();
+    let mut row = Vec::with_capacity(card.features.len());
+    for f in &card.features {
+        let raw = form.field(&f.name).trim();
+        let parsed = if raw.is_empty() {
+            Err("This field is required.".to_string())
+        } else {
+            match raw.parse::<f64>() {
+                Ok(v) => f.check(v),
+                Err(_) => Err("Enter a number.".to_string()),
+            }
+        };
+        match parsed {
+            Ok(v) => row.push(v),
+            Err(e) => {
+                errors.insert(f.name.clone(), e);
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(row)
+    } else {
+        Err((errors, None))
+    }
+}
+
+/// Runs one row through a served version and decodes it.
+pub async fn predict_rows(
+    served: &Served,
+    rows: &[Vec<f64>],
+) -> Result<(Vec<Outcome>, i32), RunError> {
+    let spec = &served.loaded.signature.inputs[0];
+    let width = spec.row_width();
+    let flat: Vec<f64> = rows.iter().flatten().copied().collect();
+    let data = match spec.dtype {
+        inference::DType::F64 => TensorData::F64(flat),
+        _ => TensorData::F32(flat.iter().map(|v| *v as f32).collect()),
+    };
+    let input = NamedTensor {
+        name: spec.name.clone(),
+        shape: vec![rows.len(), width],
+        data,
+    };
+    let started = Instant::now();
+    let outputs = inference::run_async(served.loaded.clone(), vec![input]).await?;
+    let latency_us = started.elapsed().as_micros().min(i32::MAX as u128) as i32;
+    let outcomes = decode(&served.card, &served.loaded.signature, &outputs, rows.len());
+    Ok((outcomes, latency_us))
+}
+
+/// The inputs as stored: feature name → value (an image model stores its pixel values too).
+pub fn inputs_json(card: &Card, row: &[f64]) -> serde_json::Value {
+    let map: serde_json::Map<String, serde_json::Value> = card
+        .features
+        .iter()
+        .zip(row)
+        .map(|(f, v)| (f.name.clone(), serde_json::json!(v)))
+        .collect();
+    map.into()
+}
+
+#[post("/models/{name}")]
+async fn predict(
+    req: HttpRequest,
+    payload: web::Payload,
+    LoggedIn(ctx, user): LoggedIn,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+    query: web::Query<ModelQuery>,
+) -> Result<HttpResponse, AppError> {
+    let form = read_form(&req, payload, state.settings.max_upload_bytes).await?;
+    let (selector, trying) = selector_for(&ctx, query.version.as_deref())?;
+    let served = served(&state, &name, &selector).await?;
+    let row = match parse_row(&served.card, &form) {
+        Ok(row) => row,
+        Err((errors, image_error)) => {
+            let values = served
+                .card
+                .features
+                .iter()
+                .map(|f| form.field(&f.name).to_string())
+                .collect();
+            let page = model_page_for(
+                ctx,
+                &served,
+                trying,
+                FormState {
+                    values,
+                    errors,
+                    image_error,
+                    form_error: Some(
+                        "Some of the values need another look; see the marked fields.".into(),
+                    ),
+                },
+            );
+            return render(&page, StatusCode::UNPROCESSABLE_ENTITY);
+        }
+    };
+    let (outcomes, latency_us) = predict_rows(&served, std::slice::from_ref(&row))
+        .await
+        .map_err(|e| match e {
+            RunError::BadInput(msg) => AppError::Unprocessable(msg),
+            RunError::Failed(msg) => AppError::internal(anyhow::anyhow!(msg)),
+        })?;
+    let outcome = outcomes
+        .into_iter()
+        .next()
+        .ok_or_else(|| AppError::internal(anyhow::anyhow!("the model returned no rows")))?;
+    let ids = state
+        .log
+        .record(vec![NewPrediction {
+            model_id: served.model.id,
+            version_id: served.version.id,
+            user_id: Some(user.id),
+            token_id: None,
+            source: "form",
+            inputs: inputs_json(&served.card, &row),
+            outputs: outcome.to_json(),
+            latency_us,
+        }])
+        .await
+        .map_err(|e| AppError::Unavailable(e.to_string()))?;
+    let id = ids
+        .first()
+        .ok_or_else(|| AppError::internal(anyhow::anyhow!("no id returned")))?;
+    Ok(see_other(&format!("/predictions/{id}")))
+}
+
+// --- the result ---------------------------------------------------------------------------
+
+/// One bar of the probability chart, in SVG units.
+pub struct Bar {
+    pub label: String,
+    pub percent: String,
+    pub width: f64,
+    pub y: usize,
+    pub top: bool,
+}
+
+pub struct InputRow {
+    pub label: String,
+    pub value: String,
+    pub unit: String,
+}
+
+#[derive(Template)]
+#[template(path = "models/prediction.html")]
+struct PredictionPage {
+    ctx: PageCtx,
+    id: i64,
+    model: String,
+    title: String,
+    version: i32,
+    headline: String,
+    is_regression: bool,
+    bars: Vec<Bar>,
+    chart_height: usize,
+    inputs: Vec<InputRow>,
+    /// For image models: the 8×8 grid as (x, y, opacity).
+    pixels: Vec<(u32, u32, String)>,
+    grid: u32,
+    latency_ms: String,
+    created_at: String,
+    source: String,
+    owner: String,
+    mine: bool,
+}
+
+#[get("/predictions/{id}")]
+async fn prediction_page(
+    LoggedIn(ctx, user): LoggedIn,
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, AppError> {
+    let not_found =
+        || AppError::NotFound("There is no prediction with that number in your history.".into());
+    let p = db::predictions::find(&state.pool, *id)
+        .await?
+        .ok_or_else(not_found)?;
+    let mine = p.user_id == Some(user.id);
+    // Another user's prediction does not exist, as far as this user can tell. Staff see all.
+    if !mine && !user.is_staff {
+        return Err(not_found());
+    }
+    let version = db::models::version_by_id(&state.pool, p.version_id)
+        .await?
+        .ok_or_else(not_found)?;
+    let card: Card = serde_json::from_value(version.card.0.clone()).unwrap_or_default();
+    let outcome = Outcome::from_json(&p.outputs.0, &card);
+    let bars = outcome
+        .probabilities
+        .iter()
+        .enumerate()
+        .map(|(i, (label, prob))| Bar {
+            label: label.clone(),
+            percent: format!("{:.1}%", prob * 100.0),
+            width: (prob.clamp(0.0, 1.0) * 300.0 * 10.0).round() / 10.0,
+            y: i * 28,
+            top: Some(label) == outcome.label.as_ref(),
+        })
+        .collect::<Vec<_>>();
+    let (pixels, grid) = match &card.image {
+        Some(image) => {
+            let px = card
+                .features
+                .iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    let v = p
+                        .inputs
+                        .0
+                        .get(&f.name)
+                        .and_then(|v| v.as_f64())
+                        .unwrap_or(0.0);
+                    let opacity = (v / image.max_value).clamp(0.0, 1.0);
+                    (
+                        (i as u32 % image.width) * 10,
+                        (i as u32 / image.width) * 10,
+                        format!("{opacity:.3}"),
+                    )
+                })
+                .collect();
+            (px, image.width * 10)
+        }
+        None => (Vec::new(), 0),
+    };
+    let inputs = if card.image.is_some() {
+        Vec::new()
+    } else {
+        card.features
+            .iter()
+            .map(|f| InputRow {
+                label: f.display_label().to_string(),
+                value: p
+                    .inputs
+                    .0
+                    .get(&f.name)
+                    .map_or_else(String::new, |v| match v.as_f64() {
+                        Some(x) => match (&f.kind, &f.choices) {
+                            (FeatureKind::Category, Some(c)) => {
+                                c.get(x as usize).cloned().unwrap_or_else(|| fmt_num(x))
+                            }
+                            _ => fmt_num(x),
+                        },
+                        None => v.to_string(),
+                    }),
+                unit: f.unit.clone().unwrap_or_default(),
+            })
+            .collect()
+    };
+    let page = PredictionPage {
+        ctx,
+        id: p.id,
+        title: card.display_title(&p.model).to_string(),
+        model: p.model.clone(),
+        version: p.version,
+        headline: outcome.headline(),
+        is_regression: card.task == Task::Regression,
+        chart_height: bars.len() * 28,
+        bars,
+        inputs,
+        pixels,
+        grid,
+        latency_ms: format!("{:.2}", p.latency_us as f64 / 1000.0),
+        created_at: super::fmt_time(&Some(p.created_at)),
+        source: p.source.clone(),
+        owner: p.username.clone().unwrap_or_else(|| "—".into()),
+        mine,
+    };
+    render(&page, StatusCode::OK)
+}
