@@ -169,6 +169,10 @@ less certainty between those two. Measurements outside the ranges seen in traini
     rows = np.array([[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3], [7.7, 3.0, 6.1, 2.3], [5.9, 3.0, 5.1, 1.8]])
     save("iris", export(model, X, "iris"), card, features, training, names, Xtr, rows)
 
+    # A second, more regularised version: what the tests upload and promote.
+    v2 = LogisticRegression(max_iter=1000, C=0.05).fit(Xtr, ytr)
+    (FIXTURES / "iris_v2.onnx").write_bytes(export(v2, X, "iris").SerializeToString())
+
 
 def diabetes():
     data = datasets.load_diabetes(scaled=False)

@@ -16,7 +16,7 @@ async fn signing_up_creates_an_account_and_signs_in(pool: PgPool) {
     assert_eq!(location(&res), "/");
     let home = app.get_html("/").await;
     assert!(home.contains("Welcome to Plinth, ada."), "{home}");
-    assert!(home.contains("Signed in as <strong>ada</strong>"));
+    assert!(home.contains(">ada</summary>"), "the user menu names ada");
     let (staff, hash): (bool, String) =
         sqlx::query_as("select is_staff, password_hash from app_user where username = 'ada'")
             .fetch_one(&app.pool)

@@ -10,6 +10,7 @@ use sqlx::PgPool;
 pub struct TestApp {
     pub address: String,
     pub pool: PgPool,
+    pub settings: Settings,
     pub client: Client,
     pub jar: Arc<Jar>,
 }
@@ -20,6 +21,12 @@ pub fn test_settings() -> Settings {
         "PLINTH_ADDR" => Some("127.0.0.1:0".into()),
         "PLINTH_INSECURE_COOKIES" => Some("1".into()),
         "PLINTH_WORKERS" => Some("1".into()),
+        "PLINTH_ARTIFACTS" => Some(
+            std::env::temp_dir()
+                .join(format!("plinth-test-{}", uuid_like()))
+                .to_string_lossy()
+                .to_string(),
+        ),
         _ => None,
     })
     .expect("test settings are valid")
@@ -32,7 +39,7 @@ pub async fn spawn_app(pool: PgPool) -> TestApp {
 pub async fn spawn_app_with(pool: PgPool, tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = test_settings();
     tweak(&mut settings);
-    let app = Application::build_with_pool(settings, pool.clone())
+    let app = Application::build_with_pool(settings.clone(), pool.clone())
         .await
         .expect("the app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
@@ -41,9 +48,20 @@ pub async fn spawn_app_with(pool: PgPool, tweak: impl FnOnce(&mut Settings)) -> 
     TestApp {
         address,
         pool,
+        settings,
         client,
         jar,
     }
+}
+
+/// A name unique enough for a temporary directory.
+fn uuid_like() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{}-{nanos}", std::process::id())
 }
 
 /// A client that keeps cookies and does not follow redirects, like a careful browser.
@@ -199,7 +217,82 @@ pub fn spawn_client_for(app: &TestApp) -> TestApp {
     TestApp {
         address: app.address.clone(),
         pool: app.pool.clone(),
+        settings: app.settings.clone(),
         client,
         jar,
     }
+}
+
+impl TestApp {
+    /// Imports the model repository shipped in `models/`, as `plinth serve` does at start.
+    pub async fn import_models(&self) {
+        // The shipped models, whatever upload limit the test server has.
+        let mut settings = self.settings.clone();
+        settings.max_upload_bytes = 64 << 20;
+        plinth::startup::registry_for(&self.pool, &settings)
+            .import_repository(std::path::Path::new("models"))
+            .await
+            .expect("the shipped models import");
+    }
+
+    /// Creates a user and signs this client in as them.
+    pub async fn sign_in(&self, username: &str, staff: bool) -> i64 {
+        let id = self
+            .create_user(username, "plinth-pedestal-42", staff)
+            .await;
+        let res = self.login(username, "plinth-pedestal-42").await;
+        assert_eq!(res.status().as_u16(), 303, "signed in");
+        id
+    }
+
+    /// Posts a model's form with the given values; the CSRF token comes from the form page.
+    pub async fn predict(&self, model: &str, fields: &[(&str, String)]) -> Response {
+        let page = format!("/models/{model}");
+        let token = csrf_in(&self.get_html(&page).await);
+        let mut body: Vec<(&str, String)> = fields.to_vec();
+        body.push(("csrf_token", token));
+        self.client
+            .post(self.url(&page))
+            .form(&body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Posts a multipart form, adding the CSRF token taken from `page`.
+    pub async fn post_multipart(
+        &self,
+        page: &str,
+        path: &str,
+        form: reqwest::multipart::Form,
+    ) -> Response {
+        let token = csrf_in(&self.get_html(page).await);
+        self.client
+            .post(self.url(path))
+            .multipart(form.text("csrf_token", token))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        sqlx::query_scalar(&format!("select count(*) from {table}"))
+            .fetch_one(&self.pool)
+            .await
+            .expect("count")
+    }
+}
+
+/// A file part for multipart uploads.
+pub fn file_part(bytes: Vec<u8>, name: &str) -> reqwest::multipart::Part {
+    reqwest::multipart::Part::bytes(bytes).file_name(name.to_string())
+}
+
+/// The prediction id a form POST redirected to.
+pub fn prediction_id(res: &Response) -> i64 {
+    let loc = location(res);
+    loc.strip_prefix("/predictions/")
+        .unwrap_or_else(|| panic!("redirected to {loc}"))
+        .parse()
+        .expect("an id")
 }

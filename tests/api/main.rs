@@ -4,6 +4,9 @@
 mod accounts;
 mod cli;
 mod helpers;
+mod history;
 mod layout;
+mod models;
 mod ops;
+mod registry;
 mod sessions;
