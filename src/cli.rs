@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use crate::auth::{password, Password, Username};
 use crate::config::Settings;
 use crate::db;
+use crate::registry::Imported;
 use crate::startup::{bootstrap_admin, Application};
 
 #[derive(Parser, Debug)]
@@ -35,6 +36,20 @@ pub enum Command {
     /// Check the configuration, the database and the migrations. Exit status: 0 all good,
     /// 2 configuration invalid, 3 database unreachable, 4 migrations pending.
     Check,
+    /// The model registry.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ModelsCommand {
+    /// Import a model repository (`<name>/<version>/model.onnx`, with `card.toml` and
+    /// `reference.csv` beside it). Files already imported are skipped.
+    Import { path: std::path::PathBuf },
+    /// List models, their versions and aliases.
+    List,
 }
 
 pub const EXIT_CONFIG: u8 = 2;
@@ -55,6 +70,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Migrate => migrate(&settings).await,
         Command::Createsuperuser { username } => createsuperuser(&settings, &username).await,
         Command::Check => return check(&settings).await,
+        Command::Models { command } => models(&settings, command).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -107,6 +123,39 @@ async fn createsuperuser(settings: &Settings, username: &str) -> anyhow::Result<
     let hash = password::hash(&password).await?;
     db::users::create(&pool, &username, &hash, true).await?;
     println!("superuser {:?} created", username.as_str());
+    Ok(())
+}
+
+async fn models(settings: &Settings, command: ModelsCommand) -> anyhow::Result<()> {
+    let pool = db::connect(&settings.database_url).await?;
+    db::migrate(&pool).await?;
+    match command {
+        ModelsCommand::Import { path } => {
+            let registry = crate::startup::registry_for(&pool, settings);
+            for imported in registry.import_repository(&path).await? {
+                match imported {
+                    Imported::New { model, version } => println!("{model}: imported as version {version}"),
+                    Imported::AlreadyThere { model, version } => {
+                        println!("{model}: already there as version {version}")
+                    }
+                }
+            }
+        }
+        ModelsCommand::List => {
+            let models = db::models::catalogue(&pool).await?;
+            if models.is_empty() {
+                println!("no models");
+            }
+            for m in models {
+                let model = db::models::find_model(&pool, &m.name)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("{} vanished", m.name))?;
+                let aliases = db::models::aliases(&pool, model.id).await?;
+                let aliases: Vec<String> = aliases.iter().map(|(a, v)| format!("{a}={v}")).collect();
+                println!("{}\t{} version(s)\t{}", m.name, m.versions, aliases.join(" "));
+            }
+        }
+    }
     Ok(())
 }
 

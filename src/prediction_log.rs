@@ -80,3 +80,75 @@ async fn writer(pool: PgPool, mut rx: mpsc::Receiver<Pending>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(model_id: i64, version_id: i64, n: i64) -> NewPrediction {
+        NewPrediction {
+            model_id,
+            version_id,
+            user_id: None,
+            token_id: None,
+            source: "form",
+            inputs: serde_json::json!({ "n": n }),
+            outputs: serde_json::json!({ "value": n }),
+            latency_us: 10,
+        }
+    }
+
+    async fn a_version(pool: &PgPool) -> (i64, i64) {
+        let model: i64 = sqlx::query_scalar("insert into model (name) values ('m') returning id")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        let version: i64 = sqlx::query_scalar(
+            "insert into model_version (model_id, version, sha256, size_bytes, card, signature, source)
+             values ($1, 1, 'x', 1, '{}', '{}', 'test') returning id",
+        )
+        .bind(model)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        (model, version)
+    }
+
+    #[sqlx::test]
+    async fn concurrent_records_get_their_own_ids_back(pool: PgPool) {
+        let (model, version) = a_version(&pool).await;
+        let (log, _) = PredictionLog::start(pool.clone());
+        let mut tasks = Vec::new();
+        for n in 0..50 {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                let rows = vec![row(model, version, n), row(model, version, n + 1000)];
+                (n, log.record(rows).await.unwrap())
+            }));
+        }
+        for task in tasks {
+            let (n, ids) = task.await.unwrap();
+            assert_eq!(ids.len(), 2);
+            for (id, expected) in ids.iter().zip([n, n + 1000]) {
+                let stored: serde_json::Value =
+                    sqlx::query_scalar("select inputs from prediction where id = $1")
+                        .bind(id)
+                        .fetch_one(&pool)
+                        .await
+                        .unwrap();
+                assert_eq!(stored["n"], expected, "id {id} holds its own row");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_database_is_reported_not_hidden() {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .acquire_timeout(std::time::Duration::from_millis(300))
+            .connect_lazy("postgres://postgres@127.0.0.1:1/none")
+            .unwrap();
+        let (log, _) = PredictionLog::start(pool);
+        let err = log.record(vec![row(1, 1, 1)]).await.unwrap_err();
+        assert!(err.to_string().contains("could not be stored"));
+    }
+}

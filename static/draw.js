@@ -16,7 +16,7 @@
     ctx.fillStyle = "#ffffff";
     ctx.fillRect(0, 0, canvas.width, canvas.height);
     ctx.strokeStyle = "#111111";
-    ctx.lineWidth = canvas.width / 11;
+    ctx.lineWidth = canvas.width / 7;
     ctx.lineCap = "round";
     ctx.lineJoin = "round";
     dirty = false;

@@ -69,6 +69,10 @@ pub fn to_features(bytes: &[u8], spec: &ImageSpec) -> Result<Vec<f64>, String> {
         ((box_h - h) / 2) as i64,
     );
 
+    // The training digits were written with a broad pen (strokes about a quarter of the digit's
+    // height); thicken thin strokes by one pixel all round so a fine pen reads the same way.
+    let canvas = thicken(&canvas);
+
     // Count the ink pixels in each 4×4 block.
     let mut out = Vec::with_capacity((spec.width * spec.height) as usize);
     for by in 0..spec.height {
@@ -85,6 +89,20 @@ pub fn to_features(bytes: &[u8], spec: &ImageSpec) -> Result<Vec<f64>, String> {
         }
     }
     Ok(out)
+}
+
+/// A 3×3 maximum filter: each pixel takes the darkest ink around it.
+fn thicken(img: &GrayImage) -> GrayImage {
+    let (w, h) = img.dimensions();
+    GrayImage::from_fn(w, h, |x, y| {
+        let mut max = 0u8;
+        for ny in y.saturating_sub(1)..=(y + 1).min(h - 1) {
+            for nx in x.saturating_sub(1)..=(x + 1).min(w - 1) {
+                max = max.max(img.get_pixel(nx, ny)[0]);
+            }
+        }
+        Luma([max])
+    })
 }
 
 #[cfg(test)]

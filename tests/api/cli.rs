@@ -100,3 +100,29 @@ fn check_reports_an_unreachable_database_and_bad_configuration() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("PLINTH_ADDR"));
 }
+
+#[sqlx::test]
+async fn models_import_and_list_work_by_hand(pool: PgPool) {
+    let url = database_url(&pool).await;
+    let artifacts = std::env::temp_dir().join(format!("plinth-cli-{}", std::process::id()));
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_plinth"))
+            .args(args)
+            .env("PLINTH_DATABASE_URL", &url)
+            .env("PLINTH_ARTIFACTS", &artifacts)
+            .env("PLINTH_LOG", "warn")
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string())
+    };
+
+    let (code, out) = run(&["models", "import", "models"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("iris: imported as version 1"));
+    let (_, again) = run(&["models", "import", "models"]);
+    assert!(again.contains("iris: already there as version 1"));
+    let (code, list) = run(&["models", "list"]);
+    assert_eq!(code, Some(0));
+    assert!(list.contains("iris\t1 version(s)\tproduction=1"), "{list}");
+    let _ = std::fs::remove_dir_all(artifacts);
+}

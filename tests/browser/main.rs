@@ -1,0 +1,143 @@
+//! Browser tests: headless Chromium over WebDriver against the real server, for the journeys
+//! that matter. Screenshots of the main pages land in `target/tmp/screenshots/`.
+//!
+//! They need Debian's `chromium` and `chromium-driver` (`.ci/run` installs them). Without them
+//! the tests say so and pass, unless `PLINTH_REQUIRE_BROWSER=1` (set by `.ci/run`) makes a
+//! missing browser a failure.
+
+#[allow(dead_code)]
+#[path = "../api/helpers.rs"]
+mod helpers;
+mod webdriver;
+
+use sqlx::PgPool;
+
+use helpers::spawn_app;
+use webdriver::Driver;
+
+fn browser_missing() -> bool {
+    if webdriver::available() {
+        return false;
+    }
+    if std::env::var("PLINTH_REQUIRE_BROWSER").is_ok_and(|v| v == "1") {
+        panic!("chromium and chromedriver are required (apt-get install chromium chromium-driver)");
+    }
+    eprintln!("skipping: /usr/bin/chromium or /usr/bin/chromedriver is not installed");
+    true
+}
+
+#[sqlx::test]
+async fn a_user_signs_in_predicts_iris_and_finds_it_in_history(pool: PgPool) {
+    if browser_missing() {
+        return;
+    }
+    let app = spawn_app(pool).await;
+    app.import_models().await;
+    app.create_user("ada", "plinth-pedestal-42", false).await;
+    let driver = Driver::start().await;
+    let b = driver.browser().await;
+
+    b.goto(&app.url("/")).await;
+    b.screenshot("catalogue-anonymous").await;
+    b.goto(&app.url("/models/iris")).await;
+    assert_eq!(b.wait_for_path("/accounts/login").await, "/accounts/login?next=/models/iris");
+    b.fill("#username", "ada").await;
+    b.fill("#password", "plinth-pedestal-42").await;
+    b.screenshot("login").await;
+    b.click("form.form button[type=submit]").await;
+    b.wait_for_path("/models/iris").await;
+    b.screenshot("iris-form").await;
+
+    b.fill("#f-petal_length", "5.6").await;
+    b.fill("#f-petal_width", "2.2").await;
+    b.fill("#f-sepal_length", "6.7").await;
+    b.click("form.predict-form button[type=submit]").await;
+    let path = b.wait_for_path("/predictions/").await;
+    let source = b.source().await;
+    assert!(source.contains(r#"<p class="headline">virginica</p>"#), "{source}");
+    b.screenshot("iris-result").await;
+    let id: i64 = path.trim_start_matches("/predictions/").parse().unwrap();
+    let stored: i64 = sqlx::query_scalar("select count(*) from prediction where id = $1")
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 1, "the prediction shown is in Postgres");
+
+    b.goto(&app.url("/history")).await;
+    let history = b.source().await;
+    assert!(history.contains(&format!(r#"href="/predictions/{id}""#)));
+    b.screenshot("history").await;
+
+    b.goto(&app.url("/")).await;
+    b.screenshot("catalogue").await;
+    b.quit().await;
+}
+
+#[sqlx::test]
+async fn a_digit_drawn_on_the_canvas_is_recognised(pool: PgPool) {
+    if browser_missing() {
+        return;
+    }
+    let app = spawn_app(pool).await;
+    app.import_models().await;
+    app.create_user("ada", "plinth-pedestal-42", false).await;
+    let driver = Driver::start().await;
+    let b = driver.browser().await;
+    b.goto(&app.url("/accounts/login?next=/models/digits")).await;
+    b.fill("#username", "ada").await;
+    b.fill("#password", "plinth-pedestal-42").await;
+    b.click("form.form button[type=submit]").await;
+    b.wait_for_path("/models/digits").await;
+
+    // A "1": one firm vertical stroke down the middle of the box.
+    b.draw("[data-draw] canvas", &[(0, -90), (0, -45), (0, 0), (0, 45), (0, 90)]).await;
+    b.screenshot("digits-drawn").await;
+    b.click("form.predict-form button[type=submit]").await;
+    b.wait_for_path("/predictions/").await;
+
+    let source = b.source().await;
+    assert!(source.contains(r#"<p class="headline">1</p>"#), "{source}");
+    b.screenshot("digits-result").await;
+    b.quit().await;
+}
+
+#[sqlx::test]
+async fn staff_upload_and_promote_a_version_in_the_browser(pool: PgPool) {
+    if browser_missing() {
+        return;
+    }
+    let app = spawn_app(pool).await;
+    app.import_models().await;
+    app.create_user("root", "staff-member-secret", true).await;
+    let driver = Driver::start().await;
+    let b = driver.browser().await;
+    b.goto(&app.url("/accounts/login?next=/admin/models/iris")).await;
+    b.fill("#username", "root").await;
+    b.fill("#password", "staff-member-secret").await;
+    b.click("form.form button[type=submit]").await;
+    b.wait_for_path("/admin/models/iris").await;
+
+    let model = std::fs::canonicalize("tests/fixtures/iris_v2.onnx").unwrap();
+    let card = std::fs::canonicalize("models/iris/1/card.toml").unwrap();
+    b.fill("#model", &model.display().to_string()).await;
+    b.fill("#card", &card.display().to_string()).await;
+    b.click("form[action='/admin/models/iris/versions'] button[type=submit]").await;
+    b.wait_for_path("/admin/models/iris").await;
+    assert!(b.source().await.contains("Version 2 uploaded"));
+
+    b.click("form[action='/admin/models/iris/aliases'] input[value='2'] ~ button").await;
+    b.wait_for_path("/admin/models/iris").await;
+    let page = b.source().await;
+    assert!(page.contains("production now points at version 2."), "{page}");
+    b.screenshot("admin-model").await;
+    let serving: i32 = sqlx::query_scalar(
+        "select v.version from model_alias a join model_version v on v.id = a.version_id
+         join model m on m.id = a.model_id where m.name = 'iris' and a.alias = 'production'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(serving, 2);
+    b.quit().await;
+}
