@@ -134,7 +134,9 @@ async fn models(settings: &Settings, command: ModelsCommand) -> anyhow::Result<(
             let registry = crate::startup::registry_for(&pool, settings);
             for imported in registry.import_repository(&path).await? {
                 match imported {
-                    Imported::New { model, version } => println!("{model}: imported as version {version}"),
+                    Imported::New { model, version } => {
+                        println!("{model}: imported as version {version}")
+                    }
                     Imported::AlreadyThere { model, version } => {
                         println!("{model}: already there as version {version}")
                     }
@@ -151,8 +153,14 @@ async fn models(settings: &Settings, command: ModelsCommand) -> anyhow::Result<(
                     .await?
                     .ok_or_else(|| anyhow::anyhow!("{} vanished", m.name))?;
                 let aliases = db::models::aliases(&pool, model.id).await?;
-                let aliases: Vec<String> = aliases.iter().map(|(a, v)| format!("{a}={v}")).collect();
-                println!("{}\t{} version(s)\t{}", m.name, m.versions, aliases.join(" "));
+                let aliases: Vec<String> =
+                    aliases.iter().map(|(a, v)| format!("{a}={v}")).collect();
+                println!(
+                    "{}\t{} version(s)\t{}",
+                    m.name,
+                    m.versions,
+                    aliases.join(" ")
+                );
             }
         }
     }

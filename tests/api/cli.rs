@@ -113,7 +113,10 @@ async fn models_import_and_list_work_by_hand(pool: PgPool) {
             .env("PLINTH_LOG", "warn")
             .output()
             .unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
     };
 
     let (code, out) = run(&["models", "import", "models"]);

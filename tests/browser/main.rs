@@ -40,7 +40,10 @@ async fn a_user_signs_in_predicts_iris_and_finds_it_in_history(pool: PgPool) {
     b.goto(&app.url("/")).await;
     b.screenshot("catalogue-anonymous").await;
     b.goto(&app.url("/models/iris")).await;
-    assert_eq!(b.wait_for_path("/accounts/login").await, "/accounts/login?next=/models/iris");
+    assert_eq!(
+        b.wait_for_path("/accounts/login").await,
+        "/accounts/login?next=/models/iris"
+    );
     b.fill("#username", "ada").await;
     b.fill("#password", "plinth-pedestal-42").await;
     b.screenshot("login").await;
@@ -54,7 +57,10 @@ async fn a_user_signs_in_predicts_iris_and_finds_it_in_history(pool: PgPool) {
     b.click("form.predict-form button[type=submit]").await;
     let path = b.wait_for_path("/predictions/").await;
     let source = b.source().await;
-    assert!(source.contains(r#"<p class="headline">virginica</p>"#), "{source}");
+    assert!(
+        source.contains(r#"<p class="headline">virginica</p>"#),
+        "{source}"
+    );
     b.screenshot("iris-result").await;
     let id: i64 = path.trim_start_matches("/predictions/").parse().unwrap();
     let stored: i64 = sqlx::query_scalar("select count(*) from prediction where id = $1")
@@ -84,14 +90,19 @@ async fn a_digit_drawn_on_the_canvas_is_recognised(pool: PgPool) {
     app.create_user("ada", "plinth-pedestal-42", false).await;
     let driver = Driver::start().await;
     let b = driver.browser().await;
-    b.goto(&app.url("/accounts/login?next=/models/digits")).await;
+    b.goto(&app.url("/accounts/login?next=/models/digits"))
+        .await;
     b.fill("#username", "ada").await;
     b.fill("#password", "plinth-pedestal-42").await;
     b.click("form.form button[type=submit]").await;
     b.wait_for_path("/models/digits").await;
 
     // A "1": one firm vertical stroke down the middle of the box.
-    b.draw("[data-draw] canvas", &[(0, -90), (0, -45), (0, 0), (0, 45), (0, 90)]).await;
+    b.draw(
+        "[data-draw] canvas",
+        &[(0, -90), (0, -45), (0, 0), (0, 45), (0, 90)],
+    )
+    .await;
     b.screenshot("digits-drawn").await;
     b.click("form.predict-form button[type=submit]").await;
     b.wait_for_path("/predictions/").await;
@@ -112,7 +123,8 @@ async fn staff_upload_and_promote_a_version_in_the_browser(pool: PgPool) {
     app.create_user("root", "staff-member-secret", true).await;
     let driver = Driver::start().await;
     let b = driver.browser().await;
-    b.goto(&app.url("/accounts/login?next=/admin/models/iris")).await;
+    b.goto(&app.url("/accounts/login?next=/admin/models/iris"))
+        .await;
     b.fill("#username", "root").await;
     b.fill("#password", "staff-member-secret").await;
     b.click("form.form button[type=submit]").await;
@@ -122,14 +134,13 @@ async fn staff_upload_and_promote_a_version_in_the_browser(pool: PgPool) {
     let card = std::fs::canonicalize("models/iris/1/card.toml").unwrap();
     b.fill("#model", &model.display().to_string()).await;
     b.fill("#card", &card.display().to_string()).await;
-    b.click("form[action='/admin/models/iris/versions'] button[type=submit]").await;
-    b.wait_for_path("/admin/models/iris").await;
-    assert!(b.source().await.contains("Version 2 uploaded"));
+    b.click("form[action='/admin/models/iris/versions'] button[type=submit]")
+        .await;
+    b.wait_for_text("Version 2 uploaded").await;
 
-    b.click("form[action='/admin/models/iris/aliases'] input[value='2'] ~ button").await;
-    b.wait_for_path("/admin/models/iris").await;
-    let page = b.source().await;
-    assert!(page.contains("production now points at version 2."), "{page}");
+    b.click("form[action='/admin/models/iris/aliases'] input[value='2'] ~ button")
+        .await;
+    b.wait_for_text("production now points at version 2.").await;
     b.screenshot("admin-model").await;
     let serving: i32 = sqlx::query_scalar(
         "select v.version from model_alias a join model_version v on v.id = a.version_id

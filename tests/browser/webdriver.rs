@@ -46,7 +46,8 @@ fn free_port() -> u16 {
 
 /// `chromedriver` and `chromium` on this machine, if installed.
 pub fn available() -> bool {
-    std::path::Path::new("/usr/bin/chromedriver").exists() && std::path::Path::new("/usr/bin/chromium").exists()
+    std::path::Path::new("/usr/bin/chromedriver").exists()
+        && std::path::Path::new("/usr/bin/chromium").exists()
 }
 
 impl Driver {
@@ -68,7 +69,10 @@ impl Driver {
                     break;
                 }
             }
-            assert!(started.elapsed() < Duration::from_secs(20), "chromedriver did not become ready");
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "chromedriver did not become ready"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let profile = std::env::temp_dir().join(format!("plinth-chromium-{port}"));
@@ -123,7 +127,13 @@ impl Browser<'_> {
         if let Some(body) = body {
             req = req.json(&body);
         }
-        let res: Value = req.send().await.expect("webdriver call").json().await.expect("json");
+        let res: Value = req
+            .send()
+            .await
+            .expect("webdriver call")
+            .json()
+            .await
+            .expect("json");
         if let Some(err) = res["value"]["error"].as_str() {
             panic!("webdriver {path}: {err}: {}", res["value"]["message"]);
         }
@@ -131,34 +141,64 @@ impl Browser<'_> {
     }
 
     pub async fn goto(&self, url: &str) {
-        self.call(reqwest::Method::POST, "/url", Some(json!({ "url": url }))).await;
+        self.call(reqwest::Method::POST, "/url", Some(json!({ "url": url })))
+            .await;
     }
 
     pub async fn url(&self) -> String {
-        self.call(reqwest::Method::GET, "/url", None).await.as_str().unwrap_or_default().to_string()
+        self.call(reqwest::Method::GET, "/url", None)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 
     pub async fn source(&self) -> String {
-        self.call(reqwest::Method::GET, "/source", None).await.as_str().unwrap_or_default().to_string()
+        self.call(reqwest::Method::GET, "/source", None)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 
     pub async fn find(&self, css: &str) -> String {
         let v = self
-            .call(reqwest::Method::POST, "/element", Some(json!({"using": "css selector", "value": css})))
+            .call(
+                reqwest::Method::POST,
+                "/element",
+                Some(json!({"using": "css selector", "value": css})),
+            )
             .await;
-        v[ELEMENT].as_str().unwrap_or_else(|| panic!("no element {css}")).to_string()
+        v[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {css}"))
+            .to_string()
     }
 
     pub async fn fill(&self, css: &str, text: &str) {
         let el = self.find(css).await;
-        self.call(reqwest::Method::POST, &format!("/element/{el}/clear"), Some(json!({}))).await;
-        self.call(reqwest::Method::POST, &format!("/element/{el}/value"), Some(json!({ "text": text })))
-            .await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{el}/clear"),
+            Some(json!({})),
+        )
+        .await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{el}/value"),
+            Some(json!({ "text": text })),
+        )
+        .await;
     }
 
     pub async fn click(&self, css: &str) {
         let el = self.find(css).await;
-        self.call(reqwest::Method::POST, &format!("/element/{el}/click"), Some(json!({}))).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{el}/click"),
+            Some(json!({})),
+        )
+        .await;
     }
 
     /// Waits until the URL's path starts with `prefix`.
@@ -166,11 +206,34 @@ impl Browser<'_> {
         let started = Instant::now();
         loop {
             let url = self.url().await;
-            let path = url.splitn(4, '/').nth(3).map(|p| format!("/{p}")).unwrap_or_default();
+            let path = url
+                .splitn(4, '/')
+                .nth(3)
+                .map(|p| format!("/{p}"))
+                .unwrap_or_default();
             if path.starts_with(prefix) {
                 return path;
             }
-            assert!(started.elapsed() < Duration::from_secs(10), "still at {url}, waiting for {prefix}");
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "still at {url}, waiting for {prefix}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the page contains `text`, and returns the page.
+    pub async fn wait_for_text(&self, text: &str) -> String {
+        let started = Instant::now();
+        loop {
+            let source = self.source().await;
+            if source.contains(text) {
+                return source;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the page never showed {text:?}: {source}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -179,9 +242,14 @@ impl Browser<'_> {
     pub async fn draw(&self, css: &str, points: &[(i64, i64)]) {
         let el = self.find(css).await;
         let origin = json!({ ELEMENT: el });
-        let mut actions = vec![json!({"type": "pointerMove", "origin": origin, "x": points[0].0, "y": points[0].1, "duration": 0}), json!({"type": "pointerDown", "button": 0})];
+        let mut actions = vec![
+            json!({"type": "pointerMove", "origin": origin, "x": points[0].0, "y": points[0].1, "duration": 0}),
+            json!({"type": "pointerDown", "button": 0}),
+        ];
         for (x, y) in &points[1..] {
-            actions.push(json!({"type": "pointerMove", "origin": origin, "x": x, "y": y, "duration": 30}));
+            actions.push(
+                json!({"type": "pointerMove", "origin": origin, "x": x, "y": y, "duration": 30}),
+            );
         }
         actions.push(json!({"type": "pointerUp", "button": 0}));
         self.call(
