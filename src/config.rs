@@ -43,6 +43,10 @@ pub struct Settings {
     pub artifacts_dir: std::path::PathBuf,
     /// `PLINTH_MAX_UPLOAD_BYTES`, default 64 MiB: the largest model upload accepted.
     pub max_upload_bytes: usize,
+    /// `PLINTH_PUBLIC_INFERENCE=1` lets anonymous callers use the inference endpoints.
+    pub public_inference: bool,
+    /// `PLINTH_MAX_BATCH_ROWS`, default 1000: the most rows one API request may carry.
+    pub max_batch_rows: usize,
 }
 
 /// A variable that is set but cannot be understood.
@@ -105,7 +109,13 @@ impl Settings {
         let max_upload_bytes = parse_or(&get, "PLINTH_MAX_UPLOAD_BYTES", Some(64 << 20), |v| {
             positive(v).map(|n| n as usize)
         })?;
+        let public_inference = parse_or(&get, "PLINTH_PUBLIC_INFERENCE", Some(false), parse_bool)?;
+        let max_batch_rows = parse_or(&get, "PLINTH_MAX_BATCH_ROWS", Some(1000), |v| {
+            positive(v).map(|n| n as usize)
+        })?;
         Ok(Settings {
+            public_inference,
+            max_batch_rows,
             models_dir: get("PLINTH_MODELS")
                 .unwrap_or_else(|| "models".into())
                 .into(),

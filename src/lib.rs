@@ -1,5 +1,6 @@
 //! Plinth: ONNX models as a web application, inference APIs and an MLOps back office.
 
+pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -9,5 +10,6 @@ pub mod inference;
 pub mod prediction_log;
 pub mod registry;
 pub mod routes;
+pub mod serving;
 pub mod startup;
 pub mod telemetry;

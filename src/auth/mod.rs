@@ -6,6 +6,7 @@ pub mod csrf;
 pub mod password;
 pub mod session_store;
 pub mod throttle;
+pub mod tokens;
 pub mod username;
 
 pub use context::{Flash, LoggedIn, PageCtx, StaffOnly};

@@ -1,10 +1,12 @@
 //! All SQL lives here, one file per table family.
 
+pub mod feedback;
 pub mod login_failures;
 pub mod models;
 pub mod predictions;
 pub mod secrets;
 pub mod sessions;
+pub mod tokens;
 pub mod users;
 
 use std::collections::HashSet;

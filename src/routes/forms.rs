@@ -38,6 +38,19 @@ pub async fn read_form(
     payload: web::Payload,
     limit: usize,
 ) -> Result<Submitted, AppError> {
+    let submitted = read_unchecked(req, payload, limit).await?;
+    if !csrf::verify(&req.get_session(), submitted.field(csrf::FIELD)) {
+        return Err(AppError::Csrf);
+    }
+    Ok(submitted)
+}
+
+/// Reads a form without the CSRF check: only for callers authenticated by an API token.
+pub async fn read_unchecked(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+) -> Result<Submitted, AppError> {
     let content_type = req.content_type().to_string();
     let submitted = if content_type == "multipart/form-data" {
         read_multipart(req, payload, limit).await?
@@ -54,9 +67,6 @@ pub async fn read_form(
             "Forms must be sent as application/x-www-form-urlencoded or multipart/form-data, not {content_type}."
         )));
     };
-    if !csrf::verify(&req.get_session(), submitted.field(csrf::FIELD)) {
-        return Err(AppError::Csrf);
-    }
     Ok(submitted)
 }
 

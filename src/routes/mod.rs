@@ -8,6 +8,7 @@ pub mod forms;
 pub mod history;
 pub mod models;
 pub mod ops;
+pub mod tokens;
 
 use std::collections::BTreeMap;
 
@@ -24,9 +25,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     assets::configure(cfg);
     models::configure(cfg);
     history::configure(cfg);
+    // Before the /accounts scope, which would otherwise answer 404 for these paths.
+    tokens::configure(cfg);
     accounts::configure(cfg);
     admin::configure(cfg);
     admin_models::configure(cfg);
+    crate::api::configure(cfg);
 }
 
 /// Renders a template as an HTML response with `status`.

@@ -1,7 +1,6 @@
 //! The catalogue, a model's generated form, and the result page.
 
 use std::collections::HashMap;
-use std::time::Instant;
 
 use actix_web::http::StatusCode;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
@@ -13,12 +12,11 @@ use super::forms::{read_form, Submitted};
 use super::{render, see_other};
 use crate::auth::{LoggedIn, PageCtx};
 use crate::db;
-use crate::db::predictions::NewPrediction;
 use crate::error::AppError;
-use crate::inference::{self, NamedTensor, RunError, TensorData};
 use crate::registry::card::{fmt_num, Card, Feature, FeatureKind, Task};
-use crate::registry::decode::{decode, Outcome};
+use crate::registry::decode::Outcome;
 use crate::registry::{picture, Selector, Served};
+use crate::serving::{self, Caller};
 use crate::startup::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -239,7 +237,7 @@ fn selector_for(ctx: &PageCtx, version: Option<&str>) -> Result<(Selector, Optio
     }
 }
 
-async fn served(state: &AppState, name: &str, selector: &Selector) -> Result<Served, AppError> {
+pub async fn served(state: &AppState, name: &str, selector: &Selector) -> Result<Served, AppError> {
     state
         .registry
         .resolve(name, selector)
@@ -354,41 +352,6 @@ fn parse_row(card: &Card, form: &Submitted) -> Result<Vec<f64>, RowErrors> {
     }
 }
 
-/// Runs one row through a served version and decodes it.
-pub async fn predict_rows(
-    served: &Served,
-    rows: &[Vec<f64>],
-) -> Result<(Vec<Outcome>, i32), RunError> {
-    let spec = &served.loaded.signature.inputs[0];
-    let width = spec.row_width();
-    let flat: Vec<f64> = rows.iter().flatten().copied().collect();
-    let data = match spec.dtype {
-        inference::DType::F64 => TensorData::F64(flat),
-        _ => TensorData::F32(flat.iter().map(|v| *v as f32).collect()),
-    };
-    let input = NamedTensor {
-        name: spec.name.clone(),
-        shape: vec![rows.len(), width],
-        data,
-    };
-    let started = Instant::now();
-    let outputs = inference::run_async(served.loaded.clone(), vec![input]).await?;
-    let latency_us = started.elapsed().as_micros().min(i32::MAX as u128) as i32;
-    let outcomes = decode(&served.card, &served.loaded.signature, &outputs, rows.len());
-    Ok((outcomes, latency_us))
-}
-
-/// The inputs as stored: feature name → value (an image model stores its pixel values too).
-pub fn inputs_json(card: &Card, row: &[f64]) -> serde_json::Value {
-    let map: serde_json::Map<String, serde_json::Value> = card
-        .features
-        .iter()
-        .zip(row)
-        .map(|(f, v)| (f.name.clone(), serde_json::json!(v)))
-        .collect();
-    map.into()
-}
-
 #[post("/models/{name}")]
 async fn predict(
     req: HttpRequest,
@@ -426,31 +389,13 @@ async fn predict(
             return render(&page, StatusCode::UNPROCESSABLE_ENTITY);
         }
     };
-    let (outcomes, latency_us) = predict_rows(&served, std::slice::from_ref(&row))
-        .await
-        .map_err(|e| match e {
-            RunError::BadInput(msg) => AppError::Unprocessable(msg),
-            RunError::Failed(msg) => AppError::internal(anyhow::anyhow!(msg)),
-        })?;
-    let outcome = outcomes
-        .into_iter()
-        .next()
-        .ok_or_else(|| AppError::internal(anyhow::anyhow!("the model returned no rows")))?;
-    let ids = state
-        .log
-        .record(vec![NewPrediction {
-            model_id: served.model.id,
-            version_id: served.version.id,
-            user_id: Some(user.id),
-            token_id: None,
-            source: "form",
-            inputs: inputs_json(&served.card, &row),
-            outputs: outcome.to_json(),
-            latency_us,
-        }])
-        .await
-        .map_err(|e| AppError::Unavailable(e.to_string()))?;
-    let id = ids
+    let caller = Caller {
+        user_id: Some(user.id),
+        token_id: None,
+    };
+    let answer = serving::predict(&state, &served, vec![row], caller, "form").await?;
+    let id = answer
+        .ids
         .first()
         .ok_or_else(|| AppError::internal(anyhow::anyhow!("no id returned")))?;
     Ok(see_other(&format!("/predictions/{id}")))

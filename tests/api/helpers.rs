@@ -296,3 +296,37 @@ pub fn prediction_id(res: &Response) -> i64 {
         .parse()
         .expect("an id")
 }
+
+impl TestApp {
+    /// Creates a user with an API token and returns the secret.
+    pub async fn token_for(&self, username: &str, staff: bool) -> String {
+        let id = match plinth::db::users::find_by_username(&self.pool, username)
+            .await
+            .expect("lookup")
+        {
+            Some(user) => user.id,
+            None => {
+                self.create_user(username, "plinth-pedestal-42", staff)
+                    .await
+            }
+        };
+        let secret = plinth::auth::tokens::generate();
+        plinth::db::tokens::create(
+            &self.pool,
+            id,
+            "test",
+            &plinth::auth::tokens::visible_prefix(&secret),
+            &plinth::auth::tokens::hash(&secret),
+        )
+        .await
+        .expect("token stored");
+        secret
+    }
+
+    /// A JSON request with a bearer token.
+    pub fn api(&self, method: reqwest::Method, path: &str, token: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(token)
+    }
+}

@@ -2,6 +2,8 @@
 //! an HTTP client that keeps cookies and does not follow redirects.
 
 mod accounts;
+mod api_v1;
+mod api_v2;
 mod cli;
 mod helpers;
 mod history;
@@ -10,3 +12,5 @@ mod models;
 mod ops;
 mod registry;
 mod sessions;
+mod tokens;
+mod triton;

@@ -1,0 +1,120 @@
+//! KServe's V1 protocol: `{"instances": […]}` in, `{"predictions": […]}` out.
+
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use utoipa::ToSchema;
+
+use super::v1::{row_from_json, ErrorBody};
+use super::{check_rows, json_body, InferenceCaller};
+use crate::error::AppError;
+use crate::registry::Selector;
+use crate::serving;
+use crate::startup::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(model_status).service(predict);
+}
+
+/// The model is known and loaded.
+#[utoipa::path(
+    tag = "kserve v1",
+    params(("name" = String, Path, description = "Model name")),
+    responses((status = 200, description = "Ready"), (status = 401, description = "No valid token", body = ErrorBody), (status = 404, description = "No such model", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+#[get("/v1/models/{name}")]
+async fn model_status(
+    _c: InferenceCaller,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let served = crate::routes::models::served(&state, &name, &Selector::default()).await?;
+    Ok(HttpResponse::Ok().json(json!({ "name": served.model.name, "ready": true })))
+}
+
+/// Rows as arrays in the card's feature order, or as objects of named features.
+#[derive(Deserialize, ToSchema)]
+pub struct KServeRequest {
+    #[schema(value_type = Vec<Object>)]
+    pub instances: Vec<Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KServeResponse {
+    /// The label (classifiers) or the value (regressors), one per instance.
+    #[schema(value_type = Vec<Object>)]
+    pub predictions: Vec<Value>,
+}
+
+/// Predicts a batch of instances.
+#[utoipa::path(
+    tag = "kserve v1",
+    params(("name" = String, Path, description = "Model name")),
+    request_body = KServeRequest,
+    responses(
+        (status = 200, description = "One prediction per instance", body = KServeResponse),
+        (status = 400, description = "Invalid JSON", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "No such model", body = ErrorBody),
+        (status = 413, description = "Too many rows or too large a body", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "An instance does not fit the model", body = ErrorBody),
+        (status = 503, description = "The prediction could not be stored", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/v1/models/{name}:predict")]
+async fn predict(
+    req: HttpRequest,
+    body: web::Bytes,
+    inference_caller: InferenceCaller,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let InferenceCaller(caller, _) = inference_caller;
+    let request: KServeRequest = json_body(&req, &body)?;
+    let served = crate::routes::models::served(&state, &name, &Selector::default()).await?;
+    check_rows(&state, request.instances.len())?;
+    let card = &served.card;
+    let rows = request
+        .instances
+        .iter()
+        .enumerate()
+        .map(|(i, instance)| match instance {
+            Value::Array(values) => {
+                if values.len() != card.features.len() {
+                    return Err(format!(
+                        "instance {i}: {} values for {} features",
+                        values.len(),
+                        card.features.len()
+                    ));
+                }
+                values
+                    .iter()
+                    .zip(&card.features)
+                    .map(|(v, f)| {
+                        let x = v.as_f64().ok_or_else(|| {
+                            format!("instance {i}: {}: expected a number, got {v}", f.name)
+                        })?;
+                        f.check(x)
+                            .map_err(|e| format!("instance {i}: {}: {e}", f.name))
+                    })
+                    .collect()
+            }
+            object => row_from_json(card, object, Some(i)),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(AppError::Unprocessable)?;
+    let answer = serving::predict(&state, &served, rows, caller, "v1").await?;
+    let predictions = answer
+        .outcomes
+        .iter()
+        .map(|o| match (&o.label, o.value) {
+            (Some(label), _) => Value::from(label.clone()),
+            (None, Some(v)) => json!(v),
+            _ => Value::Null,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(KServeResponse { predictions }))
+}

@@ -1,0 +1,668 @@
+//! The Open Inference Protocol (KServe V2), as Triton, KServe and MLServer speak it, including
+//! the binary tensor extension tritonclient uses by default.
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use utoipa::ToSchema;
+
+use super::v1::ErrorBody;
+use super::{check_rows, InferenceCaller};
+use crate::db;
+use crate::error::AppError;
+use crate::inference::{DType, NamedTensor, TensorData, TensorSpec};
+use crate::registry::{signature_of, Selector, Served};
+use crate::serving;
+use crate::startup::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(server_metadata)
+        .service(live)
+        .service(ready)
+        .service(model_metadata)
+        .service(version_metadata)
+        .service(model_ready)
+        .service(version_ready)
+        .service(infer)
+        .service(version_infer);
+}
+
+const HEADER_LENGTH: &str = "inference-header-content-length";
+
+/// Server metadata.
+#[utoipa::path(tag = "v2", responses((status = 200, description = "Name, version, extensions")))]
+#[get("/v2")]
+async fn server_metadata() -> HttpResponse {
+    HttpResponse::Ok().json(json!({
+        "name": "plinth",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": ["binary_tensor_data"],
+    }))
+}
+
+/// The server answers.
+#[utoipa::path(tag = "v2", responses((status = 200, description = "Live")))]
+#[get("/v2/health/live")]
+async fn live() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "live": true }))
+}
+
+/// The server can serve: the database answers.
+#[utoipa::path(tag = "v2", responses((status = 200, description = "Ready"), (status = 503, description = "Not ready", body = ErrorBody)))]
+#[get("/v2/health/ready")]
+async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    db::ping(&state.pool)
+        .await
+        .map_err(|_| AppError::Unavailable("The database is unreachable.".into()))?;
+    Ok(HttpResponse::Ok().json(json!({ "ready": true })))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TensorMetadata {
+    pub name: String,
+    /// FP32, FP64, INT64, INT32, BOOL or BYTES.
+    pub datatype: String,
+    /// `-1` for the batch dimension.
+    pub shape: Vec<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ModelMetadata {
+    pub name: String,
+    pub versions: Vec<String>,
+    pub platform: String,
+    pub inputs: Vec<TensorMetadata>,
+    pub outputs: Vec<TensorMetadata>,
+}
+
+fn tensor_metadata(spec: &TensorSpec) -> TensorMetadata {
+    TensorMetadata {
+        name: spec.name.clone(),
+        datatype: spec.dtype.v2_name().to_string(),
+        shape: spec
+            .shape
+            .iter()
+            .map(|d| d.map_or(-1, |d| d as i64))
+            .collect(),
+    }
+}
+
+fn parse_version(v: &str) -> Result<Selector, AppError> {
+    v.parse::<i32>()
+        .map(Selector::Number)
+        .map_err(|_| AppError::BadRequest(format!("{v:?} is not a version number.")))
+}
+
+async fn metadata(
+    state: &AppState,
+    name: &str,
+    selector: Selector,
+) -> Result<HttpResponse, AppError> {
+    let served = crate::routes::models::served(state, name, &selector).await?;
+    let versions = db::models::versions(&state.pool, served.model.id).await?;
+    let signature =
+        signature_of(&served.version).unwrap_or_else(|| served.loaded.signature.clone());
+    Ok(HttpResponse::Ok().json(ModelMetadata {
+        name: served.model.name.clone(),
+        versions: versions
+            .iter()
+            .rev()
+            .map(|v| v.version.to_string())
+            .collect(),
+        platform: "onnx_onnxv1".into(),
+        inputs: signature.inputs.iter().map(tensor_metadata).collect(),
+        outputs: signature.outputs.iter().map(tensor_metadata).collect(),
+    }))
+}
+
+/// Model metadata for the version `production` serves.
+#[utoipa::path(
+    tag = "v2",
+    params(("name" = String, Path, description = "Model name")),
+    responses((status = 200, description = "Metadata", body = ModelMetadata), (status = 401, description = "No valid token", body = ErrorBody), (status = 404, description = "No such model", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+#[get("/v2/models/{name}")]
+async fn model_metadata(
+    _c: InferenceCaller,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    metadata(&state, &name, Selector::default()).await
+}
+
+/// Metadata of one version.
+#[utoipa::path(
+    tag = "v2",
+    params(("name" = String, Path, description = "Model name"), ("version" = String, Path, description = "Version number")),
+    responses((status = 200, description = "Metadata", body = ModelMetadata), (status = 400, description = "Not a version number", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 404, description = "No such model or version", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+#[get("/v2/models/{name}/versions/{version}")]
+async fn version_metadata(
+    _c: InferenceCaller,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, AppError> {
+    let (name, version) = path.into_inner();
+    metadata(&state, &name, parse_version(&version)?).await
+}
+
+/// The model is loaded and can answer.
+#[utoipa::path(
+    tag = "v2",
+    params(("name" = String, Path, description = "Model name")),
+    responses((status = 200, description = "Ready"), (status = 401, description = "No valid token", body = ErrorBody), (status = 404, description = "No such model", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+#[get("/v2/models/{name}/ready")]
+async fn model_ready(
+    _c: InferenceCaller,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    crate::routes::models::served(&state, &name, &Selector::default()).await?;
+    Ok(HttpResponse::Ok().json(json!({ "name": *name, "ready": true })))
+}
+
+/// One version is loaded and can answer.
+#[utoipa::path(
+    tag = "v2",
+    params(("name" = String, Path, description = "Model name"), ("version" = String, Path, description = "Version number")),
+    responses((status = 200, description = "Ready"), (status = 400, description = "Not a version number", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 404, description = "No such model or version", body = ErrorBody)),
+    security(("bearer" = []))
+)]
+#[get("/v2/models/{name}/versions/{version}/ready")]
+async fn version_ready(
+    _c: InferenceCaller,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, AppError> {
+    let (name, version) = path.into_inner();
+    crate::routes::models::served(&state, &name, &parse_version(&version)?).await?;
+    Ok(HttpResponse::Ok().json(json!({ "name": name, "ready": true })))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct InferInput {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub datatype: String,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub parameters: Map<String, Value>,
+    /// Row-major values, flat or nested. Absent when the tensor is sent as binary data.
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub data: Option<Value>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct InferOutputRequest {
+    pub name: String,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub parameters: Map<String, Value>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct InferRequest {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub parameters: Map<String, Value>,
+    pub inputs: Vec<InferInput>,
+    /// Which outputs to return; all when absent.
+    #[serde(default)]
+    pub outputs: Option<Vec<InferOutputRequest>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct InferOutput {
+    pub name: String,
+    pub datatype: String,
+    pub shape: Vec<usize>,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    #[schema(value_type = Object)]
+    pub parameters: Map<String, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Vec<Object>)]
+    pub data: Option<Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct InferResponse {
+    pub model_name: String,
+    pub model_version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub outputs: Vec<InferOutput>,
+}
+
+fn flatten(value: &Value, out: &mut Vec<Value>) {
+    match value {
+        Value::Array(items) => items.iter().for_each(|v| flatten(v, out)),
+        other => out.push(other.clone()),
+    }
+}
+
+fn bad(msg: String) -> AppError {
+    AppError::BadRequest(msg)
+}
+
+/// Decodes `count` little-endian elements of `dtype` from `bytes`.
+fn from_binary(
+    name: &str,
+    dtype: DType,
+    bytes: &[u8],
+    count: usize,
+) -> Result<TensorData, AppError> {
+    let width = match dtype {
+        DType::F32 | DType::I32 => 4,
+        DType::F64 | DType::I64 => 8,
+        DType::Bool => 1,
+        DType::String => 0,
+    };
+    if width > 0 && bytes.len() != count * width {
+        return Err(bad(format!(
+            "input {name}: {} bytes of binary data for {count} {} elements",
+            bytes.len(),
+            dtype.v2_name()
+        )));
+    }
+    let chunks = |w: usize| bytes.chunks_exact(w);
+    Ok(match dtype {
+        DType::F32 => TensorData::F32(
+            chunks(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        ),
+        DType::I32 => TensorData::I32(
+            chunks(4)
+                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        ),
+        DType::F64 => TensorData::F64(
+            chunks(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                .collect(),
+        ),
+        DType::I64 => TensorData::I64(
+            chunks(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                .collect(),
+        ),
+        DType::Bool => TensorData::Bool(bytes.iter().map(|b| *b != 0).collect()),
+        DType::String => {
+            let mut out = Vec::with_capacity(count);
+            let mut rest = bytes;
+            while rest.len() >= 4 {
+                let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+                let Some(s) = rest.get(4..4 + len) else { break };
+                out.push(String::from_utf8_lossy(s).to_string());
+                rest = &rest[4 + len..];
+            }
+            if out.len() != count || !rest.is_empty() {
+                return Err(bad(format!(
+                    "input {name}: binary BYTES data does not hold {count} elements"
+                )));
+            }
+            TensorData::String(out)
+        }
+    })
+}
+
+/// Converts JSON values to `dtype`, naming the first that does not fit.
+fn from_json(name: &str, dtype: DType, values: &[Value]) -> Result<TensorData, AppError> {
+    let wrong = |v: &Value| {
+        bad(format!(
+            "input {name}: {v} is not a {} value",
+            dtype.v2_name()
+        ))
+    };
+    Ok(match dtype {
+        DType::F32 => TensorData::F32(
+            values
+                .iter()
+                .map(|v| v.as_f64().map(|x| x as f32).ok_or_else(|| wrong(v)))
+                .collect::<Result<_, _>>()?,
+        ),
+        DType::F64 => TensorData::F64(
+            values
+                .iter()
+                .map(|v| v.as_f64().ok_or_else(|| wrong(v)))
+                .collect::<Result<_, _>>()?,
+        ),
+        DType::I64 => TensorData::I64(
+            values
+                .iter()
+                .map(|v| v.as_i64().ok_or_else(|| wrong(v)))
+                .collect::<Result<_, _>>()?,
+        ),
+        DType::I32 => TensorData::I32(
+            values
+                .iter()
+                .map(|v| {
+                    v.as_i64()
+                        .and_then(|x| i32::try_from(x).ok())
+                        .ok_or_else(|| wrong(v))
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        DType::Bool => TensorData::Bool(
+            values
+                .iter()
+                .map(|v| v.as_bool().ok_or_else(|| wrong(v)))
+                .collect::<Result<_, _>>()?,
+        ),
+        DType::String => TensorData::String(
+            values
+                .iter()
+                .map(|v| v.as_str().map(str::to_string).ok_or_else(|| wrong(v)))
+                .collect::<Result<_, _>>()?,
+        ),
+    })
+}
+
+fn to_binary(data: &TensorData) -> Vec<u8> {
+    match data {
+        TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        TensorData::F64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        TensorData::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        TensorData::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        TensorData::Bool(v) => v.iter().map(|b| u8::from(*b)).collect(),
+        TensorData::String(v) => v
+            .iter()
+            .flat_map(|s| (s.len() as u32).to_le_bytes().into_iter().chain(s.bytes()))
+            .collect(),
+    }
+}
+
+fn to_json(data: &TensorData) -> Value {
+    (0..data.len())
+        .map(|i| data.get_json(i))
+        .collect::<Vec<_>>()
+        .into()
+}
+
+/// Reads the tensors of a request against the model's signature.
+fn read_inputs(
+    served: &Served,
+    request: &InferRequest,
+    binary: &[u8],
+) -> Result<(Vec<Vec<f64>>, usize), AppError> {
+    let signature = &served.loaded.signature;
+    for input in &request.inputs {
+        if !signature.inputs.iter().any(|s| s.name == input.name) {
+            return Err(bad(format!(
+                "unexpected inference input {:?} for model {}",
+                input.name, served.model.name
+            )));
+        }
+    }
+    // Models in the registry take one float matrix [batch, features] (checked on upload).
+    let spec = &signature.inputs[0];
+    let input = request
+        .inputs
+        .iter()
+        .find(|i| i.name == spec.name)
+        .ok_or_else(|| {
+            bad(format!(
+                "expected input {:?} for model {}",
+                spec.name, served.model.name
+            ))
+        })?;
+    if input.datatype != spec.dtype.v2_name() {
+        return Err(bad(format!(
+            "input {}: datatype {} does not match the model's {}",
+            input.name,
+            input.datatype,
+            spec.dtype.v2_name()
+        )));
+    }
+    let width = spec.row_width();
+    let shape_ok = input.shape.len() == spec.shape.len()
+        && input.shape.first().is_some_and(|n| *n > 0)
+        && input
+            .shape
+            .iter()
+            .zip(&spec.shape)
+            .skip(1)
+            .all(|(g, d)| d.is_none_or(|d| *g == d as i64));
+    if !shape_ok {
+        return Err(bad(format!(
+            "input {}: shape {:?} does not match the model's {}",
+            input.name,
+            input.shape,
+            crate::inference::shape_text(&spec.shape)
+        )));
+    }
+    let batch = input.shape[0] as usize;
+    let count = batch * width;
+    let data = match (&input.data, input.parameters.get("binary_data_size")) {
+        (Some(values), None) => {
+            let mut flat = Vec::with_capacity(count);
+            flatten(values, &mut flat);
+            if flat.len() != count {
+                return Err(bad(format!(
+                    "input {}: {} values for shape {:?}",
+                    input.name,
+                    flat.len(),
+                    input.shape
+                )));
+            }
+            from_json(&input.name, spec.dtype, &flat)?
+        }
+        (None, Some(size)) => {
+            let size = size
+                .as_u64()
+                .ok_or_else(|| bad("binary_data_size must be a number".into()))?
+                as usize;
+            let bytes = binary.get(..size).ok_or_else(|| {
+                bad(format!(
+                    "input {}: the body holds less binary data than binary_data_size",
+                    input.name
+                ))
+            })?;
+            from_binary(&input.name, spec.dtype, bytes, count)?
+        }
+        (Some(_), Some(_)) => {
+            return Err(bad(format!(
+                "input {}: both data and binary_data_size given",
+                input.name
+            )))
+        }
+        (None, None) => return Err(bad(format!("input {}: no data", input.name))),
+    };
+    if !data.all_finite() {
+        return Err(bad(format!(
+            "input {}: NaN or infinity is not a valid input",
+            input.name
+        )));
+    }
+    let rows = (0..batch)
+        .map(|r| {
+            (0..width)
+                .map(|c| data.get_f64(r * width + c).unwrap_or(f64::NAN))
+                .collect()
+        })
+        .collect();
+    Ok((rows, batch))
+}
+
+async fn run_infer(
+    req: HttpRequest,
+    body: web::Bytes,
+    caller: serving::Caller,
+    state: &AppState,
+    name: &str,
+    selector: Selector,
+) -> Result<HttpResponse, AppError> {
+    // The binary extension: a JSON header of the given length, then raw tensor bytes.
+    let json_len = match req.headers().get(HEADER_LENGTH) {
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .filter(|n| *n <= body.len())
+            .ok_or_else(|| {
+                bad("Inference-Header-Content-Length is not a length within the body".into())
+            })?,
+        None => body.len(),
+    };
+    let (head, binary) = body.split_at(json_len);
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.is_empty()
+        && !content_type.starts_with("application/json")
+        && !content_type.starts_with("application/octet-stream")
+    {
+        return Err(AppError::UnsupportedMediaType(format!(
+            "Send application/json, not {content_type}."
+        )));
+    }
+    let request: InferRequest = serde_json::from_slice(head)
+        .map_err(|e| bad(format!("The inference request is not valid: {e}")))?;
+    let served = crate::routes::models::served(state, name, &selector).await?;
+    let signature = &served.loaded.signature;
+    if let Some(outputs) = &request.outputs {
+        if let Some(unknown) = outputs
+            .iter()
+            .find(|o| !signature.outputs.iter().any(|s| s.name == o.name))
+        {
+            return Err(bad(format!(
+                "unexpected inference output {:?} for model {}",
+                unknown.name, served.model.name
+            )));
+        }
+    }
+    let (rows, batch) = read_inputs(&served, &request, binary)?;
+    check_rows(state, batch)?;
+    let answer = serving::predict(state, &served, rows, caller, "v2").await?;
+
+    let all_binary = request
+        .parameters
+        .get("binary_data_output")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let mut outputs = Vec::new();
+    let mut tail: Vec<u8> = Vec::new();
+    for tensor in answer.outputs {
+        let wanted = match &request.outputs {
+            None => Some(all_binary),
+            Some(list) => list.iter().find(|o| o.name == tensor.name).map(|o| {
+                o.parameters
+                    .get("binary_data")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(all_binary)
+            }),
+        };
+        let Some(as_binary) = wanted else { continue };
+        let NamedTensor { name, shape, data } = tensor;
+        let datatype = data.dtype().v2_name().to_string();
+        if as_binary {
+            let bytes = to_binary(&data);
+            let mut parameters = Map::new();
+            parameters.insert("binary_data_size".into(), bytes.len().into());
+            tail.extend(bytes);
+            outputs.push(InferOutput {
+                name,
+                datatype,
+                shape,
+                parameters,
+                data: None,
+            });
+        } else {
+            outputs.push(InferOutput {
+                name,
+                datatype,
+                shape,
+                parameters: Map::new(),
+                data: Some(to_json(&data)),
+            });
+        }
+    }
+    let response = InferResponse {
+        model_name: served.model.name.clone(),
+        model_version: served.version.version.to_string(),
+        id: request.id,
+        outputs,
+    };
+    let json = serde_json::to_vec(&response).map_err(AppError::internal)?;
+    if tail.is_empty() {
+        return Ok(HttpResponse::Ok()
+            .content_type("application/json")
+            .body(json));
+    }
+    let length = json.len();
+    let mut body = json;
+    body.extend(tail);
+    Ok(HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .insert_header((HEADER_LENGTH, HeaderValue::from(length)))
+        .body(body))
+}
+
+/// Inference on the version `production` serves. JSON tensors, or the binary extension
+/// (`Inference-Header-Content-Length`).
+#[utoipa::path(
+    tag = "v2",
+    params(("name" = String, Path, description = "Model name")),
+    request_body = InferRequest,
+    responses(
+        (status = 200, description = "Outputs", body = InferResponse),
+        (status = 400, description = "The request does not fit the model", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "No such model", body = ErrorBody),
+        (status = 413, description = "Too many rows or too large a body", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 503, description = "The prediction could not be stored", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/v2/models/{name}/infer")]
+async fn infer(
+    req: HttpRequest,
+    body: web::Bytes,
+    inference_caller: InferenceCaller,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let InferenceCaller(caller, _) = inference_caller;
+    run_infer(req, body, caller, &state, &name, Selector::default()).await
+}
+
+/// Inference on one version.
+#[utoipa::path(
+    tag = "v2",
+    params(("name" = String, Path, description = "Model name"), ("version" = String, Path, description = "Version number")),
+    request_body = InferRequest,
+    responses(
+        (status = 200, description = "Outputs", body = InferResponse),
+        (status = 400, description = "The request does not fit the model", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 404, description = "No such model or version", body = ErrorBody),
+        (status = 413, description = "Too many rows or too large a body", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 503, description = "The prediction could not be stored", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/v2/models/{name}/versions/{version}/infer")]
+async fn version_infer(
+    req: HttpRequest,
+    body: web::Bytes,
+    inference_caller: InferenceCaller,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, AppError> {
+    let InferenceCaller(caller, _) = inference_caller;
+    let (name, version) = path.into_inner();
+    let selector = parse_version(&version)?;
+    run_infer(req, body, caller, &state, &name, selector).await
+}

@@ -1,0 +1,164 @@
+//! `/accounts/tokens`: a user's API tokens.
+
+use actix_session::Session;
+use actix_web::http::StatusCode;
+use actix_web::{get, post, web, HttpResponse};
+use askama::Template;
+use serde::Deserialize;
+
+use super::{render, see_other, FormErrors};
+use crate::auth::context::flash;
+use crate::auth::{tokens, CsrfForm, LoggedIn, PageCtx};
+use crate::db;
+use crate::error::AppError;
+use crate::startup::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(tokens_page)
+        .service(create_token)
+        .service(revoke_token);
+}
+
+const NEW_SECRET: &str = "new_token_secret";
+
+pub struct TokenView {
+    pub id: i64,
+    pub name: String,
+    pub prefix: String,
+    pub created_at: String,
+    pub last_used_at: String,
+    pub revoked: bool,
+}
+
+#[derive(Template)]
+#[template(path = "accounts/tokens.html")]
+struct TokensPage {
+    ctx: PageCtx,
+    tokens: Vec<TokenView>,
+    secret: Option<String>,
+    name: String,
+    errors: FormErrors,
+}
+
+async fn page(
+    ctx: PageCtx,
+    state: &AppState,
+    user_id: i64,
+    secret: Option<String>,
+    name: String,
+    errors: FormErrors,
+) -> Result<HttpResponse, AppError> {
+    let tokens = db::tokens::for_user(&state.pool, user_id)
+        .await?
+        .into_iter()
+        .map(|t| TokenView {
+            id: t.id,
+            name: t.name,
+            prefix: t.prefix,
+            created_at: super::fmt_time(&Some(t.created_at)),
+            last_used_at: super::fmt_time(&t.last_used_at),
+            revoked: t.revoked_at.is_some(),
+        })
+        .collect();
+    let status = if errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    render(
+        &TokensPage {
+            ctx,
+            tokens,
+            secret,
+            name,
+            errors,
+        },
+        status,
+    )
+}
+
+#[get("/accounts/tokens")]
+async fn tokens_page(
+    LoggedIn(ctx, user): LoggedIn,
+    session: Session,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    // The secret of a token just created is shown on this one page view, then forgotten.
+    let secret = session.remove_as::<String>(NEW_SECRET).and_then(Result::ok);
+    page(
+        ctx,
+        &state,
+        user.id,
+        secret,
+        String::new(),
+        FormErrors::default(),
+    )
+    .await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct NewToken {
+    name: String,
+}
+
+#[post("/accounts/tokens")]
+async fn create_token(
+    LoggedIn(ctx, user): LoggedIn,
+    session: Session,
+    state: web::Data<AppState>,
+    CsrfForm(form): CsrfForm<NewToken>,
+) -> Result<HttpResponse, AppError> {
+    let name = form.name.trim().to_string();
+    let mut errors = FormErrors::default();
+    if name.is_empty() {
+        errors.add(
+            "name",
+            "Give the token a name, such as the program that will use it.",
+        );
+    } else if name.chars().count() > 100 {
+        errors.add("name", "Use at most 100 characters.");
+    }
+    if !errors.is_empty() {
+        return page(ctx, &state, user.id, None, name, errors).await;
+    }
+    let secret = tokens::generate();
+    db::tokens::create(
+        &state.pool,
+        user.id,
+        &name,
+        &tokens::visible_prefix(&secret),
+        &tokens::hash(&secret),
+    )
+    .await?;
+    session
+        .insert(NEW_SECRET, &secret)
+        .map_err(AppError::internal)?;
+    tracing::info!(user_id = user.id, token = %name, "API token created");
+    Ok(see_other("/accounts/tokens"))
+}
+
+#[derive(Deserialize, Default)]
+struct Empty {}
+
+#[post("/accounts/tokens/{id}/revoke")]
+async fn revoke_token(
+    LoggedIn(_, user): LoggedIn,
+    session: Session,
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+    CsrfForm(_): CsrfForm<Empty>,
+) -> Result<HttpResponse, AppError> {
+    if !db::tokens::revoke(&state.pool, user.id, *id).await? {
+        return Err(AppError::NotFound(
+            "You have no live token with that number.".into(),
+        ));
+    }
+    flash(
+        &session,
+        "success",
+        "The token was revoked; requests using it now fail.",
+    );
+    tracing::info!(user_id = user.id, token_id = *id, "API token revoked");
+    Ok(see_other("/accounts/tokens"))
+}

@@ -1,0 +1,96 @@
+//! One prediction path for every door in: validated rows in, outputs decoded, rows committed to
+//! the prediction log, then the answer. Forms, JSON v1, the Open Inference Protocol and KServe
+//! all come through here.
+
+use std::time::Instant;
+
+use crate::db::predictions::NewPrediction;
+use crate::error::AppError;
+use crate::inference::{self, DType, NamedTensor, RunError, TensorData};
+use crate::registry::card::Card;
+use crate::registry::decode::{decode, Outcome};
+use crate::registry::Served;
+use crate::startup::AppState;
+
+/// Who is asking: a signed-in user, a token, or nobody (public inference).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Caller {
+    pub user_id: Option<i64>,
+    pub token_id: Option<i64>,
+}
+
+/// A batch, answered and stored.
+pub struct Answer {
+    pub outcomes: Vec<Outcome>,
+    /// The model's raw outputs, for the tensor protocols.
+    pub outputs: Vec<NamedTensor>,
+    /// The stored predictions' ids, in row order.
+    pub ids: Vec<i64>,
+}
+
+/// The inputs as stored: feature name → value.
+pub fn inputs_json(card: &Card, row: &[f64]) -> serde_json::Value {
+    let map: serde_json::Map<String, serde_json::Value> = card
+        .features
+        .iter()
+        .zip(row)
+        .map(|(f, v)| (f.name.clone(), serde_json::json!(v)))
+        .collect();
+    map.into()
+}
+
+/// Runs `rows` (already checked against the card) and commits one prediction row each.
+pub async fn predict(
+    state: &AppState,
+    served: &Served,
+    rows: Vec<Vec<f64>>,
+    caller: Caller,
+    source: &'static str,
+) -> Result<Answer, AppError> {
+    let spec = &served.loaded.signature.inputs[0];
+    let n = rows.len();
+    let flat: Vec<f64> = rows.iter().flatten().copied().collect();
+    let data = match spec.dtype {
+        DType::F64 => TensorData::F64(flat),
+        _ => TensorData::F32(flat.iter().map(|v| *v as f32).collect()),
+    };
+    let input = NamedTensor {
+        name: spec.name.clone(),
+        shape: vec![n, spec.row_width()],
+        data,
+    };
+    let started = Instant::now();
+    let outputs = inference::run_async(served.loaded.clone(), vec![input])
+        .await
+        .map_err(|e| match e {
+            RunError::BadInput(msg) => AppError::Unprocessable(msg),
+            RunError::Failed(msg) => AppError::internal(anyhow::anyhow!(msg)),
+        })?;
+    let latency_us =
+        (started.elapsed().as_micros() / n.max(1) as u128).min(i32::MAX as u128) as i32;
+    let outcomes = decode(&served.card, &served.loaded.signature, &outputs, n);
+    let records = rows
+        .iter()
+        .zip(&outcomes)
+        .map(|(row, outcome)| NewPrediction {
+            model_id: served.model.id,
+            version_id: served.version.id,
+            user_id: caller.user_id,
+            token_id: caller.token_id,
+            source,
+            inputs: inputs_json(&served.card, row),
+            outputs: outcome.to_json(),
+            latency_us,
+        })
+        .collect();
+    let ids = state
+        .log
+        .record(records)
+        .await
+        .map_err(|e| AppError::Unavailable(e.to_string()))?;
+    Ok(Answer {
+        outcomes,
+        outputs,
+        ids,
+    })
+}

@@ -1,0 +1,61 @@
+//! tritonclient's own HTTP client (PyPI `tritonclient[http]`) against Plinth, unchanged.
+//! `PLINTH_PYTHON` names a Python with it installed (`.ci/run` makes one); without it the test
+//! says so and passes, unless `PLINTH_REQUIRE_TRITON=1` (set by `.ci/run`).
+
+use std::process::Command;
+
+use sqlx::PgPool;
+
+use crate::helpers::spawn_app;
+
+fn python() -> Option<String> {
+    let python = std::env::var("PLINTH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&python)
+        .args(["-c", "import tritonclient.http, numpy"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(python);
+    }
+    if std::env::var("PLINTH_REQUIRE_TRITON").is_ok_and(|v| v == "1") {
+        panic!("{python} cannot import tritonclient.http; pip install 'tritonclient[http]'");
+    }
+    eprintln!("skipping: no Python with tritonclient[http] (set PLINTH_PYTHON)");
+    None
+}
+
+#[sqlx::test]
+async fn tritonclient_reads_metadata_and_infers_unchanged(pool: PgPool) {
+    let Some(python) = python() else { return };
+    let app = spawn_app(pool).await;
+    app.import_models().await;
+    let token = app.token_for("ada", false).await;
+    let host = app.address.trim_start_matches("http://").to_string();
+
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .args([
+                "tests/triton/client.py",
+                &host,
+                &token,
+                "tests/fixtures/iris.json",
+            ])
+            .output()
+            .expect("python runs")
+    })
+    .await
+    .unwrap();
+
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("tritonclient: ok"));
+    let v2_rows: i64 = sqlx::query_scalar("select count(*) from prediction where source = 'v2'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(v2_rows, 12, "every row tritonclient sent was stored");
+}
