@@ -36,6 +36,14 @@ pub enum Command {
     /// Check the configuration, the database and the migrations. Exit status: 0 all good,
     /// 2 configuration invalid, 3 database unreachable, 4 migrations pending.
     Check,
+    /// Create an API token for a user and print its secret (shown only this once).
+    Createtoken {
+        #[arg(long)]
+        username: String,
+        /// A name to recognise the token by.
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
     /// The model registry.
     Models {
         #[command(subcommand)]
@@ -71,6 +79,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Createsuperuser { username } => createsuperuser(&settings, &username).await,
         Command::Check => return check(&settings).await,
         Command::Models { command } => models(&settings, command).await,
+        Command::Createtoken { username, name } => createtoken(&settings, &username, &name).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -164,6 +173,26 @@ async fn models(settings: &Settings, command: ModelsCommand) -> anyhow::Result<(
             }
         }
     }
+    Ok(())
+}
+
+async fn createtoken(settings: &Settings, username: &str, name: &str) -> anyhow::Result<()> {
+    let pool = db::connect(&settings.database_url).await?;
+    db::migrate(&pool).await?;
+    let user = db::users::find_by_username(&pool, username)
+        .await?
+        .filter(|u| u.is_active)
+        .ok_or_else(|| anyhow::anyhow!("there is no active user called {username:?}"))?;
+    let secret = crate::auth::tokens::generate();
+    db::tokens::create(
+        &pool,
+        user.id,
+        name,
+        &crate::auth::tokens::visible_prefix(&secret),
+        &crate::auth::tokens::hash(&secret),
+    )
+    .await?;
+    println!("{secret}");
     Ok(())
 }
 

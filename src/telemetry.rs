@@ -53,6 +53,22 @@ pub async fn request_context(
     let started = Instant::now();
     let id = uuid::Uuid::new_v4().simple().to_string();
     req.extensions_mut().insert(RequestId(id.clone()));
+    // Postgres text cannot hold NUL; refuse it here rather than fail deeper down.
+    let uri = req.uri().to_string();
+    if uri.contains("%00") || uri.contains('\0') {
+        let res = req.into_response(actix_web::HttpResponse::BadRequest().finish());
+        let (http_req, res) = res.into_parts();
+        let ctx = PageCtx::anonymous(id.clone());
+        let page = render_error(
+            &http_req,
+            &ctx,
+            res.status(),
+            "The address contains a NUL character (%00), which nothing here accepts.",
+        );
+        let mut res = ServiceResponse::new(http_req, page).map_into_boxed_body();
+        add_headers(&mut res, &id);
+        return Ok(res);
+    }
     let span = tracing::info_span!(
         "request",
         request_id = %id,
@@ -83,6 +99,20 @@ pub async fn request_context(
             res = carry_headers(res, body);
         }
     }
+    add_headers(&mut res, &id);
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    span.in_scope(|| {
+        tracing::info!(
+            status = status.as_u16(),
+            elapsed_ms = format_args!("{elapsed_ms:.2}"),
+            "request completed"
+        )
+    });
+    Ok(res)
+}
+
+/// The security headers and the request id, on every response.
+fn add_headers(res: &mut ServiceResponse<BoxBody>, id: &str) {
     let headers = res.headers_mut();
     for (name, value) in [
         ("content-security-policy", CSP),
@@ -96,18 +126,9 @@ pub async fn request_context(
             HeaderValue::from_static(value),
         );
     }
-    if let Ok(value) = HeaderValue::from_str(&id) {
+    if let Ok(value) = HeaderValue::from_str(id) {
         headers.insert(HeaderName::from_static("x-request-id"), value);
     }
-    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-    span.in_scope(|| {
-        tracing::info!(
-            status = status.as_u16(),
-            elapsed_ms = format_args!("{elapsed_ms:.2}"),
-            "request completed"
-        )
-    });
-    Ok(res)
 }
 
 /// Inner middleware, inside the session layer: renders error pages with the signed-in user in

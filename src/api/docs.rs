@@ -14,6 +14,41 @@ use crate::error::AppError;
 
 struct BearerAuth;
 
+/// Every operation can answer 400: any address or query Plinth cannot read (a NUL byte, a
+/// malformed number) is refused before the handler runs.
+struct BadRequestEverywhere;
+
+impl Modify for BadRequestEverywhere {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let response = ResponseBuilder::new()
+            .description("The request cannot be read")
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build();
+        for item in openapi.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                op.responses
+                    .responses
+                    .entry("400".to_string())
+                    .or_insert_with(|| response.clone().into());
+            }
+        }
+    }
+}
+
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
@@ -39,7 +74,8 @@ impl Modify for BearerAuth {
         v2::model_ready, v2::version_ready, v2::infer, v2::version_infer,
         kserve::model_status, kserve::predict,
     ),
-    modifiers(&BearerAuth)
+    components(schemas(v1::ErrorBody)),
+    modifiers(&BearerAuth, &BadRequestEverywhere)
 )]
 pub struct ApiDoc;
 

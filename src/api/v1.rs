@@ -430,9 +430,9 @@ async fn list_predictions(
     let ApiUser(_, user) = api_user;
     let page = query.page.unwrap_or(1);
     let per_page = query.per_page.unwrap_or(50);
-    if page < 1 || !(1..=500).contains(&per_page) {
+    if !(1..=1_000_000).contains(&page) || !(1..=500).contains(&per_page) {
         return Err(AppError::BadRequest(
-            "page starts at 1; per_page is 1 to 500.".into(),
+            "page is 1 to 1000000; per_page is 1 to 500.".into(),
         ));
     }
     let filter = Filter {
@@ -549,7 +549,9 @@ async fn record_feedback(
         .ok_or_else(|| AppError::NotFound("The prediction's model version is gone.".into()))?;
     let card: Card = serde_json::from_value(version.card.0).unwrap_or_default();
     let (label, value) = match (card.task, request.label, request.value) {
-        (Task::Classification, Some(label), None) => {
+        (Task::Classification, Some(label), None)
+            if !label.contains('\0') && label.len() <= 1000 =>
+        {
             if let Some(labels) = &card.labels {
                 if !labels.contains(&label) {
                     return Err(AppError::Unprocessable(format!(

@@ -83,9 +83,11 @@ async fn login(
     ctx: PageCtx,
     session: Session,
     state: web::Data<AppState>,
-    CsrfForm(form): CsrfForm<LoginForm>,
+    CsrfForm(mut form): CsrfForm<LoginForm>,
 ) -> Result<HttpResponse, AppError> {
     let pool = &state.pool;
+    // No username holds a NUL, and Postgres text cannot: drop it before any lookup.
+    form.username.retain(|c| c != '\0');
     let ip = client_ip(&req);
     let refuse = |ctx: PageCtx, status: StatusCode, error: String| {
         LoginPage {

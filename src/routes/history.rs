@@ -131,7 +131,7 @@ async fn listing(
     } else {
         "/history"
     };
-    let page = query.page.unwrap_or(1).max(1);
+    let page = query.page.unwrap_or(1).clamp(1, 1_000_000);
     let models = db::predictions::models_used(&state.pool, user_id).await?;
     let (rows, error, more) = match query.filter() {
         Ok(mut filter) => {

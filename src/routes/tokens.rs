@@ -116,6 +116,8 @@ async fn create_token(
             "name",
             "Give the token a name, such as the program that will use it.",
         );
+    } else if name.chars().any(char::is_control) {
+        errors.add("name", "Use letters, digits, spaces and punctuation only.");
     } else if name.chars().count() > 100 {
         errors.add("name", "Use at most 100 characters.");
     }

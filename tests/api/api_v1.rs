@@ -523,3 +523,35 @@ async fn a_ci_pipeline_publishes_and_promotes_with_a_staff_token(pool: PgPool) {
         .unwrap();
     assert_eq!(res.status().as_u16(), 422);
 }
+
+#[sqlx::test]
+async fn hostile_addresses_and_pages_are_4xx_not_crashes(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    app.import_models().await;
+    let token = app.token_for("ada", false).await;
+
+    for path in [
+        "/api/v1/models/%00",
+        "/v2/models/a%00b/ready",
+        "/history?model=%00",
+    ] {
+        let res = app.api(Method::GET, path, &token).send().await.unwrap();
+        assert_eq!(res.status().as_u16(), 400, "{path}");
+    }
+    let res = app
+        .api(
+            Method::GET,
+            "/api/v1/predictions?page=9223372036854775807",
+            &token,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 400);
+    let res = app
+        .api(Method::GET, "/api/v1/models", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200, "the server is still up");
+}

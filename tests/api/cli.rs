@@ -129,3 +129,30 @@ async fn models_import_and_list_work_by_hand(pool: PgPool) {
     assert!(list.contains("iris\t1 version(s)\tproduction=1"), "{list}");
     let _ = std::fs::remove_dir_all(artifacts);
 }
+
+#[sqlx::test]
+async fn createtoken_prints_a_working_secret_once(pool: PgPool) {
+    let url = database_url(&pool).await;
+    plinth(
+        &url,
+        &["createsuperuser", "--username", "grace"],
+        "a-staff-secret-9\n",
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_plinth"))
+        .args(["createtoken", "--username", "grace", "--name", "ci"])
+        .env("PLINTH_DATABASE_URL", &url)
+        .env("PLINTH_LOG", "warn")
+        .output()
+        .unwrap();
+
+    assert_eq!(out.status.code(), Some(0));
+    let secret = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let found = plinth::db::tokens::authenticate(&pool, &plinth::auth::tokens::hash(&secret))
+        .await
+        .unwrap();
+    assert_eq!(found.map(|(_, u)| u.username), Some("grace".to_string()));
+    let (code, out) = plinth(&url, &["createtoken", "--username", "nobody"], "");
+    assert_eq!(code, 1);
+    assert!(out.contains("no active user"), "{out}");
+}
