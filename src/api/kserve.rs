@@ -19,7 +19,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// The model is known and loaded.
 #[utoipa::path(
     tag = "kserve v1",
-    params(("name" = String, Path, description = "Model name")),
+    params(("name" = String, Path, description = "Model name", example = "iris")),
     responses((status = 200, description = "Ready"), (status = 401, description = "No valid token", body = ErrorBody), (status = 404, description = "No such model", body = ErrorBody)),
     security(("bearer" = []))
 )]
@@ -35,22 +35,23 @@ async fn model_status(
 
 /// Rows as arrays in the card's feature order, or as objects of named features.
 #[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"instances": [[5.1, 3.5, 1.4, 0.2]]}))]
 pub struct KServeRequest {
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<serde_json::Value>)]
     pub instances: Vec<Value>,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct KServeResponse {
     /// The label (classifiers) or the value (regressors), one per instance.
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<serde_json::Value>)]
     pub predictions: Vec<Value>,
 }
 
 /// Predicts a batch of instances.
 #[utoipa::path(
     tag = "kserve v1",
-    params(("name" = String, Path, description = "Model name")),
+    params(("name" = String, Path, description = "Model name", example = "iris")),
     request_body = KServeRequest,
     responses(
         (status = 200, description = "One prediction per instance", body = KServeResponse),

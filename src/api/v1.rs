@@ -127,7 +127,7 @@ async fn model_or_404(state: &AppState, name: &str) -> Result<db::models::ModelR
 /// One model: card, signature, versions and aliases.
 #[utoipa::path(
     tag = "v1",
-    params(("name" = String, Path, description = "Model name")),
+    params(("name" = String, Path, description = "Model name", example = "iris")),
     responses(
         (status = 200, description = "The model", body = ModelDetail),
         (status = 401, description = "No valid token", body = ErrorBody),
@@ -209,7 +209,7 @@ impl VersionQuery {
 #[serde(deny_unknown_fields)]
 pub struct PredictRequest {
     /// `{"sepal_length": 5.1, …}` or `[{…}, {…}]`.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Object, example = json!({"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}))]
     pub inputs: Value,
 }
 
@@ -283,7 +283,7 @@ pub fn row_from_json(card: &Card, value: &Value, index: Option<usize>) -> Result
 /// Predicts from named features.
 #[utoipa::path(
     tag = "v1",
-    params(("name" = String, Path, description = "Model name"), VersionQuery),
+    params(("name" = String, Path, description = "Model name", example = "iris"), VersionQuery),
     request_body = PredictRequest,
     responses(
         (status = 200, description = "One prediction per row, stored", body = PredictResponse),
@@ -601,7 +601,7 @@ pub struct PublishResponse {
 /// Creates the model when it does not exist; its first version goes to production.
 #[utoipa::path(
     tag = "v1 registry",
-    params(("name" = String, Path, description = "Model name")),
+    params(("name" = String, Path, description = "Model name", example = "iris")),
     request_body(content_type = "multipart/form-data", description = "Fields: model (ONNX file), card (card.toml), reference (reference.csv)"),
     responses(
         (status = 201, description = "Stored as a new version", body = PublishResponse),
@@ -687,7 +687,7 @@ pub struct AliasResponse {
 /// Staff: points an alias (such as `production`) at a version; it serves at once.
 #[utoipa::path(
     tag = "v1 registry",
-    params(("name" = String, Path, description = "Model name"), ("alias" = String, Path, description = "Alias name")),
+    params(("name" = String, Path, description = "Model name", example = "iris"), ("alias" = String, Path, description = "Alias name")),
     request_body = AliasRequest,
     responses(
         (status = 200, description = "Moved", body = AliasResponse),

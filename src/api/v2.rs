@@ -119,7 +119,7 @@ async fn metadata(
 /// Model metadata for the version `production` serves.
 #[utoipa::path(
     tag = "v2",
-    params(("name" = String, Path, description = "Model name")),
+    params(("name" = String, Path, description = "Model name", example = "iris")),
     responses((status = 200, description = "Metadata", body = ModelMetadata), (status = 401, description = "No valid token", body = ErrorBody), (status = 404, description = "No such model", body = ErrorBody)),
     security(("bearer" = []))
 )]
@@ -135,7 +135,7 @@ async fn model_metadata(
 /// Metadata of one version.
 #[utoipa::path(
     tag = "v2",
-    params(("name" = String, Path, description = "Model name"), ("version" = String, Path, description = "Version number")),
+    params(("name" = String, Path, description = "Model name", example = "iris"), ("version" = String, Path, description = "Version number", example = "1")),
     responses((status = 200, description = "Metadata", body = ModelMetadata), (status = 400, description = "Not a version number", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 404, description = "No such model or version", body = ErrorBody)),
     security(("bearer" = []))
 )]
@@ -152,7 +152,7 @@ async fn version_metadata(
 /// The model is loaded and can answer.
 #[utoipa::path(
     tag = "v2",
-    params(("name" = String, Path, description = "Model name")),
+    params(("name" = String, Path, description = "Model name", example = "iris")),
     responses((status = 200, description = "Ready"), (status = 401, description = "No valid token", body = ErrorBody), (status = 404, description = "No such model", body = ErrorBody)),
     security(("bearer" = []))
 )]
@@ -169,7 +169,7 @@ async fn model_ready(
 /// One version is loaded and can answer.
 #[utoipa::path(
     tag = "v2",
-    params(("name" = String, Path, description = "Model name"), ("version" = String, Path, description = "Version number")),
+    params(("name" = String, Path, description = "Model name", example = "iris"), ("version" = String, Path, description = "Version number", example = "1")),
     responses((status = 200, description = "Ready"), (status = 400, description = "Not a version number", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 404, description = "No such model or version", body = ErrorBody)),
     security(("bearer" = []))
 )]
@@ -194,7 +194,7 @@ pub struct InferInput {
     pub parameters: Map<String, Value>,
     /// Row-major values, flat or nested. Absent when the tensor is sent as binary data.
     #[serde(default)]
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<serde_json::Value>)]
     pub data: Option<Value>,
 }
 
@@ -207,6 +207,7 @@ pub struct InferOutputRequest {
 }
 
 #[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"id": "1", "inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]}))]
 pub struct InferRequest {
     #[serde(default)]
     pub id: Option<String>,
@@ -228,7 +229,7 @@ pub struct InferOutput {
     #[schema(value_type = Object)]
     pub parameters: Map<String, Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<serde_json::Value>)]
     pub data: Option<Value>,
 }
 
@@ -612,7 +613,7 @@ async fn run_infer(
 /// (`Inference-Header-Content-Length`).
 #[utoipa::path(
     tag = "v2",
-    params(("name" = String, Path, description = "Model name")),
+    params(("name" = String, Path, description = "Model name", example = "iris")),
     request_body = InferRequest,
     responses(
         (status = 200, description = "Outputs", body = InferResponse),
@@ -640,7 +641,7 @@ async fn infer(
 /// Inference on one version.
 #[utoipa::path(
     tag = "v2",
-    params(("name" = String, Path, description = "Model name"), ("version" = String, Path, description = "Version number")),
+    params(("name" = String, Path, description = "Model name", example = "iris"), ("version" = String, Path, description = "Version number", example = "1")),
     request_body = InferRequest,
     responses(
         (status = 200, description = "Outputs", body = InferResponse),
