@@ -70,10 +70,7 @@ async fn list_models(
         .await?
         .into_iter()
         .map(|row| {
-            let card: Card = row
-                .card
-                .and_then(|c| serde_json::from_value(c.0).ok())
-                .unwrap_or_default();
+            let card: Card = Card::from_stored(row.card.as_ref().map(|c| &c.0));
             ModelSummary {
                 title: card.display_title(&row.name).to_string(),
                 task: card.task.as_str().to_string(),
@@ -151,9 +148,7 @@ async fn get_model(
         .get(crate::registry::PRODUCTION)
         .and_then(|n| versions.iter().find(|v| v.version == *n))
         .or_else(|| versions.first());
-    let card: Card = serving
-        .and_then(|v| serde_json::from_value(v.card.0.clone()).ok())
-        .unwrap_or_default();
+    let card: Card = serving.map(crate::registry::card_of).unwrap_or_default();
     let detail = ModelDetail {
         title: card.display_title(&model.name).to_string(),
         description: card.description.clone(),
@@ -547,7 +542,7 @@ async fn record_feedback(
     let version = db::models::version_by_id(&state.pool, p.version_id)
         .await?
         .ok_or_else(|| AppError::NotFound("The prediction's model version is gone.".into()))?;
-    let card: Card = serde_json::from_value(version.card.0).unwrap_or_default();
+    let card = crate::registry::card_of(&version);
     let (label, value) = match (card.task, request.label, request.value) {
         (Task::Classification, Some(label), None)
             if !label.contains('\0') && label.len() <= 1000 =>

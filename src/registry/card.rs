@@ -178,6 +178,12 @@ impl Card {
         toml::from_str::<Card>(text).map_err(|e| format!("card.toml is not valid: {}", e.message()))
     }
 
+    /// A card as stored in the registry (JSON); a default card when absent or unreadable.
+    pub fn from_stored(json: Option<&serde_json::Value>) -> Card {
+        json.and_then(|j| serde_json::from_value(j.clone()).ok())
+            .unwrap_or_default()
+    }
+
     /// A card for a model that came without one: generic field names from the signature.
     pub fn derived(name: &str, signature: &Signature) -> Card {
         let width = signature.inputs.first().map_or(0, |i| i.row_width());

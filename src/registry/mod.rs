@@ -345,6 +345,11 @@ fn check_reference(csv: &[u8], card: &Card) -> Result<i32, ImportError> {
     Ok(rows)
 }
 
+/// The card stored with a version; a default card if it cannot be read.
+pub fn card_of(version: &VersionRow) -> Card {
+    Card::from_stored(Some(&version.card.0))
+}
+
 /// The signature stored with a version.
 pub fn signature_of(version: &VersionRow) -> Option<Signature> {
     serde_json::from_value(version.signature.0.clone()).ok()

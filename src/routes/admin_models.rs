@@ -50,10 +50,7 @@ async fn models_index_page(
         .await?
         .into_iter()
         .map(|row| {
-            let card: Card = row
-                .card
-                .and_then(|c| serde_json::from_value(c.0).ok())
-                .unwrap_or_default();
+            let card: Card = Card::from_stored(row.card.as_ref().map(|c| &c.0));
             ModelSummary {
                 title: card.display_title(&row.name).to_string(),
                 name: row.name,
@@ -209,7 +206,7 @@ async fn model_admin_page(
     };
     let title = versions
         .first()
-        .and_then(|v| serde_json::from_value::<Card>(v.card.0.clone()).ok())
+        .map(crate::registry::card_of)
         .map(|c| c.display_title(&model.name).to_string())
         .unwrap_or_else(|| model.name.clone());
     let views = versions

@@ -60,10 +60,7 @@ async fn catalogue(ctx: PageCtx, state: web::Data<AppState>) -> Result<HttpRespo
         .await?
         .into_iter()
         .map(|row| {
-            let card: Card = row
-                .card
-                .and_then(|c| serde_json::from_value(c.0).ok())
-                .unwrap_or_default();
+            let card: Card = Card::from_stored(row.card.as_ref().map(|c| &c.0));
             CatalogueEntry {
                 title: card.display_title(&row.name).to_string(),
                 summary: summary(&card.description),
@@ -460,7 +457,7 @@ async fn prediction_page(
     let version = db::models::version_by_id(&state.pool, p.version_id)
         .await?
         .ok_or_else(not_found)?;
-    let card: Card = serde_json::from_value(version.card.0.clone()).unwrap_or_default();
+    let card = crate::registry::card_of(&version);
     let outcome = Outcome::from_json(&p.outputs.0, &card);
     let bars = outcome
         .probabilities
