@@ -164,3 +164,31 @@ async fn staff_see_everyones_predictions_filtered_by_user(pool: PgPool) {
     assert_eq!(csv.lines().count(), 2);
     assert_eq!(ada.get("/admin/predictions").await.status().as_u16(), 403);
 }
+
+#[sqlx::test]
+async fn a_hundred_thousand_rows_stream_out_as_csv(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    app.import_models().await;
+    let user = app.sign_in("ada", false).await;
+    sqlx::query(
+        "insert into prediction (model_id, version_id, user_id, source, inputs, outputs, latency_us)
+         select v.model_id, v.id, $1, 'form', '{\"petal_length\": 1.4}', '{\"label\": \"setosa\"}', 100
+         from model_version v join model m on m.id = v.model_id, generate_series(1, 100000)
+         where m.name = 'iris'",
+    )
+    .bind(user)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+
+    let mut res = app.get("/history.csv").await;
+    assert_eq!(res.status().as_u16(), 200);
+    assert!(res.content_length().is_none(), "streamed, not buffered");
+    let (mut lines, mut chunks) = (0usize, 0usize);
+    while let Some(chunk) = res.chunk().await.unwrap() {
+        chunks += 1;
+        lines += chunk.iter().filter(|b| **b == b'\n').count();
+    }
+    assert_eq!(lines, 100_001, "a header and every row");
+    assert!(chunks > 10, "arrived in pieces: {chunks}");
+}
