@@ -25,6 +25,8 @@ pub enum AppError {
     NotFound(String),
     #[error("login required")]
     LoginRequired { next: String },
+    #[error("password change required")]
+    PasswordChangeRequired,
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
@@ -64,7 +66,9 @@ impl ResponseError for AppError {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::Forbidden(_) | AppError::Csrf => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
-            AppError::LoginRequired { .. } => StatusCode::SEE_OTHER,
+            AppError::LoginRequired { .. } | AppError::PasswordChangeRequired => {
+                StatusCode::SEE_OTHER
+            }
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -78,6 +82,9 @@ impl ResponseError for AppError {
         match self {
             AppError::LoginRequired { next } => HttpResponse::SeeOther()
                 .insert_header((header::LOCATION, login_url(next)))
+                .finish(),
+            AppError::PasswordChangeRequired => HttpResponse::SeeOther()
+                .insert_header((header::LOCATION, "/accounts/password"))
                 .finish(),
             AppError::Unauthorized(_) => HttpResponse::Unauthorized()
                 .insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"plinth\""))

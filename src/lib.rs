@@ -1,6 +1,7 @@
 //! Plinth: ONNX models as a web application, inference APIs and an MLOps back office.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -618,7 +618,7 @@ async fn publish_version(
     state: web::Data<AppState>,
     name: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let ApiStaff(caller, _) = api_staff;
+    let ApiStaff(caller, staff) = api_staff;
     if req.content_type() != "multipart/form-data" {
         return Err(AppError::UnsupportedMediaType(
             "Send the files as multipart/form-data: model, and optionally card and reference."
@@ -647,7 +647,19 @@ async fn publish_version(
         source: "api",
         actor: caller.user_id,
     };
-    match state.registry.import(upload).await {
+    let result = state.registry.import(upload).await;
+    if let Ok(Imported::New { model, version }) = &result {
+        crate::audit::record(
+            &state.pool,
+            Some(&req),
+            Some(&staff),
+            "model.version_uploaded",
+            format!("{model} v{version}"),
+            serde_json::json!({"via": "api"}),
+        )
+        .await?;
+    }
+    match result {
         Ok(Imported::New { model, version }) => Ok(HttpResponse::Created().json(PublishResponse {
             model,
             version,
@@ -703,7 +715,7 @@ async fn set_alias(
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, AppError> {
-    let ApiStaff(caller, _) = api_staff;
+    let ApiStaff(caller, staff) = api_staff;
     let (name, alias) = path.into_inner();
     let request: AliasRequest = json_body(&req, &body)?;
     let model = model_or_404(&state, &name).await?;
@@ -712,11 +724,23 @@ async fn set_alias(
         .move_alias(&model, &alias, request.version, caller.user_id)
         .await
     {
-        Ok(()) => Ok(HttpResponse::Ok().json(AliasResponse {
-            model: model.name,
-            alias,
-            version: request.version,
-        })),
+        Ok(previous) => {
+            crate::routes::admin_models::alias_moved(
+                &state,
+                &req,
+                &staff,
+                &model.name,
+                &alias,
+                previous,
+                request.version,
+            )
+            .await?;
+            Ok(HttpResponse::Ok().json(AliasResponse {
+                model: model.name,
+                alias,
+                version: request.version,
+            }))
+        }
         Err(ImportError::Invalid(e)) => Err(AppError::Unprocessable(e)),
         Err(e) => Err(AppError::internal(e)),
     }

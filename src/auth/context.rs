@@ -172,6 +172,12 @@ impl FromRequest for LoggedIn {
         Box::pin(async move {
             let ctx = ctx.await?;
             match ctx.user.clone() {
+                Some(user)
+                    if user.must_change_password
+                        && !matches!(req.path(), "/accounts/password" | "/accounts/logout") =>
+                {
+                    Err(AppError::PasswordChangeRequired.into())
+                }
                 Some(user) => Ok(LoggedIn(ctx, user)),
                 None => Err(AppError::LoginRequired { next: here(&req) }.into()),
             }

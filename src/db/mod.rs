@@ -1,5 +1,6 @@
 //! All SQL lives here, one file per table family.
 
+pub mod audit;
 pub mod feedback;
 pub mod login_failures;
 pub mod models;

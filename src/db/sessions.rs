@@ -102,6 +102,39 @@ pub async fn delete_for_user(pool: &PgPool, user_id: i64) -> sqlx::Result<u64> {
     Ok(result.rows_affected())
 }
 
+/// A live session, as staff see it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct SessionInfo {
+    pub key_hash: String,
+    pub created_at: time::OffsetDateTime,
+    pub expires_at: time::OffsetDateTime,
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// A user's live sessions, newest first. The address and browser were recorded at login.
+pub async fn for_user(pool: &PgPool, user_id: i64) -> sqlx::Result<Vec<SessionInfo>> {
+    sqlx::query_as(
+        "select key_hash, created_at, expires_at,
+                (state->>'client_ip')::jsonb #>> '{}' as client_ip,
+                (state->>'user_agent')::jsonb #>> '{}' as user_agent
+         from session where user_id = $1 and expires_at > now() order by created_at desc",
+    )
+    .bind(user_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// Ends one session of a user, by the stored hash.
+pub async fn delete_by_hash(pool: &PgPool, user_id: i64, key_hash: &str) -> sqlx::Result<bool> {
+    let result = sqlx::query("delete from session where user_id = $1 and key_hash = $2")
+        .bind(user_id)
+        .bind(key_hash)
+        .execute(pool)
+        .await?;
+    Ok(result.rows_affected() == 1)
+}
+
 /// Live sessions of signed-in users.
 pub async fn count_signed_in(pool: &PgPool) -> sqlx::Result<i64> {
     sqlx::query_scalar(

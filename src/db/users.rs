@@ -121,6 +121,51 @@ pub async fn set_active(pool: &PgPool, id: i64, active: bool) -> sqlx::Result<()
     tx.commit().await
 }
 
+/// Grants or withdraws staff rights.
+pub async fn set_staff(pool: &PgPool, id: i64, staff: bool) -> sqlx::Result<()> {
+    sqlx::query("update app_user set is_staff = $2 where id = $1")
+        .bind(id)
+        .bind(staff)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// A row of the users list.
+#[derive(Debug, sqlx::FromRow)]
+pub struct UserListRow {
+    pub id: i64,
+    pub username: String,
+    pub is_staff: bool,
+    pub is_active: bool,
+    pub created_at: OffsetDateTime,
+    pub last_login_at: Option<OffsetDateTime>,
+    pub sessions: i64,
+    pub predictions: i64,
+}
+
+/// Users whose name contains `query` (all when empty), by name.
+pub async fn search(
+    pool: &PgPool,
+    query: &str,
+    offset: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<UserListRow>> {
+    sqlx::query_as(
+        "select u.id, u.username, u.is_staff, u.is_active, u.created_at, u.last_login_at,
+                (select count(*) from session s where s.user_id = u.id and s.expires_at > now()) as sessions,
+                (select count(*) from prediction p where p.user_id = u.id) as predictions
+         from app_user u
+         where $1 = '' or strpos(lower(u.username), lower($1)) > 0
+         order by lower(u.username) offset $2 limit $3",
+    )
+    .bind(query.trim())
+    .bind(offset)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
 /// Head counts for the admin page.
 #[derive(Debug, sqlx::FromRow)]
 pub struct UserCounts {

@@ -235,14 +235,15 @@ impl Registry {
         Ok(found)
     }
 
-    /// Points `alias` at version `number` of `model`, recording who moved it.
+    /// Points `alias` at version `number` of `model`, recording who moved it. Returns the
+    /// version it pointed at before.
     pub async fn move_alias(
         &self,
         model: &ModelRow,
         alias: &str,
         number: i32,
         actor: Option<i64>,
-    ) -> Result<(), ImportError> {
+    ) -> Result<Option<i32>, ImportError> {
         check_alias_name(alias).map_err(ImportError::Invalid)?;
         let (_, version) = db::models::by_number(&self.pool, &model.name, number)
             .await?
@@ -253,11 +254,16 @@ impl Registry {
         self.load(&version)
             .await
             .map_err(|e| ImportError::Invalid(format!("version {number} cannot be loaded: {e}")))?;
+        let previous = db::models::aliases(&self.pool, model.id)
+            .await?
+            .into_iter()
+            .find(|(a, _)| a == alias)
+            .map(|(_, v)| v);
         let mut tx = self.pool.begin().await?;
         db::models::set_alias(&mut tx, model.id, alias, version.id, actor).await?;
         tx.commit().await?;
         tracing::info!(model = %model.name, alias, version = number, "alias moved");
-        Ok(())
+        Ok(previous)
     }
 
     /// The version a request asks for, loaded. `None` when the model or version does not exist.

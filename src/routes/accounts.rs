@@ -7,6 +7,7 @@ use askama::Template;
 use serde::Deserialize;
 
 use super::{render, safe_next, see_other, FormErrors};
+use crate::audit::{self, client_ip};
 use crate::auth::context::flash;
 use crate::auth::throttle::{self, Verdict};
 use crate::auth::{csrf, password, CsrfForm, LoggedIn, PageCtx, Password, Username};
@@ -72,11 +73,6 @@ struct LoginForm {
     next: String,
 }
 
-fn client_ip(req: &HttpRequest) -> String {
-    req.peer_addr()
-        .map_or_else(|| "unknown".to_string(), |a| a.ip().to_string())
-}
-
 #[post("/login")]
 async fn login(
     req: HttpRequest,
@@ -115,6 +111,7 @@ async fn login(
     }
     if let Verdict::Wait(secs) = throttle::check(pool, &form.username, &ip).await? {
         tracing::warn!(username = %form.username, client_ip = %ip, retry_after = secs, "login throttled");
+        audit::record_named(pool, &req, None, &form.username, "login.throttled").await?;
         let mut res = refuse(
             ctx,
             StatusCode::TOO_MANY_REQUESTS,
@@ -135,6 +132,8 @@ async fn login(
         Some(user) if password_ok && user.is_active => user,
         _ => {
             db::login_failures::record(pool, &form.username, &ip).await?;
+            let known = user.as_ref().map(|u| u.id);
+            audit::record_named(pool, &req, known, &form.username, "login.failed").await?;
             tracing::info!(username = %form.username, client_ip = %ip, "login failed");
             return refuse(
                 ctx,
@@ -146,7 +145,16 @@ async fn login(
 
     db::login_failures::clear_username(pool, &user.username).await?;
     db::users::record_login(pool, user.id).await?;
-    start_session(&session, &user)?;
+    start_session(&session, &user, &req)?;
+    audit::record(
+        pool,
+        Some(&req),
+        Some(&user),
+        "login.succeeded",
+        None,
+        serde_json::json!({}),
+    )
+    .await?;
     tracing::info!(user_id = user.id, username = %user.username, "login succeeded");
     if user.must_change_password {
         flash(&session, "info", "Choose a new password to continue.");
@@ -155,12 +163,23 @@ async fn login(
     Ok(see_other(safe_next(&form.next)))
 }
 
-/// Signs `user` in: a new session id (no fixation), the user recorded, a fresh CSRF token.
-fn start_session(session: &Session, user: &User) -> Result<(), AppError> {
+/// Signs `user` in: a new session id (no fixation), the user recorded, a fresh CSRF token, and
+/// where the login came from (shown to staff in the user's session list).
+fn start_session(session: &Session, user: &User, req: &HttpRequest) -> Result<(), AppError> {
     session.renew();
     session
         .insert(crate::auth::SESSION_USER_ID, user.id)
         .map_err(AppError::internal)?;
+    let agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .chars()
+        .take(200)
+        .collect::<String>();
+    let _ = session.insert("client_ip", client_ip(req));
+    let _ = session.insert("user_agent", agent);
     csrf::rotate(session);
     Ok(())
 }
@@ -203,6 +222,7 @@ struct SignupForm {
 
 #[post("/signup")]
 async fn signup(
+    req: HttpRequest,
     ctx: PageCtx,
     session: Session,
     state: web::Data<AppState>,
@@ -254,7 +274,16 @@ async fn signup(
         Err(CreateUserError::Database(e)) => return Err(e.into()),
     };
     db::users::record_login(&state.pool, user.id).await?;
-    start_session(&session, &user)?;
+    start_session(&session, &user, &req)?;
+    audit::record(
+        &state.pool,
+        Some(&req),
+        Some(&user),
+        "user.signed_up",
+        user.username.clone(),
+        serde_json::json!({}),
+    )
+    .await?;
     flash(
         &session,
         "success",
@@ -282,10 +311,27 @@ async fn logout_form(ctx: PageCtx) -> Result<HttpResponse, AppError> {
 struct EmptyForm {}
 
 #[post("/logout")]
-async fn logout(session: Session, CsrfForm(_): CsrfForm<EmptyForm>) -> HttpResponse {
+async fn logout(
+    req: HttpRequest,
+    ctx: PageCtx,
+    session: Session,
+    state: web::Data<AppState>,
+    CsrfForm(_): CsrfForm<EmptyForm>,
+) -> Result<HttpResponse, AppError> {
+    if let Some(user) = &ctx.user {
+        audit::record(
+            &state.pool,
+            Some(&req),
+            Some(user),
+            "logout",
+            None,
+            serde_json::json!({}),
+        )
+        .await?;
+    }
     // Purging deletes the row: the old cookie is worthless from now on.
     session.purge();
-    see_other("/accounts/login?logged_out=1")
+    Ok(see_other("/accounts/login?logged_out=1"))
 }
 
 // --- change password ----------------------------------------------------------------------
@@ -318,6 +364,7 @@ struct PasswordForm {
 
 #[post("/password")]
 async fn change_password(
+    req: HttpRequest,
     LoggedIn(ctx, user): LoggedIn,
     session: Session,
     state: web::Data<AppState>,
@@ -352,7 +399,16 @@ async fn change_password(
     let hash = password::hash(&new).await?;
     // Ends every session of the user, this one included; a renewed one follows.
     db::users::set_password(&state.pool, user.id, &hash, false).await?;
-    start_session(&session, &user)?;
+    start_session(&session, &user, &req)?;
+    audit::record(
+        &state.pool,
+        Some(&req),
+        Some(&user),
+        "password.changed",
+        user.username.clone(),
+        serde_json::json!({}),
+    )
+    .await?;
     flash(
         &session,
         "success",

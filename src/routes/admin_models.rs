@@ -24,6 +24,45 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(rollback);
 }
 
+async fn audit(
+    state: &AppState,
+    req: &HttpRequest,
+    user: &crate::db::users::User,
+    action: &str,
+    target: String,
+) -> Result<(), AppError> {
+    crate::audit::record(
+        &state.pool,
+        Some(req),
+        Some(user),
+        action,
+        target,
+        serde_json::json!({}),
+    )
+    .await
+}
+
+/// Records an alias move: which model, which alias, from which version to which.
+pub async fn alias_moved(
+    state: &AppState,
+    req: &HttpRequest,
+    user: &crate::db::users::User,
+    model: &str,
+    alias: &str,
+    from: Option<i32>,
+    to: i32,
+) -> Result<(), AppError> {
+    crate::audit::record(
+        &state.pool,
+        Some(req),
+        Some(user),
+        "alias.moved",
+        format!("{model} {alias}"),
+        serde_json::json!({"model": model, "alias": alias, "from": from, "to": to}),
+    )
+    .await
+}
+
 pub struct ModelSummary {
     pub name: String,
     pub title: String,
@@ -127,6 +166,7 @@ async fn create_model(
     };
     match state.registry.import(upload).await {
         Ok(_) => {
+            audit(&state, &req, &user, "model.created", format!("{name} v1")).await?;
             if let Some(session) = ctx.session() {
                 flash(
                     session,
@@ -302,6 +342,8 @@ async fn upload_version(
     };
     let message = match state.registry.import(upload).await {
         Ok(Imported::New { version, .. }) => {
+            let target = format!("{} v{version}", model.name);
+            audit(&state, &req, &user, "model.version_uploaded", target).await?;
             format!("Version {version} uploaded. Move an alias to it to serve it.")
         }
         Ok(Imported::AlreadyThere { version, .. }) => {
@@ -338,7 +380,8 @@ async fn set_alias(
         .move_alias(&model, &alias, version, Some(user.id))
         .await
     {
-        Ok(()) => {
+        Ok(previous) => {
+            alias_moved(&state, &req, &user, &model.name, &alias, previous, version).await?;
             if let Some(session) = ctx.session() {
                 flash(
                     session,
@@ -382,7 +425,17 @@ async fn rollback(
         .move_alias(&model, PRODUCTION, version.version, Some(user.id))
         .await
     {
-        Ok(()) => {
+        Ok(previous) => {
+            alias_moved(
+                &state,
+                &req,
+                &user,
+                &model.name,
+                PRODUCTION,
+                previous,
+                version.version,
+            )
+            .await?;
             if let Some(session) = ctx.session() {
                 flash(
                     session,

@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod admin_models;
+pub mod admin_users;
 pub mod assets;
 pub mod forms;
 pub mod history;
@@ -30,6 +31,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     accounts::configure(cfg);
     admin::configure(cfg);
     admin_models::configure(cfg);
+    admin_users::configure(cfg);
     crate::api::configure(cfg);
 }
 

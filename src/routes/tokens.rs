@@ -2,7 +2,7 @@
 
 use actix_session::Session;
 use actix_web::http::StatusCode;
-use actix_web::{get, post, web, HttpResponse};
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use askama::Template;
 use serde::Deserialize;
 
@@ -104,6 +104,7 @@ struct NewToken {
 
 #[post("/accounts/tokens")]
 async fn create_token(
+    req: HttpRequest,
     LoggedIn(ctx, user): LoggedIn,
     session: Session,
     state: web::Data<AppState>,
@@ -136,6 +137,15 @@ async fn create_token(
     session
         .insert(NEW_SECRET, &secret)
         .map_err(AppError::internal)?;
+    crate::audit::record(
+        &state.pool,
+        Some(&req),
+        Some(&user),
+        "token.created",
+        name.clone(),
+        serde_json::json!({"prefix": tokens::visible_prefix(&secret)}),
+    )
+    .await?;
     tracing::info!(user_id = user.id, token = %name, "API token created");
     Ok(see_other("/accounts/tokens"))
 }
@@ -145,6 +155,7 @@ struct Empty {}
 
 #[post("/accounts/tokens/{id}/revoke")]
 async fn revoke_token(
+    req: HttpRequest,
     LoggedIn(_, user): LoggedIn,
     session: Session,
     state: web::Data<AppState>,
@@ -156,6 +167,15 @@ async fn revoke_token(
             "You have no live token with that number.".into(),
         ));
     }
+    crate::audit::record(
+        &state.pool,
+        Some(&req),
+        Some(&user),
+        "token.revoked",
+        format!("token {id}"),
+        serde_json::json!({}),
+    )
+    .await?;
     flash(
         &session,
         "success",

@@ -2,6 +2,7 @@
 //! an HTTP client that keeps cookies and does not follow redirects.
 
 mod accounts;
+mod admin_users;
 mod api_v1;
 mod api_v2;
 mod cli;

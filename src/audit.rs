@@ -1,0 +1,63 @@
+//! The audit log, as handlers write it: logins, uploads, alias moves, user changes, tokens.
+
+use actix_web::HttpRequest;
+use sqlx::PgPool;
+
+use crate::db::audit::{self, NewEvent};
+use crate::db::users::User;
+use crate::error::AppError;
+
+/// The client's address as the server saw it.
+pub fn client_ip(req: &HttpRequest) -> String {
+    req.peer_addr()
+        .map_or_else(|| "unknown".to_string(), |a| a.ip().to_string())
+}
+
+/// Records that `actor` did `action` to `target`.
+pub async fn record(
+    pool: &PgPool,
+    req: Option<&HttpRequest>,
+    actor: Option<&User>,
+    action: &str,
+    target: impl Into<Option<String>>,
+    detail: serde_json::Value,
+) -> Result<(), AppError> {
+    let ip = req.map(client_ip);
+    audit::record(
+        pool,
+        NewEvent {
+            actor_id: actor.map(|u| u.id),
+            actor: actor.map(|u| u.username.as_str()),
+            action,
+            target: target.into(),
+            detail,
+            client_ip: ip.as_deref(),
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Records an event whose actor is only a name (a failed login names whom it tried).
+pub async fn record_named(
+    pool: &PgPool,
+    req: &HttpRequest,
+    actor_id: Option<i64>,
+    actor: &str,
+    action: &str,
+) -> Result<(), AppError> {
+    let ip = client_ip(req);
+    audit::record(
+        pool,
+        NewEvent {
+            actor_id,
+            actor: Some(actor),
+            action,
+            target: None,
+            detail: serde_json::json!({}),
+            client_ip: Some(&ip),
+        },
+    )
+    .await?;
+    Ok(())
+}
