@@ -47,6 +47,9 @@ pub struct Settings {
     pub public_inference: bool,
     /// `PLINTH_MAX_BATCH_ROWS`, default 1000: the most rows one API request may carry.
     pub max_batch_rows: usize,
+    /// `PLINTH_METRICS_ADDR`: when set, `/metrics` is also served there, without a token (for a
+    /// Prometheus scraper on a private network).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// A variable that is set but cannot be understood.
@@ -113,7 +116,15 @@ impl Settings {
         let max_batch_rows = parse_or(&get, "PLINTH_MAX_BATCH_ROWS", Some(1000), |v| {
             positive(v).map(|n| n as usize)
         })?;
+        let metrics_addr = match get("PLINTH_METRICS_ADDR") {
+            None => None,
+            Some(v) => Some(v.trim().parse::<SocketAddr>().map_err(|_| ConfigError {
+                name: "PLINTH_METRICS_ADDR",
+                message: "expected host:port, for example 127.0.0.1:9090".into(),
+            })?),
+        };
         Ok(Settings {
+            metrics_addr,
             public_inference,
             max_batch_rows,
             models_dir: get("PLINTH_MODELS")

@@ -8,6 +8,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod inference;
+pub mod monitoring;
 pub mod prediction_log;
 pub mod registry;
 pub mod routes;

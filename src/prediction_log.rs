@@ -4,8 +4,13 @@
 //! whatever has queued up while the previous statement ran and writes it in one `INSERT` and
 //! one commit, so under load durability costs a fraction of a round trip per prediction.
 
+use std::sync::Arc;
+use std::time::Instant;
+
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
+
+use crate::monitoring::metrics::Metrics;
 
 use crate::db::predictions::{self, NewPrediction};
 
@@ -27,20 +32,25 @@ struct Pending {
 #[derive(Clone)]
 pub struct PredictionLog {
     tx: mpsc::Sender<Pending>,
+    metrics: Arc<Metrics>,
 }
 
 impl PredictionLog {
     /// Starts the writer on the current Tokio runtime. It stops, after writing what is queued,
     /// when every handle has been dropped.
-    pub fn start(pool: PgPool) -> (PredictionLog, tokio::task::JoinHandle<()>) {
+    pub fn start(
+        pool: PgPool,
+        metrics: Arc<Metrics>,
+    ) -> (PredictionLog, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(8192);
-        let handle = tokio::spawn(writer(pool, rx));
-        (PredictionLog { tx }, handle)
+        let handle = tokio::spawn(writer(pool, rx, metrics.clone()));
+        (PredictionLog { tx, metrics }, handle)
     }
 
     /// Stores `rows` and returns their ids once committed.
     pub async fn record(&self, rows: Vec<NewPrediction>) -> Result<Vec<i64>, LogError> {
         let (reply, answer) = oneshot::channel();
+        self.metrics.log_enqueued(rows.len());
         self.tx
             .send(Pending { rows, reply })
             .await
@@ -49,7 +59,7 @@ impl PredictionLog {
     }
 }
 
-async fn writer(pool: PgPool, mut rx: mpsc::Receiver<Pending>) {
+async fn writer(pool: PgPool, mut rx: mpsc::Receiver<Pending>, metrics: Arc<Metrics>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         let mut rows: usize = batch[0].rows.len();
@@ -63,7 +73,10 @@ async fn writer(pool: PgPool, mut rx: mpsc::Receiver<Pending>) {
             }
         }
         let all: Vec<NewPrediction> = batch.iter().flat_map(|p| p.rows.iter().cloned()).collect();
-        match predictions::insert_batch(&pool, &all).await {
+        let started = Instant::now();
+        let written = predictions::insert_batch(&pool, &all).await;
+        metrics.log_flushed(all.len(), started.elapsed());
+        match written {
             Ok(ids) => {
                 let mut ids = ids.into_iter();
                 for pending in batch {
@@ -117,7 +130,7 @@ mod tests {
     #[sqlx::test]
     async fn concurrent_records_get_their_own_ids_back(pool: PgPool) {
         let (model, version) = a_version(&pool).await;
-        let (log, _) = PredictionLog::start(pool.clone());
+        let (log, _) = PredictionLog::start(pool.clone(), Default::default());
         let mut tasks = Vec::new();
         for n in 0..50 {
             let log = log.clone();
@@ -147,7 +160,7 @@ mod tests {
             .acquire_timeout(std::time::Duration::from_millis(300))
             .connect_lazy("postgres://postgres@127.0.0.1:1/none")
             .unwrap();
-        let (log, _) = PredictionLog::start(pool);
+        let (log, _) = PredictionLog::start(pool, Default::default());
         let err = log.record(vec![row(1, 1, 1)]).await.unwrap_err();
         assert!(err.to_string().contains("could not be stored"));
     }

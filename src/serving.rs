@@ -7,6 +7,7 @@ use std::time::Instant;
 use crate::db::predictions::NewPrediction;
 use crate::error::AppError;
 use crate::inference::{self, DType, NamedTensor, RunError, TensorData};
+use crate::monitoring::metrics::Stage;
 use crate::registry::card::Card;
 use crate::registry::decode::{decode, Outcome};
 use crate::registry::Served;
@@ -60,12 +61,22 @@ pub async fn predict(
         data,
     };
     let started = Instant::now();
-    let outputs = inference::run_async(served.loaded.clone(), vec![input])
+    let (model, version) = (served.model.name.as_str(), served.version.version);
+    let metrics = &state.metrics;
+    let (outputs, times) = inference::run_async(served.loaded.clone(), vec![input])
         .await
         .map_err(|e| match e {
-            RunError::BadInput(msg) => AppError::Unprocessable(msg),
-            RunError::Failed(msg) => AppError::internal(anyhow::anyhow!(msg)),
+            RunError::BadInput(msg) => {
+                metrics.failure(model, version, "invalid_input");
+                AppError::Unprocessable(msg)
+            }
+            RunError::Failed(msg) => {
+                metrics.failure(model, version, "model_error");
+                AppError::internal(anyhow::anyhow!(msg))
+            }
         })?;
+    metrics.latency(model, version, Stage::Queue, times.queue);
+    metrics.latency(model, version, Stage::Compute, times.compute);
     let latency_us =
         (started.elapsed().as_micros() / n.max(1) as u128).min(i32::MAX as u128) as i32;
     let outcomes = decode(&served.card, &served.loaded.signature, &outputs, n);
@@ -83,14 +94,22 @@ pub async fn predict(
             latency_us,
         })
         .collect();
-    let ids = state
-        .log
-        .record(records)
-        .await
-        .map_err(|e| AppError::Unavailable(e.to_string()))?;
+    let ids = state.log.record(records).await.map_err(|e| {
+        metrics.failure(model, version, "storage_unavailable");
+        AppError::Unavailable(e.to_string())
+    })?;
+    metrics.latency(model, version, Stage::Total, started.elapsed());
+    metrics.success(model, version, n);
     Ok(Answer {
         outcomes,
         outputs,
         ids,
     })
+}
+
+/// Counts a request the model never saw because its input did not fit.
+pub fn rejected(state: &AppState, served: &Served) {
+    state
+        .metrics
+        .failure(&served.model.name, served.version.version, "invalid_input");
 }

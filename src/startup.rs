@@ -1,6 +1,7 @@
 //! Builds the application from its settings and runs it.
 
 use std::net::TcpListener;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_session::config::{BrowserSession, CookieContentSecurity, TtlExtensionPolicy};
@@ -15,6 +16,7 @@ use sqlx::PgPool;
 use crate::auth::session_store::PgSessionStore;
 use crate::auth::{password, Password, Username};
 use crate::config::Settings;
+use crate::monitoring::metrics::Metrics;
 use crate::prediction_log::PredictionLog;
 use crate::registry::artifacts::ArtifactStore;
 use crate::registry::Registry;
@@ -26,6 +28,7 @@ pub struct AppState {
     pub settings: Settings,
     pub registry: Registry,
     pub log: PredictionLog,
+    pub metrics: Arc<Metrics>,
     /// An argon2 hash of nothing in particular, verified for unknown usernames.
     pub dummy_hash: String,
 }
@@ -34,6 +37,8 @@ pub struct AppState {
 pub struct Application {
     port: u16,
     server: Server,
+    /// `/metrics` alone on `PLINTH_METRICS_ADDR`, when set.
+    metrics_server: Option<(u16, Server)>,
     pool: PgPool,
     settings: Settings,
 }
@@ -63,8 +68,10 @@ impl Application {
         };
         let key = Key::try_from(key.as_slice())
             .map_err(|e| anyhow::anyhow!("the session key is unusable: {e}"))?;
-        let (log, _writer) = PredictionLog::start(pool.clone());
+        let metrics = Arc::new(Metrics::default());
+        let (log, _writer) = PredictionLog::start(pool.clone(), metrics.clone());
         let state = web::Data::new(AppState {
+            metrics: metrics.clone(),
             pool: pool.clone(),
             registry: registry_for(&pool, &settings),
             log,
@@ -106,9 +113,32 @@ impl Application {
         .shutdown_timeout(30)
         .listen(listener)?
         .run();
+        let metrics_server = match settings.metrics_addr {
+            None => None,
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)?;
+                let port = listener.local_addr()?.port();
+                let metrics = metrics.clone();
+                let server = HttpServer::new(move || {
+                    let metrics = metrics.clone();
+                    App::new().route(
+                        "/metrics",
+                        web::get().to(move || {
+                            let metrics = metrics.clone();
+                            async move { routes::ops::metrics_text(&metrics) }
+                        }),
+                    )
+                })
+                .workers(1)
+                .listen(listener)?
+                .run();
+                Some((port, server))
+            }
+        };
         Ok(Application {
             port,
             server,
+            metrics_server,
             pool,
             settings,
         })
@@ -116,6 +146,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of the separate metrics listener, when there is one.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_server.as_ref().map(|(port, _)| *port)
     }
 
     /// Serves until SIGTERM or Ctrl-C; in-flight requests finish first.
@@ -134,7 +169,15 @@ impl Application {
                 }
             }
         });
+        let metrics = self.metrics_server.map(|(_, server)| {
+            let handle = server.handle();
+            (tokio::spawn(server), handle)
+        });
         let result = self.server.await;
+        if let Some((task, handle)) = metrics {
+            handle.stop(true).await;
+            let _ = task.await;
+        }
         sweeper.abort();
         tracing::info!("stopped");
         result

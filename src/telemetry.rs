@@ -100,6 +100,15 @@ pub async fn request_context(
         }
     }
     add_headers(&mut res, &id);
+    if let Some(state) = res.request().app_data::<web::Data<AppState>>() {
+        let route = res
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".into());
+        state
+            .metrics
+            .http(res.request().method().as_str(), &route, status.as_u16());
+    }
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     span.in_scope(|| {
         tracing::info!(

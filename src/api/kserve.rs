@@ -106,7 +106,10 @@ async fn predict(
             object => row_from_json(card, object, Some(i)),
         })
         .collect::<Result<Vec<_>, _>>()
-        .map_err(AppError::Unprocessable)?;
+        .map_err(|e| {
+            serving::rejected(&state, &served);
+            AppError::Unprocessable(e)
+        })?;
     let answer = serving::predict(&state, &served, rows, caller, "v1").await?;
     let predictions = answer
         .outcomes

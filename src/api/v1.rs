@@ -312,9 +312,15 @@ async fn predict(
                 .enumerate()
                 .map(|(i, item)| row_from_json(&served.card, item, Some(i)))
                 .collect::<Result<_, _>>()
-                .map_err(AppError::Unprocessable)?
+                .map_err(|e| {
+                    serving::rejected(&state, &served);
+                    AppError::Unprocessable(e)
+                })?
         }
-        one => vec![row_from_json(&served.card, one, None).map_err(AppError::Unprocessable)?],
+        one => vec![row_from_json(&served.card, one, None).map_err(|e| {
+            serving::rejected(&state, &served);
+            AppError::Unprocessable(e)
+        })?],
     };
     let answer = serving::predict(&state, &served, rows, caller, "api").await?;
     let response = PredictResponse {

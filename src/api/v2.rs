@@ -542,7 +542,9 @@ async fn run_infer(
             )));
         }
     }
-    let (rows, batch) = read_inputs(&served, &request, binary)?;
+    let (rows, batch) = read_inputs(&served, &request, binary).inspect_err(|_| {
+        serving::rejected(state, &served);
+    })?;
     check_rows(state, batch)?;
     let answer = serving::predict(state, &served, rows, caller, "v2").await?;
 

@@ -86,12 +86,21 @@ pub struct LoadedModel {
 /// Runs taking longer than this go to the blocking pool, off the async workers.
 const INLINE_LIMIT_MICROS: u64 = 300;
 
+/// Where a run's time went.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunTimes {
+    /// Waiting for a blocking thread (zero for runs made inline).
+    pub queue: std::time::Duration,
+    /// Running the model.
+    pub compute: std::time::Duration,
+}
+
 /// Runs `inputs` through `model`: inline when the model is quick, on the blocking pool when it
 /// is not, so slow models never stall page loads.
 pub async fn run_async(
     model: Arc<LoadedModel>,
     inputs: Vec<NamedTensor>,
-) -> Result<Vec<NamedTensor>, RunError> {
+) -> Result<(Vec<NamedTensor>, RunTimes), RunError> {
     let rows = inputs
         .first()
         .and_then(|t| t.shape.first().copied())
@@ -100,10 +109,23 @@ pub async fn run_async(
         .recent_micros
         .load(Ordering::Relaxed)
         .saturating_mul(rows);
-    if expected <= INLINE_LIMIT_MICROS {
-        return model.run(inputs);
+    let queued = Instant::now();
+    let inline = expected <= INLINE_LIMIT_MICROS;
+    let timed = move || {
+        let queue = if inline {
+            std::time::Duration::ZERO
+        } else {
+            queued.elapsed()
+        };
+        let started = Instant::now();
+        let outputs = model.run(inputs)?;
+        let compute = started.elapsed();
+        Ok((outputs, RunTimes { queue, compute }))
+    };
+    if inline {
+        return timed();
     }
-    tokio::task::spawn_blocking(move || model.run(inputs))
+    tokio::task::spawn_blocking(timed)
         .await
         .map_err(|e| RunError::Failed(e.to_string()))?
 }

@@ -8,7 +8,19 @@ use serde_json::json;
 use crate::startup::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(healthz).service(readyz);
+    cfg.service(healthz).service(readyz).service(metrics);
+}
+
+/// Prometheus metrics, for a staff token (or without one on `PLINTH_METRICS_ADDR`).
+#[get("/metrics")]
+async fn metrics(_staff: crate::api::ApiStaff, state: web::Data<AppState>) -> HttpResponse {
+    metrics_text(&state.metrics)
+}
+
+pub fn metrics_text(registry: &crate::monitoring::metrics::Metrics) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(registry.render())
 }
 
 /// The process answers.

@@ -9,6 +9,8 @@ use sqlx::PgPool;
 
 pub struct TestApp {
     pub address: String,
+    /// The separate metrics listener, when `metrics_addr` was set.
+    pub metrics_port: Option<u16>,
     pub pool: PgPool,
     pub settings: Settings,
     pub client: Client,
@@ -43,10 +45,12 @@ pub async fn spawn_app_with(pool: PgPool, tweak: impl FnOnce(&mut Settings)) -> 
         .await
         .expect("the app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let metrics_port = app.metrics_port();
     tokio::spawn(app.run_until_stopped());
     let (client, jar) = new_client();
     TestApp {
         address,
+        metrics_port,
         pool,
         settings,
         client,
@@ -216,6 +220,7 @@ pub fn spawn_client_for(app: &TestApp) -> TestApp {
     let (client, jar) = new_client();
     TestApp {
         address: app.address.clone(),
+        metrics_port: app.metrics_port,
         pool: app.pool.clone(),
         settings: app.settings.clone(),
         client,

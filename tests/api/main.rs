@@ -9,6 +9,7 @@ mod cli;
 mod helpers;
 mod history;
 mod layout;
+mod metrics;
 mod models;
 mod ops;
 mod registry;

@@ -1,0 +1,3 @@
+//! What the people running Plinth watch: Prometheus metrics (and, later, drift).
+
+pub mod metrics;
