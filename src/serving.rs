@@ -67,11 +67,11 @@ pub async fn predict(
         .await
         .map_err(|e| match e {
             RunError::BadInput(msg) => {
-                metrics.failure(model, version, "invalid_input");
+                failed(state, served, source, "invalid_input");
                 AppError::Unprocessable(msg)
             }
             RunError::Failed(msg) => {
-                metrics.failure(model, version, "model_error");
+                failed(state, served, source, "model_error");
                 AppError::internal(anyhow::anyhow!(msg))
             }
         })?;
@@ -95,7 +95,7 @@ pub async fn predict(
         })
         .collect();
     let ids = state.log.record(records).await.map_err(|e| {
-        metrics.failure(model, version, "storage_unavailable");
+        failed(state, served, source, "storage_unavailable");
         AppError::Unavailable(e.to_string())
     })?;
     metrics.latency(model, version, Stage::Total, started.elapsed());
@@ -108,8 +108,23 @@ pub async fn predict(
 }
 
 /// Counts a request the model never saw because its input did not fit.
-pub fn rejected(state: &AppState, served: &Served) {
+pub fn rejected(state: &AppState, served: &Served, source: &'static str) {
+    failed(state, served, source, "invalid_input");
+}
+
+/// Counts a failed prediction in the metrics and, for the dashboard's error rate, in the
+/// database (without holding up the response).
+fn failed(state: &AppState, served: &Served, source: &'static str, reason: &'static str) {
     state
         .metrics
-        .failure(&served.model.name, served.version.version, "invalid_input");
+        .failure(&served.model.name, served.version.version, reason);
+    let pool = state.pool.clone();
+    let (model_id, version_id) = (served.model.id, served.version.id);
+    tokio::spawn(async move {
+        if let Err(e) =
+            crate::db::dashboard::record_failure(&pool, model_id, version_id, source, reason).await
+        {
+            tracing::warn!(error = %e, "could not record a failed prediction");
+        }
+    });
 }

@@ -107,7 +107,7 @@ async fn predict(
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| {
-            serving::rejected(&state, &served);
+            serving::rejected(&state, &served, "v1");
             AppError::Unprocessable(e)
         })?;
     let answer = serving::predict(&state, &served, rows, caller, "v1").await?;

@@ -313,12 +313,12 @@ async fn predict(
                 .map(|(i, item)| row_from_json(&served.card, item, Some(i)))
                 .collect::<Result<_, _>>()
                 .map_err(|e| {
-                    serving::rejected(&state, &served);
+                    serving::rejected(&state, &served, "api");
                     AppError::Unprocessable(e)
                 })?
         }
         one => vec![row_from_json(&served.card, one, None).map_err(|e| {
-            serving::rejected(&state, &served);
+            serving::rejected(&state, &served, "api");
             AppError::Unprocessable(e)
         })?],
     };

@@ -543,7 +543,7 @@ async fn run_infer(
         }
     }
     let (rows, batch) = read_inputs(&served, &request, binary).inspect_err(|_| {
-        serving::rejected(state, &served);
+        serving::rejected(state, &served, "v2");
     })?;
     check_rows(state, batch)?;
     let answer = serving::predict(state, &served, rows, caller, "v2").await?;

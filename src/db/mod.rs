@@ -1,6 +1,7 @@
 //! All SQL lives here, one file per table family.
 
 pub mod audit;
+pub mod dashboard;
 pub mod feedback;
 pub mod login_failures;
 pub mod models;

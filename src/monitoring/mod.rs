@@ -1,3 +1,4 @@
 //! What the people running Plinth watch: Prometheus metrics (and, later, drift).
 
+pub mod dashboard;
 pub mod metrics;

@@ -364,7 +364,7 @@ async fn predict(
     let row = match parse_row(&served.card, &form) {
         Ok(row) => row,
         Err((errors, image_error)) => {
-            serving::rejected(&state, &served);
+            serving::rejected(&state, &served, "form");
             let values = served
                 .card
                 .features

@@ -6,6 +6,7 @@ mod admin_users;
 mod api_v1;
 mod api_v2;
 mod cli;
+mod dashboard;
 mod helpers;
 mod history;
 mod layout;
