@@ -22,14 +22,11 @@ pub struct SourceTotals {
 }
 
 pub async fn totals(pool: &PgPool, since: OffsetDateTime) -> sqlx::Result<Vec<SourceTotals>> {
+    // One pass over the window's rollup rows: the histogram is summed element by element.
     sqlx::query_as(
         "select m.name as model, m.id as model_id, v.version, v.id as version_id, r.source,
                 sum(r.n)::bigint as n, sum(r.latency_sum_us)::bigint as latency_sum_us,
-                (select array_agg(s order by i) from (
-                    select i, sum(h)::bigint as s
-                    from prediction_rollup r2, unnest(r2.latency_hist) with ordinality as t(h, i)
-                    where r2.version_id = v.id and r2.source = r.source and r2.bucket >= date_trunc('minute', $1::timestamptz)
-                    group by i) x) as latency_hist
+                array[sum(r.latency_hist[1])::bigint, sum(r.latency_hist[2])::bigint, sum(r.latency_hist[3])::bigint, sum(r.latency_hist[4])::bigint, sum(r.latency_hist[5])::bigint, sum(r.latency_hist[6])::bigint, sum(r.latency_hist[7])::bigint, sum(r.latency_hist[8])::bigint, sum(r.latency_hist[9])::bigint, sum(r.latency_hist[10])::bigint, sum(r.latency_hist[11])::bigint, sum(r.latency_hist[12])::bigint, sum(r.latency_hist[13])::bigint, sum(r.latency_hist[14])::bigint, sum(r.latency_hist[15])::bigint] as latency_hist
          from prediction_rollup r
          join model_version v on v.id = r.version_id
          join model m on m.id = r.model_id
@@ -104,13 +101,13 @@ pub struct Quality {
 
 pub async fn quality(pool: &PgPool, since: OffsetDateTime) -> sqlx::Result<Vec<Quality>> {
     sqlx::query_as(
-        "select p.version_id, count(*) as with_feedback,
-                count(*) filter (where f.label is not null and f.label = p.outputs->>'label') as correct,
-                sum(abs(f.value - (p.outputs->>'value')::float8)) filter (where f.value is not null) as abs_error_sum,
-                sum(power(f.value - (p.outputs->>'value')::float8, 2)) filter (where f.value is not null) as sq_error_sum
-         from feedback f join prediction p on p.id = f.prediction_id
-         where p.created_at >= $1
-         group by p.version_id",
+        "select version_id, count(*) as with_feedback,
+                count(*) filter (where label is not null and label = predicted_label) as correct,
+                sum(abs(value - predicted_value)) filter (where value is not null) as abs_error_sum,
+                sum(power(value - predicted_value, 2)) filter (where value is not null) as sq_error_sum
+         from feedback
+         where predicted_at >= $1
+         group by version_id",
     )
     .bind(since)
     .fetch_all(pool)

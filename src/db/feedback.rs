@@ -12,7 +12,10 @@ pub async fn upsert(
 ) -> sqlx::Result<bool> {
     // `xmax <> 0` tells an update (conflict) from a fresh insert.
     sqlx::query_scalar(
-        "insert into feedback (prediction_id, label, value, user_id) values ($1, $2, $3, $4)
+        "insert into feedback (prediction_id, label, value, user_id,
+                               version_id, predicted_at, predicted_label, predicted_value)
+         select $1, $2, $3, $4, p.version_id, p.created_at, p.outputs->>'label', (p.outputs->>'value')::float8
+         from prediction p where p.id = $1
          on conflict (prediction_id) do update
            set label = excluded.label, value = excluded.value, user_id = excluded.user_id, updated_at = now()
          returning (xmax <> 0)",

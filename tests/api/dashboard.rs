@@ -25,8 +25,9 @@ async fn seed_aged(app: &TestApp, n: i64, age_secs: i64) {
     .unwrap();
     // Feedback on every 10th: half of those agree with the prediction.
     sqlx::query(
-        "insert into feedback (prediction_id, label)
-         select id, case when id % 20 = 0 then outputs->>'label' else 'versicolor' end
+        "insert into feedback (prediction_id, label, version_id, predicted_at, predicted_label)
+         select id, case when id % 20 = 0 then outputs->>'label' else 'versicolor' end,
+                version_id, created_at, outputs->>'label'
          from prediction where id % 10 = 0
          on conflict do nothing",
     )
