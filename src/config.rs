@@ -50,6 +50,12 @@ pub struct Settings {
     /// `PLINTH_METRICS_ADDR`: when set, `/metrics` is also served there, without a token (for a
     /// Prometheus scraper on a private network).
     pub metrics_addr: Option<SocketAddr>,
+    /// `PLINTH_DRIFT_WINDOW_HOURS`, default 24: how far back a drift check looks.
+    pub drift_window_hours: i64,
+    /// `PLINTH_DRIFT_WINDOW_ROWS`, default 1000: at most this many recent predictions are compared.
+    pub drift_window_rows: i64,
+    /// `PLINTH_DRIFT_INTERVAL_MINUTES`, default 60: how often the drift job runs.
+    pub drift_interval_minutes: u64,
 }
 
 /// A variable that is set but cannot be understood.
@@ -123,7 +129,16 @@ impl Settings {
                 message: "expected host:port, for example 127.0.0.1:9090".into(),
             })?),
         };
+        let drift_window_hours =
+            parse_or(&get, "PLINTH_DRIFT_WINDOW_HOURS", Some(24), positive)? as i64;
+        let drift_window_rows =
+            parse_or(&get, "PLINTH_DRIFT_WINDOW_ROWS", Some(1000), positive)? as i64;
+        let drift_interval_minutes =
+            parse_or(&get, "PLINTH_DRIFT_INTERVAL_MINUTES", Some(60), positive)?;
         Ok(Settings {
+            drift_window_hours,
+            drift_window_rows,
+            drift_interval_minutes,
             metrics_addr,
             public_inference,
             max_batch_rows,

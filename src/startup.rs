@@ -173,7 +173,29 @@ impl Application {
             let handle = server.handle();
             (tokio::spawn(server), handle)
         });
+        // The drift job: every production version, on a schedule.
+        let drift_pool = self.pool.clone();
+        let drift_settings = self.settings.clone();
+        let drift = tokio::spawn(async move {
+            let registry = registry_for(&drift_pool, &drift_settings);
+            let every = Duration::from_secs(drift_settings.drift_interval_minutes * 60);
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                ticks.tick().await;
+                match crate::monitoring::drift::check_all(
+                    &registry,
+                    drift_settings.drift_window_hours,
+                    drift_settings.drift_window_rows,
+                )
+                .await
+                {
+                    Ok(n) => tracing::info!(versions = n, "drift checked"),
+                    Err(e) => tracing::warn!(error = %e, "drift check failed"),
+                }
+            }
+        });
         let result = self.server.await;
+        drift.abort();
         if let Some((task, handle)) = metrics {
             handle.stop(true).await;
             let _ = task.await;

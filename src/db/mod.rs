@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod dashboard;
+pub mod drift;
 pub mod feedback;
 pub mod login_failures;
 pub mod models;

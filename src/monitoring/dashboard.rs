@@ -59,6 +59,9 @@ impl Window {
 #[derive(Debug)]
 pub struct VersionStats {
     pub model: String,
+    pub version_id: i64,
+    /// The latest drift check says the inputs have drifted.
+    pub drifting: bool,
     pub version: i32,
     pub predictions: i64,
     pub failures: i64,
@@ -117,6 +120,7 @@ pub async fn stats(
         .await?
         .into_iter()
         .collect();
+    let drifting = crate::db::drift::drifting_versions(pool).await?;
     let quality: BTreeMap<i64, dashboard::Quality> = dashboard::quality(pool, since)
         .await?
         .into_iter()
@@ -159,6 +163,8 @@ pub async fn stats(
         }
         out.push(VersionStats {
             model: rows[0].model.clone(),
+            version_id,
+            drifting: drifting.contains(&version_id),
             version: rows[0].version,
             predictions: n,
             failures: failed,

@@ -179,6 +179,11 @@ impl Registry {
                 metadata,
                 reference_sha256: reference_sha.as_deref(),
                 reference_rows,
+                reference_profile: upload
+                    .reference_csv
+                    .as_deref()
+                    .and_then(|csv| std::str::from_utf8(csv).ok())
+                    .map(|csv| crate::monitoring::drift::profile(csv, &card)),
                 source: upload.source,
                 actor: upload.actor,
             },
@@ -313,6 +318,15 @@ impl Registry {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The reference data stored with a version, if it has any.
+    pub async fn reference_csv(&self, version: &VersionRow) -> anyhow::Result<Option<String>> {
+        let Some(sha) = &version.reference_sha256 else {
+            return Ok(None);
+        };
+        let bytes = self.artifacts.get(sha).await?;
+        Ok(Some(String::from_utf8(bytes)?))
     }
 }
 

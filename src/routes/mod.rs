@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod admin_drift;
 pub mod admin_models;
 pub mod admin_users;
 pub mod assets;
@@ -30,6 +31,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     tokens::configure(cfg);
     accounts::configure(cfg);
     admin::configure(cfg);
+    admin_drift::configure(cfg);
     admin_models::configure(cfg);
     admin_users::configure(cfg);
     crate::api::configure(cfg);

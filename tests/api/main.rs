@@ -7,6 +7,7 @@ mod api_v1;
 mod api_v2;
 mod cli;
 mod dashboard;
+mod drift;
 mod helpers;
 mod history;
 mod layout;

@@ -1,0 +1,432 @@
+//! Drift: how far live inputs have moved from the training data.
+//!
+//! Each version's `reference.csv` becomes a reference profile when it is imported. A check
+//! compares a recent window of live inputs with the reference, feature by feature, using the
+//! test Evidently would pick: for a reference of up to 1,000 rows, Kolmogorov-Smirnov for
+//! numeric features (more than 5 distinct values) and chi-squared for categorical ones, drifting
+//! at p < 0.05; for larger references, the Wasserstein distance over the reference's standard
+//! deviation, or the Jensen-Shannon distance, drifting at ≥ 0.1. PSI against the reference
+//! deciles is reported beside. The data set drifts when at least half its features do; below
+//! [`MIN_ROWS`] predictions there is no verdict.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
+use super::stats;
+use crate::registry::card::{Card, FeatureKind};
+
+/// Fewer live rows than this give no verdict.
+pub const MIN_ROWS: usize = 100;
+/// References up to this size use the statistical tests; larger ones the distances.
+const SMALL_REFERENCE: usize = 1000;
+
+/// The reference's values, one column per card feature (rows that do not parse are skipped).
+pub fn reference_columns(csv: &str, card: &Card) -> BTreeMap<String, Vec<f64>> {
+    let mut lines = csv.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .collect();
+    let mut columns: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let index: Vec<(usize, &str)> = card
+        .features
+        .iter()
+        .filter_map(|f| {
+            header
+                .iter()
+                .position(|h| *h == f.name)
+                .map(|i| (i, f.name.as_str()))
+        })
+        .collect();
+    for line in lines {
+        let cells: Vec<&str> = line.split(',').collect();
+        for (i, name) in &index {
+            if let Some(v) = cells.get(*i).and_then(|c| c.trim().parse::<f64>().ok()) {
+                if v.is_finite() {
+                    columns.entry(name.to_string()).or_default().push(v);
+                }
+            }
+        }
+    }
+    columns
+}
+
+fn distinct(values: &[f64]) -> usize {
+    let mut v: Vec<u64> = values.iter().map(|x| x.to_bits()).collect();
+    v.sort_unstable();
+    v.dedup();
+    v.len()
+}
+
+/// Whether a feature is compared as categories.
+fn categorical(kind: FeatureKind, reference: &[f64]) -> bool {
+    matches!(kind, FeatureKind::Category | FeatureKind::Boolean) || distinct(reference) <= 5
+}
+
+fn frequencies(values: &[f64]) -> BTreeMap<String, f64> {
+    let mut counts: BTreeMap<String, f64> = BTreeMap::new();
+    for v in values {
+        *counts.entry(stats_key(*v)).or_default() += 1.0;
+    }
+    let n = values.len().max(1) as f64;
+    counts.values_mut().for_each(|c| *c /= n);
+    counts
+}
+
+fn stats_key(v: f64) -> String {
+    crate::registry::card::fmt_num(v)
+}
+
+/// The reference profile stored with a version: per numeric feature the decile edges and
+/// shares, mean, standard deviation and count; per categorical feature the frequencies.
+pub fn profile(csv: &str, card: &Card) -> Value {
+    let columns = reference_columns(csv, card);
+    let mut features = serde_json::Map::new();
+    for f in &card.features {
+        let Some(values) = columns.get(&f.name) else {
+            continue;
+        };
+        let entry = if categorical(f.kind, values) {
+            json!({"kind": "categorical", "count": values.len(), "frequencies": frequencies(values)})
+        } else {
+            let edges = stats::decile_edges(values);
+            let shares: Vec<f64> = stats::histogram(values, &edges)
+                .iter()
+                .map(|c| *c as f64 / values.len() as f64)
+                .collect();
+            json!({
+                "kind": "numeric", "count": values.len(), "mean": stats::mean(values),
+                "std": stats::std_dev(values), "deciles": edges, "shares": shares,
+            })
+        };
+        features.insert(f.name.clone(), entry);
+    }
+    json!({ "rows": columns.values().map(Vec::len).max().unwrap_or(0), "features": features })
+}
+
+/// One feature compared.
+#[derive(Clone, Debug)]
+pub struct FeatureDrift {
+    pub feature: String,
+    pub method: &'static str,
+    pub statistic: f64,
+    pub p_value: Option<f64>,
+    pub threshold: f64,
+    pub drifted: bool,
+    pub psi: f64,
+    /// `{"edges" or "categories", "reference": shares, "current": shares}`.
+    pub histogram: Value,
+}
+
+/// Compares the live window with the reference, feature by feature.
+pub fn compare(
+    card: &Card,
+    reference: &BTreeMap<String, Vec<f64>>,
+    current: &BTreeMap<String, Vec<f64>>,
+) -> Vec<FeatureDrift> {
+    let mut out = Vec::new();
+    for f in &card.features {
+        let (Some(r), Some(c)) = (reference.get(&f.name), current.get(&f.name)) else {
+            continue;
+        };
+        if r.is_empty() || c.is_empty() {
+            continue;
+        }
+        let small = r.len() <= SMALL_REFERENCE;
+        let result = if categorical(f.kind, r) {
+            let (rf, cf) = (frequencies(r), frequencies(c));
+            let keys: Vec<String> = rf
+                .keys()
+                .chain(cf.keys())
+                .cloned()
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let ref_shares: Vec<f64> = keys
+                .iter()
+                .map(|k| rf.get(k).copied().unwrap_or(0.0))
+                .collect();
+            let cur_shares: Vec<f64> = keys
+                .iter()
+                .map(|k| cf.get(k).copied().unwrap_or(0.0))
+                .collect();
+            let psi = stats::psi(&ref_shares, &cur_shares);
+            let histogram =
+                json!({"categories": keys, "reference": ref_shares, "current": cur_shares});
+            if small {
+                let n = c.len() as f64;
+                let observed: Vec<f64> = cur_shares.iter().map(|s| s * n).collect();
+                let expected: Vec<f64> = ref_shares.iter().map(|s| s * n).collect();
+                // A category the reference never saw cannot be expected: that is drift.
+                let unseen = observed
+                    .iter()
+                    .zip(&expected)
+                    .any(|(o, e)| *e == 0.0 && *o > 0.0);
+                let t = stats::chisquare(&observed, &expected);
+                let p = if unseen { 0.0 } else { t.p_value };
+                FeatureDrift {
+                    feature: f.name.clone(),
+                    method: "chi-squared",
+                    statistic: t.statistic,
+                    p_value: Some(p),
+                    threshold: 0.05,
+                    drifted: p < 0.05,
+                    psi,
+                    histogram,
+                }
+            } else {
+                let fill = |v: &[f64]| {
+                    v.iter()
+                        .map(|x| if *x == 0.0 { 0.0001 } else { *x })
+                        .collect::<Vec<_>>()
+                };
+                let d = stats::jensen_shannon(&fill(&ref_shares), &fill(&cur_shares));
+                FeatureDrift {
+                    feature: f.name.clone(),
+                    method: "Jensen-Shannon",
+                    statistic: d,
+                    p_value: None,
+                    threshold: 0.1,
+                    drifted: d >= 0.1,
+                    psi,
+                    histogram,
+                }
+            }
+        } else {
+            let deciles = stats::decile_edges(r);
+            let psi = stats::psi(
+                &stats::shares(&stats::histogram(r, &deciles), r.len()),
+                &stats::shares(&stats::histogram(c, &deciles), c.len()),
+            );
+            let all: Vec<f64> = r.iter().chain(c).copied().collect();
+            let edges = stats::sturges_edges(&all);
+            let histogram = json!({
+                "edges": edges,
+                "reference": stats::shares(&stats::histogram(r, &edges), r.len()),
+                "current": stats::shares(&stats::histogram(c, &edges), c.len()),
+            });
+            if small {
+                let t = stats::ks_2samp(r, c);
+                FeatureDrift {
+                    feature: f.name.clone(),
+                    method: "Kolmogorov-Smirnov",
+                    statistic: t.statistic,
+                    p_value: Some(t.p_value),
+                    threshold: 0.05,
+                    drifted: t.p_value < 0.05,
+                    psi,
+                    histogram,
+                }
+            } else {
+                let sd = stats::std_dev(r);
+                let w = if sd > 0.0 {
+                    stats::wasserstein(r, c) / sd
+                } else {
+                    stats::wasserstein(r, c)
+                };
+                FeatureDrift {
+                    feature: f.name.clone(),
+                    method: "Wasserstein (normed)",
+                    statistic: w,
+                    p_value: None,
+                    threshold: 0.1,
+                    drifted: w >= 0.1,
+                    psi,
+                    histogram,
+                }
+            }
+        };
+        out.push(result);
+    }
+    out
+}
+
+/// The data set drifts when at least half of its features do.
+pub fn dataset_drifted(features: &[FeatureDrift]) -> bool {
+    !features.is_empty() && features.iter().filter(|f| f.drifted).count() * 2 >= features.len()
+}
+
+/// Live inputs as columns, from the stored `inputs` objects.
+pub fn current_columns(card: &Card, inputs: &[Value]) -> BTreeMap<String, Vec<f64>> {
+    let mut columns: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for row in inputs {
+        for f in &card.features {
+            if let Some(v) = row.get(&f.name).and_then(Value::as_f64) {
+                columns.entry(f.name.clone()).or_default().push(v);
+            }
+        }
+    }
+    columns
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn card() -> Card {
+        Card::parse(&std::fs::read_to_string("models/iris/1/card.toml").unwrap()).unwrap()
+    }
+
+    /// A deterministic pseudo-random stream (xorshift), so the windows are fixed.
+    fn noise(seed: u64, n: usize) -> Vec<f64> {
+        let mut x = seed;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % 10_000) as f64 / 10_000.0
+            })
+            .collect()
+    }
+
+    fn window(
+        reference: &BTreeMap<String, Vec<f64>>,
+        seed: u64,
+        n: usize,
+        shift: f64,
+    ) -> BTreeMap<String, Vec<f64>> {
+        reference
+            .iter()
+            .map(|(k, v)| {
+                let picks = noise(seed + k.len() as u64, n);
+                let col = picks
+                    .iter()
+                    .map(|p| v[(p * v.len() as f64) as usize % v.len()] + shift)
+                    .collect();
+                (k.clone(), col)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_shifted_window_drifts_and_an_unshifted_one_does_not() {
+        let card = card();
+        let csv = std::fs::read_to_string("models/iris/1/reference.csv").unwrap();
+        let reference = reference_columns(&csv, &card);
+        assert_eq!(reference["sepal_length"].len(), 105);
+
+        let quiet = compare(&card, &reference, &window(&reference, 7, 200, 0.0));
+        assert_eq!(quiet.len(), 4);
+        assert!(!dataset_drifted(&quiet), "{quiet:#?}");
+        assert!(quiet.iter().all(|f| f.method == "Kolmogorov-Smirnov"));
+
+        let shifted = compare(&card, &reference, &window(&reference, 7, 200, 0.8));
+        assert!(dataset_drifted(&shifted), "{shifted:#?}");
+        assert!(shifted.iter().all(|f| f.drifted && f.psi > 0.1));
+    }
+
+    #[test]
+    fn the_profile_holds_deciles_moments_and_frequencies() {
+        let card = card();
+        let csv = "sepal_length,sepal_width,petal_length,petal_width\n5,3,1,0.2\n6,3,4,1.3\n7,3,6,2.1\n5.5,3,1.5,0.2\n6.5,3,5,1.8\n5.1,3,1.4,0.2\n";
+        let p = profile(csv, &card);
+        assert_eq!(p["rows"], 6);
+        assert_eq!(p["features"]["sepal_length"]["kind"], "numeric");
+        assert_eq!(
+            p["features"]["sepal_length"]["deciles"]
+                .as_array()
+                .unwrap()
+                .len(),
+            11
+        );
+        assert_eq!(
+            p["features"]["sepal_width"]["kind"], "categorical",
+            "one distinct value"
+        );
+        assert_eq!(p["features"]["sepal_width"]["frequencies"]["3"], 1.0);
+    }
+}
+
+/// What a check found.
+#[derive(Debug)]
+pub struct CheckOutcome {
+    pub run_id: i64,
+    pub rows: usize,
+    /// `None`: too few rows for a verdict.
+    pub drifted: Option<bool>,
+}
+
+/// Checks one version's recent window against its reference and records the result. `None`
+/// when the version has no reference data.
+pub async fn check(
+    registry: &crate::registry::Registry,
+    version: &crate::db::models::VersionRow,
+    hours: i64,
+    max_rows: i64,
+) -> anyhow::Result<Option<CheckOutcome>> {
+    let Some(csv) = registry.reference_csv(version).await? else {
+        return Ok(None);
+    };
+    let pool = registry.pool();
+    let card = crate::registry::card_of(version);
+    let since = time::OffsetDateTime::now_utc() - time::Duration::hours(hours);
+    let inputs: Vec<Value> = crate::db::drift::window_inputs(pool, version.id, since, max_rows)
+        .await?
+        .into_iter()
+        .map(|j| j.0)
+        .collect();
+    let label = format!("last {} predictions, {hours} h", inputs.len());
+    let (results, drifted) = if inputs.len() < MIN_ROWS {
+        (Vec::new(), None)
+    } else {
+        let reference = reference_columns(&csv, &card);
+        let found = compare(&card, &reference, &current_columns(&card, &inputs));
+        let drifted = dataset_drifted(&found);
+        (found, Some(drifted))
+    };
+    let rows: Vec<crate::db::drift::FeatureResult> = results
+        .into_iter()
+        .map(|f| crate::db::drift::FeatureResult {
+            feature: f.feature,
+            method: f.method.to_string(),
+            statistic: f.statistic,
+            p_value: f.p_value,
+            threshold: f.threshold,
+            drifted: f.drifted,
+            psi: f.psi,
+            histogram: sqlx::types::Json(f.histogram),
+        })
+        .collect();
+    let run_id = crate::db::drift::record_run(
+        pool,
+        version.model_id,
+        version.id,
+        &label,
+        inputs.len() as i32,
+        drifted,
+        &rows,
+    )
+    .await?;
+    Ok(Some(CheckOutcome {
+        run_id,
+        rows: inputs.len(),
+        drifted,
+    }))
+}
+
+/// Checks every model's production version (the scheduled job).
+pub async fn check_all(
+    registry: &crate::registry::Registry,
+    hours: i64,
+    max_rows: i64,
+) -> anyhow::Result<usize> {
+    let mut checked = 0;
+    for row in crate::db::models::catalogue(registry.pool()).await? {
+        if row.version.is_none() {
+            continue;
+        }
+        if let Some((_, version)) =
+            crate::db::models::by_alias(registry.pool(), &row.name, crate::registry::PRODUCTION)
+                .await?
+        {
+            if check(registry, &version, hours, max_rows).await?.is_some() {
+                checked += 1;
+            }
+        }
+    }
+    Ok(checked)
+}
