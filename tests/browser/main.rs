@@ -152,3 +152,47 @@ async fn staff_upload_and_promote_a_version_in_the_browser(pool: PgPool) {
     assert_eq!(serving, 2);
     b.quit().await;
 }
+
+#[sqlx::test]
+async fn the_back_office_renders_the_dashboard_and_drift(pool: PgPool) {
+    if browser_missing() {
+        return;
+    }
+    let app = spawn_app(pool).await;
+    app.import_models().await;
+    app.create_user("root", "staff-member-secret", true).await;
+    // A day of iris traffic, the last of it shifted, with feedback on some.
+    sqlx::query(
+        "insert into prediction (model_id, version_id, source, inputs, outputs, latency_us, created_at)
+         select v.model_id, v.id, (array['form', 'api', 'v2'])[1 + g % 3],
+                jsonb_build_object('sepal_length', 5.0 + (g % 30) / 10.0 + 0.8, 'sepal_width', 2.6 + (g % 12) / 10.0,
+                                   'petal_length', 1.2 + (g % 55) / 10.0 + 0.8, 'petal_width', 0.2 + (g % 23) / 10.0 + 0.5),
+                jsonb_build_object('label', (array['setosa', 'versicolor', 'virginica'])[1 + g % 3]),
+                150 + (g * 37) % 900, now() - make_interval(secs => (g * 61) % 86000)
+         from generate_series(1, 600) as g, model_version v join model m on m.id = v.model_id
+         where m.name = 'iris'",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let driver = Driver::start().await;
+    let b = driver.browser().await;
+    b.goto(&app.url("/accounts/login?next=/admin/models/iris/drift"))
+        .await;
+    b.fill("#username", "root").await;
+    b.fill("#password", "staff-member-secret").await;
+    b.click("form.form button[type=submit]").await;
+    b.wait_for_path("/admin/models/iris/drift").await;
+
+    b.click("form[action='/admin/models/iris/drift'] button[type=submit]")
+        .await;
+    let page = b.wait_for_text("features moved").await;
+    assert!(page.contains("drifting"), "{page}");
+    b.screenshot("admin-drift").await;
+
+    b.goto(&app.url("/admin?window=24h")).await;
+    let dash = b.wait_for_text("p50 / p95 / p99").await;
+    assert!(dash.contains(r#"href="/admin/models/iris/drift">drift</a>"#));
+    b.screenshot("admin-dashboard").await;
+    b.quit().await;
+}
