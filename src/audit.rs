@@ -61,3 +61,24 @@ pub async fn record_named(
     .await?;
     Ok(())
 }
+
+/// Records an alias move: which model, which alias, from which version to which.
+pub async fn alias_moved(
+    pool: &PgPool,
+    req: &HttpRequest,
+    user: &User,
+    model: &str,
+    alias: &str,
+    from: Option<i32>,
+    to: i32,
+) -> Result<(), AppError> {
+    record(
+        pool,
+        Some(req),
+        Some(user),
+        "alias.moved",
+        format!("{model} {alias}"),
+        serde_json::json!({"model": model, "alias": alias, "from": from, "to": to}),
+    )
+    .await
+}

@@ -10,7 +10,7 @@ use crate::inference::{self, DType, NamedTensor, RunError, TensorData};
 use crate::monitoring::metrics::Stage;
 use crate::registry::card::Card;
 use crate::registry::decode::{decode, Outcome};
-use crate::registry::Served;
+use crate::registry::{Selector, Served};
 use crate::startup::AppState;
 
 /// Who is asking: a signed-in user, a token, or nobody (public inference).
@@ -127,4 +127,20 @@ fn failed(state: &AppState, served: &Served, source: &'static str, reason: &'sta
             tracing::warn!(error = %e, "could not record a failed prediction");
         }
     });
+}
+
+/// The version a request asks for, loaded; 404 naming what is missing.
+pub async fn served(state: &AppState, name: &str, selector: &Selector) -> Result<Served, AppError> {
+    state
+        .registry
+        .resolve(name, selector)
+        .await?
+        .ok_or_else(|| match selector {
+            Selector::Number(n) => {
+                AppError::NotFound(format!("The model {name} has no version {n}."))
+            }
+            Selector::Alias(a) => AppError::NotFound(format!(
+                "There is no model called {name}, or it has no {a} version yet."
+            )),
+        })
 }

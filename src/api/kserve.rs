@@ -29,7 +29,7 @@ async fn model_status(
     state: web::Data<AppState>,
     name: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let served = crate::routes::models::served(&state, &name, &Selector::default()).await?;
+    let served = crate::serving::served(&state, &name, &Selector::default()).await?;
     Ok(HttpResponse::Ok().json(json!({ "name": served.model.name, "ready": true })))
 }
 
@@ -75,7 +75,7 @@ async fn predict(
 ) -> Result<HttpResponse, AppError> {
     let InferenceCaller(caller, _) = inference_caller;
     let request: KServeRequest = json_body(&req, &body)?;
-    let served = crate::routes::models::served(&state, &name, &Selector::default()).await?;
+    let served = crate::serving::served(&state, &name, &Selector::default()).await?;
     check_rows(&state, request.instances.len())?;
     let card = &served.card;
     let rows = request

@@ -303,7 +303,7 @@ async fn predict(
 ) -> Result<HttpResponse, AppError> {
     let InferenceCaller(caller, _) = inference_caller;
     let request: PredictRequest = json_body(&req, &body)?;
-    let served = crate::routes::models::served(&state, &name, &query.selector()?).await?;
+    let served = crate::serving::served(&state, &name, &query.selector()?).await?;
     let rows: Vec<Vec<f64>> = match &request.inputs {
         Value::Array(items) => {
             check_rows(&state, items.len())?;
@@ -731,8 +731,8 @@ async fn set_alias(
         .await
     {
         Ok(previous) => {
-            crate::routes::admin_models::alias_moved(
-                &state,
+            crate::audit::alias_moved(
+                &state.pool,
                 &req,
                 &staff,
                 &model.name,

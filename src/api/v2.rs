@@ -99,7 +99,7 @@ async fn metadata(
     name: &str,
     selector: Selector,
 ) -> Result<HttpResponse, AppError> {
-    let served = crate::routes::models::served(state, name, &selector).await?;
+    let served = crate::serving::served(state, name, &selector).await?;
     let versions = db::models::versions(&state.pool, served.model.id).await?;
     let signature =
         signature_of(&served.version).unwrap_or_else(|| served.loaded.signature.clone());
@@ -162,7 +162,7 @@ async fn model_ready(
     state: web::Data<AppState>,
     name: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    crate::routes::models::served(&state, &name, &Selector::default()).await?;
+    crate::serving::served(&state, &name, &Selector::default()).await?;
     Ok(HttpResponse::Ok().json(json!({ "name": *name, "ready": true })))
 }
 
@@ -180,7 +180,7 @@ async fn version_ready(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, AppError> {
     let (name, version) = path.into_inner();
-    crate::routes::models::served(&state, &name, &parse_version(&version)?).await?;
+    crate::serving::served(&state, &name, &parse_version(&version)?).await?;
     Ok(HttpResponse::Ok().json(json!({ "name": name, "ready": true })))
 }
 
@@ -529,7 +529,7 @@ async fn run_infer(
     }
     let request: InferRequest = serde_json::from_slice(head)
         .map_err(|e| bad(format!("The inference request is not valid: {e}")))?;
-    let served = crate::routes::models::served(state, name, &selector).await?;
+    let served = crate::serving::served(state, name, &selector).await?;
     let signature = &served.loaded.signature;
     if let Some(outputs) = &request.outputs {
         if let Some(unknown) = outputs

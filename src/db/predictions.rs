@@ -180,9 +180,3 @@ pub async fn models_used(pool: &PgPool, user_id: Option<i64>) -> sqlx::Result<Ve
     .fetch_all(pool)
     .await
 }
-
-pub async fn count(pool: &PgPool) -> sqlx::Result<i64> {
-    sqlx::query_scalar("select count(*) from prediction")
-        .fetch_one(pool)
-        .await
-}

@@ -42,27 +42,6 @@ async fn audit(
     .await
 }
 
-/// Records an alias move: which model, which alias, from which version to which.
-pub async fn alias_moved(
-    state: &AppState,
-    req: &HttpRequest,
-    user: &crate::db::users::User,
-    model: &str,
-    alias: &str,
-    from: Option<i32>,
-    to: i32,
-) -> Result<(), AppError> {
-    crate::audit::record(
-        &state.pool,
-        Some(req),
-        Some(user),
-        "alias.moved",
-        format!("{model} {alias}"),
-        serde_json::json!({"model": model, "alias": alias, "from": from, "to": to}),
-    )
-    .await
-}
-
 pub struct ModelSummary {
     pub name: String,
     pub title: String,
@@ -381,7 +360,16 @@ async fn set_alias(
         .await
     {
         Ok(previous) => {
-            alias_moved(&state, &req, &user, &model.name, &alias, previous, version).await?;
+            crate::audit::alias_moved(
+                &state.pool,
+                &req,
+                &user,
+                &model.name,
+                &alias,
+                previous,
+                version,
+            )
+            .await?;
             if let Some(session) = ctx.session() {
                 flash(
                     session,
@@ -426,8 +414,8 @@ async fn rollback(
         .await
     {
         Ok(previous) => {
-            alias_moved(
-                &state,
+            crate::audit::alias_moved(
+                &state.pool,
                 &req,
                 &user,
                 &model.name,

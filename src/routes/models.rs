@@ -234,21 +234,6 @@ fn selector_for(ctx: &PageCtx, version: Option<&str>) -> Result<(Selector, Optio
     }
 }
 
-pub async fn served(state: &AppState, name: &str, selector: &Selector) -> Result<Served, AppError> {
-    state
-        .registry
-        .resolve(name, selector)
-        .await?
-        .ok_or_else(|| match selector {
-            Selector::Number(n) => {
-                AppError::NotFound(format!("The model {name} has no version {n}."))
-            }
-            Selector::Alias(a) => AppError::NotFound(format!(
-                "There is no model called {name}, or it has no {a} version yet."
-            )),
-        })
-}
-
 #[get("/models/{name}")]
 async fn model_page(
     LoggedIn(ctx, user): LoggedIn,
@@ -257,7 +242,7 @@ async fn model_page(
     query: web::Query<ModelQuery>,
 ) -> Result<HttpResponse, AppError> {
     let (selector, trying) = selector_for(&ctx, query.version.as_deref())?;
-    let served = served(&state, &name, &selector).await?;
+    let served = serving::served(&state, &name, &selector).await?;
     // "Predict again" fills the form with an earlier prediction's inputs.
     let previous = match query.from {
         Some(id) => db::predictions::find(&state.pool, id)
@@ -360,7 +345,7 @@ async fn predict(
 ) -> Result<HttpResponse, AppError> {
     let form = read_form(&req, payload, state.settings.max_upload_bytes).await?;
     let (selector, trying) = selector_for(&ctx, query.version.as_deref())?;
-    let served = served(&state, &name, &selector).await?;
+    let served = serving::served(&state, &name, &selector).await?;
     let row = match parse_row(&served.card, &form) {
         Ok(row) => row,
         Err((errors, image_error)) => {
