@@ -56,6 +56,9 @@ pub struct Settings {
     pub drift_window_rows: i64,
     /// `PLINTH_DRIFT_INTERVAL_MINUTES`, default 60: how often the drift job runs.
     pub drift_interval_minutes: u64,
+    /// `PLINTH_PREDICTION_LOG=off` stores no predictions. It exists only so the benchmark can
+    /// measure what durable logging costs; never use it in production.
+    pub prediction_log: bool,
 }
 
 /// A variable that is set but cannot be understood.
@@ -135,7 +138,9 @@ impl Settings {
             parse_or(&get, "PLINTH_DRIFT_WINDOW_ROWS", Some(1000), positive)? as i64;
         let drift_interval_minutes =
             parse_or(&get, "PLINTH_DRIFT_INTERVAL_MINUTES", Some(60), positive)?;
+        let prediction_log = parse_or(&get, "PLINTH_PREDICTION_LOG", Some(true), parse_bool)?;
         Ok(Settings {
+            prediction_log,
             drift_window_hours,
             drift_window_rows,
             drift_interval_minutes,

@@ -52,9 +52,30 @@ impl AppError {
     /// logged, never shown.
     pub fn public_message(&self) -> String {
         match self {
+            AppError::Database(e) if database_unavailable(e) => DATABASE_DOWN.to_string(),
             AppError::Database(_) | AppError::Internal(_) => GENERIC_500.to_string(),
             other => other.to_string(),
         }
+    }
+}
+
+const DATABASE_DOWN: &str = "The database is unavailable just now; nothing was changed. Try again in a few seconds.";
+
+/// Errors that say Postgres cannot be reached or is restarting, rather than that a query is
+/// wrong: answered 503 (try again), not 500.
+pub fn database_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        // Class 08: connection exception; 57P01–57P03: admin shutdown, crash shutdown, cannot
+        // connect now (starting up or shutting down).
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
     }
 }
 
@@ -70,6 +91,7 @@ impl ResponseError for AppError {
                 StatusCode::SEE_OTHER
             }
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Database(e) if database_unavailable(e) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,

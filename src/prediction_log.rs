@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sqlx::PgPool;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::monitoring::metrics::Metrics;
 
@@ -16,6 +16,8 @@ use crate::db::predictions::{self, NewPrediction};
 
 /// Most rows written by one statement.
 const MAX_BATCH_ROWS: usize = 2048;
+/// Statements in flight at once.
+const IN_FLIGHT: usize = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -31,7 +33,8 @@ struct Pending {
 /// A handle on the writer; cheap to clone.
 #[derive(Clone)]
 pub struct PredictionLog {
-    tx: mpsc::Sender<Pending>,
+    /// `None` when logging is switched off (`PLINTH_PREDICTION_LOG=off`, benchmarks only).
+    tx: Option<mpsc::Sender<Pending>>,
     metrics: Arc<Metrics>,
 }
 
@@ -44,15 +47,26 @@ impl PredictionLog {
     ) -> (PredictionLog, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(8192);
         let handle = tokio::spawn(writer(pool, rx, metrics.clone()));
-        (PredictionLog { tx, metrics }, handle)
+        let log = PredictionLog {
+            tx: Some(tx),
+            metrics,
+        };
+        (log, handle)
+    }
+
+    /// A log that stores nothing and answers id 0: for measuring what storing costs.
+    pub fn disabled(metrics: Arc<Metrics>) -> PredictionLog {
+        PredictionLog { tx: None, metrics }
     }
 
     /// Stores `rows` and returns their ids once committed.
     pub async fn record(&self, rows: Vec<NewPrediction>) -> Result<Vec<i64>, LogError> {
+        let Some(tx) = &self.tx else {
+            return Ok(vec![0; rows.len()]);
+        };
         let (reply, answer) = oneshot::channel();
         self.metrics.log_enqueued(rows.len());
-        self.tx
-            .send(Pending { rows, reply })
+        tx.send(Pending { rows, reply })
             .await
             .map_err(|_| LogError::Unavailable)?;
         answer.await.map_err(|_| LogError::Unavailable)?
@@ -60,7 +74,14 @@ impl PredictionLog {
 }
 
 async fn writer(pool: PgPool, mut rx: mpsc::Receiver<Pending>, metrics: Arc<Metrics>) {
+    // A few statements may be in flight at once (each on its own connection), so a batch never
+    // waits for the round trip of the one before it; while all are busy, rows queue up and the
+    // next statement carries more of them.
+    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
     while let Some(first) = rx.recv().await {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            break;
+        };
         let mut batch = vec![first];
         let mut rows: usize = batch[0].rows.len();
         while rows < MAX_BATCH_ROWS {
@@ -72,23 +93,35 @@ async fn writer(pool: PgPool, mut rx: mpsc::Receiver<Pending>, metrics: Arc<Metr
                 Err(_) => break,
             }
         }
-        let all: Vec<NewPrediction> = batch.iter().flat_map(|p| p.rows.iter().cloned()).collect();
-        let started = Instant::now();
-        let written = predictions::insert_batch(&pool, &all).await;
-        metrics.log_flushed(all.len(), started.elapsed());
-        match written {
-            Ok(ids) => {
-                let mut ids = ids.into_iter();
-                for pending in batch {
-                    let mine: Vec<i64> = ids.by_ref().take(pending.rows.len()).collect();
-                    let _ = pending.reply.send(Ok(mine));
-                }
+        let (pool, metrics) = (pool.clone(), metrics.clone());
+        tokio::spawn(async move {
+            write(&pool, batch, &metrics).await;
+            drop(permit);
+        });
+    }
+    // Every handle is gone: wait for the statements still in flight.
+    let _ = in_flight.acquire_many(IN_FLIGHT as u32).await;
+}
+
+/// Writes one batch in one statement and answers each request with its ids.
+async fn write(pool: &PgPool, mut batch: Vec<Pending>, metrics: &Metrics) {
+    let counts: Vec<usize> = batch.iter().map(|p| p.rows.len()).collect();
+    let all: Vec<NewPrediction> = batch.iter_mut().flat_map(|p| p.rows.drain(..)).collect();
+    let started = Instant::now();
+    let written = predictions::insert_batch(pool, &all).await;
+    metrics.log_flushed(all.len(), started.elapsed());
+    match written {
+        Ok(ids) => {
+            let mut ids = ids.into_iter();
+            for (pending, n) in batch.into_iter().zip(counts) {
+                let mine: Vec<i64> = ids.by_ref().take(n).collect();
+                let _ = pending.reply.send(Ok(mine));
             }
-            Err(e) => {
-                tracing::error!(error = %e, rows = all.len(), "prediction log write failed");
-                for pending in batch {
-                    let _ = pending.reply.send(Err(LogError::Unavailable));
-                }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, rows = all.len(), "prediction log write failed");
+            for pending in batch {
+                let _ = pending.reply.send(Err(LogError::Unavailable));
             }
         }
     }

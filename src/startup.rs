@@ -29,6 +29,8 @@ pub struct AppState {
     pub registry: Registry,
     pub log: PredictionLog,
     pub metrics: Arc<Metrics>,
+    /// API tokens seen lately: hash → (token id, owner).
+    pub tokens: crate::cache::Cache<String, (i64, crate::db::users::User)>,
     /// An argon2 hash of nothing in particular, verified for unknown usernames.
     pub dummy_hash: String,
 }
@@ -69,8 +71,15 @@ impl Application {
         let key = Key::try_from(key.as_slice())
             .map_err(|e| anyhow::anyhow!("the session key is unusable: {e}"))?;
         let metrics = Arc::new(Metrics::default());
-        let (log, _writer) = PredictionLog::start(pool.clone(), metrics.clone());
+        let log = if settings.prediction_log {
+            PredictionLog::start(pool.clone(), metrics.clone()).0
+        } else {
+            tracing::warn!("PLINTH_PREDICTION_LOG=off: predictions are NOT stored (for benchmarks only)");
+            PredictionLog::disabled(metrics.clone())
+        };
+        crate::cache::listen(pool.clone());
         let state = web::Data::new(AppState {
+            tokens: crate::cache::Cache::new(&crate::cache::AUTH_EPOCH),
             metrics: metrics.clone(),
             pool: pool.clone(),
             registry: registry_for(&pool, &settings),

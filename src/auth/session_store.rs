@@ -2,7 +2,8 @@
 //! server: logout deletes the row, disabling a user deletes all of theirs.
 
 use std::collections::HashMap;
-use std::time::Duration as StdDuration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration as StdDuration, Instant};
 
 use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, UpdateError};
 use actix_web::cookie::time::Duration;
@@ -13,15 +14,45 @@ use crate::db;
 
 /// Session state in Postgres. The idle timeout is the TTL actix-session passes on every request;
 /// the absolute timeout is enforced here from the row's creation time.
+///
+/// Extending the idle timeout is a write, so it is done at most once per [`TOUCH_EVERY`] for a
+/// session: a session then ends between `idle - TOUCH_EVERY` and `idle` after its last request.
 #[derive(Clone)]
 pub struct PgSessionStore {
     pool: PgPool,
     max_age: StdDuration,
+    /// When this process last extended each session (by the key's hash).
+    touched: Arc<Mutex<HashMap<String, Instant>>>,
 }
+
+/// How often a busy session's expiry is pushed back.
+pub const TOUCH_EVERY: StdDuration = StdDuration::from_secs(30);
 
 impl PgSessionStore {
     pub fn new(pool: PgPool, max_age: StdDuration) -> Self {
-        PgSessionStore { pool, max_age }
+        PgSessionStore {
+            pool,
+            max_age,
+            touched: Default::default(),
+        }
+    }
+
+    /// True when the session was extended lately, so extending it again can wait.
+    fn recently_touched(&self, key: &str) -> bool {
+        let Ok(mut touched) = self.touched.lock() else {
+            return false;
+        };
+        let now = Instant::now();
+        if let Some(at) = touched.get(key) {
+            if now.duration_since(*at) < TOUCH_EVERY {
+                return true;
+            }
+        }
+        if touched.len() >= 10_000 {
+            touched.retain(|_, at| now.duration_since(*at) < TOUCH_EVERY);
+        }
+        touched.insert(key.to_string(), now);
+        false
     }
 }
 
@@ -95,6 +126,9 @@ impl SessionStore for PgSessionStore {
     }
 
     async fn update_ttl(&self, session_key: &SessionKey, ttl: &Duration) -> anyhow::Result<()> {
+        if self.recently_touched(session_key.as_ref()) {
+            return Ok(());
+        }
         db::sessions::touch(&self.pool, session_key.as_ref(), ttl_secs(ttl)).await?;
         Ok(())
     }

@@ -101,7 +101,9 @@ pub async fn set_password(
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    tx.commit().await
+    tx.commit().await?;
+    crate::cache::auth_changed();
+    Ok(())
 }
 
 /// Enables or disables an account. Disabling ends every session at once.
@@ -118,7 +120,9 @@ pub async fn set_active(pool: &PgPool, id: i64, active: bool) -> sqlx::Result<()
             .execute(&mut *tx)
             .await?;
     }
-    tx.commit().await
+    tx.commit().await?;
+    crate::cache::auth_changed();
+    Ok(())
 }
 
 /// Grants or withdraws staff rights.
@@ -128,6 +132,7 @@ pub async fn set_staff(pool: &PgPool, id: i64, staff: bool) -> sqlx::Result<()> 
         .bind(staff)
         .execute(pool)
         .await?;
+    crate::cache::auth_changed();
     Ok(())
 }
 

@@ -12,6 +12,7 @@ use std::sync::{Arc, RwLock};
 
 use sqlx::PgPool;
 
+use crate::cache::Cache;
 use crate::db;
 use crate::db::models::{ModelRow, NewVersion, VersionRow};
 use crate::inference::{self, LoadedModel, Signature};
@@ -30,7 +31,7 @@ pub enum ImportError {
 }
 
 /// How a request names the version it wants.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Selector {
     Alias(String),
     Number(i32),
@@ -48,7 +49,7 @@ pub const PRODUCTION: &str = "production";
 #[derive(Clone)]
 pub struct Served {
     pub model: ModelRow,
-    pub version: VersionRow,
+    pub version: Arc<VersionRow>,
     pub card: Arc<Card>,
     pub loaded: Arc<LoadedModel>,
 }
@@ -79,6 +80,8 @@ pub struct Registry {
     max_model_bytes: usize,
     /// Loaded versions by version id. Versions are immutable, so entries never go stale.
     loaded: RwLock<HashMap<i64, Ready>>,
+    /// What (model, alias or number) resolved to lately; see [`crate::cache`].
+    resolved: Cache<(String, Selector), Served>,
 }
 
 /// Model names as they appear in URLs: lowercase letters, digits, `-` and `_`.
@@ -112,6 +115,7 @@ impl Registry {
             artifacts,
             max_model_bytes,
             loaded: RwLock::new(HashMap::new()),
+            resolved: Cache::new(&crate::cache::REGISTRY_EPOCH),
         }
     }
 
@@ -193,6 +197,7 @@ impl Registry {
             db::models::set_alias(&mut tx, model.id, PRODUCTION, version_id, upload.actor).await?;
         }
         tx.commit().await?;
+        crate::cache::registry_changed();
         self.remember(version_id, Arc::new(card), Arc::new(loaded));
         tracing::info!(model = %upload.model, version, sha256 = %sha, "model version imported");
         Ok(Imported::New {
@@ -267,12 +272,18 @@ impl Registry {
         let mut tx = self.pool.begin().await?;
         db::models::set_alias(&mut tx, model.id, alias, version.id, actor).await?;
         tx.commit().await?;
+        crate::cache::registry_changed();
         tracing::info!(model = %model.name, alias, version = number, "alias moved");
         Ok(previous)
     }
 
     /// The version a request asks for, loaded. `None` when the model or version does not exist.
     pub async fn resolve(&self, name: &str, selector: &Selector) -> anyhow::Result<Option<Served>> {
+        let key = (name.to_string(), selector.clone());
+        if let Some(served) = self.resolved.get(&key) {
+            return Ok(Some(served));
+        }
+        let epoch = self.resolved.epoch();
         let found = match selector {
             Selector::Alias(alias) => db::models::by_alias(&self.pool, name, alias).await?,
             Selector::Number(n) => db::models::by_number(&self.pool, name, *n).await?,
@@ -281,12 +292,14 @@ impl Registry {
             return Ok(None);
         };
         let (card, loaded) = self.load(&version).await?;
-        Ok(Some(Served {
+        let served = Served {
             model,
-            version,
+            version: Arc::new(version),
             card,
             loaded,
-        }))
+        };
+        self.resolved.insert(key, served.clone(), epoch);
+        Ok(Some(served))
     }
 
     /// The loaded plan of a version, from memory or from its artifact.

@@ -1,0 +1,155 @@
+//! What the prediction path would otherwise ask Postgres on every request: whose an API token
+//! is, and which version a model's alias serves.
+//!
+//! Entries live at most [`TTL`]. Anything that changes them bumps an epoch, and an entry from an
+//! older epoch is never served: a revoked token, a disabled user, a change of staff rights or
+//! password ([`auth_changed`]) and a moved alias or a new version ([`registry_changed`]). This
+//! process bumps the epochs itself where it makes those changes; other processes' changes arrive
+//! through Postgres `NOTIFY` (the triggers of migration 0008) on the connection [`listen`] keeps,
+//! and when that connection is lost both epochs are bumped, since a notice may have been missed.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+
+/// The longest an entry is trusted without asking Postgres again.
+pub const TTL: Duration = Duration::from_secs(60);
+/// Entries kept before the cache starts over (a bound, not an expected size).
+const MAX_ENTRIES: usize = 10_000;
+
+pub static AUTH_EPOCH: AtomicU64 = AtomicU64::new(0);
+pub static REGISTRY_EPOCH: AtomicU64 = AtomicU64::new(0);
+
+/// The channels the triggers notify.
+pub const AUTH_CHANNEL: &str = "plinth_auth";
+pub const REGISTRY_CHANNEL: &str = "plinth_registry";
+
+/// A token, a user's rights or a password changed: forget every cached token.
+pub fn auth_changed() {
+    AUTH_EPOCH.fetch_add(1, Ordering::SeqCst);
+}
+
+/// An alias moved or a version was added: forget every cached resolution.
+pub fn registry_changed() {
+    REGISTRY_EPOCH.fetch_add(1, Ordering::SeqCst);
+}
+
+struct Entry<V> {
+    value: V,
+    epoch: u64,
+    stored: Instant,
+}
+
+/// A map whose entries die with their epoch or after [`TTL`].
+pub struct Cache<K, V> {
+    epoch: &'static AtomicU64,
+    map: RwLock<HashMap<K, Entry<V>>>,
+}
+
+impl<K: Eq + Hash, V: Clone> Cache<K, V> {
+    pub fn new(epoch: &'static AtomicU64) -> Self {
+        Cache {
+            epoch,
+            map: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The epoch to pass to [`Cache::insert`]: read it before asking Postgres, so a change made
+    /// while the question was in flight makes the answer stale at once.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
+        let now = self.epoch();
+        let map = self.map.read().ok()?;
+        let entry = map.get(key)?;
+        (entry.epoch == now && entry.stored.elapsed() < TTL).then(|| entry.value.clone())
+    }
+
+    pub fn insert(&self, key: K, value: V, epoch: u64) {
+        if epoch != self.epoch() {
+            return;
+        }
+        if let Ok(mut map) = self.map.write() {
+            if map.len() >= MAX_ENTRIES {
+                map.clear();
+            }
+            map.insert(
+                key,
+                Entry {
+                    value,
+                    epoch,
+                    stored: Instant::now(),
+                },
+            );
+        }
+    }
+}
+
+/// Keeps a connection listening for the triggers' notices, for as long as the runtime lives.
+pub fn listen(pool: PgPool) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut listener = loop {
+            match PgListener::connect_with(&pool).await {
+                Ok(mut l) => match l.listen_all([AUTH_CHANNEL, REGISTRY_CHANNEL]).await {
+                    Ok(()) => break l,
+                    Err(e) => tracing::warn!(error = %e, "cannot listen for cache notices"),
+                },
+                Err(e) => tracing::warn!(error = %e, "cannot listen for cache notices"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        };
+        // Anything cached before the connection was up may be stale.
+        auth_changed();
+        registry_changed();
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(notice)) if notice.channel() == AUTH_CHANNEL => auth_changed(),
+                Ok(Some(_)) => registry_changed(),
+                // The connection was lost; the next call reconnects. Notices may have been missed.
+                Ok(None) => {
+                    auth_changed();
+                    registry_changed();
+                }
+                Err(e) => {
+                    auth_changed();
+                    registry_changed();
+                    tracing::debug!(error = %e, "cache notice connection down; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static EPOCH: AtomicU64 = AtomicU64::new(0);
+
+    #[test]
+    fn entries_die_with_their_epoch() {
+        let cache: Cache<String, i32> = Cache::new(&EPOCH);
+        let e = cache.epoch();
+        cache.insert("a".into(), 1, e);
+        assert_eq!(cache.get("a"), Some(1));
+        EPOCH.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(cache.get("a"), None);
+        // An answer fetched before a change is not kept.
+        cache.insert("b".into(), 2, e);
+        assert_eq!(cache.get("b"), None);
+        cache.insert("b".into(), 2, cache.epoch());
+        assert_eq!(cache.get("b"), Some(2));
+    }
+}
