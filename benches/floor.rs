@@ -56,8 +56,14 @@ async fn predict(plan: web::Data<(Plan, usize)>, req: web::Json<Req>) -> HttpRes
         };
         body.insert("predictions".into(), predictions);
     }
-    if let Some(probs) = outputs.get(1).and_then(|t| t.to_plain_array_view::<f32>().ok()) {
-        let rows: Vec<Vec<f32>> = probs.outer_iter().map(|r| r.iter().copied().collect()).collect();
+    if let Some(probs) = outputs
+        .get(1)
+        .and_then(|t| t.to_plain_array_view::<f32>().ok())
+    {
+        let rows: Vec<Vec<f32>> = probs
+            .outer_iter()
+            .map(|r| r.iter().copied().collect())
+            .collect();
         body.insert("probabilities".into(), serde_json::json!(rows));
     }
     HttpResponse::Ok().json(body)
@@ -66,12 +72,18 @@ async fn predict(plan: web::Data<(Plan, usize)>, req: web::Json<Req>) -> HttpRes
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
-    let model = args.next().unwrap_or_else(|| "models/iris/1/model.onnx".into());
+    let model = args
+        .next()
+        .unwrap_or_else(|| "models/iris/1/model.onnx".into());
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:9101".into());
     let plan = load(&model).map_err(|e| std::io::Error::other(format!("{model}: {e}")))?;
     let data = web::Data::new(plan);
-    HttpServer::new(move || App::new().app_data(data.clone()).route("/predict", web::post().to(predict)))
-        .bind(addr)?
-        .run()
-        .await
+    HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .route("/predict", web::post().to(predict))
+    })
+    .bind(addr)?
+    .run()
+    .await
 }

@@ -1,17 +1,17 @@
 //! What the prediction path would otherwise ask Postgres on every request: whose an API token
 //! is, and which version a model's alias serves.
 //!
-//! Entries live at most [`TTL`]. Anything that changes them bumps an epoch, and an entry from an
-//! older epoch is never served: a revoked token, a disabled user, a change of staff rights or
-//! password ([`auth_changed`]) and a moved alias or a new version ([`registry_changed`]). This
-//! process bumps the epochs itself where it makes those changes; other processes' changes arrive
-//! through Postgres `NOTIFY` (the triggers of migration 0008) on the connection [`listen`] keeps,
-//! and when that connection is lost both epochs are bumped, since a notice may have been missed.
+//! Entries live at most [`TTL`]. Anything that changes them bumps the cache's [`Epoch`], and an
+//! entry from an older epoch is never served: a revoked token, a disabled user, a change of staff
+//! rights or password; a moved alias or a new version. This process bumps the epoch itself where
+//! it makes those changes; other processes' changes arrive through Postgres `NOTIFY` (the
+//! triggers of migration 0008) on the connection [`listen`] keeps, and when that connection is
+//! lost both epochs are bumped, since a notice may have been missed.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgListener;
@@ -22,21 +22,22 @@ pub const TTL: Duration = Duration::from_secs(60);
 /// Entries kept before the cache starts over (a bound, not an expected size).
 const MAX_ENTRIES: usize = 10_000;
 
-pub static AUTH_EPOCH: AtomicU64 = AtomicU64::new(0);
-pub static REGISTRY_EPOCH: AtomicU64 = AtomicU64::new(0);
-
 /// The channels the triggers notify.
 pub const AUTH_CHANNEL: &str = "plinth_auth";
 pub const REGISTRY_CHANNEL: &str = "plinth_registry";
 
-/// A token, a user's rights or a password changed: forget every cached token.
-pub fn auth_changed() {
-    AUTH_EPOCH.fetch_add(1, Ordering::SeqCst);
-}
+/// A generation counter: bumping it retires every entry stored before.
+#[derive(Clone, Debug, Default)]
+pub struct Epoch(Arc<AtomicU64>);
 
-/// An alias moved or a version was added: forget every cached resolution.
-pub fn registry_changed() {
-    REGISTRY_EPOCH.fetch_add(1, Ordering::SeqCst);
+impl Epoch {
+    pub fn bump(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn now(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
 }
 
 struct Entry<V> {
@@ -47,14 +48,14 @@ struct Entry<V> {
 
 /// A map whose entries die with their epoch or after [`TTL`].
 pub struct Cache<K, V> {
-    epoch: &'static AtomicU64,
+    epoch: Epoch,
     map: RwLock<HashMap<K, Entry<V>>>,
 }
 
 impl<K: Eq + Hash, V: Clone> Cache<K, V> {
-    pub fn new(epoch: &'static AtomicU64) -> Self {
+    pub fn new() -> Self {
         Cache {
-            epoch,
+            epoch: Epoch::default(),
             map: RwLock::new(HashMap::new()),
         }
     }
@@ -62,7 +63,17 @@ impl<K: Eq + Hash, V: Clone> Cache<K, V> {
     /// The epoch to pass to [`Cache::insert`]: read it before asking Postgres, so a change made
     /// while the question was in flight makes the answer stale at once.
     pub fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::SeqCst)
+        self.epoch.now()
+    }
+
+    /// Something the entries depend on changed: none of them is served again.
+    pub fn changed(&self) {
+        self.epoch.bump();
+    }
+
+    /// The epoch, for [`listen`] to bump when another process makes a change.
+    pub fn epoch_handle(&self) -> Epoch {
+        self.epoch.clone()
     }
 
     pub fn get<Q>(&self, key: &Q) -> Option<V>
@@ -96,8 +107,15 @@ impl<K: Eq + Hash, V: Clone> Cache<K, V> {
     }
 }
 
-/// Keeps a connection listening for the triggers' notices, for as long as the runtime lives.
-pub fn listen(pool: PgPool) -> tokio::task::JoinHandle<()> {
+impl<K: Eq + Hash, V: Clone> Default for Cache<K, V> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Keeps a connection listening for the triggers' notices, for as long as the runtime lives,
+/// bumping `auth` or `registry` as they arrive.
+pub fn listen(pool: PgPool, auth: Epoch, registry: Epoch) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut listener = loop {
             match PgListener::connect_with(&pool).await {
@@ -110,20 +128,20 @@ pub fn listen(pool: PgPool) -> tokio::task::JoinHandle<()> {
             tokio::time::sleep(Duration::from_secs(1)).await;
         };
         // Anything cached before the connection was up may be stale.
-        auth_changed();
-        registry_changed();
+        auth.bump();
+        registry.bump();
         loop {
             match listener.try_recv().await {
-                Ok(Some(notice)) if notice.channel() == AUTH_CHANNEL => auth_changed(),
-                Ok(Some(_)) => registry_changed(),
+                Ok(Some(notice)) if notice.channel() == AUTH_CHANNEL => auth.bump(),
+                Ok(Some(_)) => registry.bump(),
                 // The connection was lost; the next call reconnects. Notices may have been missed.
                 Ok(None) => {
-                    auth_changed();
-                    registry_changed();
+                    auth.bump();
+                    registry.bump();
                 }
                 Err(e) => {
-                    auth_changed();
-                    registry_changed();
+                    auth.bump();
+                    registry.bump();
                     tracing::debug!(error = %e, "cache notice connection down; retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
@@ -136,15 +154,13 @@ pub fn listen(pool: PgPool) -> tokio::task::JoinHandle<()> {
 mod tests {
     use super::*;
 
-    static EPOCH: AtomicU64 = AtomicU64::new(0);
-
     #[test]
     fn entries_die_with_their_epoch() {
-        let cache: Cache<String, i32> = Cache::new(&EPOCH);
+        let cache: Cache<String, i32> = Cache::new();
         let e = cache.epoch();
         cache.insert("a".into(), 1, e);
         assert_eq!(cache.get("a"), Some(1));
-        EPOCH.fetch_add(1, Ordering::SeqCst);
+        cache.epoch_handle().bump();
         assert_eq!(cache.get("a"), None);
         // An answer fetched before a change is not kept.
         cache.insert("b".into(), 2, e);

@@ -59,7 +59,8 @@ impl AppError {
     }
 }
 
-const DATABASE_DOWN: &str = "The database is unavailable just now; nothing was changed. Try again in a few seconds.";
+const DATABASE_DOWN: &str =
+    "The database is unavailable just now; nothing was changed. Try again in a few seconds.";
 
 /// Errors that say Postgres cannot be reached or is restarting, rather than that a query is
 /// wrong: answered 503 (try again), not 500.

@@ -74,15 +74,19 @@ impl Application {
         let log = if settings.prediction_log {
             PredictionLog::start(pool.clone(), metrics.clone()).0
         } else {
-            tracing::warn!("PLINTH_PREDICTION_LOG=off: predictions are NOT stored (for benchmarks only)");
+            tracing::warn!(
+                "PLINTH_PREDICTION_LOG=off: predictions are NOT stored (for benchmarks only)"
+            );
             PredictionLog::disabled(metrics.clone())
         };
-        crate::cache::listen(pool.clone());
+        let tokens = crate::cache::Cache::new();
+        let registry = registry_for(&pool, &settings);
+        crate::cache::listen(pool.clone(), tokens.epoch_handle(), registry.changes());
         let state = web::Data::new(AppState {
-            tokens: crate::cache::Cache::new(&crate::cache::AUTH_EPOCH),
+            tokens,
             metrics: metrics.clone(),
             pool: pool.clone(),
-            registry: registry_for(&pool, &settings),
+            registry,
             log,
             settings: settings.clone(),
             dummy_hash: password::dummy_hash().await?,

@@ -51,7 +51,6 @@ pub async fn revoke(pool: &PgPool, user_id: i64, id: i64) -> sqlx::Result<bool> 
     .bind(user_id)
     .execute(pool)
     .await?;
-    crate::cache::auth_changed();
     Ok(result.rows_affected() == 1)
 }
 

@@ -102,7 +102,6 @@ pub async fn set_password(
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    crate::cache::auth_changed();
     Ok(())
 }
 
@@ -121,7 +120,6 @@ pub async fn set_active(pool: &PgPool, id: i64, active: bool) -> sqlx::Result<()
             .await?;
     }
     tx.commit().await?;
-    crate::cache::auth_changed();
     Ok(())
 }
 
@@ -132,7 +130,6 @@ pub async fn set_staff(pool: &PgPool, id: i64, staff: bool) -> sqlx::Result<()> 
         .bind(staff)
         .execute(pool)
         .await?;
-    crate::cache::auth_changed();
     Ok(())
 }
 

@@ -115,7 +115,7 @@ impl Registry {
             artifacts,
             max_model_bytes,
             loaded: RwLock::new(HashMap::new()),
-            resolved: Cache::new(&crate::cache::REGISTRY_EPOCH),
+            resolved: Cache::new(),
         }
     }
 
@@ -197,7 +197,7 @@ impl Registry {
             db::models::set_alias(&mut tx, model.id, PRODUCTION, version_id, upload.actor).await?;
         }
         tx.commit().await?;
-        crate::cache::registry_changed();
+        self.resolved.changed();
         self.remember(version_id, Arc::new(card), Arc::new(loaded));
         tracing::info!(model = %upload.model, version, sha256 = %sha, "model version imported");
         Ok(Imported::New {
@@ -272,7 +272,7 @@ impl Registry {
         let mut tx = self.pool.begin().await?;
         db::models::set_alias(&mut tx, model.id, alias, version.id, actor).await?;
         tx.commit().await?;
-        crate::cache::registry_changed();
+        self.resolved.changed();
         tracing::info!(model = %model.name, alias, version = number, "alias moved");
         Ok(previous)
     }
@@ -327,6 +327,11 @@ impl Registry {
         if let Ok(mut map) = self.loaded.write() {
             map.insert(version_id, (card, loaded));
         }
+    }
+
+    /// The resolution cache's epoch, bumped when another process moves an alias.
+    pub fn changes(&self) -> crate::cache::Epoch {
+        self.resolved.epoch_handle()
     }
 
     pub fn pool(&self) -> &PgPool {

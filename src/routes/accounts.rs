@@ -399,6 +399,7 @@ async fn change_password(
     let hash = password::hash(&new).await?;
     // Ends every session of the user, this one included; a renewed one follows.
     db::users::set_password(&state.pool, user.id, &hash, false).await?;
+    state.tokens.changed();
     start_session(&session, &user, &req)?;
     audit::record(
         &state.pool,

@@ -216,6 +216,7 @@ async fn set_staff(
     let user = find_user(&state, *id).await?;
     not_yourself(&staff, &user, "change the staff rights of")?;
     db::users::set_staff(&state.pool, user.id, on).await?;
+    state.tokens.changed();
     let action = if on {
         "user.staff_granted"
     } else {
@@ -254,6 +255,7 @@ async fn set_active(
     not_yourself(&staff, &user, "disable")?;
     // Disabling ends every session of the user in the same transaction.
     db::users::set_active(&state.pool, user.id, on).await?;
+    state.tokens.changed();
     let action = if on { "user.enabled" } else { "user.disabled" };
     audit::record(
         &state.pool,
@@ -304,6 +306,7 @@ async fn set_temporary_password(
     let hash = password::hash(&new).await?;
     // The user must choose their own at next login; their sessions end now.
     db::users::set_password(&state.pool, user.id, &hash, true).await?;
+    state.tokens.changed();
     audit::record(
         &state.pool,
         Some(&req),

@@ -162,7 +162,9 @@ async fn revoke_token(
     id: web::Path<i64>,
     CsrfForm(_): CsrfForm<Empty>,
 ) -> Result<HttpResponse, AppError> {
-    if !db::tokens::revoke(&state.pool, user.id, *id).await? {
+    let revoked = db::tokens::revoke(&state.pool, user.id, *id).await?;
+    state.tokens.changed();
+    if !revoked {
         return Err(AppError::NotFound(
             "You have no live token with that number.".into(),
         ));

@@ -5,6 +5,7 @@ mod accounts;
 mod admin_users;
 mod api_v1;
 mod api_v2;
+mod caches;
 mod cli;
 mod dashboard;
 mod drift;

@@ -1,0 +1,157 @@
+//! Tokens and alias resolutions are cached in memory; changes made by another process (here: SQL
+//! straight into the database, as another Plinth instance or `psql` would) reach the cache
+//! through Postgres NOTIFY.
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+
+use crate::helpers::{file_part, spawn_app};
+
+const ROW: &str = r#"{"inputs": {"sepal_length": 6.3, "sepal_width": 3.3, "petal_length": 6.0, "petal_width": 2.5}}"#;
+
+/// Polls `check` until it holds or `limit` passes; returns how long it took.
+async fn within(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if check().await {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+#[sqlx::test]
+async fn a_token_revoked_by_another_process_is_refused_within_a_second(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    app.import_models().await;
+    let token = app.token_for("ada", false).await;
+    for _ in 0..3 {
+        let res = app
+            .api(Method::GET, "/api/v1/models", &token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 200);
+    }
+    sqlx::query("update api_token set revoked_at = now()")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let took = within(Duration::from_secs(3), async || {
+        app.api(Method::GET, "/api/v1/models", &token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+            == 401
+    })
+    .await;
+    assert!(
+        took.is_some_and(|t| t < Duration::from_secs(1)),
+        "the revoked token was still accepted: {took:?}"
+    );
+
+    // A user disabled elsewhere loses their (cached) tokens too.
+    let other = app.token_for("bob", false).await;
+    let ok = app
+        .api(Method::GET, "/api/v1/models", &other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    sqlx::query("update app_user set is_active = false where username = 'bob'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let took = within(Duration::from_secs(3), async || {
+        app.api(Method::GET, "/api/v1/models", &other)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+            == 401
+    })
+    .await;
+    assert!(
+        took.is_some(),
+        "the disabled user's token was still accepted"
+    );
+}
+
+#[sqlx::test]
+async fn an_alias_moved_by_another_process_is_followed_within_a_second(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    app.import_models().await;
+    let staff = app.token_for("root", true).await;
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "model",
+            file_part(
+                std::fs::read("tests/fixtures/iris_v2.onnx").unwrap(),
+                "model.onnx",
+            ),
+        )
+        .part(
+            "card",
+            file_part(
+                std::fs::read("models/iris/1/card.toml").unwrap(),
+                "card.toml",
+            ),
+        );
+    let res = app
+        .api(Method::POST, "/api/v1/models/iris/versions", &staff)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 201);
+
+    let version = async || -> i64 {
+        let res = app
+            .api(Method::POST, "/api/v1/models/iris/predict", &staff)
+            .header("content-type", "application/json")
+            .body(ROW)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 200);
+        res.json::<Value>().await.unwrap()["version"]
+            .as_i64()
+            .unwrap()
+    };
+    assert_eq!(version().await, 1);
+    assert_eq!(version().await, 1, "served from the cache the second time");
+
+    sqlx::query(
+        "update model_alias set version_id = (select id from model_version where version = 2)
+         where alias = 'production' and model_id = (select id from model where name = 'iris')",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let took = within(Duration::from_secs(3), async || version().await == 2).await;
+    assert!(
+        took.is_some_and(|t| t < Duration::from_secs(1)),
+        "still serving version 1: {took:?}"
+    );
+
+    // A move through Plinth itself is followed by the very next request.
+    let res = app
+        .api(
+            Method::PUT,
+            "/api/v1/models/iris/aliases/production",
+            &staff,
+        )
+        .json(&json!({"version": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(version().await, 1);
+}
