@@ -93,8 +93,8 @@ def signed_in(base):
 
 
 def to_ms(text):
-    value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    value, unit = re.match(r"([\d.]+)(us|ms|s|m)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
 def wrk(url, body=None, token=None, script="post", duration=8, connections=32, extra_env=None):
@@ -110,9 +110,11 @@ def wrk(url, body=None, token=None, script="post", duration=8, connections=32, e
         ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "-s", lua, "--latency", url],
         env=env, capture_output=True, text=True, check=True,
     ).stdout
+    if "Latency Distribution" not in out:
+        raise SystemExit(f"wrk on {url} measured nothing:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p50 = to_ms(re.search(r"50%\s+(\S+)", out).group(1))
-    p99 = to_ms(re.search(r"99%\s+(\S+)", out).group(1))
+    p50 = to_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
+    p99 = to_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
     errors = 0
     if m := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
         errors += int(m.group(1))

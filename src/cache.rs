@@ -54,8 +54,13 @@ pub struct Cache<K, V> {
 
 impl<K: Eq + Hash, V: Clone> Cache<K, V> {
     pub fn new() -> Self {
+        Self::with_epoch(Epoch::default())
+    }
+
+    /// A cache retired together with others sharing `epoch`.
+    pub fn with_epoch(epoch: Epoch) -> Self {
         Cache {
-            epoch: Epoch::default(),
+            epoch,
             map: RwLock::new(HashMap::new()),
         }
     }

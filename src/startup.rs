@@ -31,6 +31,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// API tokens seen lately: hash → (token id, owner).
     pub tokens: crate::cache::Cache<String, (i64, crate::db::users::User)>,
+    /// Signed-in users by id, for every page's session check; retired with `tokens`.
+    pub users: crate::cache::Cache<i64, crate::db::users::User>,
     /// An argon2 hash of nothing in particular, verified for unknown usernames.
     pub dummy_hash: String,
 }
@@ -80,10 +82,12 @@ impl Application {
             PredictionLog::disabled(metrics.clone())
         };
         let tokens = crate::cache::Cache::new();
+        let users = crate::cache::Cache::with_epoch(tokens.epoch_handle());
         let registry = registry_for(&pool, &settings);
         crate::cache::listen(pool.clone(), tokens.epoch_handle(), registry.changes());
         let state = web::Data::new(AppState {
             tokens,
+            users,
             metrics: metrics.clone(),
             pool: pool.clone(),
             registry,

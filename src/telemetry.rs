@@ -101,10 +101,7 @@ pub async fn request_context(
     }
     add_headers(&mut res, &id);
     if let Some(state) = res.request().app_data::<web::Data<AppState>>() {
-        let route = res
-            .request()
-            .match_pattern()
-            .unwrap_or_else(|| "unmatched".into());
+        let route = route_of(res.request());
         state
             .metrics
             .http(res.request().method().as_str(), &route, status.as_u16());
@@ -197,4 +194,26 @@ fn carry_headers(
     res.headers_mut().remove(header::CONTENT_LENGTH);
     res.extensions_mut().insert(Rendered);
     ServiceResponse::new(req, res)
+}
+
+/// The route pattern a request matched (`/api/v1/models/{name}/predict`), for the metrics label.
+/// Finding it runs the router's regular expressions again, so the answer is remembered per path
+/// (a bounded map: paths carrying ids would otherwise grow it without end).
+fn route_of(req: &actix_web::HttpRequest) -> String {
+    use std::collections::HashMap;
+    use std::sync::{OnceLock, RwLock};
+    static SEEN: OnceLock<RwLock<HashMap<String, String>>> = OnceLock::new();
+    let seen = SEEN.get_or_init(Default::default);
+    let path = req.path();
+    if let Some(route) = seen.read().ok().and_then(|m| m.get(path).cloned()) {
+        return route;
+    }
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    if let Ok(mut map) = seen.write() {
+        if map.len() >= 4096 {
+            map.clear();
+        }
+        map.insert(path.to_string(), route.clone());
+    }
+    route
 }

@@ -56,7 +56,7 @@ impl PageCtx {
             .unwrap_or_default();
         let user = match user_id {
             None => None,
-            Some(id) => match crate::db::users::find_by_id(&state.pool, id).await? {
+            Some(id) => match user_by_id(state, id).await? {
                 Some(user) if user.is_active => Some(user),
                 _ => {
                     session.purge();
@@ -206,4 +206,17 @@ impl FromRequest for StaffOnly {
             }
         })
     }
+}
+
+/// A user by id, from the cache when it holds them (see [`crate::cache`]).
+async fn user_by_id(state: &AppState, id: i64) -> Result<Option<crate::db::users::User>, AppError> {
+    if let Some(user) = state.users.get(&id) {
+        return Ok(Some(user));
+    }
+    let epoch = state.users.epoch();
+    let user = crate::db::users::find_by_id(&state.pool, id).await?;
+    if let Some(user) = &user {
+        state.users.insert(id, user.clone(), epoch);
+    }
+    Ok(user)
 }

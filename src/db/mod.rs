@@ -23,11 +23,14 @@ use sqlx::{PgPool, Postgres};
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// Options shared by every pool: a short acquire timeout, so that with the database gone
-/// requests fail quickly instead of hanging.
+/// requests fail quickly instead of hanging. Connections are not pinged before each use (that
+/// would be a round trip per query); a broken one fails its query, is dropped, and the next
+/// query gets a new one.
 pub fn pool_options() -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(16)
         .acquire_timeout(Duration::from_secs(3))
+        .test_before_acquire(false)
 }
 
 /// Creates the database named in `url` when it does not exist yet.

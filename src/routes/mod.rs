@@ -24,6 +24,9 @@ use crate::error::AppError;
 /// Mounts every page and endpoint: the whole URL table of the HTML side.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     ops::configure(cfg);
+    // The router tries routes in order, most with a regular expression: the programs' endpoints
+    // (under /api, /v1 and /v2, which no page shares) go first.
+    crate::api::configure(cfg);
     assets::configure(cfg);
     models::configure(cfg);
     history::configure(cfg);
@@ -34,7 +37,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     admin_drift::configure(cfg);
     admin_models::configure(cfg);
     admin_users::configure(cfg);
-    crate::api::configure(cfg);
 }
 
 /// Renders a template as an HTML response with `status`.
