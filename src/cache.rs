@@ -122,35 +122,31 @@ impl<K: Eq + Hash, V: Clone> Default for Cache<K, V> {
 /// bumping `auth` or `registry` as they arrive.
 pub fn listen(pool: PgPool, auth: Epoch, registry: Epoch) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut listener = loop {
-            match PgListener::connect_with(&pool).await {
-                Ok(mut l) => match l.listen_all([AUTH_CHANNEL, REGISTRY_CHANNEL]).await {
-                    Ok(()) => break l,
-                    Err(e) => tracing::warn!(error = %e, "cannot listen for cache notices"),
-                },
-                Err(e) => tracing::warn!(error = %e, "cannot listen for cache notices"),
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        };
-        // Anything cached before the connection was up may be stale.
-        auth.bump();
-        registry.bump();
         loop {
-            match listener.try_recv().await {
-                Ok(Some(notice)) if notice.channel() == AUTH_CHANNEL => auth.bump(),
-                Ok(Some(_)) => registry.bump(),
-                // The connection was lost; the next call reconnects. Notices may have been missed.
-                Ok(None) => {
-                    auth.bump();
-                    registry.bump();
+            let mut listener = loop {
+                match PgListener::connect_with(&pool).await {
+                    Ok(mut l) => match l.listen_all([AUTH_CHANNEL, REGISTRY_CHANNEL]).await {
+                        Ok(()) => break l,
+                        Err(e) => tracing::debug!(error = %e, "cannot listen for cache notices"),
+                    },
+                    Err(e) => tracing::debug!(error = %e, "cannot listen for cache notices"),
                 }
-                Err(e) => {
-                    auth.bump();
-                    registry.bump();
-                    tracing::debug!(error = %e, "cache notice connection down; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            };
+            // Notices sent while nobody was listening are lost: start afresh. (While the
+            // connection is down the entries keep being served; with Postgres itself down
+            // nothing can change them, and the TTL bounds any other gap.)
+            auth.bump();
+            registry.bump();
+            loop {
+                match listener.try_recv().await {
+                    Ok(Some(notice)) if notice.channel() == AUTH_CHANNEL => auth.bump(),
+                    Ok(Some(_)) => registry.bump(),
+                    // The connection was lost: listen again on a new one.
+                    Ok(None) | Err(_) => break,
                 }
             }
+            tracing::debug!("cache notice connection lost; reconnecting");
         }
     })
 }

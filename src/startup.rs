@@ -74,7 +74,7 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("the session key is unusable: {e}"))?;
         let metrics = Arc::new(Metrics::default());
         let log = if settings.prediction_log {
-            PredictionLog::start(pool.clone(), metrics.clone()).0
+            PredictionLog::start(db::log_pool(&pool), metrics.clone()).0
         } else {
             tracing::warn!(
                 "PLINTH_PREDICTION_LOG=off: predictions are NOT stored (for benchmarks only)"

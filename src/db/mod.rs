@@ -29,8 +29,19 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 pub fn pool_options() -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(16)
-        .acquire_timeout(Duration::from_secs(3))
+        .acquire_timeout(Duration::from_secs(2))
         .test_before_acquire(false)
+}
+
+/// The prediction log writer's own connections: it runs one statement at a time, and with
+/// Postgres gone (a restart, a failover) it gives up on a connection after half a second, so the
+/// requests waiting on it get a quick 503 rather than hanging.
+pub fn log_pool(pool: &PgPool) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_millis(500))
+        .test_before_acquire(false)
+        .connect_lazy_with((*pool.connect_options()).clone())
 }
 
 /// Creates the database named in `url` when it does not exist yet.
