@@ -329,6 +329,21 @@ impl Registry {
         }
     }
 
+    /// The card of a version by id: from the loaded versions when it is one of them (versions
+    /// never change), else read from the database.
+    pub async fn card_by_version_id(&self, id: i64) -> anyhow::Result<Option<Arc<Card>>> {
+        if let Some((card, _)) = self
+            .loaded
+            .read()
+            .map_err(|_| anyhow::anyhow!("model cache poisoned"))?
+            .get(&id)
+        {
+            return Ok(Some(card.clone()));
+        }
+        let version = db::models::version_by_id(&self.pool, id).await?;
+        Ok(version.map(|v| Arc::new(card_of(&v))))
+    }
+
     /// The resolution cache's epoch, bumped when another process moves an alias.
     pub fn changes(&self) -> crate::cache::Epoch {
         self.resolved.epoch_handle()

@@ -440,10 +440,11 @@ async fn prediction_page(
     if !mine && !user.is_staff {
         return Err(not_found());
     }
-    let version = db::models::version_by_id(&state.pool, p.version_id)
+    let card = state
+        .registry
+        .card_by_version_id(p.version_id)
         .await?
         .ok_or_else(not_found)?;
-    let card = crate::registry::card_of(&version);
     let outcome = Outcome::from_json(&p.outputs.0, &card);
     let bars = outcome
         .probabilities
