@@ -138,27 +138,7 @@ async fn a_version_or_alias_can_be_chosen(pool: PgPool) {
     let app = spawn_app(pool).await;
     app.import_models().await;
     let staff = app.token_for("root", true).await;
-    let form = reqwest::multipart::Form::new()
-        .part(
-            "model",
-            file_part(
-                std::fs::read("tests/fixtures/iris_v2.onnx").unwrap(),
-                "model.onnx",
-            ),
-        )
-        .part(
-            "card",
-            file_part(
-                std::fs::read("models/iris/1/card.toml").unwrap(),
-                "card.toml",
-            ),
-        );
-    let res = app
-        .api(Method::POST, "/api/v1/models/iris/versions", &staff)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let res = app.publish_iris_v2(&staff).await;
     assert_eq!(res.status().as_u16(), 201);
     let res = app
         .api(Method::PUT, "/api/v1/models/iris/aliases/staging", &staff)

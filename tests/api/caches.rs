@@ -8,7 +8,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use crate::helpers::{file_part, spawn_app};
+use crate::helpers::spawn_app;
 
 const ROW: &str = r#"{"inputs": {"sepal_length": 6.3, "sepal_width": 3.3, "petal_length": 6.0, "petal_width": 2.5}}"#;
 
@@ -41,16 +41,16 @@ async fn a_token_revoked_by_another_process_is_refused_within_a_second(pool: PgP
         .execute(&app.pool)
         .await
         .unwrap();
-    let took = within(Duration::from_secs(3), async || {
-        app.api(Method::GET, "/api/v1/models", &token)
+    let refused = async |token: &str| {
+        app.api(Method::GET, "/api/v1/models", token)
             .send()
             .await
             .unwrap()
             .status()
             .as_u16()
             == 401
-    })
-    .await;
+    };
+    let took = within(Duration::from_secs(3), async || refused(&token).await).await;
     assert!(
         took.is_some_and(|t| t < Duration::from_secs(1)),
         "the revoked token was still accepted: {took:?}"
@@ -68,16 +68,7 @@ async fn a_token_revoked_by_another_process_is_refused_within_a_second(pool: PgP
         .execute(&app.pool)
         .await
         .unwrap();
-    let took = within(Duration::from_secs(3), async || {
-        app.api(Method::GET, "/api/v1/models", &other)
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-            == 401
-    })
-    .await;
+    let took = within(Duration::from_secs(3), async || refused(&other).await).await;
     assert!(
         took.is_some(),
         "the disabled user's token was still accepted"
@@ -89,27 +80,7 @@ async fn an_alias_moved_by_another_process_is_followed_within_a_second(pool: PgP
     let app = spawn_app(pool).await;
     app.import_models().await;
     let staff = app.token_for("root", true).await;
-    let form = reqwest::multipart::Form::new()
-        .part(
-            "model",
-            file_part(
-                std::fs::read("tests/fixtures/iris_v2.onnx").unwrap(),
-                "model.onnx",
-            ),
-        )
-        .part(
-            "card",
-            file_part(
-                std::fs::read("models/iris/1/card.toml").unwrap(),
-                "card.toml",
-            ),
-        );
-    let res = app
-        .api(Method::POST, "/api/v1/models/iris/versions", &staff)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let res = app.publish_iris_v2(&staff).await;
     assert_eq!(res.status().as_u16(), 201);
 
     let version = async || -> i64 {

@@ -328,6 +328,35 @@ impl TestApp {
         secret
     }
 
+    /// Publishes `tests/fixtures/iris_v2.onnx` with iris's card as a new iris version through
+    /// the v1 API, with a staff token.
+    pub async fn publish_iris_v2(&self, staff_token: &str) -> reqwest::Response {
+        let form = reqwest::multipart::Form::new()
+            .part(
+                "model",
+                file_part(
+                    std::fs::read("tests/fixtures/iris_v2.onnx").expect("fixture"),
+                    "model.onnx",
+                ),
+            )
+            .part(
+                "card",
+                file_part(
+                    std::fs::read("models/iris/1/card.toml").expect("card"),
+                    "card.toml",
+                ),
+            );
+        self.api(
+            reqwest::Method::POST,
+            "/api/v1/models/iris/versions",
+            staff_token,
+        )
+        .multipart(form)
+        .send()
+        .await
+        .expect("request sent")
+    }
+
     /// A JSON request with a bearer token.
     pub fn api(&self, method: reqwest::Method, path: &str, token: &str) -> reqwest::RequestBuilder {
         self.client
