@@ -2,6 +2,7 @@
 driving them with wrk and reading its figures."""
 
 import http.cookiejar
+import json
 import os
 import re
 import subprocess
@@ -160,5 +161,4 @@ def psql(db, sql):
 
 def v1_body(rows=1):
     one = dict(zip(FEATURES, ROW))
-    import json
     return json.dumps({"inputs": one if rows == 1 else [one] * rows})
