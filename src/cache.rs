@@ -92,6 +92,27 @@ impl<K: Eq + Hash, V: Clone> Cache<K, V> {
         (entry.epoch == now && entry.stored.elapsed() < TTL).then(|| entry.value.clone())
     }
 
+    /// The entry for `key`, or what `fetch` finds (kept unless a change came meanwhile).
+    /// Nothing is kept when `fetch` finds nothing, so a new token or model is seen at once.
+    pub async fn get_or_fetch<E, Fut>(
+        &self,
+        key: K,
+        fetch: impl FnOnce() -> Fut,
+    ) -> Result<Option<V>, E>
+    where
+        Fut: std::future::Future<Output = Result<Option<V>, E>>,
+    {
+        if let Some(value) = self.get(&key) {
+            return Ok(Some(value));
+        }
+        let epoch = self.epoch();
+        let found = fetch().await?;
+        if let Some(value) = &found {
+            self.insert(key, value.clone(), epoch);
+        }
+        Ok(found)
+    }
+
     pub fn insert(&self, key: K, value: V, epoch: u64) {
         if epoch != self.epoch() {
             return;

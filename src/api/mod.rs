@@ -44,15 +44,14 @@ async fn bearer(req: &HttpRequest) -> Result<Option<(i64, User)>, AppError> {
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| AppError::internal(anyhow::anyhow!("AppState is not registered")))?;
     let hash = crate::auth::tokens::hash(secret.trim());
-    if let Some(found) = state.tokens.get(&hash) {
-        return Ok(Some(found));
-    }
-    let epoch = state.tokens.epoch();
-    match crate::db::tokens::authenticate(&state.pool, &hash).await? {
-        Some(found) => {
-            state.tokens.insert(hash, found.clone(), epoch);
-            Ok(Some(found))
-        }
+    let found = state
+        .tokens
+        .get_or_fetch(hash.clone(), || {
+            crate::db::tokens::authenticate(&state.pool, &hash)
+        })
+        .await?;
+    match found {
+        Some(found) => Ok(Some(found)),
         None => Err(AppError::Unauthorized(
             "The API token is not valid: it is unknown, revoked, or its user is disabled.".into(),
         )),

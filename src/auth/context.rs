@@ -210,13 +210,8 @@ impl FromRequest for StaffOnly {
 
 /// A user by id, from the cache when it holds them (see [`crate::cache`]).
 async fn user_by_id(state: &AppState, id: i64) -> Result<Option<crate::db::users::User>, AppError> {
-    if let Some(user) = state.users.get(&id) {
-        return Ok(Some(user));
-    }
-    let epoch = state.users.epoch();
-    let user = crate::db::users::find_by_id(&state.pool, id).await?;
-    if let Some(user) = &user {
-        state.users.insert(id, user.clone(), epoch);
-    }
-    Ok(user)
+    Ok(state
+        .users
+        .get_or_fetch(id, || crate::db::users::find_by_id(&state.pool, id))
+        .await?)
 }

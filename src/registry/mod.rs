@@ -280,26 +280,24 @@ impl Registry {
     /// The version a request asks for, loaded. `None` when the model or version does not exist.
     pub async fn resolve(&self, name: &str, selector: &Selector) -> anyhow::Result<Option<Served>> {
         let key = (name.to_string(), selector.clone());
-        if let Some(served) = self.resolved.get(&key) {
-            return Ok(Some(served));
-        }
-        let epoch = self.resolved.epoch();
-        let found = match selector {
-            Selector::Alias(alias) => db::models::by_alias(&self.pool, name, alias).await?,
-            Selector::Number(n) => db::models::by_number(&self.pool, name, *n).await?,
-        };
-        let Some((model, version)) = found else {
-            return Ok(None);
-        };
-        let (card, loaded) = self.load(&version).await?;
-        let served = Served {
-            model,
-            version: Arc::new(version),
-            card,
-            loaded,
-        };
-        self.resolved.insert(key, served.clone(), epoch);
-        Ok(Some(served))
+        self.resolved
+            .get_or_fetch(key, || async {
+                let found = match selector {
+                    Selector::Alias(alias) => db::models::by_alias(&self.pool, name, alias).await?,
+                    Selector::Number(n) => db::models::by_number(&self.pool, name, *n).await?,
+                };
+                let Some((model, version)) = found else {
+                    return Ok(None);
+                };
+                let (card, loaded) = self.load(&version).await?;
+                Ok(Some(Served {
+                    model,
+                    version: Arc::new(version),
+                    card,
+                    loaded,
+                }))
+            })
+            .await
     }
 
     /// The loaded plan of a version, from memory or from its artifact.
