@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crate::db::predictions::NewPrediction;
 use crate::error::AppError;
-use crate::inference::{self, DType, NamedTensor, RunError, TensorData};
+use crate::inference::{self, DType, NamedTensor, RunError, TensorData, TensorSpec};
 use crate::monitoring::metrics::Stage;
 use crate::registry::card::Card;
 use crate::registry::decode::{decode, Outcome};
@@ -40,6 +40,50 @@ pub fn inputs_json(card: &Card, row: &[f64]) -> serde_json::Value {
     map.into()
 }
 
+/// The model's input tensors for rows of the card's features: the features are the inputs'
+/// columns in signature order; a text input receives the text of the chosen category.
+pub fn input_tensors(card: &Card, specs: &[TensorSpec], rows: &[Vec<f64>]) -> Vec<NamedTensor> {
+    let n = rows.len();
+    let mut offset = 0;
+    specs
+        .iter()
+        .map(|spec| {
+            let width = spec.row_width();
+            let columns = offset..offset + width;
+            offset += width;
+            let values = || rows.iter().flat_map(|r| r[columns.clone()].iter().copied());
+            let data = match spec.dtype {
+                DType::F64 => TensorData::F64(values().collect()),
+                DType::F32 => TensorData::F32(values().map(|v| v as f32).collect()),
+                DType::I64 => TensorData::I64(values().map(|v| v as i64).collect()),
+                DType::I32 => TensorData::I32(values().map(|v| v as i32).collect()),
+                DType::Bool => TensorData::Bool(values().map(|v| v != 0.0).collect()),
+                DType::String => TensorData::String(
+                    rows.iter()
+                        .flat_map(|r| {
+                            columns.clone().map(|c| {
+                                card.features
+                                    .get(c)
+                                    .and_then(|f| f.choices.as_ref())
+                                    .and_then(|choices| choices.get(r[c] as usize))
+                                    .cloned()
+                                    .unwrap_or_default()
+                            })
+                        })
+                        .collect(),
+                ),
+            };
+            let mut shape = vec![n];
+            shape.extend(spec.shape.iter().skip(1).map(|d| d.unwrap_or(1)));
+            NamedTensor {
+                name: spec.name.clone(),
+                shape,
+                data,
+            }
+        })
+        .collect()
+}
+
 /// Runs `rows` (already checked against the card) and commits one prediction row each.
 pub async fn predict(
     state: &AppState,
@@ -48,22 +92,12 @@ pub async fn predict(
     caller: Caller,
     source: &'static str,
 ) -> Result<Answer, AppError> {
-    let spec = &served.loaded.signature.inputs[0];
     let n = rows.len();
-    let flat: Vec<f64> = rows.iter().flatten().copied().collect();
-    let data = match spec.dtype {
-        DType::F64 => TensorData::F64(flat),
-        _ => TensorData::F32(flat.iter().map(|v| *v as f32).collect()),
-    };
-    let input = NamedTensor {
-        name: spec.name.clone(),
-        shape: vec![n, spec.row_width()],
-        data,
-    };
+    let inputs = input_tensors(&served.card, &served.loaded.signature.inputs, &rows);
     let started = Instant::now();
     let (model, version) = (served.model.name.as_str(), served.version.version);
     let metrics = &state.metrics;
-    let (outputs, times) = inference::run_async(served.loaded.clone(), vec![input])
+    let (outputs, times) = inference::run_async(served.loaded.clone(), inputs)
         .await
         .map_err(|e| match e {
             RunError::BadInput(msg) => {

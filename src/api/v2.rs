@@ -403,18 +403,81 @@ fn read_inputs(
             )));
         }
     }
-    // Models in the registry take one float matrix [batch, features] (checked on upload).
-    let spec = &signature.inputs[0];
-    let input = request
-        .inputs
-        .iter()
-        .find(|i| i.name == spec.name)
-        .ok_or_else(|| {
-            bad(format!(
-                "expected input {:?} for model {}",
-                spec.name, served.model.name
-            ))
-        })?;
+    // Every input of the signature, in order; binary data follows the request's order.
+    let mut offsets = Vec::with_capacity(request.inputs.len());
+    let mut at = 0usize;
+    for input in &request.inputs {
+        offsets.push(at);
+        if let Some(size) = input.parameters.get("binary_data_size") {
+            at = at.saturating_add(size.as_u64().unwrap_or(0) as usize);
+        }
+    }
+    let mut tensors = Vec::with_capacity(signature.inputs.len());
+    let mut batch = None;
+    for spec in &signature.inputs {
+        let (ix, input) = request
+            .inputs
+            .iter()
+            .enumerate()
+            .find(|(_, i)| i.name == spec.name)
+            .ok_or_else(|| {
+                bad(format!(
+                    "expected input {:?} for model {}",
+                    spec.name, served.model.name
+                ))
+            })?;
+        let data = read_input(spec, input, binary.get(offsets[ix]..).unwrap_or_default())?;
+        let n = input.shape[0] as usize;
+        if batch.is_some_and(|b| b != n) {
+            return Err(bad("all inputs must have the same batch size".into()));
+        }
+        batch = Some(n);
+        tensors.push((spec, data));
+    }
+    let batch = batch.unwrap_or(0);
+    // Rows of the card's features: each input's columns in signature order; text becomes the
+    // index of its choice.
+    let features = &served.card.features;
+    let mut rows = vec![Vec::with_capacity(features.len()); batch];
+    let mut feature = 0;
+    for (spec, data) in &tensors {
+        let width = spec.row_width();
+        for (r, row) in rows.iter_mut().enumerate() {
+            for c in 0..width {
+                let value = match data {
+                    TensorData::String(v) => {
+                        let text = &v[r * width + c];
+                        let f = &features[feature + c];
+                        f.choices
+                            .iter()
+                            .flatten()
+                            .position(|x| x == text)
+                            .map(|i| i as f64)
+                            .ok_or_else(|| {
+                                bad(format!(
+                                    "input {}: {text:?} is not one of the values the model knows for {} ({})",
+                                    spec.name,
+                                    f.name,
+                                    f.choices.iter().flatten().cloned().collect::<Vec<_>>().join(", ")
+                                ))
+                            })?
+                    }
+                    data => data.get_f64(r * width + c).unwrap_or(f64::NAN),
+                };
+                row.push(value);
+            }
+        }
+        feature += width;
+    }
+    Ok((rows, batch))
+}
+
+/// One input tensor of a request, checked against its spec.
+fn read_input(
+    spec: &crate::inference::TensorSpec,
+    input: &InferInput,
+    binary: &[u8],
+) -> Result<TensorData, AppError> {
     if input.datatype != spec.dtype.v2_name() {
         return Err(bad(format!(
             "input {}: datatype {} does not match the model's {}",
@@ -483,14 +546,7 @@ fn read_inputs(
             input.name
         )));
     }
-    let rows = (0..batch)
-        .map(|r| {
-            (0..width)
-                .map(|c| data.get_f64(r * width + c).unwrap_or(f64::NAN))
-                .collect()
-        })
-        .collect();
-    Ok((rows, batch))
+    Ok(data)
 }
 
 async fn run_infer(

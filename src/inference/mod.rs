@@ -5,6 +5,7 @@
 //! per batch size, built on first use. Inputs are checked against the signature before tract
 //! sees them: given too few columns, some ONNX-ML operators read out of bounds instead of failing.
 
+pub mod ml;
 mod tensor;
 
 use std::collections::{BTreeMap, HashMap};
@@ -47,6 +48,13 @@ impl TensorSpec {
 pub struct Signature {
     pub inputs: Vec<TensorSpec>,
     pub outputs: Vec<TensorSpec>,
+    /// A classifier's class labels in the order of its probability columns, as the graph
+    /// declares them (ZipMap's, or the classifier operator's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Vec<String>>,
+    /// For text inputs, the categories the model's encoder knows (input name → values).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub categories: BTreeMap<String, Vec<String>>,
 }
 
 /// Why a file could not become a model.
@@ -182,13 +190,16 @@ fn spec_from_fact(name: String, fact: &InferenceFact) -> Result<TensorSpec, Load
 
 /// Loads an ONNX file from memory and prepares it for serving.
 pub fn load(bytes: &[u8]) -> Result<LoadedModel, LoadError> {
-    let onnx = tract_onnx::onnx();
-    let proto = onnx
+    let mut onnx = tract_onnx::onnx();
+    ml::register(&mut onnx.op_register);
+    let mut proto = onnx
         .proto_model_for_read(&mut std::io::Cursor::new(bytes))
         .map_err(|e| LoadError::NotOnnx(root_cause(&e)))?;
     if proto.graph.as_ref().is_none_or(|g| g.node.is_empty()) {
         return Err(LoadError::NotOnnx("it has no graph".into()));
     }
+    let labels = ml::zipmap::unzip(&mut proto);
+    let categories = ml::zipmap::categories(&proto);
     if let Some((op, domain)) = unsupported_operator(&onnx, &proto) {
         return Err(LoadError::UnsupportedOperator { op, domain });
     }
@@ -264,7 +275,7 @@ pub fn load(bytes: &[u8]) -> Result<LoadedModel, LoadError> {
             .map_err(|e| LoadError::Invalid(root_cause(&e)))?;
         let dtype = DType::from_datum(fact.datum_type).ok_or_else(|| {
             LoadError::Invalid(format!(
-                "the element type of output {name} is not supported"
+                "the element type of output {name} ({:?}) is not supported", fact.datum_type
             ))
         })?;
         let mut shape: Vec<Option<usize>> = fact.shape.iter().map(|d| d.to_usize().ok()).collect();
@@ -281,7 +292,12 @@ pub fn load(bytes: &[u8]) -> Result<LoadedModel, LoadError> {
         Some(model) => (None, Some((model, Mutex::new(HashMap::from([(1, plan)]))))),
     };
     Ok(LoadedModel {
-        signature: Signature { inputs, outputs },
+        signature: Signature {
+            inputs,
+            outputs,
+            labels,
+            categories,
+        },
         metadata,
         plan,
         per_batch,

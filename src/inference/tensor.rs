@@ -20,7 +20,8 @@ impl DType {
         Some(match dt {
             DatumType::F32 => DType::F32,
             DatumType::F64 => DType::F64,
-            DatumType::I64 => DType::I64,
+            // tract sometimes carries integer outputs as symbolic dimensions.
+            DatumType::I64 | DatumType::TDim => DType::I64,
             DatumType::I32 => DType::I32,
             DatumType::Bool => DType::Bool,
             DatumType::String => DType::String,
@@ -159,6 +160,10 @@ impl TensorData {
             DatumType::I32 => TensorData::I32(flat(t)?),
             DatumType::Bool => TensorData::Bool(flat(t)?),
             DatumType::String => TensorData::String(flat(t)?),
+            DatumType::TDim => {
+                let cast = t.cast_to::<i64>().map_err(|e| format!("TDim: {e}"))?;
+                TensorData::I64(flat(&cast)?)
+            }
             other => {
                 let cast = t.cast_to::<f32>().map_err(|e| format!("{other:?}: {e}"))?;
                 TensorData::F32(flat(&cast)?)

@@ -184,70 +184,116 @@ impl Card {
             .unwrap_or_default()
     }
 
-    /// A card for a model that came without one: generic field names from the signature.
+    /// A card for a model that came without one: generic field names from the signature (the
+    /// input's name for a one-column input), choices from the graph for text inputs.
     pub fn derived(name: &str, signature: &Signature) -> Card {
-        let width = signature.inputs.first().map_or(0, |i| i.row_width());
         let outputs = classifier_outputs(signature);
         let task = if outputs.label.is_some() {
             Task::Classification
         } else {
             Task::Regression
         };
-        let labels = outputs.probabilities.and_then(|p| {
-            signature.outputs[p]
-                .shape
-                .get(1)
-                .copied()
-                .flatten()
-                .map(|c| (0..c).map(|i| i.to_string()).collect())
+        let labels = signature.labels.clone().or_else(|| {
+            outputs.probabilities.and_then(|p| {
+                signature.outputs[p]
+                    .shape
+                    .get(1)
+                    .copied()
+                    .flatten()
+                    .map(|c| (0..c).map(|i| i.to_string()).collect())
+            })
         });
+        let single = signature.inputs.len() == 1;
+        let mut features = Vec::new();
+        for input in &signature.inputs {
+            let width = input.row_width();
+            for c in 0..width {
+                let (name, label) = if single {
+                    (format!("x{c}"), format!("Input {c}"))
+                } else if width == 1 {
+                    (input.name.clone(), input.name.replace('_', " "))
+                } else {
+                    (format!("{}{c}", input.name), format!("{} {c}", input.name))
+                };
+                let (kind, choices) = match input.dtype {
+                    DType::String => (
+                        FeatureKind::Category,
+                        Some(signature.categories.get(&input.name).cloned().unwrap_or_default()),
+                    ),
+                    DType::Bool => (FeatureKind::Boolean, None),
+                    DType::I64 | DType::I32 => (FeatureKind::Integer, None),
+                    DType::F32 | DType::F64 => (FeatureKind::Number, None),
+                };
+                features.push(Feature {
+                    name,
+                    label: Some(label),
+                    unit: None,
+                    kind,
+                    min: None,
+                    max: None,
+                    step: None,
+                    choices,
+                    help: None,
+                });
+            }
+        }
         Card {
             title: name.to_string(),
             description: String::new(),
             task,
             labels,
-            features: (0..width)
-                .map(|i| Feature {
-                    name: format!("x{i}"),
-                    label: Some(format!("Input {i}")),
-                    unit: None,
-                    kind: FeatureKind::Number,
-                    min: None,
-                    max: None,
-                    step: None,
-                    choices: None,
-                    help: None,
-                })
-                .collect(),
+            features,
             derived: true,
             ..Card::default()
         }
     }
 
-    /// Checks that the card describes this signature.
+    /// Checks that the card describes this signature: its features are the inputs' columns, in
+    /// order.
     pub fn check_against(&self, signature: &Signature) -> Result<(), String> {
-        let [input] = signature.inputs.as_slice() else {
-            return Err(format!(
-                "Plinth serves models with one input tensor; this one has {}.",
-                signature.inputs.len()
-            ));
-        };
-        if !input.dtype.is_float() || input.shape.len() != 2 {
-            return Err(format!(
-                "The input {} must be a float matrix [batch, features]; it is {} {}.",
-                input.name,
-                input.dtype.v2_name(),
-                crate::inference::shape_text(&input.shape)
-            ));
+        if signature.inputs.is_empty() {
+            return Err("The model has no inputs.".into());
         }
-        let width = input.row_width();
+        for input in &signature.inputs {
+            if input.shape.len() != 2 {
+                return Err(format!(
+                    "The input {} must be a matrix [batch, columns]; it is {} {}.",
+                    input.name,
+                    input.dtype.v2_name(),
+                    crate::inference::shape_text(&input.shape)
+                ));
+            }
+        }
+        let width: usize = signature.inputs.iter().map(|i| i.row_width()).sum();
         if self.features.len() != width {
-            return Err(format!(
-                "The card lists {} features but the model's input {} takes {} columns.",
-                self.features.len(),
-                input.name,
-                width
-            ));
+            return Err(match signature.inputs.as_slice() {
+                [input] => format!(
+                    "The card lists {} features but the model's input {} takes {} columns.",
+                    self.features.len(),
+                    input.name,
+                    width
+                ),
+                inputs => format!(
+                    "The card lists {} features but the model's {} inputs take {} columns.",
+                    self.features.len(),
+                    inputs.len(),
+                    width
+                ),
+            });
+        }
+        let mut column = 0;
+        for input in &signature.inputs {
+            for f in &self.features[column..column + input.row_width()] {
+                if input.dtype == DType::String
+                    && (f.kind != FeatureKind::Category || f.choices.as_ref().is_none_or(Vec::is_empty))
+                {
+                    return Err(format!(
+                        "The feature {} feeds the text input {}: give it type = \"category\" and the values it can take as choices.",
+                        f.name, input.name
+                    ));
+                }
+            }
+            column += input.row_width();
         }
         let mut seen = std::collections::HashSet::new();
         for f in &self.features {
@@ -390,6 +436,8 @@ mod tests {
                     shape: vec![None, Some(3)],
                 },
             ],
+            labels: None,
+            categories: Default::default(),
         }
     }
 

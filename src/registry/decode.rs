@@ -107,7 +107,16 @@ pub fn decode(
                             TensorData::String(v) => v.get(row).cloned().unwrap_or_default(),
                             data => data
                                 .get_f64(row)
-                                .map(|x| card.label_name(x as usize))
+                                .map(|x| {
+                                    // The class's position among the graph's labels, else the
+                                    // value itself taken as the position.
+                                    let text = (x as i64).to_string();
+                                    let at = signature
+                                        .labels
+                                        .as_ref()
+                                        .and_then(|l| l.iter().position(|l| *l == text));
+                                    card.label_name(at.unwrap_or(x as usize))
+                                })
                                 .unwrap_or_default(),
                         })
                         .or_else(|| {

@@ -1,0 +1,403 @@
+//! ONNX-ML operators that tract does not implement (or implements slowly), registered with
+//! tract's ONNX loader so that scikit-learn, XGBoost and LightGBM exports load and run.
+//!
+//! Each operator is a [`Kernel`]: it reads its attributes once when the model is loaded, says
+//! what its outputs look like, and evaluates a batch in plain Rust. [`Native`] makes a kernel a
+//! tract operator (for the optimised plan) and [`Expand`] makes it an inference operator (for
+//! the loader's type and shape analysis); both are generic, so an operator is only its kernel.
+//!
+//! `ZipMap` is not an operator here: tract has no sequence or map types, so [`zipmap::unzip`]
+//! rewrites the graph before loading to keep the probability tensor ZipMap would have zipped
+//! with the class labels, and remembers the labels.
+
+mod encoders;
+mod svm;
+pub mod tree;
+pub mod zipmap;
+
+use std::fmt;
+use std::sync::Arc;
+
+use tract_onnx::model::OnnxOpRegister;
+use tract_onnx::pb::NodeProto;
+use tract_onnx::tract_hir::internal::*;
+
+/// Registers Plinth's operators, replacing tract's where both exist.
+pub fn register(register: &mut OnnxOpRegister) {
+    register.insert("TreeEnsembleClassifier", tree::classifier);
+    register.insert("TreeEnsembleRegressor", tree::regressor);
+    register.insert("SVMClassifier", svm::classifier);
+    register.insert("SVMRegressor", svm::regressor);
+    register.insert("Scaler", encoders::scaler);
+    register.insert("Imputer", encoders::imputer);
+    register.insert("Binarizer", encoders::binarizer);
+    register.insert("OneHotEncoder", encoders::one_hot_encoder);
+    register.insert("LabelEncoder", encoders::label_encoder);
+}
+
+/// The shape of an output, from the first input's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dims {
+    /// `[N]`: one value per row.
+    Rows,
+    /// `[N, c]`.
+    Columns(usize),
+    /// The first input's shape.
+    Input,
+    /// The first input's shape with one more dimension of `c` at the end.
+    Appended(usize),
+}
+
+/// What one output is: its element type (`None`: the first input's) and shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Output {
+    pub dt: Option<DatumType>,
+    pub dims: Dims,
+}
+
+impl Output {
+    pub fn new(dt: DatumType, dims: Dims) -> Output {
+        Output { dt: Some(dt), dims }
+    }
+}
+
+/// An operator's computation.
+pub trait Kernel: fmt::Debug + Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    fn outputs(&self) -> Vec<Output>;
+    /// Refuses inputs the operator cannot take, when the model is prepared (the first input's
+    /// type and shape, as far as known).
+    fn check(&self, _input: &TypedFact) -> TractResult<()> {
+        Ok(())
+    }
+    fn eval(&self, inputs: TVec<TValue>) -> TractResult<TVec<Tensor>>;
+}
+
+/// A kernel as a tract operator.
+#[derive(Clone, Debug)]
+pub struct Native(pub Arc<dyn Kernel>);
+
+impl PartialEq for Native {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+impl Eq for Native {}
+
+impl Op for Native {
+    fn name(&self) -> StaticName {
+        self.0.name().into()
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for Native {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        Ok(self
+            .0
+            .eval(inputs)?
+            .into_iter()
+            .map(IntoTValue::into_tvalue)
+            .collect())
+    }
+}
+
+impl TypedOp for Native {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let Some(input) = inputs.first() else {
+            bail!("{} needs an input", self.0.name());
+        };
+        ensure!(
+            input.rank() >= 1,
+            "{} needs an input of rank 1 or more",
+            self.0.name()
+        );
+        self.0.check(input)?;
+        let n = input.shape[0].clone();
+        Ok(self
+            .0
+            .outputs()
+            .iter()
+            .map(|o| {
+                let dt = o.dt.unwrap_or(input.datum_type);
+                let shape: TVec<TDim> = match o.dims {
+                    Dims::Rows => tvec![n.clone()],
+                    Dims::Columns(c) => tvec![n.clone(), c.to_dim()],
+                    Dims::Input => input.shape.to_tvec(),
+                    Dims::Appended(c) => {
+                        let mut s = input.shape.to_tvec();
+                        s.push(c.to_dim());
+                        s
+                    }
+                };
+                dt.fact(shape)
+            })
+            .collect())
+    }
+
+    as_op!();
+}
+
+/// A kernel as an inference operator: type and shape rules, then [`Native`] in the typed graph.
+#[derive(Clone, Debug)]
+pub struct Expand(pub Arc<dyn Kernel>);
+
+impl Expansion for Expand {
+    fn name(&self) -> StaticName {
+        self.0.name().into()
+    }
+
+    fn nboutputs(&self) -> TractResult<usize> {
+        Ok(self.0.outputs().len())
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        let specs = self.0.outputs();
+        check_output_arity(outputs, specs.len())?;
+        if inputs.is_empty() {
+            bail!("{} needs an input", self.0.name());
+        }
+        for (o, spec) in outputs.iter().zip(specs) {
+            match spec.dt {
+                Some(dt) => s.equals(&o.datum_type, dt)?,
+                None => s.equals(&o.datum_type, &inputs[0].datum_type)?,
+            }
+            match spec.dims {
+                Dims::Rows => {
+                    s.equals(&o.rank, 1)?;
+                    s.equals(&o.shape[0], &inputs[0].shape[0])?;
+                }
+                Dims::Columns(c) => {
+                    s.equals(&o.rank, 2)?;
+                    s.equals(&o.shape[0], &inputs[0].shape[0])?;
+                    s.equals(&o.shape[1], c.to_dim())?;
+                }
+                Dims::Input => s.equals(&o.shape, &inputs[0].shape)?,
+                Dims::Appended(c) => {
+                    s.given(&inputs[0].rank, move |s, rank| {
+                        let rank = rank as usize;
+                        s.equals(&o.rank, (rank + 1) as i64)?;
+                        for axis in 0..rank {
+                            s.equals(&o.shape[axis], &inputs[0].shape[axis])?;
+                        }
+                        s.equals(&o.shape[rank], c.to_dim())
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn wire(
+        &self,
+        prefix: &str,
+        model: &mut TypedModel,
+        inputs: &[OutletId],
+    ) -> TractResult<TVec<OutletId>> {
+        model.wire_node(prefix, Native(self.0.clone()), inputs)
+    }
+}
+
+/// The loader's result for a kernel.
+fn built(kernel: impl Kernel) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    Ok((expand(Expand(Arc::new(kernel))), vec![]))
+}
+
+/// `post_transform`, shared by the tree ensembles and the SVMs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PostTransform {
+    None,
+    Softmax,
+    Logistic,
+    SoftmaxZero,
+    Probit,
+}
+
+impl PostTransform {
+    fn parse(node: &NodeProto) -> TractResult<PostTransform> {
+        Ok(
+            match node.get_attr_opt::<&str>("post_transform")?.unwrap_or("NONE") {
+                "NONE" => PostTransform::None,
+                "SOFTMAX" => PostTransform::Softmax,
+                "LOGISTIC" => PostTransform::Logistic,
+                "SOFTMAX_ZERO" => PostTransform::SoftmaxZero,
+                "PROBIT" => PostTransform::Probit,
+                other => bail!("{}: unknown post_transform {other:?}", node.name),
+            },
+        )
+    }
+
+    /// Applies the transform to one row of scores.
+    pub fn apply(self, scores: &mut [f64]) {
+        match self {
+            PostTransform::None => {}
+            PostTransform::Logistic => scores.iter_mut().for_each(|s| *s = logistic(*s)),
+            PostTransform::Probit => scores.iter_mut().for_each(|s| *s = probit(*s)),
+            PostTransform::Softmax => {
+                let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let mut sum = 0.0;
+                for s in scores.iter_mut() {
+                    *s = (*s - max).exp();
+                    sum += *s;
+                }
+                scores.iter_mut().for_each(|s| *s /= sum);
+            }
+            PostTransform::SoftmaxZero => {
+                // Like softmax, but a score of exactly zero stays zero.
+                let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let mut sum = 0.0;
+                for s in scores.iter_mut() {
+                    if *s != 0.0 {
+                        *s = (*s - max).exp();
+                        sum += *s;
+                    }
+                }
+                if sum > 0.0 {
+                    scores.iter_mut().for_each(|s| *s /= sum);
+                }
+            }
+        }
+    }
+}
+
+pub fn logistic(x: f64) -> f64 {
+    let v = 1.0 / (1.0 + (-x.abs()).exp());
+    if x < 0.0 {
+        1.0 - v
+    } else {
+        v
+    }
+}
+
+/// The inverse of the standard normal distribution function (Acklam's rational
+/// approximation, relative error below 1.2e-9).
+pub fn probit(p: f64) -> f64 {
+    const A: [f64; 6] = [
+        -3.969683028665376e1,
+        2.209460984245205e2,
+        -2.759285104469687e2,
+        1.383_577_518_672_69e2,
+        -3.066479806614716e1,
+        2.506628277459239,
+    ];
+    const B: [f64; 5] = [
+        -5.447609879822406e1,
+        1.615858368580409e2,
+        -1.556989798598866e2,
+        6.680131188771972e1,
+        -1.328068155288572e1,
+    ];
+    const C: [f64; 6] = [
+        -7.784894002430293e-3,
+        -3.223964580411365e-1,
+        -2.400758277161838,
+        -2.549732539343734,
+        4.374664141464968,
+        2.938163982698783,
+    ];
+    const D: [f64; 4] = [
+        7.784695709041462e-3,
+        3.224671290700398e-1,
+        2.445134137142996,
+        3.754408661907416,
+    ];
+    if p.is_nan() || p <= 0.0 {
+        return if p == 0.0 { f64::NEG_INFINITY } else { f64::NAN };
+    }
+    if p >= 1.0 {
+        return if p == 1.0 { f64::INFINITY } else { f64::NAN };
+    }
+    let low = 0.02425;
+    if p < low {
+        let q = (-2.0 * p.ln()).sqrt();
+        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+    } else if p <= 1.0 - low {
+        let q = p - 0.5;
+        let r = q * q;
+        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
+            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
+    } else {
+        -probit(1.0 - p)
+    }
+}
+
+/// Class labels of a classifier: `classlabels_int64s` or `classlabels_strings`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Labels {
+    Ints(Vec<i64>),
+    Strings(Vec<String>),
+}
+
+impl Labels {
+    fn parse(node: &NodeProto, ints: &str, strings: &str) -> TractResult<Labels> {
+        let i: Option<Vec<i64>> = node.get_attr_opt_vec(ints)?;
+        let s: Option<Vec<String>> = node.get_attr_opt_vec(strings)?;
+        match (i, s) {
+            (Some(i), None) => Ok(Labels::Ints(i)),
+            (None, Some(s)) => Ok(Labels::Strings(s)),
+            (Some(i), Some(s)) if s.is_empty() => Ok(Labels::Ints(i)),
+            (Some(i), Some(_)) if i.is_empty() => Ok(Labels::Strings(node.get_attr_vec(strings)?)),
+            _ => bail!(
+                "{}: exactly one of {ints} and {strings} must be given",
+                node.name
+            ),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Labels::Ints(v) => v.len(),
+            Labels::Strings(v) => v.len(),
+        }
+    }
+
+    pub fn datum_type(&self) -> DatumType {
+        match self {
+            Labels::Ints(_) => DatumType::I64,
+            Labels::Strings(_) => DatumType::String,
+        }
+    }
+
+    /// The labels of classes `picks`, as a `[N]` tensor.
+    pub fn pick(&self, picks: &[usize]) -> Tensor {
+        match self {
+            Labels::Ints(v) => tensor1(&picks.iter().map(|&i| v[i]).collect::<Vec<_>>()),
+            Labels::Strings(v) => tensor1(&picks.iter().map(|&i| v[i].clone()).collect::<Vec<_>>()),
+        }
+    }
+}
+
+/// The first input as a `[N, width]` matrix of `f32`, however it was typed.
+fn matrix_f32(input: &TValue) -> TractResult<(usize, usize, std::borrow::Cow<'_, [f32]>)> {
+    let shape = input.shape();
+    let (n, width) = match shape {
+        [w] => (1, *w),
+        [n, rest @ ..] => (*n, rest.iter().product()),
+        [] => (1, 1),
+    };
+    let data = if input.datum_type() == DatumType::F32 {
+        std::borrow::Cow::Borrowed(input.try_as_plain_ram()?.as_slice::<f32>()?)
+    } else {
+        let cast = input.cast_to::<f32>()?;
+        std::borrow::Cow::Owned(cast.try_as_plain_ram()?.as_slice::<f32>()?.to_vec())
+    };
+    Ok((n, width, data))
+}
+
+/// `[N, c]` of `f32` from `f64` values.
+fn f32_matrix(n: usize, c: usize, values: &[f64]) -> TractResult<Tensor> {
+    let data: Vec<f32> = values.iter().map(|v| *v as f32).collect();
+    Ok(tract_ndarray::Array2::from_shape_vec((n, c), data)?.into_tensor())
+}
+
+#[cfg(test)]
+mod zoo_tests;

@@ -1,0 +1,465 @@
+//! `SVMClassifier` and `SVMRegressor` (ONNX-ML): libsvm's one-against-one machines with their
+//! kernels, Platt probabilities and pairwise coupling, and liblinear's linear models. Where the
+//! spec leaves the output layout open (votes, two classes) this follows onnxruntime.
+
+use tract_onnx::model::ParsingContext;
+use tract_onnx::pb::NodeProto;
+use tract_onnx::tract_hir::internal::*;
+
+use super::{built, f32_matrix, matrix_f32, Dims, Kernel, Labels, Output, PostTransform};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum KernelFn {
+    Linear,
+    Poly { gamma: f64, coef0: f64, degree: f64 },
+    Rbf { gamma: f64 },
+    Sigmoid { gamma: f64, coef0: f64 },
+}
+
+impl KernelFn {
+    fn parse(node: &NodeProto) -> TractResult<KernelFn> {
+        let params: Vec<f32> = node.get_attr_opt_vec("kernel_params")?.unwrap_or_default();
+        let p = |i: usize| params.get(i).copied().unwrap_or(0.0) as f64;
+        Ok(
+            match node.get_attr_opt::<&str>("kernel_type")?.unwrap_or("LINEAR") {
+                "LINEAR" => KernelFn::Linear,
+                "POLY" => KernelFn::Poly {
+                    gamma: p(0),
+                    coef0: p(1),
+                    degree: p(2),
+                },
+                "RBF" => KernelFn::Rbf { gamma: p(0) },
+                "SIGMOID" => KernelFn::Sigmoid {
+                    gamma: p(0),
+                    coef0: p(1),
+                },
+                other => bail!("{}: unknown kernel_type {other:?}", node.name),
+            },
+        )
+    }
+
+    fn eval(self, x: &[f32], v: &[f32]) -> f64 {
+        let dot = || x.iter().zip(v).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>();
+        match self {
+            KernelFn::Linear => dot(),
+            KernelFn::Poly {
+                gamma,
+                coef0,
+                degree,
+            } => (gamma * dot() + coef0).powf(degree),
+            KernelFn::Rbf { gamma } => {
+                let d: f64 = x
+                    .iter()
+                    .zip(v)
+                    .map(|(a, b)| {
+                        let d = *a as f64 - *b as f64;
+                        d * d
+                    })
+                    .sum();
+                (-gamma * d).exp()
+            }
+            KernelFn::Sigmoid { gamma, coef0 } => (gamma * dot() + coef0).tanh(),
+        }
+    }
+}
+
+fn floats(node: &NodeProto, name: &str) -> TractResult<Vec<f32>> {
+    Ok(node.get_attr_opt_vec(name)?.unwrap_or_default())
+}
+
+/// `SVMClassifier`.
+#[derive(Debug)]
+pub struct Classifier {
+    kernel: KernelFn,
+    labels: Labels,
+    /// Support vectors by class (`vectors_per_class`); empty for a linear model.
+    per_class: Vec<usize>,
+    start: Vec<usize>,
+    vectors: Vec<f32>,
+    coefficients: Vec<f32>,
+    rho: Vec<f32>,
+    prob_a: Vec<f32>,
+    prob_b: Vec<f32>,
+    features: usize,
+    post_transform: PostTransform,
+    weights_all_positive: bool,
+}
+
+pub fn classifier(
+    _ctx: &ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let labels = Labels::parse(node, "classlabels_ints", "classlabels_strings")?;
+    let c = labels.len();
+    ensure!(c >= 1, "{}: the classifier has no classes", node.name);
+    let per_class: Vec<usize> = node
+        .get_attr_opt_vec::<i64>("vectors_per_class")?
+        .unwrap_or_default()
+        .iter()
+        .map(|v| usize::try_from(*v).map_err(|_| format_err!("{}: negative vectors_per_class", node.name)))
+        .collect::<TractResult<_>>()?;
+    let count: usize = per_class.iter().sum();
+    let vectors = floats(node, "support_vectors")?;
+    let coefficients = floats(node, "coefficients")?;
+    let rho = floats(node, "rho")?;
+    let (prob_a, prob_b) = (floats(node, "prob_a")?, floats(node, "prob_b")?);
+    ensure!(!coefficients.is_empty(), "{}: coefficients are empty", node.name);
+    ensure!(prob_a.len() == prob_b.len(), "{}: prob_a and prob_b differ in length", node.name);
+    let pairs = c * (c - 1) / 2;
+    let features = if count > 0 {
+        ensure!(per_class.len() == c, "{}: vectors_per_class must have one entry per class", node.name);
+        ensure!(vectors.len() % count == 0, "{}: support_vectors is not a whole number of vectors", node.name);
+        ensure!(coefficients.len() >= (c - 1) * count, "{}: too few coefficients", node.name);
+        ensure!(rho.len() >= pairs, "{}: rho needs one entry per pair of classes", node.name);
+        ensure!(prob_a.is_empty() || prob_a.len() >= pairs, "{}: prob_a needs one entry per pair of classes", node.name);
+        vectors.len() / count
+    } else {
+        ensure!(coefficients.len() % c == 0, "{}: coefficients must be classes × features", node.name);
+        ensure!(!rho.is_empty(), "{}: rho is empty", node.name);
+        coefficients.len() / c
+    };
+    let mut start = Vec::with_capacity(per_class.len());
+    let mut at = 0;
+    for n in &per_class {
+        start.push(at);
+        at += n;
+    }
+    let kernel = if count > 0 {
+        KernelFn::parse(node)?
+    } else {
+        KernelFn::Linear
+    };
+    built(Classifier {
+        kernel,
+        weights_all_positive: coefficients.iter().all(|w| *w >= 0.0),
+        labels,
+        per_class,
+        start,
+        vectors,
+        coefficients,
+        rho,
+        prob_a,
+        prob_b,
+        features,
+        post_transform: PostTransform::parse(node)?,
+    })
+}
+
+impl Classifier {
+    fn svc(&self) -> bool {
+        !self.per_class.is_empty() && self.per_class.iter().sum::<usize>() > 0
+    }
+
+    fn score_columns(&self) -> usize {
+        let c = self.labels.len();
+        if self.svc() && self.prob_a.is_empty() {
+            if c > 2 {
+                c * (c - 1) / 2
+            } else {
+                2
+            }
+        } else {
+            c
+        }
+    }
+
+    /// The class index and output scores of one row.
+    fn row(&self, x: &[f32]) -> (usize, Vec<f64>) {
+        let c = self.labels.len();
+        if !self.svc() {
+            let mut scores: Vec<f64> = (0..c)
+                .map(|k| {
+                    KernelFn::Linear.eval(x, &self.coefficients[k * self.features..(k + 1) * self.features])
+                        + self.rho[0] as f64
+                })
+                .collect();
+            let (best, max) = first_max(&scores);
+            let class = if c == 2 {
+                if (self.weights_all_positive && max >= 0.5) || (max > 0.0 && !self.weights_all_positive) {
+                    1
+                } else {
+                    best
+                }
+            } else {
+                best
+            };
+            self.post_transform.apply(&mut scores);
+            return (class, scores);
+        }
+        let count: usize = self.per_class.iter().sum();
+        let kernels: Vec<f64> = (0..count)
+            .map(|v| self.kernel.eval(x, &self.vectors[v * self.features..(v + 1) * self.features]))
+            .collect();
+        let mut decisions = Vec::with_capacity(c * (c - 1) / 2);
+        let mut votes = vec![0u32; c];
+        let mut pair = 0;
+        for i in 0..c {
+            for j in i + 1..c {
+                let mut sum = 0.0f64;
+                for m in 0..self.per_class[i] {
+                    let v = self.start[i] + m;
+                    sum += self.coefficients[(j - 1) * count + v] as f64 * kernels[v];
+                }
+                for m in 0..self.per_class[j] {
+                    let v = self.start[j] + m;
+                    sum += self.coefficients[i * count + v] as f64 * kernels[v];
+                }
+                sum += self.rho[pair] as f64;
+                pair += 1;
+                // onnxruntime keeps each decision value as a float.
+                decisions.push(sum as f32 as f64);
+                votes[if sum > 0.0 { i } else { j }] += 1;
+            }
+        }
+        let class = first_max_votes(&votes);
+        if !self.prob_a.is_empty() {
+            let mut scores = self.probabilities(&decisions);
+            self.post_transform.apply(&mut scores);
+            return (class, scores);
+        }
+        if c <= 2 {
+            let s = decisions.first().copied().unwrap_or(0.0);
+            let scores = match self.post_transform {
+                PostTransform::None => vec![-s, s],
+                t => {
+                    let mut v = [s];
+                    t.apply(&mut v);
+                    vec![1.0 - v[0], v[0]]
+                }
+            };
+            return (class, scores);
+        }
+        let mut scores = decisions;
+        self.post_transform.apply(&mut scores);
+        (class, scores)
+    }
+
+    /// Platt probabilities per pair, coupled into class probabilities (libsvm's method, in
+    /// `f32` as onnxruntime computes it).
+    fn probabilities(&self, decisions: &[f64]) -> Vec<f64> {
+        let c = self.labels.len();
+        let mut r = vec![0f32; c * c];
+        let mut index = 0;
+        for i in 0..c {
+            for j in i + 1..c {
+                let z = decisions[index] as f32 * self.prob_a[index] + self.prob_b[index];
+                let p = 1.0 - super::logistic(z as f64) as f32;
+                let p = p.clamp(1.0e-7, 1.0 - 1.0e-7);
+                r[i * c + j] = p;
+                r[j * c + i] = 1.0 - p;
+                index += 1;
+            }
+        }
+        couple(c, &r).into_iter().map(f64::from).collect()
+    }
+}
+
+/// Pairwise coupling: class probabilities from pairwise ones (Wu, Lin and Weng, method 2).
+fn couple(k: usize, r: &[f32]) -> Vec<f32> {
+    let mut q = vec![0f32; k * k];
+    let mut qp = vec![0f32; k];
+    let mut p = vec![1.0 / k as f32; k];
+    let eps = 0.005 / k as f32;
+    for t in 0..k {
+        for j in 0..t {
+            q[t * k + t] += r[j * k + t] * r[j * k + t];
+            q[t * k + j] = q[j * k + t];
+        }
+        for j in t + 1..k {
+            q[t * k + t] += r[j * k + t] * r[j * k + t];
+            q[t * k + j] = -r[j * k + t] * r[t * k + j];
+        }
+    }
+    for _ in 0..100 {
+        let mut pqp = 0f32;
+        for t in 0..k {
+            qp[t] = (0..k).map(|j| q[t * k + j] * p[j]).sum();
+            pqp += p[t] * qp[t];
+        }
+        let max_error = (0..k).map(|t| (qp[t] - pqp).abs()).fold(0f32, f32::max);
+        if max_error < eps {
+            break;
+        }
+        for t in 0..k {
+            let diff = (-qp[t] + pqp) / q[t * k + t];
+            p[t] += diff;
+            pqp = (pqp + diff * (diff * q[t * k + t] + 2.0 * qp[t])) / (1.0 + diff) / (1.0 + diff);
+            for j in 0..k {
+                qp[j] = (qp[j] + diff * q[t * k + j]) / (1.0 + diff);
+                p[j] /= 1.0 + diff;
+            }
+        }
+    }
+    p
+}
+
+fn first_max(v: &[f64]) -> (usize, f64) {
+    let mut best = 0;
+    for (i, x) in v.iter().enumerate() {
+        if *x > v[best] {
+            best = i;
+        }
+    }
+    (best, v.get(best).copied().unwrap_or(0.0))
+}
+
+fn first_max_votes(v: &[u32]) -> usize {
+    let mut best = 0;
+    for (i, x) in v.iter().enumerate() {
+        if *x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+impl Kernel for Classifier {
+    fn name(&self) -> &'static str {
+        "SVMClassifier"
+    }
+
+    fn outputs(&self) -> Vec<Output> {
+        vec![
+            Output::new(self.labels.datum_type(), Dims::Rows),
+            Output::new(DatumType::F32, Dims::Columns(self.score_columns())),
+        ]
+    }
+
+    fn check(&self, input: &TypedFact) -> TractResult<()> {
+        check_width(input, self.features)
+    }
+
+    fn eval(&self, inputs: TVec<TValue>) -> TractResult<TVec<Tensor>> {
+        let (n, width, x) = matrix_f32(&inputs[0])?;
+        ensure!(width == self.features, "the SVM takes {} columns, not {width}", self.features);
+        let cols = self.score_columns();
+        let mut classes = Vec::with_capacity(n);
+        let mut scores = Vec::with_capacity(n * cols);
+        for r in 0..n {
+            let (class, s) = self.row(&x[r * width..(r + 1) * width]);
+            classes.push(class);
+            scores.extend(s.into_iter().chain(std::iter::repeat(0.0)).take(cols));
+        }
+        Ok(tvec![self.labels.pick(&classes), f32_matrix(n, cols, &scores)?])
+    }
+}
+
+fn check_width(input: &TypedFact, features: usize) -> TractResult<()> {
+    if input.rank() == 2 {
+        if let Ok(width) = input.shape[1].to_usize() {
+            ensure!(
+                width == features,
+                "the SVM was trained on {features} columns but its input has {width}"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `SVMRegressor`.
+#[derive(Debug)]
+pub struct Regressor {
+    kernel: KernelFn,
+    supports: usize,
+    vectors: Vec<f32>,
+    coefficients: Vec<f32>,
+    rho: f64,
+    one_class: bool,
+    features: usize,
+    post_transform: PostTransform,
+}
+
+pub fn regressor(
+    _ctx: &ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let supports: i64 = node.get_attr_opt("n_supports")?.unwrap_or(0);
+    let supports = usize::try_from(supports).map_err(|_| format_err!("{}: negative n_supports", node.name))?;
+    let vectors = floats(node, "support_vectors")?;
+    let coefficients = floats(node, "coefficients")?;
+    let rho = floats(node, "rho")?;
+    ensure!(!coefficients.is_empty(), "{}: coefficients are empty", node.name);
+    let features = if supports > 0 {
+        ensure!(vectors.len() % supports == 0, "{}: support_vectors is not a whole number of vectors", node.name);
+        ensure!(coefficients.len() >= supports, "{}: too few coefficients", node.name);
+        vectors.len() / supports
+    } else {
+        coefficients.len()
+    };
+    built(Regressor {
+        kernel: if supports > 0 { KernelFn::parse(node)? } else { KernelFn::Linear },
+        supports,
+        vectors,
+        coefficients,
+        rho: rho.first().copied().unwrap_or(0.0) as f64,
+        one_class: node.get_attr_opt::<i64>("one_class")?.unwrap_or(0) != 0,
+        features,
+        post_transform: PostTransform::parse(node)?,
+    })
+}
+
+impl Kernel for Regressor {
+    fn name(&self) -> &'static str {
+        "SVMRegressor"
+    }
+
+    fn outputs(&self) -> Vec<Output> {
+        vec![Output::new(DatumType::F32, Dims::Columns(1))]
+    }
+
+    fn check(&self, input: &TypedFact) -> TractResult<()> {
+        check_width(input, self.features)
+    }
+
+    fn eval(&self, inputs: TVec<TValue>) -> TractResult<TVec<Tensor>> {
+        let (n, width, x) = matrix_f32(&inputs[0])?;
+        ensure!(width == self.features, "the SVM takes {} columns, not {width}", self.features);
+        let mut out = Vec::with_capacity(n);
+        for r in 0..n {
+            let row = &x[r * width..(r + 1) * width];
+            let mut s = if self.supports > 0 {
+                (0..self.supports)
+                    .map(|v| {
+                        self.coefficients[v] as f64
+                            * self.kernel.eval(row, &self.vectors[v * width..(v + 1) * width])
+                    })
+                    .sum::<f64>()
+            } else {
+                KernelFn::Linear.eval(row, &self.coefficients)
+            } + self.rho;
+            if self.one_class {
+                s = if s > 0.0 { 1.0 } else { -1.0 };
+            }
+            let mut v = [s];
+            self.post_transform.apply(&mut v);
+            out.push(v[0]);
+        }
+        Ok(tvec![f32_matrix(n, 1, &out)?])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernels_follow_their_definitions() {
+        let (x, v) = ([1.0f32, 2.0], [3.0f32, -1.0]);
+        assert_eq!(KernelFn::Linear.eval(&x, &v), 1.0);
+        let poly = KernelFn::Poly { gamma: 0.5, coef0: 1.0, degree: 3.0 };
+        assert_eq!(poly.eval(&x, &v), 1.5f64.powi(3));
+        let rbf = KernelFn::Rbf { gamma: 0.1 };
+        assert!((rbf.eval(&x, &v) - (-0.1f64 * 13.0).exp()).abs() < 1e-12);
+        let sig = KernelFn::Sigmoid { gamma: 0.5, coef0: 0.0 };
+        assert!((sig.eval(&x, &v) - 0.5f64.tanh()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn coupling_gives_a_distribution_that_follows_the_pairs() {
+        // Class 0 beats 1 and 2 clearly; 1 and 2 are even.
+        let r = [0.0, 0.9, 0.9, 0.1, 0.0, 0.5, 0.1, 0.5, 0.0];
+        let p = couple(3, &r);
+        assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-5, "{p:?}");
+        assert!(p[0] > p[1] && (p[1] - p[2]).abs() < 1e-4, "{p:?}");
+    }
+}

@@ -1,0 +1,136 @@
+//! `ZipMap` and class labels, read from the graph before tract loads it.
+//!
+//! `ZipMap` turns a `[N, C]` probability tensor into a list of label → probability maps. tract
+//! has no sequence or map types, and Plinth serves probabilities by label anyway, so the node
+//! becomes an `Identity` and its output a float tensor; the labels it would have used are kept
+//! for the model's signature.
+
+use tract_onnx::pb::tensor_shape_proto::{dimension, Dimension};
+use tract_onnx::pb::type_proto::{Tensor as TensorType, Value};
+use tract_onnx::pb::{AttributeProto, ModelProto, NodeProto, TensorShapeProto, TypeProto};
+
+/// `FLOAT` in ONNX's `TensorProto.DataType`.
+const FLOAT: i32 = 1;
+
+fn strings(attr: &AttributeProto) -> Vec<String> {
+    attr.strings
+        .iter()
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+/// The class labels a node declares, by the attribute names its operator uses.
+fn node_labels(node: &NodeProto) -> Option<Vec<String>> {
+    let (ints, strs) = match node.op_type.as_str() {
+        "ZipMap" | "TreeEnsembleClassifier" | "LinearClassifier" => {
+            ("classlabels_int64s", "classlabels_strings")
+        }
+        "SVMClassifier" => ("classlabels_ints", "classlabels_strings"),
+        _ => return None,
+    };
+    let find = |name: &str| node.attribute.iter().find(|a| a.name == name);
+    if let Some(a) = find(strs).filter(|a| !a.strings.is_empty()) {
+        return Some(strings(a));
+    }
+    find(ints)
+        .filter(|a| !a.ints.is_empty())
+        .map(|a| a.ints.iter().map(i64::to_string).collect())
+}
+
+/// Replaces every `ZipMap` with an `Identity` whose output is a `[N, C]` float tensor, and
+/// returns the class labels of the model: ZipMap's, else those of its classifier operator.
+pub fn unzip(model: &mut ModelProto) -> Option<Vec<String>> {
+    let graph = model.graph.as_mut()?;
+    let mut labels = None;
+    let mut zipped = Vec::new();
+    for node in graph.node.iter_mut().filter(|n| n.op_type == "ZipMap") {
+        let found = node_labels(node);
+        let classes = found.as_ref().map_or(0, Vec::len);
+        labels = labels.or(found);
+        node.op_type = "Identity".into();
+        node.domain.clear();
+        node.attribute.clear();
+        zipped.extend(node.output.iter().map(|o| (o.clone(), classes)));
+    }
+    for output in graph.output.iter_mut() {
+        if let Some((_, classes)) = zipped.iter().find(|(name, _)| *name == output.name) {
+            output.r#type = Some(TypeProto {
+                denotation: String::new(),
+                value: Some(Value::TensorType(TensorType {
+                    elem_type: FLOAT,
+                    shape: Some(TensorShapeProto {
+                        dim: vec![
+                            Dimension {
+                                denotation: String::new(),
+                                value: Some(dimension::Value::DimParam("N".into())),
+                            },
+                            Dimension {
+                                denotation: String::new(),
+                                value: Some(dimension::Value::DimValue(*classes as i64)),
+                            },
+                        ],
+                    }),
+                })),
+            });
+        }
+    }
+    labels.or_else(|| graph.node.iter().find_map(node_labels))
+}
+
+/// For each text input of the graph, the categories of the encoder it feeds (through
+/// `Identity`, `Reshape`, `Gather` and the like): the values a form can offer for it.
+pub fn categories(model: &ModelProto) -> std::collections::BTreeMap<String, Vec<String>> {
+    const PASS_THROUGH: [&str; 7] = [
+        "Identity",
+        "Reshape",
+        "Gather",
+        "Cast",
+        "Flatten",
+        "Squeeze",
+        "Unsqueeze",
+    ];
+    const STRING: i32 = 8;
+    let mut found = std::collections::BTreeMap::new();
+    let Some(graph) = model.graph.as_ref() else {
+        return found;
+    };
+    for input in &graph.input {
+        let is_text = matches!(
+            input.r#type.as_ref().and_then(|t| t.value.as_ref()),
+            Some(Value::TensorType(t)) if t.elem_type == STRING
+        );
+        if !is_text {
+            continue;
+        }
+        let mut names = vec![input.name.clone()];
+        for _ in 0..6 {
+            let consumers: Vec<&NodeProto> = graph
+                .node
+                .iter()
+                .filter(|n| n.input.first().is_some_and(|i| names.contains(i)))
+                .collect();
+            let cats = consumers.iter().find_map(|n| {
+                n.attribute
+                    .iter()
+                    .find(|a| {
+                        matches!(a.name.as_str(), "cats_strings" | "keys_strings" | "classes_strings")
+                            && !a.strings.is_empty()
+                    })
+                    .map(strings)
+            });
+            if let Some(cats) = cats {
+                found.insert(input.name.clone(), cats);
+                break;
+            }
+            names = consumers
+                .iter()
+                .filter(|n| PASS_THROUGH.contains(&n.op_type.as_str()))
+                .flat_map(|n| n.output.iter().cloned())
+                .collect();
+            if names.is_empty() {
+                break;
+            }
+        }
+    }
+    found
+}
