@@ -1,4 +1,4 @@
-//! ONNX-ML operators that tract does not implement (or implements slowly), registered with
+//! ONNX-ML operators that tract does not implement (or implements slowly or without text labels), registered with
 //! tract's ONNX loader so that scikit-learn, XGBoost and LightGBM exports load and run.
 //!
 //! Each operator is a [`Kernel`]: it reads its attributes once when the model is loaded, says
@@ -10,7 +10,9 @@
 //! rewrites the graph before loading to keep the probability tensor ZipMap would have zipped
 //! with the class labels, and remembers the labels.
 
+mod array;
 mod encoders;
+mod linear;
 mod svm;
 pub mod tree;
 pub mod zipmap;
@@ -26,6 +28,8 @@ use tract_onnx::tract_hir::internal::*;
 pub fn register(register: &mut OnnxOpRegister) {
     register.insert("TreeEnsembleClassifier", tree::classifier);
     register.insert("TreeEnsembleRegressor", tree::regressor);
+    register.insert("LinearClassifier", linear::classifier);
+    register.insert("ArrayFeatureExtractor", array::array_feature_extractor);
     register.insert("SVMClassifier", svm::classifier);
     register.insert("SVMRegressor", svm::regressor);
     register.insert("Scaler", encoders::scaler);

@@ -1,0 +1,116 @@
+//! `LinearClassifier` (ONNX-ML): `X · coefficientsᵀ + intercepts`, then the post transform.
+//! tract has one, but it cannot give text labels; this one can. One score column with two
+//! labels is a binary model: the label is the positive one when the score is above zero, and
+//! the scores gain the negative class's column, as onnxruntime writes them.
+
+use tract_onnx::model::ParsingContext;
+use tract_onnx::pb::NodeProto;
+use tract_onnx::tract_hir::internal::*;
+
+use super::{built, f32_matrix, matrix_f32, Dims, Kernel, Labels, Output, PostTransform};
+
+#[derive(Debug)]
+pub struct Classifier {
+    labels: Labels,
+    coefficients: Vec<f32>,
+    intercepts: Vec<f32>,
+    features: usize,
+    post_transform: PostTransform,
+}
+
+pub fn classifier(
+    _ctx: &ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let labels = Labels::parse(node, "classlabels_ints", "classlabels_strings")?;
+    let coefficients: Vec<f32> = node.get_attr_opt_vec("coefficients")?.unwrap_or_default();
+    let intercepts: Vec<f32> = node.get_attr_opt_vec("intercepts")?.unwrap_or_default();
+    let targets = intercepts.len();
+    ensure!(targets >= 1, "{}: intercepts are empty", node.name);
+    ensure!(
+        !coefficients.is_empty() && coefficients.len() % targets == 0,
+        "{}: coefficients must be {targets} rows of features",
+        node.name
+    );
+    ensure!(
+        targets == labels.len() || (targets == 1 && labels.len() == 2),
+        "{}: {targets} score columns for {} labels",
+        node.name,
+        labels.len()
+    );
+    built(Classifier {
+        features: coefficients.len() / targets,
+        labels,
+        coefficients,
+        intercepts,
+        post_transform: PostTransform::parse(node)?,
+    })
+}
+
+impl Classifier {
+    fn binary(&self) -> bool {
+        self.intercepts.len() == 1
+    }
+}
+
+impl Kernel for Classifier {
+    fn name(&self) -> &'static str {
+        "LinearClassifier"
+    }
+
+    fn outputs(&self) -> Vec<Output> {
+        let columns = if self.binary() { 2 } else { self.intercepts.len() };
+        vec![
+            Output::new(self.labels.datum_type(), Dims::Rows),
+            Output::new(DatumType::F32, Dims::Columns(columns)),
+        ]
+    }
+
+    fn check(&self, input: &TypedFact) -> TractResult<()> {
+        if input.rank() == 2 {
+            if let Ok(width) = input.shape[1].to_usize() {
+                ensure!(
+                    width == self.features,
+                    "the classifier takes {} columns but its input has {width}",
+                    self.features
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn eval(&self, inputs: TVec<TValue>) -> TractResult<TVec<Tensor>> {
+        let (n, width, x) = matrix_f32(&inputs[0])?;
+        ensure!(width == self.features, "the classifier takes {} columns, not {width}", self.features);
+        let t = self.intercepts.len();
+        let columns = if self.binary() { 2 } else { t };
+        let mut classes = Vec::with_capacity(n);
+        let mut scores = Vec::with_capacity(n * columns);
+        for r in 0..n {
+            let row = &x[r * width..(r + 1) * width];
+            // Single precision, as onnxruntime's GEMM computes it.
+            let mut s: Vec<f64> = (0..t)
+                .map(|k| {
+                    let w = &self.coefficients[k * width..(k + 1) * width];
+                    (row.iter().zip(w).map(|(a, b)| a * b).sum::<f32>() + self.intercepts[k]) as f64
+                })
+                .collect();
+            if self.binary() {
+                classes.push(usize::from(s[0] > 0.0));
+                self.post_transform.apply(&mut s);
+                scores.extend([1.0 - s[0], s[0]]);
+            } else {
+                let mut best = 0;
+                for k in 1..t {
+                    if s[k] > s[best] {
+                        best = k;
+                    }
+                }
+                classes.push(best);
+                self.post_transform.apply(&mut s);
+                scores.extend(s);
+            }
+        }
+        Ok(tvec![self.labels.pick(&classes), f32_matrix(n, columns, &scores)?])
+    }
+}
