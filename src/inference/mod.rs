@@ -275,7 +275,8 @@ pub fn load(bytes: &[u8]) -> Result<LoadedModel, LoadError> {
             .map_err(|e| LoadError::Invalid(root_cause(&e)))?;
         let dtype = DType::from_datum(fact.datum_type).ok_or_else(|| {
             LoadError::Invalid(format!(
-                "the element type of output {name} ({:?}) is not supported", fact.datum_type
+                "the element type of output {name} ({:?}) is not supported",
+                fact.datum_type
             ))
         })?;
         let mut shape: Vec<Option<usize>> = fact.shape.iter().map(|d| d.to_usize().ok()).collect();

@@ -218,7 +218,13 @@ impl Card {
                 let (kind, choices) = match input.dtype {
                     DType::String => (
                         FeatureKind::Category,
-                        Some(signature.categories.get(&input.name).cloned().unwrap_or_default()),
+                        Some(
+                            signature
+                                .categories
+                                .get(&input.name)
+                                .cloned()
+                                .unwrap_or_default(),
+                        ),
                     ),
                     DType::Bool => (FeatureKind::Boolean, None),
                     DType::I64 | DType::I32 => (FeatureKind::Integer, None),
@@ -285,7 +291,8 @@ impl Card {
         for input in &signature.inputs {
             for f in &self.features[column..column + input.row_width()] {
                 if input.dtype == DType::String
-                    && (f.kind != FeatureKind::Category || f.choices.as_ref().is_none_or(Vec::is_empty))
+                    && (f.kind != FeatureKind::Category
+                        || f.choices.as_ref().is_none_or(Vec::is_empty))
                 {
                     return Err(format!(
                         "The feature {} feeds the text input {}: give it type = \"category\" and the values it can take as choices.",

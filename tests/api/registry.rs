@@ -188,13 +188,13 @@ async fn bad_uploads_say_what_is_wrong_and_store_nothing(pool: PgPool) {
         &app,
         Form::new().part(
             "model",
-            file_part(read("tests/fixtures/scaled_ridge.onnx"), "model.onnx"),
+            file_part(read("tests/fixtures/feature_vectorizer.onnx"), "model.onnx"),
         ),
     )
     .await;
-    assert!(
-        html.contains("The model uses the operator Scaler (ai.onnx.ml), which Plinth cannot run.")
-    );
+    assert!(html.contains(
+        "The model uses the operator FeatureVectorizer (ai.onnx.ml), which Plinth cannot run."
+    ));
 
     let form = Form::new()
         .part(

@@ -34,16 +34,24 @@ impl Expansion for ArrayFeatureExtractor {
         check_output_arity(outputs, 1)?;
         s.equals(&inputs[0].datum_type, &outputs[0].datum_type)?;
         s.equals(&inputs[1].datum_type, i64::datum_type())?;
-        s.given_2(&inputs[0].shape, &inputs[1].shape, move |s, shape, indices| {
-            let mut out: TVec<TDim> = shape.iter().take(shape.len().saturating_sub(1)).cloned().collect();
-            if indices.is_empty() {
-                out.push(1.to_dim());
-            } else {
-                out.extend(indices.iter().cloned());
-            }
-            s.equals(&outputs[0].rank, out.len() as i64)?;
-            s.equals(&outputs[0].shape, out)
-        })
+        s.given_2(
+            &inputs[0].shape,
+            &inputs[1].shape,
+            move |s, shape, indices| {
+                let mut out: TVec<TDim> = shape
+                    .iter()
+                    .take(shape.len().saturating_sub(1))
+                    .cloned()
+                    .collect();
+                if indices.is_empty() {
+                    out.push(1.to_dim());
+                } else {
+                    out.extend(indices.iter().cloned());
+                }
+                s.equals(&outputs[0].rank, out.len() as i64)?;
+                s.equals(&outputs[0].shape, out)
+            },
+        )
     }
 
     fn wire(
@@ -53,11 +61,21 @@ impl Expansion for ArrayFeatureExtractor {
         inputs: &[OutletId],
     ) -> TractResult<TVec<OutletId>> {
         let rank = model.outlet_fact(inputs[0])?.rank();
-        ensure!(rank >= 1, "ArrayFeatureExtractor needs an input of rank 1 or more");
+        ensure!(
+            rank >= 1,
+            "ArrayFeatureExtractor needs an input of rank 1 or more"
+        );
         let mut indices = inputs[1];
         if model.outlet_fact(indices)?.rank() == 0 {
             indices = model.wire_node(format!("{prefix}.indices"), AxisOp::Add(0), &[indices])?[0];
         }
-        model.wire_node(prefix, Gather { axis: rank - 1, output_type: None }, &[inputs[0], indices])
+        model.wire_node(
+            prefix,
+            Gather {
+                axis: rank - 1,
+                output_type: None,
+            },
+            &[inputs[0], indices],
+        )
     }
 }

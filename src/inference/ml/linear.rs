@@ -28,7 +28,7 @@ pub fn classifier(
     let targets = intercepts.len();
     ensure!(targets >= 1, "{}: intercepts are empty", node.name);
     ensure!(
-        !coefficients.is_empty() && coefficients.len() % targets == 0,
+        !coefficients.is_empty() && coefficients.len().is_multiple_of(targets),
         "{}: coefficients must be {targets} rows of features",
         node.name
     );
@@ -59,7 +59,11 @@ impl Kernel for Classifier {
     }
 
     fn outputs(&self) -> Vec<Output> {
-        let columns = if self.binary() { 2 } else { self.intercepts.len() };
+        let columns = if self.binary() {
+            2
+        } else {
+            self.intercepts.len()
+        };
         vec![
             Output::new(self.labels.datum_type(), Dims::Rows),
             Output::new(DatumType::F32, Dims::Columns(columns)),
@@ -81,7 +85,11 @@ impl Kernel for Classifier {
 
     fn eval(&self, inputs: TVec<TValue>) -> TractResult<TVec<Tensor>> {
         let (n, width, x) = matrix_f32(&inputs[0])?;
-        ensure!(width == self.features, "the classifier takes {} columns, not {width}", self.features);
+        ensure!(
+            width == self.features,
+            "the classifier takes {} columns, not {width}",
+            self.features
+        );
         let t = self.intercepts.len();
         let columns = if self.binary() { 2 } else { t };
         let mut classes = Vec::with_capacity(n);
@@ -111,6 +119,9 @@ impl Kernel for Classifier {
                 scores.extend(s);
             }
         }
-        Ok(tvec![self.labels.pick(&classes), f32_matrix(n, columns, &scores)?])
+        Ok(tvec![
+            self.labels.pick(&classes),
+            f32_matrix(n, columns, &scores)?
+        ])
     }
 }

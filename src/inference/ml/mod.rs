@@ -228,7 +228,10 @@ pub enum PostTransform {
 impl PostTransform {
     fn parse(node: &NodeProto) -> TractResult<PostTransform> {
         Ok(
-            match node.get_attr_opt::<&str>("post_transform")?.unwrap_or("NONE") {
+            match node
+                .get_attr_opt::<&str>("post_transform")?
+                .unwrap_or("NONE")
+            {
                 "NONE" => PostTransform::None,
                 "SOFTMAX" => PostTransform::Softmax,
                 "LOGISTIC" => PostTransform::Logistic,
@@ -314,7 +317,11 @@ pub fn probit(p: f64) -> f64 {
         3.754408661907416,
     ];
     if p.is_nan() || p <= 0.0 {
-        return if p == 0.0 { f64::NEG_INFINITY } else { f64::NAN };
+        return if p == 0.0 {
+            f64::NEG_INFINITY
+        } else {
+            f64::NAN
+        };
     }
     if p >= 1.0 {
         return if p == 1.0 { f64::INFINITY } else { f64::NAN };
@@ -362,6 +369,10 @@ impl Labels {
             Labels::Ints(v) => v.len(),
             Labels::Strings(v) => v.len(),
         }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     pub fn datum_type(&self) -> DatumType {

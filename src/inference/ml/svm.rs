@@ -21,7 +21,10 @@ impl KernelFn {
         let params: Vec<f32> = node.get_attr_opt_vec("kernel_params")?.unwrap_or_default();
         let p = |i: usize| params.get(i).copied().unwrap_or(0.0) as f64;
         Ok(
-            match node.get_attr_opt::<&str>("kernel_type")?.unwrap_or("LINEAR") {
+            match node
+                .get_attr_opt::<&str>("kernel_type")?
+                .unwrap_or("LINEAR")
+            {
                 "LINEAR" => KernelFn::Linear,
                 "POLY" => KernelFn::Poly {
                     gamma: p(0),
@@ -39,7 +42,12 @@ impl KernelFn {
     }
 
     fn eval(self, x: &[f32], v: &[f32]) -> f64 {
-        let dot = || x.iter().zip(v).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>();
+        let dot = || {
+            x.iter()
+                .zip(v)
+                .map(|(a, b)| *a as f64 * *b as f64)
+                .sum::<f64>()
+        };
         match self {
             KernelFn::Linear => dot(),
             KernelFn::Poly {
@@ -96,25 +104,60 @@ pub fn classifier(
         .get_attr_opt_vec::<i64>("vectors_per_class")?
         .unwrap_or_default()
         .iter()
-        .map(|v| usize::try_from(*v).map_err(|_| format_err!("{}: negative vectors_per_class", node.name)))
+        .map(|v| {
+            usize::try_from(*v)
+                .map_err(|_| format_err!("{}: negative vectors_per_class", node.name))
+        })
         .collect::<TractResult<_>>()?;
     let count: usize = per_class.iter().sum();
     let vectors = floats(node, "support_vectors")?;
     let coefficients = floats(node, "coefficients")?;
     let rho = floats(node, "rho")?;
     let (prob_a, prob_b) = (floats(node, "prob_a")?, floats(node, "prob_b")?);
-    ensure!(!coefficients.is_empty(), "{}: coefficients are empty", node.name);
-    ensure!(prob_a.len() == prob_b.len(), "{}: prob_a and prob_b differ in length", node.name);
+    ensure!(
+        !coefficients.is_empty(),
+        "{}: coefficients are empty",
+        node.name
+    );
+    ensure!(
+        prob_a.len() == prob_b.len(),
+        "{}: prob_a and prob_b differ in length",
+        node.name
+    );
     let pairs = c * (c - 1) / 2;
     let features = if count > 0 {
-        ensure!(per_class.len() == c, "{}: vectors_per_class must have one entry per class", node.name);
-        ensure!(vectors.len() % count == 0, "{}: support_vectors is not a whole number of vectors", node.name);
-        ensure!(coefficients.len() >= (c - 1) * count, "{}: too few coefficients", node.name);
-        ensure!(rho.len() >= pairs, "{}: rho needs one entry per pair of classes", node.name);
-        ensure!(prob_a.is_empty() || prob_a.len() >= pairs, "{}: prob_a needs one entry per pair of classes", node.name);
+        ensure!(
+            per_class.len() == c,
+            "{}: vectors_per_class must have one entry per class",
+            node.name
+        );
+        ensure!(
+            vectors.len() % count == 0,
+            "{}: support_vectors is not a whole number of vectors",
+            node.name
+        );
+        ensure!(
+            coefficients.len() >= (c - 1) * count,
+            "{}: too few coefficients",
+            node.name
+        );
+        ensure!(
+            rho.len() >= pairs,
+            "{}: rho needs one entry per pair of classes",
+            node.name
+        );
+        ensure!(
+            prob_a.is_empty() || prob_a.len() >= pairs,
+            "{}: prob_a needs one entry per pair of classes",
+            node.name
+        );
         vectors.len() / count
     } else {
-        ensure!(coefficients.len() % c == 0, "{}: coefficients must be classes × features", node.name);
+        ensure!(
+            coefficients.len() % c == 0,
+            "{}: coefficients must be classes × features",
+            node.name
+        );
         ensure!(!rho.is_empty(), "{}: rho is empty", node.name);
         coefficients.len() / c
     };
@@ -169,13 +212,17 @@ impl Classifier {
         if !self.svc() {
             let mut scores: Vec<f64> = (0..c)
                 .map(|k| {
-                    KernelFn::Linear.eval(x, &self.coefficients[k * self.features..(k + 1) * self.features])
-                        + self.rho[0] as f64
+                    KernelFn::Linear.eval(
+                        x,
+                        &self.coefficients[k * self.features..(k + 1) * self.features],
+                    ) + self.rho[0] as f64
                 })
                 .collect();
             let (best, max) = first_max(&scores);
             let class = if c == 2 {
-                if (self.weights_all_positive && max >= 0.5) || (max > 0.0 && !self.weights_all_positive) {
+                if (self.weights_all_positive && max >= 0.5)
+                    || (max > 0.0 && !self.weights_all_positive)
+                {
                     1
                 } else {
                     best
@@ -188,7 +235,10 @@ impl Classifier {
         }
         let count: usize = self.per_class.iter().sum();
         let kernels: Vec<f64> = (0..count)
-            .map(|v| self.kernel.eval(x, &self.vectors[v * self.features..(v + 1) * self.features]))
+            .map(|v| {
+                self.kernel
+                    .eval(x, &self.vectors[v * self.features..(v + 1) * self.features])
+            })
             .collect();
         let mut decisions = Vec::with_capacity(c * (c - 1) / 2);
         let mut votes = vec![0u32; c];
@@ -331,7 +381,11 @@ impl Kernel for Classifier {
 
     fn eval(&self, inputs: TVec<TValue>) -> TractResult<TVec<Tensor>> {
         let (n, width, x) = matrix_f32(&inputs[0])?;
-        ensure!(width == self.features, "the SVM takes {} columns, not {width}", self.features);
+        ensure!(
+            width == self.features,
+            "the SVM takes {} columns, not {width}",
+            self.features
+        );
         let cols = self.score_columns();
         let mut classes = Vec::with_capacity(n);
         let mut scores = Vec::with_capacity(n * cols);
@@ -340,7 +394,10 @@ impl Kernel for Classifier {
             classes.push(class);
             scores.extend(s.into_iter().chain(std::iter::repeat(0.0)).take(cols));
         }
-        Ok(tvec![self.labels.pick(&classes), f32_matrix(n, cols, &scores)?])
+        Ok(tvec![
+            self.labels.pick(&classes),
+            f32_matrix(n, cols, &scores)?
+        ])
     }
 }
 
@@ -374,20 +431,37 @@ pub fn regressor(
     node: &NodeProto,
 ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     let supports: i64 = node.get_attr_opt("n_supports")?.unwrap_or(0);
-    let supports = usize::try_from(supports).map_err(|_| format_err!("{}: negative n_supports", node.name))?;
+    let supports =
+        usize::try_from(supports).map_err(|_| format_err!("{}: negative n_supports", node.name))?;
     let vectors = floats(node, "support_vectors")?;
     let coefficients = floats(node, "coefficients")?;
     let rho = floats(node, "rho")?;
-    ensure!(!coefficients.is_empty(), "{}: coefficients are empty", node.name);
+    ensure!(
+        !coefficients.is_empty(),
+        "{}: coefficients are empty",
+        node.name
+    );
     let features = if supports > 0 {
-        ensure!(vectors.len() % supports == 0, "{}: support_vectors is not a whole number of vectors", node.name);
-        ensure!(coefficients.len() >= supports, "{}: too few coefficients", node.name);
+        ensure!(
+            vectors.len() % supports == 0,
+            "{}: support_vectors is not a whole number of vectors",
+            node.name
+        );
+        ensure!(
+            coefficients.len() >= supports,
+            "{}: too few coefficients",
+            node.name
+        );
         vectors.len() / supports
     } else {
         coefficients.len()
     };
     built(Regressor {
-        kernel: if supports > 0 { KernelFn::parse(node)? } else { KernelFn::Linear },
+        kernel: if supports > 0 {
+            KernelFn::parse(node)?
+        } else {
+            KernelFn::Linear
+        },
         supports,
         vectors,
         coefficients,
@@ -413,7 +487,11 @@ impl Kernel for Regressor {
 
     fn eval(&self, inputs: TVec<TValue>) -> TractResult<TVec<Tensor>> {
         let (n, width, x) = matrix_f32(&inputs[0])?;
-        ensure!(width == self.features, "the SVM takes {} columns, not {width}", self.features);
+        ensure!(
+            width == self.features,
+            "the SVM takes {} columns, not {width}",
+            self.features
+        );
         let mut out = Vec::with_capacity(n);
         for r in 0..n {
             let row = &x[r * width..(r + 1) * width];
@@ -421,7 +499,9 @@ impl Kernel for Regressor {
                 (0..self.supports)
                     .map(|v| {
                         self.coefficients[v] as f64
-                            * self.kernel.eval(row, &self.vectors[v * width..(v + 1) * width])
+                            * self
+                                .kernel
+                                .eval(row, &self.vectors[v * width..(v + 1) * width])
                     })
                     .sum::<f64>()
             } else {
@@ -446,11 +526,18 @@ mod tests {
     fn kernels_follow_their_definitions() {
         let (x, v) = ([1.0f32, 2.0], [3.0f32, -1.0]);
         assert_eq!(KernelFn::Linear.eval(&x, &v), 1.0);
-        let poly = KernelFn::Poly { gamma: 0.5, coef0: 1.0, degree: 3.0 };
+        let poly = KernelFn::Poly {
+            gamma: 0.5,
+            coef0: 1.0,
+            degree: 3.0,
+        };
         assert_eq!(poly.eval(&x, &v), 1.5f64.powi(3));
         let rbf = KernelFn::Rbf { gamma: 0.1 };
         assert!((rbf.eval(&x, &v) - (-0.1f64 * 13.0).exp()).abs() < 1e-12);
-        let sig = KernelFn::Sigmoid { gamma: 0.5, coef0: 0.0 };
+        let sig = KernelFn::Sigmoid {
+            gamma: 0.5,
+            coef0: 0.0,
+        };
         assert!((sig.eval(&x, &v) - 0.5f64.tanh()).abs() < 1e-12);
     }
 
@@ -460,6 +547,7 @@ mod tests {
         let r = [0.0, 0.9, 0.9, 0.1, 0.0, 0.5, 0.1, 0.5, 0.0];
         let p = couple(3, &r);
         assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-5, "{p:?}");
-        assert!(p[0] > p[1] && (p[1] - p[2]).abs() < 1e-4, "{p:?}");
+        // libsvm's iteration stops at an error of 0.005 / k.
+        assert!(p[0] > 0.8 && (p[1] - p[2]).abs() < 1e-3, "{p:?}");
     }
 }

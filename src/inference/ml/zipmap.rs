@@ -113,8 +113,10 @@ pub fn categories(model: &ModelProto) -> std::collections::BTreeMap<String, Vec<
                 n.attribute
                     .iter()
                     .find(|a| {
-                        matches!(a.name.as_str(), "cats_strings" | "keys_strings" | "classes_strings")
-                            && !a.strings.is_empty()
+                        matches!(
+                            a.name.as_str(),
+                            "cats_strings" | "keys_strings" | "classes_strings"
+                        ) && !a.strings.is_empty()
                     })
                     .map(strings)
             });

@@ -23,7 +23,11 @@ fn tensor(name: &str, v: &Value) -> NamedTensor {
         "f32" | "zipmap" => TensorData::F32(nums().map(|x| x as f32).collect()),
         "f64" => TensorData::F64(nums().collect()),
         "i64" => TensorData::I64(data.iter().map(|x| x.as_i64().unwrap()).collect()),
-        "string" => TensorData::String(data.iter().map(|x| x.as_str().unwrap().to_string()).collect()),
+        "string" => TensorData::String(
+            data.iter()
+                .map(|x| x.as_str().unwrap().to_string())
+                .collect(),
+        ),
         other => panic!("fixture dtype {other}"),
     };
     NamedTensor {
@@ -80,14 +84,23 @@ fn check(fixture: &Path) -> f64 {
                 .iter()
                 .map(|l| l.as_str().unwrap().to_string())
                 .collect();
-            assert_eq!(model.signature.labels.as_ref(), Some(&labels), "{name}: labels");
+            assert_eq!(
+                model.signature.labels.as_ref(),
+                Some(&labels),
+                "{name}: labels"
+            );
         }
         match (&got.data, &expected.data) {
-            (TensorData::String(g), TensorData::String(w)) => assert_eq!(g, w, "{name}: {out_name}"),
+            (TensorData::String(g), TensorData::String(w)) => {
+                assert_eq!(g, w, "{name}: {out_name}")
+            }
             (TensorData::I64(g), TensorData::I64(w)) => assert_eq!(g, w, "{name}: {out_name}"),
             (g, w) => {
                 let d = max_difference(g, w);
-                assert!(d <= TOLERANCE, "{name}: {out_name} differs by {d:e}: {g:?} vs {w:?}");
+                assert!(
+                    d <= TOLERANCE,
+                    "{name}: {out_name} differs by {d:e}: {g:?} vs {w:?}"
+                );
                 worst = worst.max(d);
             }
         }
@@ -104,7 +117,11 @@ fn every_zoo_model_matches_onnxruntime() {
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .collect();
     fixtures.sort();
-    assert!(fixtures.len() >= 25, "the zoo has {} models", fixtures.len());
+    assert!(
+        fixtures.len() >= 25,
+        "the zoo has {} models",
+        fixtures.len()
+    );
     let mut failures = Vec::new();
     println!("| model | max difference from onnxruntime |\n| --- | ---: |");
     for f in &fixtures {

@@ -120,7 +120,9 @@ pub fn imputer(
     node: &NodeProto,
 ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     let floats = f64s(node, "imputed_value_floats")?;
-    let ints: Vec<i64> = node.get_attr_opt_vec("imputed_value_int64s")?.unwrap_or_default();
+    let ints: Vec<i64> = node
+        .get_attr_opt_vec("imputed_value_int64s")?
+        .unwrap_or_default();
     ensure!(
         floats.is_empty() != ints.is_empty(),
         "{}: exactly one of imputed_value_floats and imputed_value_int64s must be given",
@@ -129,8 +131,12 @@ pub fn imputer(
     built(Imputer {
         floats,
         ints,
-        replaced_float: node.get_attr_opt::<f32>("replaced_value_float")?.unwrap_or(0.0) as f64,
-        replaced_int: node.get_attr_opt::<i64>("replaced_value_int64")?.unwrap_or(0),
+        replaced_float: node
+            .get_attr_opt::<f32>("replaced_value_float")?
+            .unwrap_or(0.0) as f64,
+        replaced_int: node
+            .get_attr_opt::<i64>("replaced_value_int64")?
+            .unwrap_or(0),
     })
 }
 
@@ -162,33 +168,68 @@ impl Kernel for Imputer {
     }
 
     fn check(&self, input: &TypedFact) -> TractResult<()> {
-        check_lengths("Imputer's values", self.floats.len().max(self.ints.len()), input)
+        check_lengths(
+            "Imputer's values",
+            self.floats.len().max(self.ints.len()),
+            input,
+        )
     }
 
     fn eval(&self, inputs: TVec<TValue>) -> TractResult<TVec<Tensor>> {
         let x = &inputs[0];
         let w = width_of(x).max(1);
         let n = self.floats.len().max(self.ints.len());
-        ensure!(n == 1 || n == w, "Imputer has values for {n} columns, not {w}");
+        ensure!(
+            n == 1 || n == w,
+            "Imputer has values for {n} columns, not {w}"
+        );
         let mut out = x.clone().into_tensor();
         match out.datum_type() {
             DatumType::F32 => {
-                ensure!(!self.floats.is_empty(), "Imputer has integer values for a float input");
-                for (i, v) in out.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?.iter_mut().enumerate() {
+                ensure!(
+                    !self.floats.is_empty(),
+                    "Imputer has integer values for a float input"
+                );
+                for (i, v) in out
+                    .try_as_plain_ram_mut()?
+                    .as_slice_mut::<f32>()?
+                    .iter_mut()
+                    .enumerate()
+                {
                     *v = self.replace_float(*v as f64, i % w) as f32;
                 }
             }
             DatumType::F64 => {
-                ensure!(!self.floats.is_empty(), "Imputer has integer values for a float input");
-                for (i, v) in out.try_as_plain_ram_mut()?.as_slice_mut::<f64>()?.iter_mut().enumerate() {
+                ensure!(
+                    !self.floats.is_empty(),
+                    "Imputer has integer values for a float input"
+                );
+                for (i, v) in out
+                    .try_as_plain_ram_mut()?
+                    .as_slice_mut::<f64>()?
+                    .iter_mut()
+                    .enumerate()
+                {
                     *v = self.replace_float(*v, i % w);
                 }
             }
             DatumType::I64 => {
-                ensure!(!self.ints.is_empty(), "Imputer has float values for an integer input");
-                for (i, v) in out.try_as_plain_ram_mut()?.as_slice_mut::<i64>()?.iter_mut().enumerate() {
+                ensure!(
+                    !self.ints.is_empty(),
+                    "Imputer has float values for an integer input"
+                );
+                for (i, v) in out
+                    .try_as_plain_ram_mut()?
+                    .as_slice_mut::<i64>()?
+                    .iter_mut()
+                    .enumerate()
+                {
                     if *v == self.replaced_int {
-                        *v = if self.ints.len() == 1 { self.ints[0] } else { self.ints[i % w] };
+                        *v = if self.ints.len() == 1 {
+                            self.ints[0]
+                        } else {
+                            self.ints[i % w]
+                        };
                     }
                 }
             }
@@ -264,7 +305,10 @@ impl Keys {
     fn positions(&self, x: &Tensor) -> TractResult<Vec<Option<usize>>> {
         Ok(match self {
             Keys::Strings(map) => {
-                ensure!(x.datum_type() == DatumType::String, "this input must hold strings");
+                ensure!(
+                    x.datum_type() == DatumType::String,
+                    "this input must hold strings"
+                );
                 x.try_as_plain_ram()?
                     .as_slice::<String>()?
                     .iter()
@@ -272,7 +316,10 @@ impl Keys {
                     .collect()
             }
             Keys::Ints(map) => {
-                ensure!(x.datum_type() != DatumType::String, "this input must hold numbers");
+                ensure!(
+                    x.datum_type() != DatumType::String,
+                    "this input must hold numbers"
+                );
                 let wide = x.cast_to::<i64>()?;
                 wide.try_as_plain_ram()?
                     .as_slice::<i64>()?
@@ -281,7 +328,10 @@ impl Keys {
                     .collect()
             }
             Keys::Floats(map) => {
-                ensure!(x.datum_type() != DatumType::String, "this input must hold numbers");
+                ensure!(
+                    x.datum_type() != DatumType::String,
+                    "this input must hold numbers"
+                );
                 let wide = x.cast_to::<f64>()?;
                 wide.try_as_plain_ram()?
                     .as_slice::<f64>()?
@@ -354,7 +404,9 @@ impl Kernel for OneHotEncoder {
         }
         let mut shape: Vec<usize> = x.shape().to_vec();
         shape.push(c);
-        Ok(tvec![tract_ndarray::ArrayD::from_shape_vec(shape, out)?.into_tensor()])
+        Ok(tvec![
+            tract_ndarray::ArrayD::from_shape_vec(shape, out)?.into_tensor()
+        ])
     }
 }
 
@@ -454,8 +506,16 @@ impl Kernel for LabelEncoder {
         let x = &inputs[0];
         let positions = self.keys.positions(x)?;
         let shape = x.shape().to_vec();
-        fn out<T: Datum + Clone>(shape: Vec<usize>, p: &[Option<usize>], v: &[T], d: &T) -> TractResult<Tensor> {
-            let data: Vec<T> = p.iter().map(|p| p.map_or_else(|| d.clone(), |i| v[i].clone())).collect();
+        fn out<T: Datum + Clone>(
+            shape: Vec<usize>,
+            p: &[Option<usize>],
+            v: &[T],
+            d: &T,
+        ) -> TractResult<Tensor> {
+            let data: Vec<T> = p
+                .iter()
+                .map(|p| p.map_or_else(|| d.clone(), |i| v[i].clone()))
+                .collect();
             Ok(tract_ndarray::ArrayD::from_shape_vec(shape, data)?.into_tensor())
         }
         Ok(tvec![match &self.values {

@@ -92,13 +92,21 @@ pub struct Attributes {
     pub weights: Vec<f32>,
 }
 
-const LEAF: u32 = 1 << 31;
-const MISSING_TRUE: u32 = 1 << 31;
-const MODE_SHIFT: u32 = 24;
-const FEATURE_MASK: u32 = (1 << MODE_SHIFT) - 1;
+/// Node indices stay below this; above it is room for `ON_PATH` while placing.
+const MAX_NODES: u32 = 1 << 30;
+/// Marks a leaf's number (rather than a branch's index) while placing.
+const LEAF_TAG: u32 = 1 << 30;
+/// Shallow ensembles up to this size are evaluated row by row (they stay in cache), others tree
+/// by tree.
+const SMALL_ENSEMBLE_BYTES: usize = 256 * 1024;
+/// Trees up to this depth are walked a fixed number of steps (deeper ones are unbalanced enough
+/// that rows stop at very different depths).
+const SHALLOW_DEPTH: u32 = 10;
+/// Evaluation with each branch's own mode.
+const MIXED: u8 = u8::MAX;
 
-/// One branch node: 16 bytes. `feature` holds the feature index in its low 24 bits, the mode
-/// above it and the missing-value track in the top bit. A child with the top bit set is a leaf.
+/// One node: 16 bytes. A leaf is a node whose children are itself, so that walking on from a
+/// leaf stays there (and a walk knows it has arrived when a node leads to itself).
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Branch {
     threshold: f32,
@@ -111,14 +119,25 @@ struct Branch {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Ensemble {
     branches: Vec<Branch>,
-    /// Per tree: its root, a branch index or a tagged leaf.
+    /// Nodes from this index on are leaves, leaf `i` at `first_leaf + i`.
+    first_leaf: u32,
+    /// Per node, its mode (read only when the modes are mixed) and its missing-value track
+    /// (read only for NaN).
+    modes: Vec<Mode>,
+    missing_true: Vec<bool>,
+    /// Whether any node sends NaN to its true branch.
+    any_missing_true: bool,
+    /// Per tree: its root, and how many steps its deepest leaf is from the root.
     roots: Vec<u32>,
+    depths: Vec<u32>,
     /// Per leaf, the start of its weights; one more entry than leaves.
     leaf_start: Vec<u32>,
     targets: Vec<u32>,
     weights: Vec<f64>,
     /// The mode every branch uses, when they all use the same one.
     uniform: Option<Mode>,
+    /// Each leaf's weight, when there is one target and every leaf has exactly one weight.
+    single: Option<Vec<f64>>,
     pub n_targets: usize,
     pub n_features: usize,
     pub aggregate: Aggregate,
@@ -126,7 +145,11 @@ pub struct Ensemble {
 
 impl Ensemble {
     /// Builds the flat form; refuses dangling children, cycles and weights on branches.
-    pub fn build(a: &Attributes, n_targets: usize, aggregate: Aggregate) -> Result<Ensemble, String> {
+    pub fn build(
+        a: &Attributes,
+        n_targets: usize,
+        aggregate: Aggregate,
+    ) -> Result<Ensemble, String> {
         let n = a.node_ids.len();
         if n == 0 {
             return Err("the ensemble has no nodes".into());
@@ -150,7 +173,9 @@ impl Ensemble {
             ("target ids", a.weight_targets.len()),
         ];
         if let Some((name, len)) = weight_lists.iter().find(|(_, len)| *len != w) {
-            return Err(format!("the leaf {name} have {len} entries for {w} weights"));
+            return Err(format!(
+                "the leaf {name} have {len} entries for {w} weights"
+            ));
         }
         let mut index: HashMap<(i64, i64), usize> = HashMap::with_capacity(n);
         for i in 0..n {
@@ -201,11 +226,17 @@ impl Ensemble {
 
         let mut e = Ensemble {
             branches: Vec::new(),
+            first_leaf: 0,
+            modes: Vec::new(),
+            missing_true: Vec::new(),
+            any_missing_true: false,
             roots: Vec::with_capacity(trees.len()),
+            depths: Vec::with_capacity(trees.len()),
             leaf_start: vec![0],
             targets: Vec::new(),
             weights: Vec::new(),
             uniform: None,
+            single: None,
             n_targets,
             n_features: 0,
             aggregate,
@@ -217,11 +248,64 @@ impl Ensemble {
             let r = e.place(a, &index, &leaf_weights, &mut placed, tree, root)?;
             e.roots.push(r);
         }
+        // Leaves go after the branches: a node is a leaf when its index is `first_leaf` or
+        // more, and a leaf leads to itself, so that walking on from it stays there. A leaf
+        // never compares: its threshold holds its weight when it has exactly one (for the
+        // single-target fast path).
+        e.first_leaf = e.branches.len() as u32;
+        let first_leaf = e.first_leaf;
+        let resolve = |r: u32| {
+            if r & LEAF_TAG != 0 {
+                first_leaf + (r & !LEAF_TAG)
+            } else {
+                r
+            }
+        };
+        for b in e.branches.iter_mut() {
+            b.yes = resolve(b.yes);
+            b.no = resolve(b.no);
+        }
+        for r in e.roots.iter_mut() {
+            *r = resolve(*r);
+        }
+        for leaf in 0..e.leaf_start.len() - 1 {
+            let at = first_leaf + leaf as u32;
+            if at >= MAX_NODES {
+                return Err("the ensemble has too many nodes".into());
+            }
+            let (from, to) = (e.leaf_start[leaf] as usize, e.leaf_start[leaf + 1] as usize);
+            e.branches.push(Branch {
+                threshold: if to == from + 1 {
+                    e.weights[from] as f32
+                } else {
+                    0.0
+                },
+                feature: 0,
+                yes: at,
+                no: at,
+            });
+            e.modes.push(Mode::Leq);
+            e.missing_true.push(false);
+        }
+        // Children come before their parents among the branches, so one pass gives the depths.
+        let mut depth = vec![0u32; e.branches.len()];
+        for i in 0..first_leaf as usize {
+            let b = e.branches[i];
+            depth[i] = 1 + depth[b.yes as usize].max(depth[b.no as usize]);
+        }
+        e.depths = e.roots.iter().map(|r| depth[*r as usize]).collect();
+        e.any_missing_true = e.missing_true.iter().any(|m| *m);
+        e.n_features = e.n_features.max(1);
         let modes: Vec<Mode> = e
             .branches
             .iter()
-            .map(|b| Mode::from_u8(((b.feature >> MODE_SHIFT) & 0x7f) as u8))
+            .take(first_leaf as usize)
+            .zip(&e.modes)
+            .map(|(_, m)| *m)
             .collect();
+        if n_targets == 1 && e.leaf_start.windows(2).all(|w| w[1] == w[0] + 1) {
+            e.single = Some(e.weights.clone());
+        }
         e.uniform = match modes.first() {
             Some(&m) if modes.iter().all(|&x| x == m) => Some(m),
             None => Some(Mode::Leq),
@@ -262,12 +346,18 @@ impl Ensemble {
                     }
                     let Some(mode) = a.modes[i] else {
                         let leaf = (self.leaf_start.len() - 1) as u32;
-                        for &(t, w) in leaf_weights.get(&i).into_iter().flatten() {
+                        let weights = leaf_weights.get(&i).map_or(&[][..], Vec::as_slice);
+                        for &(t, w) in weights {
                             self.targets.push(t);
                             self.weights.push(w);
                         }
                         self.leaf_start.push(self.targets.len() as u32);
-                        placed.insert(i, leaf | LEAF);
+                        if leaf >= MAX_NODES {
+                            return Err("the ensemble has too many nodes".into());
+                        }
+                        // Leaves are numbered apart while placing (tagged); `build` puts them
+                        // after the branches.
+                        placed.insert(i, leaf | LEAF_TAG);
                         continue;
                     };
                     let child = |id: i64| {
@@ -280,7 +370,7 @@ impl Ensemble {
                     };
                     let (yes, no) = (child(a.true_ids[i])?, child(a.false_ids[i])?);
                     let feature = a.feature_ids[i];
-                    if !(0..FEATURE_MASK as i64).contains(&feature) {
+                    if !(0..u32::MAX as i64).contains(&feature) {
                         return Err(format!("node {} reads feature {feature}", a.node_ids[i]));
                     }
                     self.n_features = self.n_features.max(feature as usize + 1);
@@ -304,14 +394,14 @@ impl Ensemble {
                     let no = reference(placed, a.false_ids[i])?;
                     let mode = a.modes[i].unwrap_or(Mode::Leq);
                     let at = self.branches.len() as u32;
-                    if at >= LEAF {
+                    if at >= MAX_NODES {
                         return Err("the ensemble has too many nodes".into());
                     }
+                    self.modes.push(mode);
+                    self.missing_true.push(a.missing_true[i]);
                     self.branches.push(Branch {
                         threshold: a.values[i],
-                        feature: a.feature_ids[i] as u32
-                            | (mode as u32) << MODE_SHIFT
-                            | if a.missing_true[i] { MISSING_TRUE } else { 0 },
+                        feature: a.feature_ids[i] as u32,
                         yes,
                         no,
                     });
@@ -329,37 +419,39 @@ impl Ensemble {
         self.roots.len()
     }
 
-    /// The leaf `row` reaches from `root`.
+    /// Is node `at` a leaf?
     #[inline(always)]
-    fn leaf<const UNIFORM: bool>(&self, mode: Mode, mut at: u32, row: &[f32]) -> usize {
-        while at & LEAF == 0 {
-            // SAFETY: every reference below LEAF was created by `place` as an index into
-            // `branches`, and features were checked against the row width before evaluation.
-            let b = unsafe { self.branches.get_unchecked(at as usize) };
-            let x = unsafe { *row.get_unchecked((b.feature & FEATURE_MASK) as usize) };
-            let m = if UNIFORM {
-                mode
-            } else {
-                Mode::from_u8(((b.feature >> MODE_SHIFT) & 0x7f) as u8)
-            };
-            let yes = m.holds(x, b.threshold) || (b.feature & MISSING_TRUE != 0 && x.is_nan());
-            at = if yes { b.yes } else { b.no };
-        }
-        (at & !LEAF) as usize
+    fn is_leaf(&self, at: u32) -> bool {
+        at >= self.first_leaf
     }
 
     /// Aggregated scores `[n, n_targets]` before base values and transforms, and whether each
     /// target got any weight.
     pub fn aggregate(&self, x: &[f32], n: usize, width: usize) -> (Vec<f64>, Vec<bool>) {
-        match self.uniform {
-            Some(mode) => self.aggregate_with::<true>(mode, x, n, width),
-            None => self.aggregate_with::<false>(Mode::Leq, x, n, width),
+        // The mode as a constant where every branch uses the same one, and the missing-value
+        // test only where some node needs it.
+        macro_rules! with_mode {
+            ($missing:literal) => {
+                match self.uniform {
+                    Some(Mode::Leq) => self.aggregate_with::<0, $missing>(x, n, width),
+                    Some(Mode::Lt) => self.aggregate_with::<1, $missing>(x, n, width),
+                    Some(Mode::Gte) => self.aggregate_with::<2, $missing>(x, n, width),
+                    Some(Mode::Gt) => self.aggregate_with::<3, $missing>(x, n, width),
+                    Some(Mode::Eq) => self.aggregate_with::<4, $missing>(x, n, width),
+                    Some(Mode::Neq) => self.aggregate_with::<5, $missing>(x, n, width),
+                    None => self.aggregate_with::<MIXED, $missing>(x, n, width),
+                }
+            };
+        }
+        if self.any_missing_true {
+            with_mode!(true)
+        } else {
+            with_mode!(false)
         }
     }
 
-    fn aggregate_with<const UNIFORM: bool>(
+    fn aggregate_with<const M: u8, const NAN: bool>(
         &self,
-        mode: Mode,
         x: &[f32],
         n: usize,
         width: usize,
@@ -367,26 +459,199 @@ impl Ensemble {
         let t = self.n_targets;
         let mut scores = vec![0.0f64; n * t];
         let mut has = vec![false; n * t];
-        for r in 0..n {
-            let row = &x[r * width..(r + 1) * width];
-            let scores = &mut scores[r * t..(r + 1) * t];
-            let has = &mut has[r * t..(r + 1) * t];
-            for &root in &self.roots {
-                let leaf = self.leaf::<UNIFORM>(mode, root, row);
-                let (from, to) = (self.leaf_start[leaf] as usize, self.leaf_start[leaf + 1] as usize);
-                for k in from..to {
-                    let (target, w) = (self.targets[k] as usize, self.weights[k]);
-                    let s = &mut scores[target];
-                    match self.aggregate {
-                        Aggregate::Sum | Aggregate::Average => *s += w,
-                        Aggregate::Min => *s = if has[target] { s.min(w) } else { w },
-                        Aggregate::Max => *s = if has[target] { s.max(w) } else { w },
+        let shallow = self.depths.iter().all(|d| *d <= SHALLOW_DEPTH);
+        if n == 1
+            || (shallow
+                && self.branches.len() * std::mem::size_of::<Branch>() <= SMALL_ENSEMBLE_BYTES)
+        {
+            self.rows_first::<M, NAN>(x, n, width, &mut scores, &mut has);
+        } else {
+            self.trees_first::<M, NAN>(x, n, width, &mut scores, &mut has);
+        }
+        (scores, has)
+    }
+
+    /// The scores by every evaluation order, for tests: whichever `aggregate` picks must agree.
+    #[cfg(test)]
+    pub(crate) fn aggregate_every_way(
+        &self,
+        x: &[f32],
+        n: usize,
+        width: usize,
+    ) -> Vec<(Vec<f64>, Vec<bool>)> {
+        let t = self.n_targets;
+        let mut ways = vec![self.aggregate(x, n, width)];
+        let (mut s, mut h) = (vec![0.0; n * t], vec![false; n * t]);
+        self.rows_first::<MIXED, true>(x, n, width, &mut s, &mut h);
+        ways.push((s, h));
+        let (mut s, mut h) = (vec![0.0; n * t], vec![false; n * t]);
+        self.trees_first::<MIXED, true>(x, n, width, &mut s, &mut h);
+        ways.push((s, h));
+        ways
+    }
+
+    /// Tree by tree, for ensembles too large to stay in cache: a tree's nodes stay in cache for
+    /// the whole batch, and rows walk it in groups, so that their memory loads overlap.
+    fn trees_first<const M: u8, const NAN: bool>(
+        &self,
+        x: &[f32],
+        n: usize,
+        width: usize,
+        scores: &mut [f64],
+        has: &mut [bool],
+    ) {
+        const GROUP: usize = 8;
+        let t = self.n_targets;
+        for &root in &self.roots {
+            for first in (0..n).step_by(GROUP) {
+                let rows = GROUP.min(n - first);
+                let block = &x[first * width..(first + rows) * width];
+                let mut at = [root; GROUP];
+                loop {
+                    let mut walking = false;
+                    for (k, at) in at.iter_mut().enumerate().take(rows) {
+                        if !self.is_leaf(*at) {
+                            walking = true;
+                            *at = self.step::<M, NAN>(*at, &block[k * width..(k + 1) * width]);
+                        }
                     }
-                    has[target] = true;
+                    if !walking {
+                        break;
+                    }
+                }
+                for (k, at) in at.iter().enumerate().take(rows) {
+                    let r = first + k;
+                    self.add_leaf(
+                        (*at - self.first_leaf) as usize,
+                        &mut scores[r * t..(r + 1) * t],
+                        &mut has[r * t..(r + 1) * t],
+                    );
                 }
             }
         }
-        (scores, has)
+    }
+
+    /// Row by row, for one row or for shallow ensembles small enough to stay in cache whole:
+    /// each row walks groups of trees together (shallow ones a fixed number of steps, the
+    /// group's depth), so that the trees' memory loads overlap and the row's score stays in a
+    /// register.
+    fn rows_first<const M: u8, const NAN: bool>(
+        &self,
+        x: &[f32],
+        n: usize,
+        width: usize,
+        scores: &mut [f64],
+        has: &mut [bool],
+    ) {
+        const GROUP: usize = 8;
+        let t = self.n_targets;
+        let sum_of_single =
+            self.single.is_some() && matches!(self.aggregate, Aggregate::Sum | Aggregate::Average);
+        for r in 0..n {
+            let row = &x[r * width..(r + 1) * width];
+            let (scores, has) = (
+                &mut scores[r * t..(r + 1) * t],
+                &mut has[r * t..(r + 1) * t],
+            );
+            let mut acc = 0.0f64;
+            for (roots, depths) in self.roots.chunks(GROUP).zip(self.depths.chunks(GROUP)) {
+                let mut at = [0u32; GROUP];
+                at[..roots.len()].copy_from_slice(roots);
+                let depth = depths.iter().copied().max().unwrap_or(0);
+                if roots.len() == GROUP && depth <= SHALLOW_DEPTH {
+                    // A whole group of shallow trees: fixed sizes, so the loop unrolls.
+                    for _ in 0..depth {
+                        for at in at.iter_mut() {
+                            *at = self.step::<M, NAN>(*at, row);
+                        }
+                    }
+                } else if depth <= SHALLOW_DEPTH {
+                    for _ in 0..depth {
+                        for at in at.iter_mut().take(roots.len()) {
+                            *at = self.step::<M, NAN>(*at, row);
+                        }
+                    }
+                } else {
+                    loop {
+                        let mut walking = false;
+                        for at in at.iter_mut().take(roots.len()) {
+                            if !self.is_leaf(*at) {
+                                walking = true;
+                                *at = self.step::<M, NAN>(*at, row);
+                            }
+                        }
+                        if !walking {
+                            break;
+                        }
+                    }
+                }
+                if sum_of_single {
+                    for at in at.iter().take(roots.len()) {
+                        // SAFETY: as in `step`.
+                        acc +=
+                            unsafe { self.branches.get_unchecked(*at as usize) }.threshold as f64;
+                    }
+                } else {
+                    for at in at.iter().take(roots.len()) {
+                        self.add_leaf((*at - self.first_leaf) as usize, scores, has);
+                    }
+                }
+            }
+            if sum_of_single {
+                scores[0] = acc;
+                has[0] = !self.roots.is_empty();
+            }
+        }
+    }
+
+    /// One step from node `at` (a leaf stays where it is).
+    #[inline(always)]
+    fn step<const M: u8, const NAN: bool>(&self, at: u32, row: &[f32]) -> u32 {
+        // SAFETY: node indices and their children were made by `place`, and features were
+        // checked against the row width before evaluation (a leaf reads feature 0, and rows
+        // have at least one column).
+        let b = unsafe { self.branches.get_unchecked(at as usize) };
+        let x = unsafe { *row.get_unchecked(b.feature as usize) };
+        let m = if M == MIXED {
+            unsafe { *self.modes.get_unchecked(at as usize) }
+        } else {
+            Mode::from_u8(M)
+        };
+        let yes = if NAN && x.is_nan() {
+            (unsafe { *self.missing_true.get_unchecked(at as usize) }) || m.holds(x, b.threshold)
+        } else {
+            m.holds(x, b.threshold)
+        };
+        if yes {
+            b.yes
+        } else {
+            b.no
+        }
+    }
+
+    /// Adds a leaf's weights to one row's scores.
+    #[inline(always)]
+    fn add_leaf(&self, leaf: usize, scores: &mut [f64], has: &mut [bool]) {
+        if let (Some(single), Aggregate::Sum | Aggregate::Average) = (&self.single, self.aggregate)
+        {
+            scores[0] += single[leaf];
+            has[0] = true;
+            return;
+        }
+        let (from, to) = (
+            self.leaf_start[leaf] as usize,
+            self.leaf_start[leaf + 1] as usize,
+        );
+        for k in from..to {
+            let (target, w) = (self.targets[k] as usize, self.weights[k]);
+            let s = &mut scores[target];
+            match self.aggregate {
+                Aggregate::Sum | Aggregate::Average => *s += w,
+                Aggregate::Min => *s = if has[target] { s.min(w) } else { w },
+                Aggregate::Max => *s = if has[target] { s.max(w) } else { w },
+            }
+            has[target] = true;
+        }
     }
 
     /// Checks that rows of `width` values hold every feature the trees read.
@@ -421,7 +686,9 @@ fn attributes(node: &NodeProto, prefix: &str) -> TractResult<Attributes> {
         .get_attr_opt_vec::<String>("nodes_modes")?
         .unwrap_or_default()
         .iter()
-        .map(|m| Mode::parse(m).ok_or_else(|| format_err!("{}: unknown node mode {m:?}", node.name)))
+        .map(|m| {
+            Mode::parse(m).ok_or_else(|| format_err!("{}: unknown node mode {m:?}", node.name))
+        })
         .collect::<TractResult<Vec<_>>>()?;
     let node_ids = ints("nodes_nodeids")?;
     let missing = ints("nodes_missing_value_tracks_true")?;
@@ -458,7 +725,11 @@ pub fn regressor(
     node: &NodeProto,
 ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     let n_targets: i64 = node.get_attr_opt("n_targets")?.unwrap_or(1);
-    ensure!(n_targets >= 1, "{}: n_targets must be at least 1", node.name);
+    ensure!(
+        n_targets >= 1,
+        "{}: n_targets must be at least 1",
+        node.name
+    );
     let aggregate = match node
         .get_attr_opt::<&str>("aggregate_function")?
         .unwrap_or("SUM")
@@ -533,7 +804,9 @@ impl Kernel for Regressor {
 
     fn eval(&self, inputs: TVec<TValue>) -> TractResult<TVec<Tensor>> {
         let (n, width, x) = matrix_f32(&inputs[0])?;
-        self.ensemble.check_width(width).map_err(|e| format_err!(e))?;
+        self.ensemble
+            .check_width(width)
+            .map_err(|e| format_err!(e))?;
         let (scores, has) = self.ensemble.aggregate(&x, n, width);
         let values = self.finish(scores, &has);
         Ok(tvec![f32_matrix(n, self.ensemble.n_targets, &values)?])
@@ -566,7 +839,11 @@ pub fn classifier(
     node: &NodeProto,
 ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     let labels = Labels::parse(node, "classlabels_int64s", "classlabels_strings")?;
-    ensure!(labels.len() >= 1, "{}: the classifier has no classes", node.name);
+    ensure!(
+        !labels.is_empty(),
+        "{}: the classifier has no classes",
+        node.name
+    );
     let a = attributes(node, "class")?;
     let ensemble = Ensemble::build(&a, labels.len(), Aggregate::Sum)
         .map_err(|e| format_err!("{}: {e}", node.name))?;
@@ -693,7 +970,9 @@ impl Kernel for Classifier {
 
     fn eval(&self, inputs: TVec<TValue>) -> TractResult<TVec<Tensor>> {
         let (n, width, x) = matrix_f32(&inputs[0])?;
-        self.ensemble.check_width(width).map_err(|e| format_err!(e))?;
+        self.ensemble
+            .check_width(width)
+            .map_err(|e| format_err!(e))?;
         let (mut scores, mut has) = self.ensemble.aggregate(&x, n, width);
         let c = self.labels.len();
         let classes: Vec<usize> = scores

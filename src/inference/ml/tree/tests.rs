@@ -72,12 +72,27 @@ fn branch_modes_compare_as_the_spec_says() {
 #[test]
 fn nan_follows_the_missing_value_track() {
     let nan = f32::NAN;
-    assert_eq!(regress(&stump("BRANCH_LEQ", true), Aggregate::Sum, &[nan], 1)[0], 10.0);
-    assert_eq!(regress(&stump("BRANCH_LEQ", false), Aggregate::Sum, &[nan], 1)[0], 20.0);
-    assert_eq!(regress(&stump("BRANCH_LT", true), Aggregate::Sum, &[nan], 1)[0], 10.0);
-    assert_eq!(regress(&stump("BRANCH_GT", false), Aggregate::Sum, &[nan], 1)[0], 20.0);
+    assert_eq!(
+        regress(&stump("BRANCH_LEQ", true), Aggregate::Sum, &[nan], 1)[0],
+        10.0
+    );
+    assert_eq!(
+        regress(&stump("BRANCH_LEQ", false), Aggregate::Sum, &[nan], 1)[0],
+        20.0
+    );
+    assert_eq!(
+        regress(&stump("BRANCH_LT", true), Aggregate::Sum, &[nan], 1)[0],
+        10.0
+    );
+    assert_eq!(
+        regress(&stump("BRANCH_GT", false), Aggregate::Sum, &[nan], 1)[0],
+        20.0
+    );
     // A number is compared as usual whatever the track says.
-    assert_eq!(regress(&stump("BRANCH_LEQ", true), Aggregate::Sum, &[3.0], 1)[0], 20.0);
+    assert_eq!(
+        regress(&stump("BRANCH_LEQ", true), Aggregate::Sum, &[3.0], 1)[0],
+        20.0
+    );
 }
 
 #[test]
@@ -154,7 +169,11 @@ fn transforms_follow_their_definitions() {
     assert!((v[0] - 0.5).abs() < 1e-12 && (v[1] - 1.0 / (1.0 + 2f64.exp())).abs() < 1e-12);
     let mut v = [0.5, 0.975, 0.025];
     PostTransform::Probit.apply(&mut v);
-    assert!(v[0].abs() < 1e-9 && (v[1] - 1.959_963_985).abs() < 1e-6 && (v[2] + 1.959_963_985).abs() < 1e-6);
+    assert!(
+        v[0].abs() < 1e-9
+            && (v[1] - 1.959_963_985).abs() < 1e-6
+            && (v[2] + 1.959_963_985).abs() < 1e-6
+    );
 }
 
 fn classify(c: &Classifier, rows: &[f32], width: usize) -> (Vec<usize>, Vec<f64>) {
@@ -189,11 +208,23 @@ fn three_classes_pick_the_highest_score_after_base_values_and_softmax() {
     assert_eq!(scores, vec![2.0, 1.0, 0.0, 0.0, 1.0, 2.0]);
     // A base value can overturn the trees.
     let e = Ensemble::build(&a, 3, Aggregate::Sum).unwrap();
-    let c = Classifier::new(e, labels.clone(), vec![0.0, 1.5, 0.0], PostTransform::Softmax, &a);
+    let c = Classifier::new(
+        e,
+        labels.clone(),
+        vec![0.0, 1.5, 0.0],
+        PostTransform::Softmax,
+        &a,
+    );
     let (classes, scores) = classify(&c, &[-1.0], 1);
     assert_eq!(classes, vec![1]);
     assert!((scores.iter().sum::<f64>() - 1.0).abs() < 1e-12);
-    assert_eq!(labels.pick(&classes).to_plain_array_view::<String>().unwrap()[0], "b");
+    assert_eq!(
+        labels
+            .pick(&classes)
+            .to_plain_array_view::<String>()
+            .unwrap()[0],
+        "b"
+    );
 }
 
 #[test]
@@ -213,7 +244,13 @@ fn two_classes_with_weights_on_one_derive_the_other() {
     let mut a = stump("BRANCH_LEQ", false);
     a.weights = vec![-1.0, 2.0];
     let e = Ensemble::build(&a, 2, Aggregate::Sum).unwrap();
-    let c = Classifier::new(e, Labels::Ints(vec![0, 1]), vec![0.5], PostTransform::Logistic, &a);
+    let c = Classifier::new(
+        e,
+        Labels::Ints(vec![0, 1]),
+        vec![0.5],
+        PostTransform::Logistic,
+        &a,
+    );
     let (classes, scores) = classify(&c, &[1.0, 3.0], 1);
     assert_eq!(classes, vec![0, 1]);
     let (lo, hi) = (logistic(-0.5), logistic(2.5));
@@ -263,7 +300,12 @@ fn malformed_ensembles_are_refused_with_the_reason() {
 }
 
 /// The spec read literally: find each node by its ids, compare, follow, sum the leaf weights.
-fn reference(a: &Attributes, targets: usize, aggregate: Aggregate, row: &[f32]) -> (Vec<f64>, Vec<bool>) {
+fn reference(
+    a: &Attributes,
+    targets: usize,
+    aggregate: Aggregate,
+    row: &[f32],
+) -> (Vec<f64>, Vec<bool>) {
     let mut trees = a.tree_ids.clone();
     trees.sort_unstable();
     trees.dedup();
@@ -315,10 +357,17 @@ fn reference(a: &Attributes, targets: usize, aggregate: Aggregate, row: &[f32]) 
 
 /// A random ensemble: random shapes, modes, tracks, thresholds; node ids shuffled per tree.
 fn random_ensemble(rng: &mut StdRng, features: usize, targets: usize, uniform: bool) -> Attributes {
-    let modes = ["BRANCH_LEQ", "BRANCH_LT", "BRANCH_GTE", "BRANCH_GT", "BRANCH_EQ", "BRANCH_NEQ"];
+    let modes = [
+        "BRANCH_LEQ",
+        "BRANCH_LT",
+        "BRANCH_GTE",
+        "BRANCH_GT",
+        "BRANCH_EQ",
+        "BRANCH_NEQ",
+    ];
     let tree_mode = modes[rng.gen_range(0..modes.len())];
     let mut a = Attributes::default();
-    for k in 0..rng.gen_range(1..6) {
+    for k in 0..rng.gen_range(1..20) {
         let tree = 3 * k + 1;
         // Grow: each open node becomes a leaf or splits, up to 40 nodes.
         let mut kinds: Vec<Option<(usize, usize)>> = vec![None];
@@ -344,7 +393,11 @@ fn random_ensemble(rng: &mut StdRng, features: usize, targets: usize, uniform: b
             a.node_ids.push(ids[i]);
             match kind {
                 Some((yes, no)) => {
-                    let mode = if uniform { tree_mode } else { modes[rng.gen_range(0..modes.len())] };
+                    let mode = if uniform {
+                        tree_mode
+                    } else {
+                        modes[rng.gen_range(0..modes.len())]
+                    };
                     a.modes.push(Mode::parse(mode).unwrap());
                     a.feature_ids.push(rng.gen_range(0..features) as i64);
                     // Thresholds on a coarse grid so that equality happens.
@@ -398,7 +451,12 @@ fn the_flat_evaluator_agrees_with_a_plain_walk_on_random_trees() {
     for case in 0..400 {
         let features = rng.gen_range(1..6);
         let targets = rng.gen_range(1..4);
-        let aggregate = [Aggregate::Sum, Aggregate::Average, Aggregate::Min, Aggregate::Max][case % 4];
+        let aggregate = [
+            Aggregate::Sum,
+            Aggregate::Average,
+            Aggregate::Min,
+            Aggregate::Max,
+        ][case % 4];
         let a = random_ensemble(&mut rng, features, targets, case % 2 == 0);
         let e = Ensemble::build(&a, targets, aggregate).unwrap();
         let n = rng.gen_range(1..20);
@@ -409,12 +467,23 @@ fn the_flat_evaluator_agrees_with_a_plain_walk_on_random_trees() {
                 _ => rng.gen_range(-3.0..3.0),
             })
             .collect();
-        let (scores, has) = e.aggregate(&rows, n, features);
-        for r in 0..n {
-            let (want, want_has) = reference(&a, targets, aggregate, &rows[r * features..(r + 1) * features]);
-            assert_eq!(&has[r * targets..(r + 1) * targets], &want_has[..], "case {case} row {r}");
-            for (g, w) in scores[r * targets..(r + 1) * targets].iter().zip(&want) {
-                assert!((g - w).abs() < 1e-9, "case {case} row {r}: {g} vs {w}");
+        for (way, (scores, has)) in e
+            .aggregate_every_way(&rows, n, features)
+            .into_iter()
+            .enumerate()
+        {
+            for r in 0..n {
+                let (want, want_has) = reference(
+                    &a,
+                    targets,
+                    aggregate,
+                    &rows[r * features..(r + 1) * features],
+                );
+                let at = format!("case {case}, way {way}, row {r}");
+                assert_eq!(&has[r * targets..(r + 1) * targets], &want_has[..], "{at}");
+                for (g, w) in scores[r * targets..(r + 1) * targets].iter().zip(&want) {
+                    assert!((g - w).abs() < 1e-9, "{at}: {g} vs {w}");
+                }
             }
         }
     }
