@@ -29,15 +29,90 @@ pub struct Answer {
     pub ids: Vec<i64>,
 }
 
-/// The inputs as stored: feature name → value.
-pub fn inputs_json(card: &Card, row: &[f64]) -> serde_json::Value {
-    let map: serde_json::Map<String, serde_json::Value> = card
-        .features
-        .iter()
-        .zip(row)
-        .map(|(f, v)| (f.name.clone(), serde_json::json!(v)))
-        .collect();
-    map.into()
+/// A batch ready to run: the model's input tensors and, per row, the inputs as stored.
+pub struct Batch {
+    pub tensors: Vec<NamedTensor>,
+    /// Per row: feature name → value (a number, or the text a text input received).
+    pub stored: Vec<serde_json::Value>,
+}
+
+impl Batch {
+    /// From rows of the card's features (forms, JSON v1, KServe v1), already checked.
+    pub fn from_rows(card: &Card, specs: &[TensorSpec], rows: &[Vec<f64>]) -> Batch {
+        let text = text_columns(specs);
+        let stored = rows
+            .iter()
+            .map(|row| {
+                card.features
+                    .iter()
+                    .zip(row)
+                    .enumerate()
+                    .map(|(c, (f, v))| {
+                        let value = match (text.contains(&c), &f.choices) {
+                            (true, Some(choices)) => choices
+                                .get(*v as usize)
+                                .map_or(serde_json::Value::Null, |t| t.clone().into()),
+                            _ => serde_json::json!(v),
+                        };
+                        (f.name.clone(), value)
+                    })
+                    .collect::<serde_json::Map<_, _>>()
+                    .into()
+            })
+            .collect();
+        Batch {
+            tensors: input_tensors(card, specs, rows),
+            stored,
+        }
+    }
+
+    /// From the model's tensors as a tensor protocol sent them (in signature order, checked by
+    /// the model before it runs): text goes to the model as it came.
+    pub fn from_tensors(card: &Card, tensors: Vec<NamedTensor>) -> Batch {
+        let n = tensors
+            .first()
+            .and_then(|t| t.shape.first())
+            .copied()
+            .unwrap_or(0);
+        let stored = (0..n)
+            .map(|r| {
+                let mut row = serde_json::Map::new();
+                let mut features = card.features.iter();
+                for t in &tensors {
+                    let width: usize = t.shape.iter().skip(1).product();
+                    for c in 0..width {
+                        if let Some(f) = features.next() {
+                            row.insert(f.name.clone(), t.data.get_json(r * width + c));
+                        }
+                    }
+                }
+                row.into()
+            })
+            .collect();
+        Batch { tensors, stored }
+    }
+
+    pub fn len(&self) -> usize {
+        self.stored.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.stored.is_empty()
+    }
+}
+
+/// The feature positions that feed text inputs.
+fn text_columns(specs: &[TensorSpec]) -> Vec<usize> {
+    let mut offset = 0;
+    let mut text = Vec::new();
+    for spec in specs {
+        let width = spec.row_width();
+        if spec.dtype == DType::String {
+            text.extend(offset..offset + width);
+        }
+        offset += width;
+    }
+    text
 }
 
 /// The model's input tensors for rows of the card's features: the features are the inputs'
@@ -84,20 +159,20 @@ pub fn input_tensors(card: &Card, specs: &[TensorSpec], rows: &[Vec<f64>]) -> Ve
         .collect()
 }
 
-/// Runs `rows` (already checked against the card) and commits one prediction row each.
+/// Runs a batch and commits one prediction row for each of its rows.
 pub async fn predict(
     state: &AppState,
     served: &Served,
-    rows: Vec<Vec<f64>>,
+    batch: Batch,
     caller: Caller,
     source: &'static str,
 ) -> Result<Answer, AppError> {
-    let n = rows.len();
-    let inputs = input_tensors(&served.card, &served.loaded.signature.inputs, &rows);
+    let n = batch.len();
+    let Batch { tensors, stored } = batch;
     let started = Instant::now();
     let (model, version) = (served.model.name.as_str(), served.version.version);
     let metrics = &state.metrics;
-    let (outputs, times) = inference::run_async(served.loaded.clone(), inputs)
+    let (outputs, times) = inference::run_async(served.loaded.clone(), tensors)
         .await
         .map_err(|e| match e {
             RunError::BadInput(msg) => {
@@ -114,16 +189,16 @@ pub async fn predict(
     let latency_us =
         (started.elapsed().as_micros() / n.max(1) as u128).min(i32::MAX as u128) as i32;
     let outcomes = decode(&served.card, &served.loaded.signature, &outputs, n);
-    let records = rows
-        .iter()
+    let records = stored
+        .into_iter()
         .zip(&outcomes)
-        .map(|(row, outcome)| NewPrediction {
+        .map(|(inputs, outcome)| NewPrediction {
             model_id: served.model.id,
             version_id: served.version.id,
             user_id: caller.user_id,
             token_id: caller.token_id,
             source,
-            inputs: inputs_json(&served.card, row),
+            inputs,
             outputs: outcome.to_json(),
             latency_us,
         })

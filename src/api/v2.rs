@@ -393,7 +393,7 @@ fn read_inputs(
     served: &Served,
     request: &InferRequest,
     binary: &[u8],
-) -> Result<(Vec<Vec<f64>>, usize), AppError> {
+) -> Result<(Vec<NamedTensor>, usize), AppError> {
     let signature = &served.loaded.signature;
     for input in &request.inputs {
         if !signature.inputs.iter().any(|s| s.name == input.name) {
@@ -432,44 +432,13 @@ fn read_inputs(
             return Err(bad("all inputs must have the same batch size".into()));
         }
         batch = Some(n);
-        tensors.push((spec, data));
+        tensors.push(NamedTensor {
+            name: spec.name.clone(),
+            shape: input.shape.iter().map(|d| *d as usize).collect(),
+            data,
+        });
     }
-    let batch = batch.unwrap_or(0);
-    // Rows of the card's features: each input's columns in signature order; text becomes the
-    // index of its choice.
-    let features = &served.card.features;
-    let mut rows = vec![Vec::with_capacity(features.len()); batch];
-    let mut feature = 0;
-    for (spec, data) in &tensors {
-        let width = spec.row_width();
-        for (r, row) in rows.iter_mut().enumerate() {
-            for c in 0..width {
-                let value = match data {
-                    TensorData::String(v) => {
-                        let text = &v[r * width + c];
-                        let f = &features[feature + c];
-                        f.choices
-                            .iter()
-                            .flatten()
-                            .position(|x| x == text)
-                            .map(|i| i as f64)
-                            .ok_or_else(|| {
-                                bad(format!(
-                                    "input {}: {text:?} is not one of the values the model knows for {} ({})",
-                                    spec.name,
-                                    f.name,
-                                    f.choices.iter().flatten().cloned().collect::<Vec<_>>().join(", ")
-                                ))
-                            })?
-                    }
-                    data => data.get_f64(r * width + c).unwrap_or(f64::NAN),
-                };
-                row.push(value);
-            }
-        }
-        feature += width;
-    }
-    Ok((rows, batch))
+    Ok((tensors, batch.unwrap_or(0)))
 }
 
 /// One input tensor of a request, checked against its spec.
@@ -598,11 +567,18 @@ async fn run_infer(
             )));
         }
     }
-    let (rows, batch) = read_inputs(&served, &request, binary).inspect_err(|_| {
+    let (tensors, batch) = read_inputs(&served, &request, binary).inspect_err(|_| {
         serving::rejected(state, &served, "v2");
     })?;
     check_rows(state, batch)?;
-    let answer = serving::predict(state, &served, rows, caller, "v2").await?;
+    let answer = serving::predict(
+        state,
+        &served,
+        serving::Batch::from_tensors(&served.card, tensors),
+        caller,
+        "v2",
+    )
+    .await?;
 
     let all_binary = request
         .parameters

@@ -255,13 +255,16 @@ async fn model_page(
             .card
             .features
             .iter()
-            .map(|f| {
-                p.inputs
-                    .0
-                    .get(&f.name)
-                    .and_then(|v| v.as_f64())
-                    .map(fmt_num)
-                    .unwrap_or_default()
+            .map(|f| match p.inputs.0.get(&f.name) {
+                Some(serde_json::Value::String(text)) => f
+                    .choices
+                    .iter()
+                    .flatten()
+                    .position(|c| c == text)
+                    .map(|i| i.to_string())
+                    .unwrap_or_default(),
+                Some(v) => v.as_f64().map(fmt_num).unwrap_or_default(),
+                None => String::new(),
             })
             .collect(),
         None => served.card.example_row().into_iter().map(fmt_num).collect(),
@@ -376,7 +379,14 @@ async fn predict(
         user_id: Some(user.id),
         token_id: None,
     };
-    let answer = serving::predict(&state, &served, vec![row], caller, "form").await?;
+    let answer = serving::predict(
+        &state,
+        &served,
+        serving::Batch::from_rows(&served.card, &served.loaded.signature.inputs, &[row]),
+        caller,
+        "form",
+    )
+    .await?;
     let id = answer
         .ids
         .first()
@@ -501,7 +511,7 @@ async fn prediction_page(
                             }
                             _ => fmt_num(x),
                         },
-                        None => v.to_string(),
+                        None => v.as_str().map_or_else(|| v.to_string(), str::to_string),
                     }),
                 unit: f.unit.clone().unwrap_or_default(),
             })

@@ -19,3 +19,4 @@ mod registry;
 mod sessions;
 mod tokens;
 mod triton;
+mod zoo;
