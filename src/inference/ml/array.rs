@@ -79,3 +79,23 @@ impl Expansion for ArrayFeatureExtractor {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::inference::{load, NamedTensor, TensorData};
+
+    #[test]
+    fn a_scalar_index_keeps_the_last_axis() {
+        // scikit-learn's linear SVC export picks columns with scalar indices, then concatenates.
+        let model = load(&std::fs::read("tests/fixtures/zoo/svc_linear.onnx").unwrap()).unwrap();
+        let out = model
+            .run(vec![NamedTensor {
+                name: "X".into(),
+                shape: vec![2, 4],
+                data: TensorData::F32(vec![5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3]),
+            }])
+            .unwrap();
+        let probabilities = out.iter().find(|t| t.name == "probabilities").unwrap();
+        assert_eq!(probabilities.shape, vec![2, 3]);
+    }
+}

@@ -125,3 +125,56 @@ impl Kernel for Classifier {
         ])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(c: &Classifier, x: Tensor) -> (Tensor, Vec<f32>) {
+        let mut out = c.eval(tvec![x.into_tvalue()]).unwrap();
+        let scores = out
+            .remove(1)
+            .to_plain_array_view::<f32>()
+            .unwrap()
+            .iter()
+            .copied()
+            .collect();
+        (out.remove(0), scores)
+    }
+
+    #[test]
+    fn one_score_column_with_two_text_labels_is_a_binary_model() {
+        let c = Classifier {
+            labels: Labels::Strings(vec!["no".into(), "yes".into()]),
+            coefficients: vec![1.0, -1.0],
+            intercepts: vec![0.0],
+            features: 2,
+            post_transform: PostTransform::Logistic,
+        };
+        let (labels, scores) = run(&c, tensor2(&[[2.0f32, 1.0], [0.0, 3.0]]));
+        let labels: Vec<String> = labels
+            .to_plain_array_view::<String>()
+            .unwrap()
+            .iter()
+            .cloned()
+            .collect();
+        assert_eq!(labels, vec!["yes", "no"]);
+        let p = super::super::logistic(1.0) as f32;
+        assert!((scores[0] - (1.0 - p)).abs() < 1e-6 && (scores[1] - p).abs() < 1e-6);
+        assert!((scores[2] + scores[3] - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn several_classes_pick_the_highest_score() {
+        let c = Classifier {
+            labels: Labels::Ints(vec![3, 5, 7]),
+            coefficients: vec![1.0, 0.0, 0.0, 1.0, 0.5, 0.5],
+            intercepts: vec![0.0, 0.0, 0.25],
+            features: 2,
+            post_transform: PostTransform::None,
+        };
+        let (labels, scores) = run(&c, tensor2(&[[1.0f32, 2.0]]));
+        assert_eq!(labels.to_plain_array_view::<i64>().unwrap()[0], 5);
+        assert_eq!(scores, vec![1.0, 2.0, 1.75]);
+    }
+}

@@ -136,3 +136,50 @@ pub fn categories(model: &ModelProto) -> std::collections::BTreeMap<String, Vec<
     }
     found
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zoo(name: &str) -> ModelProto {
+        use tract_onnx::prelude::Framework;
+        let bytes = std::fs::read(format!("tests/fixtures/zoo/{name}.onnx")).unwrap();
+        tract_onnx::onnx()
+            .proto_model_for_read(&mut std::io::Cursor::new(bytes))
+            .unwrap()
+    }
+
+    #[test]
+    fn zipmap_becomes_identity_with_a_float_output_and_its_labels_are_kept() {
+        let mut model = zoo("string_labels_logistic");
+        let labels = unzip(&mut model);
+        assert_eq!(
+            labels,
+            Some(vec![
+                "setosa".to_string(),
+                "versicolor".into(),
+                "virginica".into()
+            ])
+        );
+        let graph = model.graph.as_ref().unwrap();
+        assert!(graph.node.iter().all(|n| n.op_type != "ZipMap"));
+        let output = graph
+            .output
+            .iter()
+            .find(|o| o.name == "output_probability")
+            .unwrap();
+        let Some(Value::TensorType(t)) = output.r#type.as_ref().and_then(|t| t.value.as_ref())
+        else {
+            panic!("not a tensor");
+        };
+        assert_eq!(t.elem_type, FLOAT);
+    }
+
+    #[test]
+    fn text_inputs_get_the_categories_of_the_encoder_they_feed() {
+        let cats = categories(&zoo("mixed_pipeline"));
+        assert_eq!(cats["city"], vec!["Lyon", "Oslo", "Porto", "Turin"]);
+        assert_eq!(cats["plan"], vec!["basic", "plus", "pro"]);
+        assert!(!cats.contains_key("age"));
+    }
+}
