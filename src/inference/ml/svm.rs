@@ -566,11 +566,10 @@ mod spec_cases {
         rho: Vec<f32>,
     ) -> Classifier {
         let count: usize = per_class.iter().sum();
-        let features = if count > 0 {
-            vectors.len() / count
-        } else {
-            coefficients.len() / labels.len()
-        };
+        let features = vectors
+            .len()
+            .checked_div(count)
+            .unwrap_or(coefficients.len() / labels.len());
         let mut start = Vec::new();
         let mut at = 0;
         for n in &per_class {
