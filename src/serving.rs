@@ -216,6 +216,18 @@ pub async fn predict(
     })
 }
 
+/// [`predict`] for rows of the card's features, already checked.
+pub async fn predict_rows(
+    state: &AppState,
+    served: &Served,
+    rows: &[Vec<f64>],
+    caller: Caller,
+    source: &'static str,
+) -> Result<Answer, AppError> {
+    let batch = Batch::from_rows(&served.card, &served.loaded.signature.inputs, rows);
+    predict(state, served, batch, caller, source).await
+}
+
 /// Counts a request the model never saw because its input did not fit.
 pub fn rejected(state: &AppState, served: &Served, source: &'static str) {
     failed(state, served, source, "invalid_input");

@@ -110,14 +110,7 @@ async fn predict(
             serving::rejected(&state, &served, "v1");
             AppError::Unprocessable(e)
         })?;
-    let answer = serving::predict(
-        &state,
-        &served,
-        serving::Batch::from_rows(&served.card, &served.loaded.signature.inputs, &rows),
-        caller,
-        "v1",
-    )
-    .await?;
+    let answer = serving::predict_rows(&state, &served, &rows, caller, "v1").await?;
     let predictions = answer
         .outcomes
         .iter()

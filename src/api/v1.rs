@@ -322,14 +322,7 @@ async fn predict(
             AppError::Unprocessable(e)
         })?],
     };
-    let answer = serving::predict(
-        &state,
-        &served,
-        serving::Batch::from_rows(&served.card, &served.loaded.signature.inputs, &rows),
-        caller,
-        "api",
-    )
-    .await?;
+    let answer = serving::predict_rows(&state, &served, &rows, caller, "api").await?;
     let response = PredictResponse {
         model: served.model.name.clone(),
         version: served.version.version,

@@ -379,14 +379,7 @@ async fn predict(
         user_id: Some(user.id),
         token_id: None,
     };
-    let answer = serving::predict(
-        &state,
-        &served,
-        serving::Batch::from_rows(&served.card, &served.loaded.signature.inputs, &[row]),
-        caller,
-        "form",
-    )
-    .await?;
+    let answer = serving::predict_rows(&state, &served, &[row], caller, "form").await?;
     let id = answer
         .ids
         .first()

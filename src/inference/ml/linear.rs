@@ -7,7 +7,9 @@ use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 
-use super::{built, f32_matrix, matrix_f32, Dims, Kernel, Labels, Output, PostTransform};
+use super::{
+    built, check_columns, f32_matrix, matrix_of, Dims, Kernel, Labels, Output, PostTransform,
+};
 
 #[derive(Debug)]
 pub struct Classifier {
@@ -71,25 +73,12 @@ impl Kernel for Classifier {
     }
 
     fn check(&self, input: &TypedFact) -> TractResult<()> {
-        if input.rank() == 2 {
-            if let Ok(width) = input.shape[1].to_usize() {
-                ensure!(
-                    width == self.features,
-                    "the classifier takes {} columns but its input has {width}",
-                    self.features
-                );
-            }
-        }
-        Ok(())
+        check_columns(input, self.features, "classifier")
     }
 
     fn eval(&self, inputs: TVec<TValue>) -> TractResult<TVec<Tensor>> {
-        let (n, width, x) = matrix_f32(&inputs[0])?;
-        ensure!(
-            width == self.features,
-            "the classifier takes {} columns, not {width}",
-            self.features
-        );
+        let (n, x) = matrix_of(&inputs[0], self.features, "classifier")?;
+        let width = self.features;
         let t = self.intercepts.len();
         let columns = if self.binary() { 2 } else { t };
         let mut classes = Vec::with_capacity(n);

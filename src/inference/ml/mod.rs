@@ -408,6 +408,34 @@ fn matrix_f32(input: &TValue) -> TractResult<(usize, usize, std::borrow::Cow<'_,
     Ok((n, width, data))
 }
 
+/// The first input as a matrix of exactly `columns` columns (`what` names the operator in the
+/// refusal): fewer columns would make a kernel read past the row.
+fn matrix_of<'a>(
+    input: &'a TValue,
+    columns: usize,
+    what: &str,
+) -> TractResult<(usize, std::borrow::Cow<'a, [f32]>)> {
+    let (n, width, x) = matrix_f32(input)?;
+    ensure!(
+        width == columns,
+        "the {what} takes {columns} columns, not {width}"
+    );
+    Ok((n, x))
+}
+
+/// Refuses, when the model is prepared, an input whose column count is known and wrong.
+fn check_columns(input: &TypedFact, columns: usize, what: &str) -> TractResult<()> {
+    if input.rank() == 2 {
+        if let Ok(width) = input.shape[1].to_usize() {
+            ensure!(
+                width == columns,
+                "the {what} was trained on {columns} columns but its input has {width}"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// `[N, c]` of `f32` from `f64` values.
 fn f32_matrix(n: usize, c: usize, values: &[f64]) -> TractResult<Tensor> {
     let data: Vec<f32> = values.iter().map(|v| *v as f32).collect();

@@ -6,7 +6,9 @@ use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 
-use super::{built, f32_matrix, matrix_f32, Dims, Kernel, Labels, Output, PostTransform};
+use super::{
+    built, check_columns, f32_matrix, matrix_of, Dims, Kernel, Labels, Output, PostTransform,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum KernelFn {
@@ -376,16 +378,12 @@ impl Kernel for Classifier {
     }
 
     fn check(&self, input: &TypedFact) -> TractResult<()> {
-        check_width(input, self.features)
+        check_columns(input, self.features, "SVM")
     }
 
     fn eval(&self, inputs: TVec<TValue>) -> TractResult<TVec<Tensor>> {
-        let (n, width, x) = matrix_f32(&inputs[0])?;
-        ensure!(
-            width == self.features,
-            "the SVM takes {} columns, not {width}",
-            self.features
-        );
+        let (n, x) = matrix_of(&inputs[0], self.features, "SVM")?;
+        let width = self.features;
         let cols = self.score_columns();
         let mut classes = Vec::with_capacity(n);
         let mut scores = Vec::with_capacity(n * cols);
@@ -399,18 +397,6 @@ impl Kernel for Classifier {
             f32_matrix(n, cols, &scores)?
         ])
     }
-}
-
-fn check_width(input: &TypedFact, features: usize) -> TractResult<()> {
-    if input.rank() == 2 {
-        if let Ok(width) = input.shape[1].to_usize() {
-            ensure!(
-                width == features,
-                "the SVM was trained on {features} columns but its input has {width}"
-            );
-        }
-    }
-    Ok(())
 }
 
 /// `SVMRegressor`.
@@ -482,16 +468,12 @@ impl Kernel for Regressor {
     }
 
     fn check(&self, input: &TypedFact) -> TractResult<()> {
-        check_width(input, self.features)
+        check_columns(input, self.features, "SVM")
     }
 
     fn eval(&self, inputs: TVec<TValue>) -> TractResult<TVec<Tensor>> {
-        let (n, width, x) = matrix_f32(&inputs[0])?;
-        ensure!(
-            width == self.features,
-            "the SVM takes {} columns, not {width}",
-            self.features
-        );
+        let (n, x) = matrix_of(&inputs[0], self.features, "SVM")?;
+        let width = self.features;
         let mut out = Vec::with_capacity(n);
         for r in 0..n {
             let row = &x[r * width..(r + 1) * width];

@@ -507,18 +507,9 @@ impl Ensemble {
                 let rows = GROUP.min(n - first);
                 let block = &x[first * width..(first + rows) * width];
                 let mut at = [root; GROUP];
-                loop {
-                    let mut walking = false;
-                    for (k, at) in at.iter_mut().enumerate().take(rows) {
-                        if !self.is_leaf(*at) {
-                            walking = true;
-                            *at = self.step::<M, NAN>(*at, &block[k * width..(k + 1) * width]);
-                        }
-                    }
-                    if !walking {
-                        break;
-                    }
-                }
+                self.walk_to_leaves::<M, NAN>(&mut at[..rows], |k| {
+                    &block[k * width..(k + 1) * width]
+                });
                 for (k, at) in at.iter().enumerate().take(rows) {
                     let r = first + k;
                     self.add_leaf(
@@ -572,18 +563,7 @@ impl Ensemble {
                         }
                     }
                 } else {
-                    loop {
-                        let mut walking = false;
-                        for at in at.iter_mut().take(roots.len()) {
-                            if !self.is_leaf(*at) {
-                                walking = true;
-                                *at = self.step::<M, NAN>(*at, row);
-                            }
-                        }
-                        if !walking {
-                            break;
-                        }
-                    }
+                    self.walk_to_leaves::<M, NAN>(&mut at[..roots.len()], |_| row);
                 }
                 if sum_of_single {
                     for at in at.iter().take(roots.len()) {
@@ -600,6 +580,27 @@ impl Ensemble {
             if sum_of_single {
                 scores[0] = acc;
                 has[0] = !self.roots.is_empty();
+            }
+        }
+    }
+
+    /// Steps every walker until each stands on a leaf; walker `k` reads `row(k)`.
+    #[inline(always)]
+    fn walk_to_leaves<'r, const M: u8, const NAN: bool>(
+        &self,
+        at: &mut [u32],
+        row: impl Fn(usize) -> &'r [f32],
+    ) {
+        loop {
+            let mut walking = false;
+            for (k, at) in at.iter_mut().enumerate() {
+                if !self.is_leaf(*at) {
+                    walking = true;
+                    *at = self.step::<M, NAN>(*at, row(k));
+                }
+            }
+            if !walking {
+                break;
             }
         }
     }
