@@ -287,6 +287,16 @@ async fn text_inputs_become_select_fields_and_text_labels_come_out_as_labels(poo
         .unwrap();
     assert_eq!(stored["city"], "Oslo");
     assert_eq!(stored["plan"], "pro");
+    // "Predict again" selects the stored categories.
+    let again = app.get_html(&format!("/models/renewals?from={id}")).await;
+    assert!(
+        again.contains(r#"<option value="1" selected>Oslo</option>"#),
+        "{again}"
+    );
+    assert!(
+        again.contains(r#"<option value="2" selected>pro</option>"#),
+        "{again}"
+    );
 
     // JSON v1 takes the text; a value the model does not know is named in a 422.
     let row = json!({"age": 51, "income": 41000, "visits": 6, "city": "Oslo", "plan": "pro"});

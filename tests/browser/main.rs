@@ -114,6 +114,79 @@ async fn a_digit_drawn_on_the_canvas_is_recognised(pool: PgPool) {
 }
 
 #[sqlx::test]
+async fn a_pipeline_with_text_columns_takes_its_categories_from_selects(pool: PgPool) {
+    if browser_missing() {
+        return;
+    }
+    let app = spawn_app(pool).await;
+    let token = app.token_for("root", true).await;
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "model",
+            helpers::file_part(
+                std::fs::read("tests/fixtures/zoo/mixed_pipeline.onnx").unwrap(),
+                "model.onnx",
+            ),
+        )
+        .part(
+            "card",
+            helpers::file_part(
+                std::fs::read("tests/fixtures/renewals.card.toml").unwrap(),
+                "card.toml",
+            ),
+        );
+    let res = app
+        .api(
+            reqwest::Method::POST,
+            "/api/v1/models/renewals/versions",
+            &token,
+        )
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 201, "{}", res.text().await.unwrap());
+    app.create_user("ada", "plinth-pedestal-42", false).await;
+    let driver = Driver::start().await;
+    let b = driver.browser().await;
+    b.goto(&app.url("/accounts/login?next=/models/renewals"))
+        .await;
+    b.fill("#username", "ada").await;
+    b.fill("#password", "plinth-pedestal-42").await;
+    b.click("form.form button[type=submit]").await;
+    b.wait_for_path("/models/renewals").await;
+
+    b.fill("#f-age", "58").await;
+    b.fill("#f-income", "52000").await;
+    b.fill("#f-visits", "9").await;
+    b.click("#f-city option[value='1']").await;
+    b.click("#f-plan option[value='2']").await;
+    b.screenshot("renewals-form").await;
+    b.click("form.predict-form button[type=submit]").await;
+    let path = b.wait_for_path("/predictions/").await;
+    let source = b.source().await;
+    assert!(
+        source.contains(r#"<p class="headline">renews</p>"#),
+        "{source}"
+    );
+    assert!(
+        source.contains("Oslo") && source.contains("pro"),
+        "{source}"
+    );
+    b.screenshot("renewals-result").await;
+    let id: i64 = path.trim_start_matches("/predictions/").parse().unwrap();
+    let stored: serde_json::Value =
+        sqlx::query_scalar("select inputs from prediction where id = $1")
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(stored["city"], "Oslo");
+    assert_eq!(stored["plan"], "pro");
+    b.quit().await;
+}
+
+#[sqlx::test]
 async fn staff_upload_and_promote_a_version_in_the_browser(pool: PgPool) {
     if browser_missing() {
         return;
