@@ -296,13 +296,7 @@ impl Ensemble {
         e.depths = e.roots.iter().map(|r| depth[*r as usize]).collect();
         e.any_missing_true = e.missing_true.iter().any(|m| *m);
         e.n_features = e.n_features.max(1);
-        let modes: Vec<Mode> = e
-            .branches
-            .iter()
-            .take(first_leaf as usize)
-            .zip(&e.modes)
-            .map(|(_, m)| *m)
-            .collect();
+        let modes = &e.modes[..first_leaf as usize];
         if n_targets == 1 && e.leaf_start.windows(2).all(|w| w[1] == w[0] + 1) {
             e.single = Some(e.weights.clone());
         }
@@ -344,7 +338,7 @@ impl Ensemble {
                         Some(_) => continue,
                         None => {}
                     }
-                    let Some(mode) = a.modes[i] else {
+                    if a.modes[i].is_none() {
                         let leaf = (self.leaf_start.len() - 1) as u32;
                         let weights = leaf_weights.get(&i).map_or(&[][..], Vec::as_slice);
                         for &(t, w) in weights {
@@ -359,7 +353,7 @@ impl Ensemble {
                         // after the branches.
                         placed.insert(i, leaf | LEAF_TAG);
                         continue;
-                    };
+                    }
                     let child = |id: i64| {
                         index.get(&(tree, id)).copied().ok_or_else(|| {
                             format!(
@@ -374,7 +368,6 @@ impl Ensemble {
                         return Err(format!("node {} reads feature {feature}", a.node_ids[i]));
                     }
                     self.n_features = self.n_features.max(feature as usize + 1);
-                    debug_assert!(a.modes[i] == Some(mode));
                     placed.insert(i, ON_PATH);
                     stack.push(Step::Finish(i));
                     stack.push(Step::Enter(no));
