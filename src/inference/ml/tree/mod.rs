@@ -102,6 +102,9 @@ const SMALL_ENSEMBLE_BYTES: usize = 256 * 1024;
 /// Trees up to this depth are walked a fixed number of steps (deeper ones are unbalanced enough
 /// that rows stop at very different depths).
 const SHALLOW_DEPTH: u32 = 10;
+/// How many walkers go through trees together (rows through one tree, or one row through as
+/// many trees), so that their memory loads overlap.
+const GROUP: usize = 8;
 /// Evaluation with each branch's own mode.
 const MIXED: u8 = u8::MAX;
 
@@ -138,9 +141,118 @@ pub struct Ensemble {
     uniform: Option<Mode>,
     /// Each leaf's weight, when there is one target and every leaf has exactly one weight.
     single: Option<Vec<f64>>,
+    /// The same trees as perfect binary trees in heap order, for shallow single-target sums.
+    perfect: Option<Perfect>,
     pub n_targets: usize,
     pub n_features: usize,
     pub aggregate: Aggregate,
+}
+
+/// Shallow trees laid out as perfect binary trees of one depth: node `p`'s children are
+/// `2p + 1` (true) and `2p + 2` (false), a leaf above the last level is repeated below it, so
+/// every walk is `depth` steps of one load, one comparison and no child pointers, and the
+/// whole ensemble takes half the space (8 bytes a node, 4 a leaf).
+#[derive(Clone, Debug, PartialEq)]
+struct Perfect {
+    depth: u32,
+    /// Per tree, `2^depth - 1` nodes: feature and threshold.
+    nodes: Vec<(u32, f32)>,
+    /// Per tree and node, its mode and missing-value track (read only when needed).
+    modes: Vec<Mode>,
+    missing_true: Vec<bool>,
+    /// Per tree, `2^depth` leaf weights.
+    leaves: Vec<f32>,
+}
+
+/// The deepest trees laid out perfectly, and the most space that may take.
+const PERFECT_DEPTH: u32 = 6;
+const PERFECT_BYTES: usize = 128 * 1024;
+
+impl Perfect {
+    fn build(e: &Ensemble) -> Option<Perfect> {
+        let single = e.single.as_ref()?;
+        let depth = e.depths.iter().copied().max()?;
+        let inner = (1usize << depth) - 1;
+        let trees = e.roots.len();
+        if depth > PERFECT_DEPTH || trees * (inner * 8 + (inner + 1) * 4) > PERFECT_BYTES {
+            return None;
+        }
+        let mut p = Perfect {
+            depth,
+            nodes: vec![(0, 0.0); trees * inner],
+            modes: vec![Mode::Leq; trees * inner],
+            missing_true: vec![false; trees * inner],
+            leaves: vec![0.0; trees * (inner + 1)],
+        };
+        for (t, &root) in e.roots.iter().enumerate() {
+            // (node, heap position, level)
+            let mut stack = vec![(root, 0usize, 0u32)];
+            while let Some((at, pos, level)) = stack.pop() {
+                if level == depth {
+                    let leaf = (at - e.first_leaf) as usize;
+                    p.leaves[t * (inner + 1) + pos - inner] = single[leaf] as f32;
+                    continue;
+                }
+                let (yes, no) = if at >= e.first_leaf {
+                    (at, at) // a leaf above the last level: the same leaf on both sides
+                } else {
+                    let b = e.branches[at as usize];
+                    let k = t * inner + pos;
+                    p.nodes[k] = (b.feature, b.threshold);
+                    p.modes[k] = e.modes[at as usize];
+                    p.missing_true[k] = e.missing_true[at as usize];
+                    (b.yes, b.no)
+                };
+                stack.push((yes, 2 * pos + 1, level + 1));
+                stack.push((no, 2 * pos + 2, level + 1));
+            }
+        }
+        Some(p)
+    }
+
+    /// Sums the trees for each row into `scores`.
+    fn sum<const M: u8, const NAN: bool>(
+        &self,
+        x: &[f32],
+        n: usize,
+        width: usize,
+        scores: &mut [f64],
+    ) {
+        let inner = (1usize << self.depth) - 1;
+        let trees = self.leaves.len() / (inner + 1);
+        for (r, score) in scores.iter_mut().enumerate().take(n) {
+            let row = &x[r * width..(r + 1) * width];
+            let mut acc = 0.0f64;
+            for first in (0..trees).step_by(GROUP) {
+                let live = GROUP.min(trees - first);
+                let mut pos = [0usize; GROUP];
+                for _ in 0..self.depth {
+                    for (k, pos) in pos.iter_mut().enumerate().take(live) {
+                        let at = (first + k) * inner + *pos;
+                        // SAFETY: `pos` stays below `inner` for `depth` steps, and features
+                        // were checked against the row width.
+                        let (feature, threshold) = unsafe { *self.nodes.get_unchecked(at) };
+                        let x = unsafe { *row.get_unchecked(feature as usize) };
+                        let m = if M == MIXED {
+                            self.modes[at]
+                        } else {
+                            Mode::from_u8(M)
+                        };
+                        let yes = if NAN && x.is_nan() {
+                            self.missing_true[at] || m.holds(x, threshold)
+                        } else {
+                            m.holds(x, threshold)
+                        };
+                        *pos = 2 * *pos + 1 + usize::from(!yes);
+                    }
+                }
+                for (k, pos) in pos.iter().enumerate().take(live) {
+                    acc += self.leaves[(first + k) * (inner + 1) + pos - inner] as f64;
+                }
+            }
+            *score = acc;
+        }
+    }
 }
 
 impl Ensemble {
@@ -237,6 +349,7 @@ impl Ensemble {
             weights: Vec::new(),
             uniform: None,
             single: None,
+            perfect: None,
             n_targets,
             n_features: 0,
             aggregate,
@@ -305,6 +418,7 @@ impl Ensemble {
             None => Some(Mode::Leq),
             _ => None,
         };
+        e.perfect = Perfect::build(&e);
         Ok(e)
     }
 
@@ -453,7 +567,12 @@ impl Ensemble {
         let mut scores = vec![0.0f64; n * t];
         let mut has = vec![false; n * t];
         let shallow = self.depths.iter().all(|d| *d <= SHALLOW_DEPTH);
-        if n == 1
+        if let (Some(perfect), Aggregate::Sum | Aggregate::Average) =
+            (&self.perfect, self.aggregate)
+        {
+            perfect.sum::<M, NAN>(x, n, width, &mut scores);
+            has.fill(!self.roots.is_empty());
+        } else if n == 1
             || (shallow
                 && self.branches.len() * std::mem::size_of::<Branch>() <= SMALL_ENSEMBLE_BYTES)
         {
@@ -480,6 +599,13 @@ impl Ensemble {
         let (mut s, mut h) = (vec![0.0; n * t], vec![false; n * t]);
         self.trees_first::<MIXED, true>(x, n, width, &mut s, &mut h);
         ways.push((s, h));
+        if let Some(perfect) = &self.perfect {
+            if matches!(self.aggregate, Aggregate::Sum | Aggregate::Average) {
+                let mut s = vec![0.0; n * t];
+                perfect.sum::<MIXED, true>(x, n, width, &mut s);
+                ways.push((s, vec![!self.roots.is_empty(); n * t]));
+            }
+        }
         ways
     }
 
@@ -493,16 +619,13 @@ impl Ensemble {
         scores: &mut [f64],
         has: &mut [bool],
     ) {
-        const GROUP: usize = 8;
         let t = self.n_targets;
         for &root in &self.roots {
             for first in (0..n).step_by(GROUP) {
                 let rows = GROUP.min(n - first);
                 let block = &x[first * width..(first + rows) * width];
                 let mut at = [root; GROUP];
-                self.walk_to_leaves::<M, NAN>(&mut at[..rows], |k| {
-                    &block[k * width..(k + 1) * width]
-                });
+                at = self.walk_to_leaves::<M, NAN>(at, rows, block, width, width);
                 for (k, at) in at.iter().enumerate().take(rows) {
                     let r = first + k;
                     self.add_leaf(
@@ -527,7 +650,6 @@ impl Ensemble {
         scores: &mut [f64],
         has: &mut [bool],
     ) {
-        const GROUP: usize = 8;
         let t = self.n_targets;
         let sum_of_single =
             self.single.is_some() && matches!(self.aggregate, Aggregate::Sum | Aggregate::Average);
@@ -556,7 +678,7 @@ impl Ensemble {
                         }
                     }
                 } else {
-                    self.walk_to_leaves::<M, NAN>(&mut at[..roots.len()], |_| row);
+                    at = self.walk_to_leaves::<M, NAN>(at, roots.len(), row, width, 0);
                 }
                 if sum_of_single {
                     for at in at.iter().take(roots.len()) {
@@ -577,23 +699,28 @@ impl Ensemble {
         }
     }
 
-    /// Steps every walker until each stands on a leaf; walker `k` reads `row(k)`.
+    /// Steps the first `live` walkers until each stands on a leaf; walker `k` reads the `width`
+    /// values at `k * stride` in `x` (a stride of 0: all read the same row). The walkers go in
+    /// and out by value, so that they stay in registers.
     #[inline(always)]
-    fn walk_to_leaves<'r, const M: u8, const NAN: bool>(
+    fn walk_to_leaves<const M: u8, const NAN: bool>(
         &self,
-        at: &mut [u32],
-        row: impl Fn(usize) -> &'r [f32],
-    ) {
+        mut at: [u32; GROUP],
+        live: usize,
+        x: &[f32],
+        width: usize,
+        stride: usize,
+    ) -> [u32; GROUP] {
         loop {
             let mut walking = false;
-            for (k, at) in at.iter_mut().enumerate() {
+            for (k, at) in at.iter_mut().enumerate().take(live) {
                 if !self.is_leaf(*at) {
                     walking = true;
-                    *at = self.step::<M, NAN>(*at, row(k));
+                    *at = self.step::<M, NAN>(*at, &x[k * stride..k * stride + width]);
                 }
             }
             if !walking {
-                break;
+                return at;
             }
         }
     }

@@ -356,7 +356,13 @@ fn reference(
 }
 
 /// A random ensemble: random shapes, modes, tracks, thresholds; node ids shuffled per tree.
-fn random_ensemble(rng: &mut StdRng, features: usize, targets: usize, uniform: bool) -> Attributes {
+fn random_ensemble(
+    rng: &mut StdRng,
+    features: usize,
+    targets: usize,
+    uniform: bool,
+    one_weight: bool,
+) -> Attributes {
     let modes = [
         "BRANCH_LEQ",
         "BRANCH_LT",
@@ -369,11 +375,13 @@ fn random_ensemble(rng: &mut StdRng, features: usize, targets: usize, uniform: b
     let mut a = Attributes::default();
     for k in 0..rng.gen_range(1..20) {
         let tree = 3 * k + 1;
-        // Grow: each open node becomes a leaf or splits, up to 40 nodes.
+        // Grow: each open node becomes a leaf or splits, up to a size.
         let mut kinds: Vec<Option<(usize, usize)>> = vec![None];
         let mut open = vec![0usize];
         while let Some(at) = open.pop() {
-            if kinds.len() < 40 && rng.gen_bool(0.6) {
+            // Small trees where one weight per leaf, so that many fit the perfect layout.
+            let most = if one_weight { 15 } else { 40 };
+            if kinds.len() < most && rng.gen_bool(0.6) {
                 let (yes, no) = (kinds.len(), kinds.len() + 1);
                 kinds.push(None);
                 kinds.push(None);
@@ -414,7 +422,7 @@ fn random_ensemble(rng: &mut StdRng, features: usize, targets: usize, uniform: b
                     a.false_ids.push(0);
                     a.missing_true.push(false);
                     for t in 0..targets {
-                        if rng.gen_bool(0.7) {
+                        if one_weight || rng.gen_bool(0.7) {
                             a.weight_tree_ids.push(tree);
                             a.weight_node_ids.push(ids[i]);
                             a.weight_targets.push(t as i64);
@@ -448,17 +456,21 @@ fn random_ensemble(rng: &mut StdRng, features: usize, targets: usize, uniform: b
 #[test]
 fn the_flat_evaluator_agrees_with_a_plain_walk_on_random_trees() {
     let mut rng = StdRng::seed_from_u64(20261126);
+    let mut perfect_cases = 0;
     for case in 0..400 {
         let features = rng.gen_range(1..6);
-        let targets = rng.gen_range(1..4);
+        // Every third case: one target, one weight per leaf (the single-weight fast paths).
+        let one_weight = case % 3 == 0;
+        let targets = if one_weight { 1 } else { rng.gen_range(1..4) };
         let aggregate = [
             Aggregate::Sum,
             Aggregate::Average,
             Aggregate::Min,
             Aggregate::Max,
         ][case % 4];
-        let a = random_ensemble(&mut rng, features, targets, case % 2 == 0);
+        let a = random_ensemble(&mut rng, features, targets, case % 2 == 0, one_weight);
         let e = Ensemble::build(&a, targets, aggregate).unwrap();
+        perfect_cases += usize::from(e.perfect.is_some());
         let n = rng.gen_range(1..20);
         let rows: Vec<f32> = (0..n * features)
             .map(|_| match rng.gen_range(0..10) {
@@ -487,4 +499,8 @@ fn the_flat_evaluator_agrees_with_a_plain_walk_on_random_trees() {
             }
         }
     }
+    assert!(
+        perfect_cases > 25,
+        "only {perfect_cases} cases took the perfect layout"
+    );
 }
