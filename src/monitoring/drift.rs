@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use super::stats;
-use crate::registry::card::{Card, FeatureKind};
+use crate::registry::card::{Card, Feature, FeatureKind};
 
 /// Fewer live rows than this give no verdict.
 pub const MIN_ROWS: usize = 100;
@@ -31,27 +31,34 @@ pub fn reference_columns(csv: &str, card: &Card) -> BTreeMap<String, Vec<f64>> {
         .map(str::trim)
         .collect();
     let mut columns: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let index: Vec<(usize, &str)> = card
+    let index: Vec<(usize, &Feature)> = card
         .features
         .iter()
-        .filter_map(|f| {
-            header
-                .iter()
-                .position(|h| *h == f.name)
-                .map(|i| (i, f.name.as_str()))
-        })
+        .filter_map(|f| header.iter().position(|h| *h == f.name).map(|i| (i, f)))
         .collect();
     for line in lines {
         let cells: Vec<&str> = line.split(',').collect();
-        for (i, name) in &index {
-            if let Some(v) = cells.get(*i).and_then(|c| c.trim().parse::<f64>().ok()) {
+        for (i, f) in &index {
+            let Some(cell) = cells.get(*i).map(|c| c.trim()) else {
+                continue;
+            };
+            if let Some(v) = cell.parse::<f64>().ok().or_else(|| choice_index(f, cell)) {
                 if v.is_finite() {
-                    columns.entry(name.to_string()).or_default().push(v);
+                    columns.entry(f.name.clone()).or_default().push(v);
                 }
             }
         }
     }
     columns
+}
+
+/// A category given as its text (the values of text inputs), as the index of its choice.
+fn choice_index(f: &Feature, text: &str) -> Option<f64> {
+    f.choices
+        .iter()
+        .flatten()
+        .position(|c| c == text)
+        .map(|i| i as f64)
 }
 
 fn distinct(values: &[f64]) -> usize {
@@ -254,7 +261,12 @@ pub fn current_columns(card: &Card, inputs: &[Value]) -> BTreeMap<String, Vec<f6
     let mut columns: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for row in inputs {
         for f in &card.features {
-            if let Some(v) = row.get(&f.name).and_then(Value::as_f64) {
+            let value = match row.get(&f.name) {
+                Some(Value::String(text)) => choice_index(f, text),
+                Some(v) => v.as_f64(),
+                None => None,
+            };
+            if let Some(v) = value {
                 columns.entry(f.name.clone()).or_default().push(v);
             }
         }
@@ -268,6 +280,24 @@ mod tests {
 
     fn card() -> Card {
         Card::parse(&std::fs::read_to_string("models/iris/1/card.toml").unwrap()).unwrap()
+    }
+
+    #[test]
+    fn text_categories_count_as_their_choice_on_both_sides() {
+        let card =
+            Card::parse(&std::fs::read_to_string("tests/fixtures/renewals.card.toml").unwrap())
+                .unwrap();
+        let reference = reference_columns("age,city\n40,Oslo\n50,Turin\n60,Atlantis\n", &card);
+        assert_eq!(reference["age"], vec![40.0, 50.0, 60.0]);
+        assert_eq!(reference["city"], vec![1.0, 3.0], "unknown text is skipped");
+        let current = current_columns(
+            &card,
+            &[
+                json!({"age": 41, "city": "Lyon"}),
+                json!({"age": 42, "city": "Oslo"}),
+            ],
+        );
+        assert_eq!(current["city"], vec![0.0, 1.0]);
     }
 
     /// A deterministic pseudo-random stream (xorshift), so the windows are fixed.
