@@ -139,3 +139,13 @@ fn a_truncated_file_is_refused() {
     let bytes = std::fs::read("models/iris/1/model.onnx").unwrap();
     assert!(load(&bytes[..bytes.len() / 2]).is_err());
 }
+
+#[test]
+fn a_tree_that_loops_is_refused_with_the_reason() {
+    let bytes = std::fs::read("tests/fixtures/looping_tree.onnx").unwrap();
+    let err = load(&bytes).unwrap_err().to_string();
+    assert!(
+        err == "The model cannot be prepared for serving: TreeEnsembleRegressor: tree 0 has a cycle through node 0",
+        "{err}"
+    );
+}

@@ -196,6 +196,17 @@ async fn bad_uploads_say_what_is_wrong_and_store_nothing(pool: PgPool) {
         "The model uses the operator FeatureVectorizer (ai.onnx.ml), which Plinth cannot run."
     ));
 
+    // A tree ensemble whose tree loops back on itself is refused with the reason, not run.
+    let html = refused_upload(
+        &app,
+        Form::new().part(
+            "model",
+            file_part(read("tests/fixtures/looping_tree.onnx"), "model.onnx"),
+        ),
+    )
+    .await;
+    assert!(html.contains("tree 0 has a cycle through node"), "{html}");
+
     let form = Form::new()
         .part(
             "model",

@@ -8,7 +8,7 @@ use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 
 use super::{
-    built, check_columns, f32_matrix, matrix_of, Dims, Kernel, Labels, Output, PostTransform,
+    built, check_columns, f32_matrix, matrix_of, named, Dims, Kernel, Labels, Output, PostTransform,
 };
 
 #[derive(Debug)]
@@ -28,16 +28,16 @@ pub fn classifier(
     let coefficients: Vec<f32> = node.get_attr_opt_vec("coefficients")?.unwrap_or_default();
     let intercepts: Vec<f32> = node.get_attr_opt_vec("intercepts")?.unwrap_or_default();
     let targets = intercepts.len();
-    ensure!(targets >= 1, "{}: intercepts are empty", node.name);
+    ensure!(targets >= 1, "{}: intercepts are empty", named(node));
     ensure!(
         !coefficients.is_empty() && coefficients.len().is_multiple_of(targets),
         "{}: coefficients must be {targets} rows of features",
-        node.name
+        named(node)
     );
     ensure!(
         targets == labels.len() || (targets == 1 && labels.len() == 2),
         "{}: {targets} score columns for {} labels",
-        node.name,
+        named(node),
         labels.len()
     );
     built(Classifier {

@@ -210,6 +210,15 @@ impl Expansion for Expand {
     }
 }
 
+/// How errors name a node: its operator, and its name when it has one.
+pub(crate) fn named(node: &NodeProto) -> String {
+    if node.name.is_empty() {
+        node.op_type.clone()
+    } else {
+        format!("{} {}", node.op_type, node.name)
+    }
+}
+
 /// The loader's result for a kernel.
 fn built(kernel: impl Kernel) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     Ok((expand(Expand(Arc::new(kernel))), vec![]))
@@ -237,7 +246,7 @@ impl PostTransform {
                 "LOGISTIC" => PostTransform::Logistic,
                 "SOFTMAX_ZERO" => PostTransform::SoftmaxZero,
                 "PROBIT" => PostTransform::Probit,
-                other => bail!("{}: unknown post_transform {other:?}", node.name),
+                other => bail!("{}: unknown post_transform {other:?}", named(node)),
             },
         )
     }
@@ -359,7 +368,7 @@ impl Labels {
             (Some(i), Some(_)) if i.is_empty() => Ok(Labels::Strings(node.get_attr_vec(strings)?)),
             _ => bail!(
                 "{}: exactly one of {ints} and {strings} must be given",
-                node.name
+                named(node)
             ),
         }
     }

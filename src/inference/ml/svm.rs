@@ -7,7 +7,7 @@ use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 
 use super::{
-    built, check_columns, f32_matrix, matrix_of, Dims, Kernel, Labels, Output, PostTransform,
+    built, check_columns, f32_matrix, matrix_of, named, Dims, Kernel, Labels, Output, PostTransform,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -38,7 +38,7 @@ impl KernelFn {
                     gamma: p(0),
                     coef0: p(1),
                 },
-                other => bail!("{}: unknown kernel_type {other:?}", node.name),
+                other => bail!("{}: unknown kernel_type {other:?}", named(node)),
             },
         )
     }
@@ -101,14 +101,14 @@ pub fn classifier(
 ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     let labels = Labels::parse(node, "classlabels_ints", "classlabels_strings")?;
     let c = labels.len();
-    ensure!(c >= 1, "{}: the classifier has no classes", node.name);
+    ensure!(c >= 1, "{}: the classifier has no classes", named(node));
     let per_class: Vec<usize> = node
         .get_attr_opt_vec::<i64>("vectors_per_class")?
         .unwrap_or_default()
         .iter()
         .map(|v| {
             usize::try_from(*v)
-                .map_err(|_| format_err!("{}: negative vectors_per_class", node.name))
+                .map_err(|_| format_err!("{}: negative vectors_per_class", named(node)))
         })
         .collect::<TractResult<_>>()?;
     let count: usize = per_class.iter().sum();
@@ -119,48 +119,48 @@ pub fn classifier(
     ensure!(
         !coefficients.is_empty(),
         "{}: coefficients are empty",
-        node.name
+        named(node)
     );
     ensure!(
         prob_a.len() == prob_b.len(),
         "{}: prob_a and prob_b differ in length",
-        node.name
+        named(node)
     );
     let pairs = c * (c - 1) / 2;
     let features = if count > 0 {
         ensure!(
             per_class.len() == c,
             "{}: vectors_per_class must have one entry per class",
-            node.name
+            named(node)
         );
         ensure!(
             vectors.len() % count == 0,
             "{}: support_vectors is not a whole number of vectors",
-            node.name
+            named(node)
         );
         ensure!(
             coefficients.len() >= (c - 1) * count,
             "{}: too few coefficients",
-            node.name
+            named(node)
         );
         ensure!(
             rho.len() >= pairs,
             "{}: rho needs one entry per pair of classes",
-            node.name
+            named(node)
         );
         ensure!(
             prob_a.is_empty() || prob_a.len() >= pairs,
             "{}: prob_a needs one entry per pair of classes",
-            node.name
+            named(node)
         );
         vectors.len() / count
     } else {
         ensure!(
             coefficients.len() % c == 0,
             "{}: coefficients must be classes × features",
-            node.name
+            named(node)
         );
-        ensure!(!rho.is_empty(), "{}: rho is empty", node.name);
+        ensure!(!rho.is_empty(), "{}: rho is empty", named(node));
         coefficients.len() / c
     };
     let mut start = Vec::with_capacity(per_class.len());
@@ -417,26 +417,26 @@ pub fn regressor(
     node: &NodeProto,
 ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     let supports: i64 = node.get_attr_opt("n_supports")?.unwrap_or(0);
-    let supports =
-        usize::try_from(supports).map_err(|_| format_err!("{}: negative n_supports", node.name))?;
+    let supports = usize::try_from(supports)
+        .map_err(|_| format_err!("{}: negative n_supports", named(node)))?;
     let vectors = floats(node, "support_vectors")?;
     let coefficients = floats(node, "coefficients")?;
     let rho = floats(node, "rho")?;
     ensure!(
         !coefficients.is_empty(),
         "{}: coefficients are empty",
-        node.name
+        named(node)
     );
     let features = if supports > 0 {
         ensure!(
             vectors.len() % supports == 0,
             "{}: support_vectors is not a whole number of vectors",
-            node.name
+            named(node)
         );
         ensure!(
             coefficients.len() >= supports,
             "{}: too few coefficients",
-            node.name
+            named(node)
         );
         vectors.len() / supports
     } else {

@@ -7,7 +7,7 @@ use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 
-use super::{built, Dims, Kernel, Output};
+use super::{built, named, Dims, Kernel, Output};
 
 /// Per column, or one value for every column.
 fn per_column(values: &[f64], column: usize) -> f64 {
@@ -126,7 +126,7 @@ pub fn imputer(
     ensure!(
         floats.is_empty() != ints.is_empty(),
         "{}: exactly one of imputed_value_floats and imputed_value_int64s must be given",
-        node.name
+        named(node)
     );
     built(Imputer {
         floats,
@@ -371,7 +371,7 @@ pub fn one_hot_encoder(
         (true, false) => (Keys::Strings(index(strings.iter().cloned())), strings.len()),
         _ => bail!(
             "{}: exactly one of cats_int64s and cats_strings must be given",
-            node.name
+            named(node)
         ),
     };
     built(OneHotEncoder {
@@ -464,7 +464,7 @@ pub fn label_encoder(
         ),
         _ => bail!(
             "{}: exactly one of keys_int64s, keys_strings and keys_floats must be given",
-            node.name
+            named(node)
         ),
     };
     let value_ints: Option<Vec<i64>> = node.get_attr_opt_vec("values_int64s")?;
@@ -476,7 +476,7 @@ pub fn label_encoder(
         (None, None, Some(v)) => Values::Floats(v, default_float),
         _ => bail!(
             "{}: exactly one of values_int64s, values_strings and values_floats must be given",
-            node.name
+            named(node)
         ),
     };
     let len = match &values {
@@ -484,7 +484,7 @@ pub fn label_encoder(
         Values::Strings(v, _) => v.len(),
         Values::Floats(v, _) => v.len(),
     };
-    ensure!(len == n, "{}: {n} keys but {len} values", node.name);
+    ensure!(len == n, "{}: {n} keys but {len} values", named(node));
     built(LabelEncoder { keys, values })
 }
 

@@ -13,7 +13,7 @@ use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 
-use super::{built, f32_matrix, matrix_f32, Dims, Kernel, Labels, Output, PostTransform};
+use super::{built, f32_matrix, matrix_f32, named, Dims, Kernel, Labels, Output, PostTransform};
 
 /// How a node compares its feature with its threshold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -796,19 +796,19 @@ fn attributes(node: &NodeProto, prefix: &str) -> TractResult<Attributes> {
         Some(v) => v,
         None => bail!(
             "{}: nodes_values is missing (thresholds given only as a tensor are not supported)",
-            node.name
+            named(node)
         ),
     };
     let weights = match node.get_attr_opt_vec::<f32>(&format!("{prefix}_weights"))? {
         Some(v) => v,
-        None => bail!("{}: {prefix}_weights is missing", node.name),
+        None => bail!("{}: {prefix}_weights is missing", named(node)),
     };
     let modes = node
         .get_attr_opt_vec::<String>("nodes_modes")?
         .unwrap_or_default()
         .iter()
         .map(|m| {
-            Mode::parse(m).ok_or_else(|| format_err!("{}: unknown node mode {m:?}", node.name))
+            Mode::parse(m).ok_or_else(|| format_err!("{}: unknown node mode {m:?}", named(node)))
         })
         .collect::<TractResult<Vec<_>>>()?;
     let node_ids = ints("nodes_nodeids")?;
@@ -849,7 +849,7 @@ pub fn regressor(
     ensure!(
         n_targets >= 1,
         "{}: n_targets must be at least 1",
-        node.name
+        named(node)
     );
     let aggregate = match node
         .get_attr_opt::<&str>("aggregate_function")?
@@ -859,11 +859,11 @@ pub fn regressor(
         "AVERAGE" => Aggregate::Average,
         "MIN" => Aggregate::Min,
         "MAX" => Aggregate::Max,
-        other => bail!("{}: unknown aggregate_function {other:?}", node.name),
+        other => bail!("{}: unknown aggregate_function {other:?}", named(node)),
     };
     let a = attributes(node, "target")?;
     let ensemble = Ensemble::build(&a, n_targets as usize, aggregate)
-        .map_err(|e| format_err!("{}: {e}", node.name))?;
+        .map_err(|e| format_err!("{}: {e}", named(node)))?;
     built(Regressor {
         ensemble,
         base_values: base_values(node)?,
@@ -963,11 +963,11 @@ pub fn classifier(
     ensure!(
         !labels.is_empty(),
         "{}: the classifier has no classes",
-        node.name
+        named(node)
     );
     let a = attributes(node, "class")?;
     let ensemble = Ensemble::build(&a, labels.len(), Aggregate::Sum)
-        .map_err(|e| format_err!("{}: {e}", node.name))?;
+        .map_err(|e| format_err!("{}: {e}", named(node)))?;
     built(Classifier::new(
         ensemble,
         labels,
