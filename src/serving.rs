@@ -48,11 +48,11 @@ impl Batch {
                     .zip(row)
                     .enumerate()
                     .map(|(c, (f, v))| {
-                        let value = match (text.contains(&c), &f.choices) {
-                            (true, Some(choices)) => choices
-                                .get(*v as usize)
-                                .map_or(serde_json::Value::Null, |t| t.clone().into()),
-                            _ => serde_json::json!(v),
+                        let value = if text.contains(&c) {
+                            f.choice_text(*v)
+                                .map_or(serde_json::Value::Null, |t| t.to_string().into())
+                        } else {
+                            serde_json::json!(v)
                         };
                         (f.name.clone(), value)
                     })
@@ -126,7 +126,12 @@ pub fn input_tensors(card: &Card, specs: &[TensorSpec], rows: &[Vec<f64>]) -> Ve
             let width = spec.row_width();
             let columns = offset..offset + width;
             offset += width;
-            let values = || rows.iter().flat_map(|r| r[columns.clone()].iter().copied());
+            // Rows have one value per feature (checked against the card); a short one would
+            // make a tensor of the wrong size, which the model refuses.
+            let values = || {
+                rows.iter()
+                    .flat_map(|r| r.get(columns.clone()).into_iter().flatten().copied())
+            };
             let data = match spec.dtype {
                 DType::F64 => TensorData::F64(values().collect()),
                 DType::F32 => TensorData::F32(values().map(|v| v as f32).collect()),
@@ -139,10 +144,10 @@ pub fn input_tensors(card: &Card, specs: &[TensorSpec], rows: &[Vec<f64>]) -> Ve
                             columns.clone().map(|c| {
                                 card.features
                                     .get(c)
-                                    .and_then(|f| f.choices.as_ref())
-                                    .and_then(|choices| choices.get(r[c] as usize))
-                                    .cloned()
+                                    .zip(r.get(c))
+                                    .and_then(|(f, v)| f.choice_text(*v))
                                     .unwrap_or_default()
+                                    .to_string()
                             })
                         })
                         .collect(),

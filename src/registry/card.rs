@@ -63,6 +63,17 @@ impl Feature {
         self.label.as_deref().unwrap_or(&self.name)
     }
 
+    /// The text of choice `index` of a category.
+    pub fn choice_text(&self, index: f64) -> Option<&str> {
+        if index < 0.0 || index.fract() != 0.0 {
+            return None;
+        }
+        self.choices
+            .as_ref()?
+            .get(index as usize)
+            .map(String::as_str)
+    }
+
     /// Checks one value against the feature's type and bounds; the message names the problem.
     pub fn check(&self, value: f64) -> Result<f64, String> {
         if !value.is_finite() {

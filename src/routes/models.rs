@@ -498,12 +498,10 @@ async fn prediction_page(
                     .0
                     .get(&f.name)
                     .map_or_else(String::new, |v| match v.as_f64() {
-                        Some(x) => match (&f.kind, &f.choices) {
-                            (FeatureKind::Category, Some(c)) => {
-                                c.get(x as usize).cloned().unwrap_or_else(|| fmt_num(x))
-                            }
-                            _ => fmt_num(x),
-                        },
+                        Some(x) if f.kind == FeatureKind::Category => {
+                            f.choice_text(x).map_or_else(|| fmt_num(x), str::to_string)
+                        }
+                        Some(x) => fmt_num(x),
                         None => v.as_str().map_or_else(|| v.to_string(), str::to_string),
                     }),
                 unit: f.unit.clone().unwrap_or_default(),
