@@ -117,7 +117,7 @@ fn text_columns(specs: &[TensorSpec]) -> Vec<usize> {
 
 /// The model's input tensors for rows of the card's features: the features are the inputs'
 /// columns in signature order; a text input receives the text of the chosen category.
-pub fn input_tensors(card: &Card, specs: &[TensorSpec], rows: &[Vec<f64>]) -> Vec<NamedTensor> {
+fn input_tensors(card: &Card, specs: &[TensorSpec], rows: &[Vec<f64>]) -> Vec<NamedTensor> {
     let n = rows.len();
     let mut offset = 0;
     specs

@@ -262,10 +262,7 @@ pub fn row_from_json(card: &Card, value: &Value, index: Option<usize>) -> Result
                 .ok_or_else(|| format!("{at}{}: not a number", f.name))?,
             Some(Value::Bool(b)) if f.kind == FeatureKind::Boolean => f64::from(u8::from(*b)),
             Some(Value::String(s)) if f.kind == FeatureKind::Category => f
-                .choices
-                .iter()
-                .flatten()
-                .position(|c| c == s)
+                .choice_index(s)
                 .map(|i| i as f64)
                 .ok_or_else(|| format!("{at}{}: {s:?} is not one of the choices", f.name))?,
             Some(other) => return Err(format!("{at}{}: expected a number, got {other}", f.name)),

@@ -42,7 +42,11 @@ pub fn reference_columns(csv: &str, card: &Card) -> BTreeMap<String, Vec<f64>> {
             let Some(cell) = cells.get(*i).map(|c| c.trim()) else {
                 continue;
             };
-            if let Some(v) = cell.parse::<f64>().ok().or_else(|| choice_index(f, cell)) {
+            if let Some(v) = cell
+                .parse::<f64>()
+                .ok()
+                .or_else(|| f.choice_index(cell).map(|i| i as f64))
+            {
                 if v.is_finite() {
                     columns.entry(f.name.clone()).or_default().push(v);
                 }
@@ -50,15 +54,6 @@ pub fn reference_columns(csv: &str, card: &Card) -> BTreeMap<String, Vec<f64>> {
         }
     }
     columns
-}
-
-/// A category given as its text (the values of text inputs), as the index of its choice.
-fn choice_index(f: &Feature, text: &str) -> Option<f64> {
-    f.choices
-        .iter()
-        .flatten()
-        .position(|c| c == text)
-        .map(|i| i as f64)
 }
 
 fn distinct(values: &[f64]) -> usize {
@@ -262,7 +257,8 @@ pub fn current_columns(card: &Card, inputs: &[Value]) -> BTreeMap<String, Vec<f6
     for row in inputs {
         for f in &card.features {
             let value = match row.get(&f.name) {
-                Some(Value::String(text)) => choice_index(f, text),
+                // A category given as its text (the values of text inputs) counts as its choice.
+                Some(Value::String(text)) => f.choice_index(text).map(|i| i as f64),
                 Some(v) => v.as_f64(),
                 None => None,
             };

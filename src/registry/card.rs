@@ -63,6 +63,11 @@ impl Feature {
         self.label.as_deref().unwrap_or(&self.name)
     }
 
+    /// The position of a category's text among its choices.
+    pub fn choice_index(&self, text: &str) -> Option<usize> {
+        self.choices.as_ref()?.iter().position(|c| c == text)
+    }
+
     /// The text of choice `index` of a category.
     pub fn choice_text(&self, index: f64) -> Option<&str> {
         if index < 0.0 || index.fract() != 0.0 {

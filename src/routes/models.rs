@@ -257,10 +257,7 @@ async fn model_page(
             .iter()
             .map(|f| match p.inputs.0.get(&f.name) {
                 Some(serde_json::Value::String(text)) => f
-                    .choices
-                    .iter()
-                    .flatten()
-                    .position(|c| c == text)
+                    .choice_index(text)
                     .map(|i| i.to_string())
                     .unwrap_or_default(),
                 Some(v) => v.as_f64().map(fmt_num).unwrap_or_default(),
