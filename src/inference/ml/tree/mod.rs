@@ -130,9 +130,12 @@ pub struct Ensemble {
     missing_true: Vec<bool>,
     /// Whether any node sends NaN to its true branch.
     any_missing_true: bool,
-    /// Per tree: its root, and how many steps its deepest leaf is from the root.
+    /// Per tree, its root; per group of `GROUP` trees, how many steps the deepest leaf of any of
+    /// them is from its root.
     roots: Vec<u32>,
-    depths: Vec<u32>,
+    group_depths: Vec<u32>,
+    /// Batches go row by row (shallow ensembles small enough to stay in cache), else tree by tree.
+    batch_rows_first: bool,
     /// Per leaf, the start of its weights; one more entry than leaves.
     leaf_start: Vec<u32>,
     targets: Vec<u32>,
@@ -171,7 +174,7 @@ const PERFECT_BYTES: usize = 128 * 1024;
 impl Perfect {
     fn build(e: &Ensemble) -> Option<Perfect> {
         let single = e.single.as_ref()?;
-        let depth = e.depths.iter().copied().max()?;
+        let depth = e.group_depths.iter().copied().max()?;
         let inner = (1usize << depth) - 1;
         let trees = e.roots.len();
         if depth > PERFECT_DEPTH || trees * (inner * 8 + (inner + 1) * 4) > PERFECT_BYTES {
@@ -343,7 +346,8 @@ impl Ensemble {
             missing_true: Vec::new(),
             any_missing_true: false,
             roots: Vec::with_capacity(trees.len()),
-            depths: Vec::with_capacity(trees.len()),
+            group_depths: Vec::new(),
+            batch_rows_first: false,
             leaf_start: vec![0],
             targets: Vec::new(),
             weights: Vec::new(),
@@ -406,7 +410,13 @@ impl Ensemble {
             let b = e.branches[i];
             depth[i] = 1 + depth[b.yes as usize].max(depth[b.no as usize]);
         }
-        e.depths = e.roots.iter().map(|r| depth[*r as usize]).collect();
+        e.group_depths = e
+            .roots
+            .chunks(GROUP)
+            .map(|roots| roots.iter().map(|r| depth[*r as usize]).max().unwrap_or(0))
+            .collect();
+        e.batch_rows_first = e.group_depths.iter().all(|d| *d <= SHALLOW_DEPTH)
+            && e.branches.len() * std::mem::size_of::<Branch>() <= SMALL_ENSEMBLE_BYTES;
         e.any_missing_true = e.missing_true.iter().any(|m| *m);
         e.n_features = e.n_features.max(1);
         let modes = &e.modes[..first_leaf as usize];
@@ -566,16 +576,12 @@ impl Ensemble {
         let t = self.n_targets;
         let mut scores = vec![0.0f64; n * t];
         let mut has = vec![false; n * t];
-        let shallow = self.depths.iter().all(|d| *d <= SHALLOW_DEPTH);
         if let (Some(perfect), Aggregate::Sum | Aggregate::Average) =
             (&self.perfect, self.aggregate)
         {
             perfect.sum::<M, NAN>(x, n, width, &mut scores);
             has.fill(!self.roots.is_empty());
-        } else if n == 1
-            || (shallow
-                && self.branches.len() * std::mem::size_of::<Branch>() <= SMALL_ENSEMBLE_BYTES)
-        {
+        } else if n == 1 || self.batch_rows_first {
             self.rows_first::<M, NAN>(x, n, width, &mut scores, &mut has);
         } else {
             self.trees_first::<M, NAN>(x, n, width, &mut scores, &mut has);
@@ -660,10 +666,9 @@ impl Ensemble {
                 &mut has[r * t..(r + 1) * t],
             );
             let mut acc = 0.0f64;
-            for (roots, depths) in self.roots.chunks(GROUP).zip(self.depths.chunks(GROUP)) {
+            for (roots, &depth) in self.roots.chunks(GROUP).zip(&self.group_depths) {
                 let mut at = [0u32; GROUP];
                 at[..roots.len()].copy_from_slice(roots);
-                let depth = depths.iter().copied().max().unwrap_or(0);
                 if roots.len() == GROUP && depth <= SHALLOW_DEPTH {
                     // A whole group of shallow trees: fixed sizes, so the loop unrolls.
                     for _ in 0..depth {
