@@ -163,12 +163,7 @@ pub fn classifier(
         ensure!(!rho.is_empty(), "{}: rho is empty", named(node));
         coefficients.len() / c
     };
-    let mut start = Vec::with_capacity(per_class.len());
-    let mut at = 0;
-    for n in &per_class {
-        start.push(at);
-        at += n;
-    }
+    let start = starts(&per_class);
     let kernel = if count > 0 {
         KernelFn::parse(node)?
     } else {
@@ -188,6 +183,18 @@ pub fn classifier(
         features,
         post_transform: PostTransform::parse(node)?,
     })
+}
+
+/// Where each class's support vectors start.
+fn starts(per_class: &[usize]) -> Vec<usize> {
+    per_class
+        .iter()
+        .scan(0, |at, n| {
+            let start = *at;
+            *at += n;
+            Some(start)
+        })
+        .collect()
 }
 
 impl Classifier {
@@ -552,12 +559,7 @@ mod spec_cases {
             .len()
             .checked_div(count)
             .unwrap_or(coefficients.len() / labels.len());
-        let mut start = Vec::new();
-        let mut at = 0;
-        for n in &per_class {
-            start.push(at);
-            at += n;
-        }
+        let start = starts(&per_class);
         Classifier {
             kernel: KernelFn::Linear,
             weights_all_positive: coefficients.iter().all(|w| *w >= 0.0),
