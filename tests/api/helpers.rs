@@ -330,31 +330,43 @@ impl TestApp {
 
     /// Publishes `tests/fixtures/iris_v2.onnx` with iris's card as a new iris version through
     /// the v1 API, with a staff token.
-    pub async fn publish_iris_v2(&self, staff_token: &str) -> reqwest::Response {
-        let form = reqwest::multipart::Form::new()
-            .part(
-                "model",
-                file_part(
-                    std::fs::read("tests/fixtures/iris_v2.onnx").expect("fixture"),
-                    "model.onnx",
-                ),
-            )
-            .part(
+    /// Publishes a version through the JSON API: the model file and, when given, a card.
+    pub async fn publish(
+        &self,
+        staff_token: &str,
+        name: &str,
+        model: &str,
+        card: Option<&str>,
+    ) -> reqwest::Response {
+        let mut form = reqwest::multipart::Form::new().part(
+            "model",
+            file_part(std::fs::read(model).expect("model file"), "model.onnx"),
+        );
+        if let Some(card) = card {
+            form = form.part(
                 "card",
-                file_part(
-                    std::fs::read("models/iris/1/card.toml").expect("card"),
-                    "card.toml",
-                ),
+                file_part(std::fs::read(card).expect("card file"), "card.toml"),
             );
+        }
         self.api(
             reqwest::Method::POST,
-            "/api/v1/models/iris/versions",
+            &format!("/api/v1/models/{name}/versions"),
             staff_token,
         )
         .multipart(form)
         .send()
         .await
         .expect("request sent")
+    }
+
+    pub async fn publish_iris_v2(&self, staff_token: &str) -> reqwest::Response {
+        self.publish(
+            staff_token,
+            "iris",
+            "tests/fixtures/iris_v2.onnx",
+            Some("models/iris/1/card.toml"),
+        )
+        .await
     }
 
     /// A JSON request with a bearer token.

@@ -9,7 +9,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use crate::helpers::{file_part, spawn_app, TestApp};
+use crate::helpers::{spawn_app, TestApp};
 
 /// Labels exactly; numbers within 1e-5 of the expected value relative to it (or to 1 when it
 /// is smaller).
@@ -43,18 +43,11 @@ fn v2_type(dtype: &str) -> &'static str {
     }
 }
 
-async fn upload(app: &TestApp, token: &str, name: &str, onnx: Vec<u8>) -> (u16, Value) {
-    let form = reqwest::multipart::Form::new().part("model", file_part(onnx, "model.onnx"));
+/// Publishes a zoo model without a card.
+async fn upload(app: &TestApp, token: &str, name: &str, model: &Path) -> (u16, Value) {
     let res = app
-        .api(
-            Method::POST,
-            &format!("/api/v1/models/{name}/versions"),
-            token,
-        )
-        .multipart(form)
-        .send()
-        .await
-        .expect("sent");
+        .publish(token, name, &model.to_string_lossy(), None)
+        .await;
     let status = res.status().as_u16();
     (status, res.json().await.unwrap_or(Value::Null))
 }
@@ -99,8 +92,7 @@ async fn every_zoo_model_serves_onnxruntime_s_answers_through_the_apis(pool: PgP
     for path in fixtures() {
         let fixture = read_json(&path);
         let name = path.file_stem().unwrap().to_string_lossy().to_string();
-        let onnx = std::fs::read(path.with_extension("onnx")).expect("model");
-        let (status, body) = upload(&app, &token, &name, onnx).await;
+        let (status, body) = upload(&app, &token, &name, &path.with_extension("onnx")).await;
         assert_eq!(status, 201, "{name}: {body}");
 
         // The Open Inference Protocol, every input as a tensor (text as BYTES).
@@ -250,8 +242,8 @@ async fn text_inputs_become_select_fields_and_text_labels_come_out_as_labels(poo
     let app = spawn_app(pool).await;
     let token = app.token_for("root", true).await;
     app.sign_in("ada", false).await;
-    let onnx = std::fs::read("tests/fixtures/zoo/mixed_pipeline.onnx").unwrap();
-    let (status, body) = upload(&app, &token, "renewals", onnx).await;
+    let model = Path::new("tests/fixtures/zoo/mixed_pipeline.onnx");
+    let (status, body) = upload(&app, &token, "renewals", model).await;
     assert_eq!(status, 201, "{body}");
 
     // The form: numbers for the numeric columns, a select of the encoder's categories for text.

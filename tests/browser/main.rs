@@ -120,31 +120,14 @@ async fn a_pipeline_with_text_columns_takes_its_categories_from_selects(pool: Pg
     }
     let app = spawn_app(pool).await;
     let token = app.token_for("root", true).await;
-    let form = reqwest::multipart::Form::new()
-        .part(
-            "model",
-            helpers::file_part(
-                std::fs::read("tests/fixtures/zoo/mixed_pipeline.onnx").unwrap(),
-                "model.onnx",
-            ),
-        )
-        .part(
-            "card",
-            helpers::file_part(
-                std::fs::read("tests/fixtures/renewals.card.toml").unwrap(),
-                "card.toml",
-            ),
-        );
     let res = app
-        .api(
-            reqwest::Method::POST,
-            "/api/v1/models/renewals/versions",
+        .publish(
             &token,
+            "renewals",
+            "tests/fixtures/zoo/mixed_pipeline.onnx",
+            Some("tests/fixtures/renewals.card.toml"),
         )
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(res.status().as_u16(), 201, "{}", res.text().await.unwrap());
     app.create_user("ada", "plinth-pedestal-42", false).await;
     let driver = Driver::start().await;
