@@ -280,6 +280,15 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// The inputs stored with prediction `id`.
+    pub async fn stored_inputs(&self, id: i64) -> serde_json::Value {
+        sqlx::query_scalar("select inputs from prediction where id = $1")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await
+            .expect("a stored prediction")
+    }
+
     pub async fn count(&self, table: &str) -> i64 {
         sqlx::query_scalar(&format!("select count(*) from {table}"))
             .fetch_one(&self.pool)

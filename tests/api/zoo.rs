@@ -272,11 +272,7 @@ async fn text_inputs_become_select_fields_and_text_labels_come_out_as_labels(poo
         result.contains("Oslo"),
         "the result page names the chosen city: {result}"
     );
-    let stored: Value = sqlx::query_scalar("select inputs from prediction where id = $1")
-        .bind(id)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let stored = app.stored_inputs(id).await;
     assert_eq!(stored["city"], "Oslo");
     assert_eq!(stored["plan"], "pro");
     // "Predict again" selects the stored categories.

@@ -158,12 +158,7 @@ async fn a_pipeline_with_text_columns_takes_its_categories_from_selects(pool: Pg
     );
     b.screenshot("renewals-result").await;
     let id: i64 = path.trim_start_matches("/predictions/").parse().unwrap();
-    let stored: serde_json::Value =
-        sqlx::query_scalar("select inputs from prediction where id = $1")
-            .bind(id)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+    let stored = app.stored_inputs(id).await;
     assert_eq!(stored["city"], "Oslo");
     assert_eq!(stored["plan"], "pro");
     b.quit().await;
