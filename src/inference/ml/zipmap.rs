@@ -1,4 +1,5 @@
-//! `ZipMap` and class labels, read from the graph before tract loads it.
+//! What Plinth reads from the graph before tract loads it: `ZipMap` and the class labels, and
+//! the categories of the encoders that text inputs feed.
 //!
 //! `ZipMap` turns a `[N, C]` probability tensor into a list of label → probability maps. tract
 //! has no sequence or map types, and Plinth serves probabilities by label anyway, so the node
