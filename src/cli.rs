@@ -63,6 +63,7 @@ pub enum ModelsCommand {
 pub const EXIT_CONFIG: u8 = 2;
 pub const EXIT_DATABASE: u8 = 3;
 pub const EXIT_MIGRATIONS: u8 = 4;
+pub const EXIT_ARTIFACTS: u8 = 5;
 
 /// Runs one command to completion.
 pub async fn run(cli: Cli) -> ExitCode {
@@ -141,7 +142,8 @@ async fn models(settings: &Settings, command: ModelsCommand) -> anyhow::Result<(
     match command {
         ModelsCommand::Import { path } => {
             let registry = crate::startup::registry_for(&pool, settings);
-            for imported in registry.import_repository(&path).await? {
+            let report = registry.import_repository(&path).await?;
+            for imported in report.imported {
                 match imported {
                     Imported::New { model, version } => {
                         println!("{model}: imported as version {version}")
@@ -150,6 +152,15 @@ async fn models(settings: &Settings, command: ModelsCommand) -> anyhow::Result<(
                         println!("{model}: already there as version {version}")
                     }
                 }
+            }
+            for (dir, reason) in &report.refused {
+                eprintln!("{}: refused: {reason}", dir.display());
+            }
+            if !report.refused.is_empty() {
+                anyhow::bail!(
+                    "{} version(s) refused; the others were imported",
+                    report.refused.len()
+                );
             }
         }
         ModelsCommand::List => {
@@ -213,7 +224,7 @@ async fn check(settings: &Settings) -> ExitCode {
     match db::migrations_current(&pool).await {
         Ok(true) => {
             println!("migrations: ok");
-            ExitCode::SUCCESS
+            check_artifacts(settings, &pool).await
         }
         Ok(false) => {
             println!("migrations: pending (run `plinth migrate`)");
@@ -224,4 +235,37 @@ async fn check(settings: &Settings) -> ExitCode {
             ExitCode::from(EXIT_DATABASE)
         }
     }
+}
+
+/// Every version's model file and reference data: present and intact in the artifact store, or
+/// restored from the model repository.
+async fn check_artifacts(settings: &Settings, pool: &sqlx::PgPool) -> ExitCode {
+    let versions = match db::models::all_versions(pool, false).await {
+        Ok(v) => v,
+        Err(e) => {
+            println!("database: unreachable ({e})");
+            return ExitCode::from(EXIT_DATABASE);
+        }
+    };
+    let registry = crate::startup::registry_for(pool, settings);
+    let mut broken = 0;
+    let mut seen = std::collections::HashSet::new();
+    for v in &versions {
+        if !seen.insert(v.version.id) {
+            continue;
+        }
+        if let Err(reason) = registry.verify_artifacts(&v.version).await {
+            println!(
+                "artifacts: {} version {}: {reason}",
+                v.model, v.version.version
+            );
+            broken += 1;
+        }
+    }
+    if broken > 0 {
+        println!("artifacts: {broken} version(s) cannot be served");
+        return ExitCode::from(EXIT_ARTIFACTS);
+    }
+    println!("artifacts: ok ({} version(s))", seen.len());
+    ExitCode::SUCCESS
 }

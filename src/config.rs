@@ -59,6 +59,15 @@ pub struct Settings {
     /// `PLINTH_PREDICTION_LOG=off` stores no predictions. It exists only so the benchmark can
     /// measure what durable logging costs; never use it in production.
     pub prediction_log: bool,
+    /// `PLINTH_MAX_PICTURE_BYTES`, default 2 MiB: the largest picture the prediction form takes
+    /// (the form's own limit, separate from model uploads).
+    pub max_picture_bytes: usize,
+    /// `PLINTH_HSTS=1` sends `Strict-Transport-Security`, for deployments served over HTTPS.
+    pub hsts: bool,
+    /// `PLINTH_MODEL_LOAD_SECONDS`, default 60: loading one model version takes at most this long.
+    pub model_load_timeout: Duration,
+    /// `PLINTH_MAX_LOADED_VERSIONS`, default 32: loaded versions kept in memory at once.
+    pub max_loaded_versions: usize,
 }
 
 /// A variable that is set but cannot be understood.
@@ -139,7 +148,19 @@ impl Settings {
         let drift_interval_minutes =
             parse_or(&get, "PLINTH_DRIFT_INTERVAL_MINUTES", Some(60), positive)?;
         let prediction_log = parse_or(&get, "PLINTH_PREDICTION_LOG", Some(true), parse_bool)?;
+        let max_picture_bytes = parse_or(&get, "PLINTH_MAX_PICTURE_BYTES", Some(2 << 20), |v| {
+            positive(v).map(|n| n as usize)
+        })?;
+        let hsts = parse_or(&get, "PLINTH_HSTS", Some(false), parse_bool)?;
+        let load_seconds = parse_or(&get, "PLINTH_MODEL_LOAD_SECONDS", Some(60), positive)?;
+        let max_loaded_versions = parse_or(&get, "PLINTH_MAX_LOADED_VERSIONS", Some(32), |v| {
+            positive(v).map(|n| n as usize)
+        })?;
         Ok(Settings {
+            max_picture_bytes,
+            hsts,
+            model_load_timeout: Duration::from_secs(load_seconds),
+            max_loaded_versions,
             prediction_log,
             drift_window_hours,
             drift_window_rows,

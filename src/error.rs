@@ -37,6 +37,8 @@ pub enum AppError {
     Unauthorized(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    #[error("{0}")]
+    TooManyRequests(String),
     #[error("database error")]
     Database(#[from] sqlx::Error),
     #[error("internal error")]
@@ -97,6 +99,7 @@ impl ResponseError for AppError {
             AppError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            AppError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             AppError::Database(_) | AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -8,6 +8,8 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod exports;
+pub mod heavy;
 pub mod inference;
 pub mod monitoring;
 pub mod prediction_log;

@@ -260,7 +260,11 @@ pub async fn served(state: &AppState, name: &str, selector: &Selector) -> Result
     state
         .registry
         .resolve(name, selector)
-        .await?
+        .await
+        .map_err(|e| match e {
+            crate::registry::ServeError::Unavailable(reason) => AppError::Unavailable(reason),
+            crate::registry::ServeError::Database(e) => AppError::Database(e),
+        })?
         .ok_or_else(|| match selector {
             Selector::Number(n) => {
                 AppError::NotFound(format!("The model {name} has no version {n}."))

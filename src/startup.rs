@@ -35,6 +35,10 @@ pub struct AppState {
     pub users: crate::cache::Cache<i64, crate::db::users::User>,
     /// An argon2 hash of nothing in particular, verified for unknown usernames.
     pub dummy_hash: String,
+    /// CPU-heavy work requests cause (pictures, drift statistics), off the async workers.
+    pub heavy: crate::heavy::Heavy,
+    /// CSV exports running, per user.
+    pub exports: crate::exports::Exports,
 }
 
 /// A bound, not yet running server.
@@ -94,6 +98,8 @@ impl Application {
             log,
             settings: settings.clone(),
             dummy_hash: password::dummy_hash().await?,
+            heavy: crate::heavy::Heavy::new(settings.workers),
+            exports: Default::default(),
         });
         let listener = TcpListener::bind(settings.addr)?;
         let port = listener.local_addr()?.port();
@@ -195,12 +201,14 @@ impl Application {
         let drift_settings = self.settings.clone();
         let drift = tokio::spawn(async move {
             let registry = registry_for(&drift_pool, &drift_settings);
+            let heavy = crate::heavy::Heavy::new(1);
             let every = Duration::from_secs(drift_settings.drift_interval_minutes * 60);
             let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             loop {
                 ticks.tick().await;
                 match crate::monitoring::drift::check_all(
                     &registry,
+                    &heavy,
                     drift_settings.drift_window_hours,
                     drift_settings.drift_window_rows,
                 )
@@ -224,10 +232,15 @@ impl Application {
 }
 
 pub fn registry_for(pool: &PgPool, settings: &Settings) -> Registry {
-    Registry::new(
+    Registry::with_policy(
         pool.clone(),
         ArtifactStore::new(&settings.artifacts_dir),
         settings.max_upload_bytes,
+        crate::registry::LoadPolicy {
+            timeout: settings.model_load_timeout,
+            max_loaded: settings.max_loaded_versions,
+            repository: Some(settings.models_dir.clone()),
+        },
     )
 }
 
@@ -238,10 +251,15 @@ pub async fn import_repository(pool: &PgPool, settings: &Settings) -> anyhow::Re
         return Ok(());
     }
     let registry = registry_for(pool, settings);
-    for imported in registry.import_repository(&settings.models_dir).await? {
+    let report = registry.import_repository(&settings.models_dir).await?;
+    for imported in report.imported {
         if let crate::registry::Imported::New { model, version } = imported {
             tracing::info!(%model, version, "imported from the model repository");
         }
+    }
+    // A refused version does not stop the server: the rest of the repository serves.
+    for (dir, reason) in &report.refused {
+        tracing::error!(dir = %dir.display(), %reason, "model version refused at import");
     }
     Ok(())
 }
@@ -274,11 +292,15 @@ pub async fn bootstrap_admin(pool: &PgPool, settings: &Settings) -> anyhow::Resu
     };
     let hash = password::hash(&password).await?;
     match db::users::create(pool, &username, &hash, true).await {
-        Ok(_) if generated => tracing::warn!(
-            "created the admin account {:?} with the generated password {:?}; it is shown only once, change it at /accounts/password",
-            username.as_str(),
-            password.expose()
-        ),
+        Ok(user) if generated => {
+            // A password that went through a log must be replaced at the first login.
+            db::users::set_password(pool, user.id, &hash, true).await?;
+            tracing::warn!(
+                "created the admin account {:?} with the generated password {:?}; it is shown only once and must be changed at the first login",
+                username.as_str(),
+                password.expose()
+            )
+        }
         Ok(_) => tracing::info!(username = username.as_str(), "created the admin account"),
         Err(e) => tracing::warn!(error = %e, "could not create the admin account"),
     }

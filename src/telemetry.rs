@@ -135,6 +135,24 @@ fn add_headers(res: &mut ServiceResponse<BoxBody>, id: &str) {
     if let Ok(value) = HeaderValue::from_str(id) {
         headers.insert(HeaderName::from_static("x-request-id"), value);
     }
+    // Pages and API answers are per user (a new token's secret, a history): no cache, shared
+    // or private, keeps them. Static assets set their own policy.
+    if !headers.contains_key(actix_web::http::header::CACHE_CONTROL) {
+        headers.insert(
+            actix_web::http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        );
+    }
+    let hsts = res
+        .request()
+        .app_data::<web::Data<AppState>>()
+        .is_some_and(|s| s.settings.hsts);
+    if hsts {
+        res.headers_mut().insert(
+            actix_web::http::header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+        );
+    }
 }
 
 /// Inner middleware, inside the session layer: renders error pages with the signed-in user in

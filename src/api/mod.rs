@@ -3,6 +3,7 @@
 
 pub mod docs;
 pub mod kserve;
+pub mod tensors;
 pub mod v1;
 pub mod v2;
 

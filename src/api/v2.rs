@@ -7,11 +7,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
+use super::tensors::{decode_inputs, DecodeError, InputRef, Limits};
 use super::v1::ErrorBody;
 use super::{check_rows, InferenceCaller};
 use crate::db;
 use crate::error::AppError;
-use crate::inference::{DType, NamedTensor, TensorData, TensorSpec};
+use crate::inference::{NamedTensor, TensorData, TensorSpec};
 use crate::registry::{signature_of, Selector, Served};
 use crate::serving;
 use crate::startup::AppState;
@@ -242,129 +243,8 @@ pub struct InferResponse {
     pub outputs: Vec<InferOutput>,
 }
 
-fn flatten(value: &Value, out: &mut Vec<Value>) {
-    match value {
-        Value::Array(items) => items.iter().for_each(|v| flatten(v, out)),
-        other => out.push(other.clone()),
-    }
-}
-
 fn bad(msg: String) -> AppError {
     AppError::BadRequest(msg)
-}
-
-/// Decodes `count` little-endian elements of `dtype` from `bytes`.
-fn from_binary(
-    name: &str,
-    dtype: DType,
-    bytes: &[u8],
-    count: usize,
-) -> Result<TensorData, AppError> {
-    let width = match dtype {
-        DType::F32 | DType::I32 => 4,
-        DType::F64 | DType::I64 => 8,
-        DType::Bool => 1,
-        DType::String => 0,
-    };
-    if width > 0 && bytes.len() != count * width {
-        return Err(bad(format!(
-            "input {name}: {} bytes of binary data for {count} {} elements",
-            bytes.len(),
-            dtype.v2_name()
-        )));
-    }
-    let chunks = |w: usize| bytes.chunks_exact(w);
-    Ok(match dtype {
-        DType::F32 => TensorData::F32(
-            chunks(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        ),
-        DType::I32 => TensorData::I32(
-            chunks(4)
-                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        ),
-        DType::F64 => TensorData::F64(
-            chunks(8)
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-                .collect(),
-        ),
-        DType::I64 => TensorData::I64(
-            chunks(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-                .collect(),
-        ),
-        DType::Bool => TensorData::Bool(bytes.iter().map(|b| *b != 0).collect()),
-        DType::String => {
-            let mut out = Vec::with_capacity(count);
-            let mut rest = bytes;
-            while rest.len() >= 4 {
-                let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-                let Some(s) = rest.get(4..4 + len) else { break };
-                out.push(String::from_utf8_lossy(s).to_string());
-                rest = &rest[4 + len..];
-            }
-            if out.len() != count || !rest.is_empty() {
-                return Err(bad(format!(
-                    "input {name}: binary BYTES data does not hold {count} elements"
-                )));
-            }
-            TensorData::String(out)
-        }
-    })
-}
-
-/// Converts JSON values to `dtype`, naming the first that does not fit.
-fn from_json(name: &str, dtype: DType, values: &[Value]) -> Result<TensorData, AppError> {
-    let wrong = |v: &Value| {
-        bad(format!(
-            "input {name}: {v} is not a {} value",
-            dtype.v2_name()
-        ))
-    };
-    Ok(match dtype {
-        DType::F32 => TensorData::F32(
-            values
-                .iter()
-                .map(|v| v.as_f64().map(|x| x as f32).ok_or_else(|| wrong(v)))
-                .collect::<Result<_, _>>()?,
-        ),
-        DType::F64 => TensorData::F64(
-            values
-                .iter()
-                .map(|v| v.as_f64().ok_or_else(|| wrong(v)))
-                .collect::<Result<_, _>>()?,
-        ),
-        DType::I64 => TensorData::I64(
-            values
-                .iter()
-                .map(|v| v.as_i64().ok_or_else(|| wrong(v)))
-                .collect::<Result<_, _>>()?,
-        ),
-        DType::I32 => TensorData::I32(
-            values
-                .iter()
-                .map(|v| {
-                    v.as_i64()
-                        .and_then(|x| i32::try_from(x).ok())
-                        .ok_or_else(|| wrong(v))
-                })
-                .collect::<Result<_, _>>()?,
-        ),
-        DType::Bool => TensorData::Bool(
-            values
-                .iter()
-                .map(|v| v.as_bool().ok_or_else(|| wrong(v)))
-                .collect::<Result<_, _>>()?,
-        ),
-        DType::String => TensorData::String(
-            values
-                .iter()
-                .map(|v| v.as_str().map(str::to_string).ok_or_else(|| wrong(v)))
-                .collect::<Result<_, _>>()?,
-        ),
-    })
 }
 
 fn to_binary(data: &TensorData) -> Vec<u8> {
@@ -388,134 +268,38 @@ fn to_json(data: &TensorData) -> Value {
         .into()
 }
 
-/// Reads the tensors of a request against the model's signature.
+/// Reads the tensors of a request against the model's signature and the row limit.
 fn read_inputs(
+    state: &AppState,
     served: &Served,
     request: &InferRequest,
     binary: &[u8],
 ) -> Result<(Vec<NamedTensor>, usize), AppError> {
-    let signature = &served.loaded.signature;
-    for input in &request.inputs {
-        if !signature.inputs.iter().any(|s| s.name == input.name) {
-            return Err(bad(format!(
-                "unexpected inference input {:?} for model {}",
-                input.name, served.model.name
-            )));
-        }
-    }
-    // Every input of the signature, in order; binary data follows the request's order.
-    let mut offsets = Vec::with_capacity(request.inputs.len());
-    let mut at = 0usize;
-    for input in &request.inputs {
-        offsets.push(at);
-        if let Some(size) = input.parameters.get("binary_data_size") {
-            at = at.saturating_add(size.as_u64().unwrap_or(0) as usize);
-        }
-    }
-    let mut tensors = Vec::with_capacity(signature.inputs.len());
-    let mut batch = None;
-    for spec in &signature.inputs {
-        let (ix, input) = request
-            .inputs
-            .iter()
-            .enumerate()
-            .find(|(_, i)| i.name == spec.name)
-            .ok_or_else(|| {
-                bad(format!(
-                    "expected input {:?} for model {}",
-                    spec.name, served.model.name
-                ))
-            })?;
-        let data = read_input(spec, input, binary.get(offsets[ix]..).unwrap_or_default())?;
-        let n = input.shape[0] as usize;
-        if batch.is_some_and(|b| b != n) {
-            return Err(bad("all inputs must have the same batch size".into()));
-        }
-        batch = Some(n);
-        tensors.push(NamedTensor {
-            name: spec.name.clone(),
-            shape: input.shape.iter().map(|d| *d as usize).collect(),
-            data,
-        });
-    }
-    Ok((tensors, batch.unwrap_or(0)))
-}
-
-/// One input tensor of a request, checked against its spec.
-fn read_input(
-    spec: &crate::inference::TensorSpec,
-    input: &InferInput,
-    binary: &[u8],
-) -> Result<TensorData, AppError> {
-    if input.datatype != spec.dtype.v2_name() {
-        return Err(bad(format!(
-            "input {}: datatype {} does not match the model's {}",
-            input.name,
-            input.datatype,
-            spec.dtype.v2_name()
-        )));
-    }
-    let width = spec.row_width();
-    let shape_ok = input.shape.len() == spec.shape.len()
-        && input.shape.first().is_some_and(|n| *n > 0)
-        && input
-            .shape
-            .iter()
-            .zip(&spec.shape)
-            .skip(1)
-            .all(|(g, d)| d.is_none_or(|d| *g == d as i64));
-    if !shape_ok {
-        return Err(bad(format!(
-            "input {}: shape {:?} does not match the model's {}",
-            input.name,
-            input.shape,
-            crate::inference::shape_text(&spec.shape)
-        )));
-    }
-    let batch = input.shape[0] as usize;
-    let count = batch * width;
-    let data = match (&input.data, input.parameters.get("binary_data_size")) {
-        (Some(values), None) => {
-            let mut flat = Vec::with_capacity(count);
-            flatten(values, &mut flat);
-            if flat.len() != count {
-                return Err(bad(format!(
-                    "input {}: {} values for shape {:?}",
-                    input.name,
-                    flat.len(),
-                    input.shape
-                )));
-            }
-            from_json(&input.name, spec.dtype, &flat)?
-        }
-        (None, Some(size)) => {
-            let size = size
-                .as_u64()
-                .ok_or_else(|| bad("binary_data_size must be a number".into()))?
-                as usize;
-            let bytes = binary.get(..size).ok_or_else(|| {
-                bad(format!(
-                    "input {}: the body holds less binary data than binary_data_size",
-                    input.name
-                ))
-            })?;
-            from_binary(&input.name, spec.dtype, bytes, count)?
-        }
-        (Some(_), Some(_)) => {
-            return Err(bad(format!(
-                "input {}: both data and binary_data_size given",
-                input.name
-            )))
-        }
-        (None, None) => return Err(bad(format!("input {}: no data", input.name))),
+    let inputs: Vec<InputRef<'_>> = request
+        .inputs
+        .iter()
+        .map(|i| InputRef {
+            name: &i.name,
+            shape: &i.shape,
+            datatype: &i.datatype,
+            parameters: &i.parameters,
+            data: i.data.as_ref(),
+        })
+        .collect();
+    let limits = Limits {
+        max_rows: state.settings.max_batch_rows,
     };
-    if !data.all_finite() {
-        return Err(bad(format!(
-            "input {}: NaN or infinity is not a valid input",
-            input.name
-        )));
-    }
-    Ok(data)
+    decode_inputs(
+        &served.loaded.signature,
+        &served.model.name,
+        &inputs,
+        binary,
+        limits,
+    )
+    .map_err(|e| match e {
+        DecodeError::Invalid(m) => AppError::BadRequest(m),
+        DecodeError::TooLarge(m) => AppError::PayloadTooLarge(m),
+    })
 }
 
 async fn run_infer(
@@ -567,7 +351,7 @@ async fn run_infer(
             )));
         }
     }
-    let (tensors, batch) = read_inputs(&served, &request, binary).inspect_err(|_| {
+    let (tensors, batch) = read_inputs(state, &served, &request, binary).inspect_err(|_| {
         serving::rejected(state, &served, "v2");
     })?;
     check_rows(state, batch)?;

@@ -16,3 +16,5 @@ pub use username::Username;
 
 /// The session key holding the signed-in user's id.
 pub const SESSION_USER_ID: &str = "user_id";
+/// The session key holding when the user logged in (unix seconds); a renewed session keeps it.
+pub const SESSION_AUTHENTICATED_AT: &str = "authenticated_at";

@@ -81,22 +81,35 @@ fn verify_blocking(candidate: &str, phc: &str) -> anyhow::Result<bool> {
         .is_ok())
 }
 
+/// Argon2 computations running at once. Each takes 19 MiB and a core for tens of milliseconds;
+/// without a bound a burst of logins would take every blocking thread and the memory with them.
+/// The bound is the process's (the memory is), so it lives here rather than per server.
+static ARGON2: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// Runs one argon2 computation on the blocking pool, waiting for a free slot first.
+async fn argon2<T: Send + 'static>(
+    work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let _slot = ARGON2.acquire().await?;
+    tokio::task::spawn_blocking(work).await?
+}
+
 /// Hashes a password on the blocking pool.
 pub async fn hash(password: &Password) -> anyhow::Result<String> {
     let secret = password.0.clone();
-    tokio::task::spawn_blocking(move || hash_blocking(&secret)).await?
+    argon2(move || hash_blocking(&secret)).await
 }
 
 /// Verifies `candidate` against a stored hash on the blocking pool. When the user does not
 /// exist, pass the [`dummy_hash`] so the answer takes as long as for a real account.
 pub async fn verify(candidate: String, phc: String) -> anyhow::Result<bool> {
-    tokio::task::spawn_blocking(move || verify_blocking(&candidate, &phc)).await?
+    argon2(move || verify_blocking(&candidate, &phc)).await
 }
 
 /// A hash of a random password with the same parameters as real ones, computed once per process.
 pub async fn dummy_hash() -> anyhow::Result<String> {
     let random: String = uuid::Uuid::new_v4().simple().to_string();
-    tokio::task::spawn_blocking(move || hash_blocking(&random)).await?
+    argon2(move || hash_blocking(&random)).await
 }
 
 #[cfg(test)]

@@ -70,6 +70,14 @@ fn user_id(state: &State) -> Option<i64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// When the signed-in user proved who they are (unix seconds), carried across renewals so the
+/// absolute limit counts from the login, not from the last renewal.
+fn authenticated_at(state: &State) -> Option<i64> {
+    state
+        .get(super::SESSION_AUTHENTICATED_AT)
+        .and_then(|v| v.parse().ok())
+}
+
 fn ttl_secs(ttl: &Duration) -> f64 {
     ttl.as_seconds_f64()
 }
@@ -90,9 +98,16 @@ impl SessionStore for PgSessionStore {
     async fn save(&self, state: State, ttl: &Duration) -> Result<SessionKey, SaveError> {
         let json = serde_json::to_value(&state).map_err(|e| SaveError::Serialization(e.into()))?;
         let key = new_key();
-        db::sessions::insert(&self.pool, &key, user_id(&state), &json, ttl_secs(ttl))
-            .await
-            .map_err(|e| SaveError::Other(e.into()))?;
+        db::sessions::insert(
+            &self.pool,
+            &key,
+            user_id(&state),
+            &json,
+            ttl_secs(ttl),
+            authenticated_at(&state),
+        )
+        .await
+        .map_err(|e| SaveError::Other(e.into()))?;
         SessionKey::try_from(key).map_err(|e| SaveError::Other(e.into()))
     }
 
@@ -116,13 +131,11 @@ impl SessionStore for PgSessionStore {
         if found {
             return Ok(session_key);
         }
-        // The row went away during the request (logout elsewhere, expiry): start a new session
-        // rather than resurrecting the old key.
-        let key = new_key();
-        db::sessions::insert(&self.pool, &key, user_id(&state), &json, ttl_secs(ttl))
-            .await
-            .map_err(|e| UpdateError::Other(e.into()))?;
-        SessionKey::try_from(key).map_err(|e| UpdateError::Other(e.into()))
+        // The row went away during the request: the session was ended (logout elsewhere, a
+        // password change, staff ending it, expiry). Nothing of it is written back — least of
+        // all its user — so it stays ended; the cookie gets a fresh key that names no row, and
+        // the next request starts a new, anonymous session.
+        SessionKey::try_from(new_key()).map_err(|e| UpdateError::Other(e.into()))
     }
 
     async fn update_ttl(&self, session_key: &SessionKey, ttl: &Duration) -> anyhow::Result<()> {

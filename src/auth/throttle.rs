@@ -52,10 +52,64 @@ pub fn decide(account: &FailureWindow, client: &FailureWindow) -> Verdict {
     }
 }
 
-pub async fn check(pool: &PgPool, username: &str, client_ip: &str) -> sqlx::Result<Verdict> {
-    let account = login_failures::for_username(pool, username).await?;
-    let client = login_failures::for_client(pool, client_ip).await?;
-    Ok(decide(&account, &client))
+/// A password check that has been let through the throttle. It is recorded as a failure
+/// *before* the password is verified, so a burst of parallel guesses see each other and only the
+/// free ones get through; [`Attempt::succeeded`] takes the record back.
+#[must_use]
+pub struct Attempt {
+    id: i64,
+}
+
+/// Records an attempt on `username` from `client_ip` and decides whether it may go ahead,
+/// counting every attempt recorded before it (finished or still running).
+pub async fn begin(
+    pool: &PgPool,
+    username: &str,
+    client_ip: &str,
+) -> sqlx::Result<Result<Attempt, u64>> {
+    // No account name starts with `#`; the throttle's own keys (sign-ups) do.
+    let username = if username.trim_start().starts_with('#') {
+        "#not-a-username"
+    } else {
+        username
+    };
+    let id = login_failures::record(pool, username, client_ip).await?;
+    let account = login_failures::for_username(pool, username, Some(id)).await?;
+    let client = login_failures::for_client(pool, client_ip, Some(id)).await?;
+    match decide(&account, &client) {
+        Verdict::Allow => Ok(Ok(Attempt { id })),
+        Verdict::Wait(secs) => {
+            // Not tried: it does not count.
+            login_failures::delete(pool, id).await?;
+            Ok(Err(secs))
+        }
+    }
+}
+
+impl Attempt {
+    /// The password was right: the attempt is taken back and the account's failures forgiven.
+    pub async fn succeeded(self, pool: &PgPool, username: &str) -> sqlx::Result<()> {
+        login_failures::delete(pool, self.id).await?;
+        login_failures::clear_username(pool, username).await
+    }
+
+    /// The password was wrong: the recorded failure stays.
+    pub fn failed(self) {}
+}
+
+/// Sign-ups from one address: a few an hour are free, then each waits longer. Every sign-up
+/// counts, successful or not. `Err(seconds)` when this one must wait.
+pub async fn begin_signup(pool: &PgPool, client_ip: &str) -> sqlx::Result<Result<(), u64>> {
+    let key = format!("#signup:{client_ip}");
+    let id = login_failures::record(pool, &key, client_ip).await?;
+    let from_here = login_failures::for_username(pool, &key, Some(id)).await?;
+    match decide(&from_here, &FailureWindow::default()) {
+        Verdict::Allow => Ok(Ok(())),
+        Verdict::Wait(secs) => {
+            login_failures::delete(pool, id).await?;
+            Ok(Err(secs))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -201,6 +201,32 @@ pub async fn by_alias(
     .await
 }
 
+/// A version with its model's name and, when an alias points at it, the alias.
+#[derive(Debug, sqlx::FromRow)]
+pub struct NamedVersion {
+    pub model: String,
+    pub alias: Option<String>,
+    #[sqlx(flatten)]
+    pub version: VersionRow,
+}
+
+/// Every version of every model (`aliased_only`: only those an alias points at), by model and
+/// version, one row per alias.
+pub async fn all_versions(pool: &PgPool, aliased_only: bool) -> sqlx::Result<Vec<NamedVersion>> {
+    let sql = format!(
+        "select m.name as model, a.alias, {VERSION_COLUMNS} from model_version v
+         join model m on m.id = v.model_id
+         left join model_alias a on a.version_id = v.id and a.model_id = m.id
+         left join app_user u on u.id = v.created_by
+         where not $1 or a.alias is not null
+         order by m.name, v.version, a.alias"
+    );
+    sqlx::query_as(&sql)
+        .bind(aliased_only)
+        .fetch_all(pool)
+        .await
+}
+
 /// Version number `n` of a model.
 pub async fn by_number(
     pool: &PgPool,

@@ -134,39 +134,40 @@ pub async fn list(
         .await
 }
 
-/// Every matching row, streamed through a bounded channel (for CSV export: however many rows
-/// match, only a few hundred are in memory at once). Must be called inside a Tokio runtime.
-pub fn stream(
-    pool: PgPool,
-    filter: Filter,
-) -> impl futures_util::Stream<Item = sqlx::Result<PredictionRow>> + 'static {
-    let (tx, rx) = tokio::sync::mpsc::channel::<sqlx::Result<PredictionRow>>(256);
-    tokio::spawn(async move {
-        use futures_util::TryStreamExt;
-        let sql = format!("select {COLUMNS} {FROM} {WHERE} order by p.created_at desc, p.id desc");
-        let mut rows = sqlx::query_as::<_, PredictionRow>(&sql)
-            .bind(filter.user_id)
-            .bind(filter.model.as_deref())
-            .bind(filter.from)
-            .bind(filter.to)
-            .bind(filter.username.as_deref())
-            .fetch(&pool);
-        loop {
-            let item = match rows.try_next().await {
-                Ok(Some(row)) => Ok(row),
-                Ok(None) => return,
-                Err(e) => Err(e),
-            };
-            let failed = item.is_err();
-            // A send error means the client went away.
-            if tx.send(item).await.is_err() || failed {
-                return;
-            }
-        }
-    });
-    futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    })
+/// Where an export's previous page ended: the last row's time and id.
+pub type Cursor = (OffsetDateTime, i64);
+
+/// The next page of an export, newest first, after `cursor`. Each page is its own short query
+/// with a statement timeout, so an export never holds a connection between pages (while the
+/// client reads) and a slow query cannot hold one for long.
+pub async fn export_page(
+    pool: &PgPool,
+    filter: &Filter,
+    cursor: Option<Cursor>,
+    limit: i64,
+) -> sqlx::Result<Vec<PredictionRow>> {
+    let sql = format!(
+        "select {COLUMNS} {FROM} {WHERE}
+           and ($6::timestamptz is null or (p.created_at, p.id) < ($6, $7))
+         order by p.created_at desc, p.id desc limit $8"
+    );
+    let mut tx = pool.begin().await?;
+    sqlx::query("set local statement_timeout = '30s'")
+        .execute(&mut *tx)
+        .await?;
+    let rows = sqlx::query_as(&sql)
+        .bind(filter.user_id)
+        .bind(filter.model.as_deref())
+        .bind(filter.from)
+        .bind(filter.to)
+        .bind(filter.username.as_deref())
+        .bind(cursor.map(|c| c.0))
+        .bind(cursor.map_or(0, |c| c.1))
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(rows)
 }
 
 /// Distinct model names in a user's history (all users when `None`), for the filter's select.

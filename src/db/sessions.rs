@@ -31,21 +31,26 @@ pub async fn load(
     .await
 }
 
+/// A new session. `created_at` is `authenticated_at` (unix seconds) when the state carries one,
+/// so renewing a session never extends its absolute limit; otherwise now.
 pub async fn insert(
     pool: &PgPool,
     key: &str,
     user_id: Option<i64>,
     state: &serde_json::Value,
     ttl_secs: f64,
+    authenticated_at: Option<i64>,
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "insert into session (key_hash, user_id, state, expires_at)
-         values ($1, $2, $3, now() + make_interval(secs => $4))",
+        "insert into session (key_hash, user_id, state, expires_at, created_at)
+         values ($1, $2, $3, now() + make_interval(secs => $4),
+                 least(now(), coalesce(to_timestamp($5::bigint), now())))",
     )
     .bind(key_hash(key))
     .bind(user_id)
     .bind(state)
     .bind(ttl_secs)
+    .bind(authenticated_at)
     .execute(pool)
     .await?;
     Ok(())
@@ -163,7 +168,7 @@ mod tests {
     #[sqlx::test]
     async fn a_session_lives_until_idle_or_absolute_expiry(pool: PgPool) -> sqlx::Result<()> {
         let state = serde_json::json!({"csrf": "\"abc\""});
-        insert(&pool, "k1", None, &state, 60.0).await?;
+        insert(&pool, "k1", None, &state, 60.0, None).await?;
         let day = Duration::from_secs(86_400);
         assert_eq!(load(&pool, "k1", day).await?, Some(state.clone()));
 
@@ -175,7 +180,7 @@ mod tests {
         assert!(!update(&pool, "k1", None, &state, 60.0).await?);
 
         // Absolute: fresh expiry, but created too long ago.
-        insert(&pool, "k2", None, &state, 60.0).await?;
+        insert(&pool, "k2", None, &state, 60.0, None).await?;
         sqlx::query(
             "update session set created_at = now() - interval '2 days' where key_hash = $1",
         )
@@ -184,13 +189,19 @@ mod tests {
         .await?;
         assert_eq!(load(&pool, "k2", day).await?, None);
         assert_eq!(delete_expired(&pool, day).await?, 2);
+
+        // A renewed session keeps its login time: one that logged in two days ago is dead even
+        // when written afresh.
+        let two_days_ago = time::OffsetDateTime::now_utc().unix_timestamp() - 2 * 86_400;
+        insert(&pool, "k3", None, &state, 60.0, Some(two_days_ago)).await?;
+        assert_eq!(load(&pool, "k3", day).await?, None);
         Ok(())
     }
 
     #[sqlx::test]
     async fn sessions_are_stored_by_hash_and_touch_extends(pool: PgPool) -> sqlx::Result<()> {
         let state = serde_json::json!({});
-        insert(&pool, "secret-key", None, &state, 1.0).await?;
+        insert(&pool, "secret-key", None, &state, 1.0, None).await?;
         let stored: String = sqlx::query_scalar("select key_hash from session")
             .fetch_one(&pool)
             .await?;

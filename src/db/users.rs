@@ -225,12 +225,12 @@ mod tests {
             .await
             .unwrap();
         let state = serde_json::json!({});
-        crate::db::sessions::insert(&pool, "a", Some(user.id), &state, 60.0).await?;
+        crate::db::sessions::insert(&pool, "a", Some(user.id), &state, 60.0, None).await?;
         set_active(&pool, user.id, false).await?;
         assert!(!find_by_id(&pool, user.id).await?.unwrap().is_active);
         assert_eq!(crate::db::sessions::count_signed_in(&pool).await?, 0);
 
-        crate::db::sessions::insert(&pool, "b", Some(user.id), &state, 60.0).await?;
+        crate::db::sessions::insert(&pool, "b", Some(user.id), &state, 60.0, None).await?;
         set_password(&pool, user.id, "h2", true).await?;
         let user = find_by_id(&pool, user.id).await?.unwrap();
         assert_eq!(user.password_hash, "h2");

@@ -91,6 +91,9 @@ pub struct LoadedModel {
     recent_micros: AtomicU64,
 }
 
+/// The most values one input row may have (a form field or a card feature each).
+pub const MAX_INPUT_COLUMNS: usize = 65_536;
+
 /// Runs taking longer than this go to the blocking pool, off the async workers.
 const INLINE_LIMIT_MICROS: u64 = 300;
 
@@ -237,6 +240,17 @@ pub fn load(bytes: &[u8]) -> Result<LoadedModel, LoadError> {
                 spec.name
             )));
         }
+        let width = spec
+            .shape
+            .iter()
+            .skip(1)
+            .try_fold(1usize, |acc, d| acc.checked_mul(d.unwrap_or(1)));
+        if width.is_none_or(|w| w > MAX_INPUT_COLUMNS) {
+            return Err(LoadError::Invalid(format!(
+                "input {} has more than {MAX_INPUT_COLUMNS} values per row",
+                spec.name
+            )));
+        }
         inputs.push(spec);
     }
     // One plan for every batch size, with the batch as the symbol N.
@@ -338,6 +352,7 @@ impl LoadedModel {
     /// a shape `[n, …]` matching the declared dimensions.
     pub fn run(&self, inputs: Vec<NamedTensor>) -> Result<Vec<NamedTensor>, RunError> {
         let batch = self.check_inputs(&inputs)?;
+        self.check_output_budget(batch)?;
         let mut by_name: HashMap<String, NamedTensor> =
             inputs.into_iter().map(|t| (t.name.clone(), t)).collect();
         let mut values: TVec<TValue> = TVec::new();
@@ -388,6 +403,25 @@ impl LoadedModel {
             plan_for_batch(model, &self.signature.inputs, batch).map_err(RunError::Failed)?;
         cache.insert(batch, plan.clone());
         Ok(plan)
+    }
+
+    /// Refuses a batch whose declared outputs would exceed the per-request output budget.
+    fn check_output_budget(&self, batch: usize) -> Result<(), RunError> {
+        for spec in &self.signature.outputs {
+            let width = spec
+                .shape
+                .iter()
+                .skip(1)
+                .try_fold(1usize, |acc, d| acc.checked_mul(d.unwrap_or(1)));
+            let total = width.and_then(|w| w.checked_mul(batch));
+            if total.is_none_or(|n| n > ml::caps::MAX_OUTPUT_ELEMENTS) {
+                return Err(RunError::BadInput(format!(
+                    "{batch} rows would make output {} larger than one request may produce",
+                    spec.name
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Checks names, types, shapes and finiteness; returns the batch size.
@@ -455,6 +489,36 @@ impl LoadedModel {
         }
         batch.ok_or_else(|| RunError::BadInput("the model has no inputs".into()))
     }
+}
+
+/// Runs `model` once on `rows` rows of zeros (empty text for text inputs): for the fuzzers, to
+/// reach the operators' evaluation with whatever a file declared.
+#[doc(hidden)]
+pub fn smoke_run(model: &LoadedModel, rows: usize) -> Result<Vec<NamedTensor>, RunError> {
+    let inputs = model
+        .signature
+        .inputs
+        .iter()
+        .map(|spec| {
+            let n = rows * spec.row_width();
+            let data = match spec.dtype {
+                DType::F32 => TensorData::F32(vec![0.0; n]),
+                DType::F64 => TensorData::F64(vec![0.0; n]),
+                DType::I64 => TensorData::I64(vec![0; n]),
+                DType::I32 => TensorData::I32(vec![0; n]),
+                DType::Bool => TensorData::Bool(vec![false; n]),
+                DType::String => TensorData::String(vec![String::new(); n]),
+            };
+            let mut shape = vec![rows];
+            shape.extend(spec.shape.iter().skip(1).map(|d| d.unwrap_or(1)));
+            NamedTensor {
+                name: spec.name.clone(),
+                shape,
+                data,
+            }
+        })
+        .collect();
+    model.run(inputs)
 }
 
 /// `[-1, 4]` style, as the Open Inference Protocol writes shapes.

@@ -378,8 +378,10 @@ pub struct CheckOutcome {
 
 /// Checks one version's recent window against its reference and records the result. `None`
 /// when the version has no reference data.
+/// The statistics run on the blocking pool through `heavy`, never on an async worker.
 pub async fn check(
     registry: &crate::registry::Registry,
+    heavy: &crate::heavy::Heavy,
     version: &crate::db::models::VersionRow,
     hours: i64,
     max_rows: i64,
@@ -396,13 +398,19 @@ pub async fn check(
         .map(|j| j.0)
         .collect();
     let label = format!("last {} predictions, {hours} h", inputs.len());
-    let (results, drifted) = if inputs.len() < MIN_ROWS {
+    let rows_seen = inputs.len();
+    let (results, drifted) = if rows_seen < MIN_ROWS {
         (Vec::new(), None)
     } else {
-        let reference = reference_columns(&csv, &card);
-        let found = compare(&card, &reference, &current_columns(&card, &inputs));
-        let drifted = dataset_drifted(&found);
-        (found, Some(drifted))
+        heavy
+            .run(move || {
+                let reference = reference_columns(&csv, &card);
+                let found = compare(&card, &reference, &current_columns(&card, &inputs));
+                let drifted = dataset_drifted(&found);
+                (found, Some(drifted))
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("the drift statistics failed: {e}"))?
     };
     let rows: Vec<crate::db::drift::FeatureResult> = results
         .into_iter()
@@ -422,14 +430,14 @@ pub async fn check(
         version.model_id,
         version.id,
         &label,
-        inputs.len() as i32,
+        rows_seen as i32,
         drifted,
         &rows,
     )
     .await?;
     Ok(Some(CheckOutcome {
         run_id,
-        rows: inputs.len(),
+        rows: rows_seen,
         drifted,
     }))
 }
@@ -437,6 +445,7 @@ pub async fn check(
 /// Checks every model's production version (the scheduled job).
 pub async fn check_all(
     registry: &crate::registry::Registry,
+    heavy: &crate::heavy::Heavy,
     hours: i64,
     max_rows: i64,
 ) -> anyhow::Result<usize> {
@@ -449,7 +458,10 @@ pub async fn check_all(
             crate::db::models::by_alias(registry.pool(), &row.name, crate::registry::PRODUCTION)
                 .await?
         {
-            if check(registry, &version, hours, max_rows).await?.is_some() {
+            if check(registry, heavy, &version, hours, max_rows)
+                .await?
+                .is_some()
+            {
                 checked += 1;
             }
         }

@@ -130,8 +130,11 @@ impl Metrics {
         });
     }
 
-    /// One HTTP request, by method, route pattern and status.
+    /// One HTTP request, by method, route pattern and status. Every label comes from a bounded
+    /// set: a method outside the standard ones counts as `other` (anyone can send any token as a
+    /// method), a path that matched no route as `unmatched`.
     pub fn http(&self, method: &str, route: &str, status: u16) {
+        let method = known_method(method);
         self.with(|m| {
             *m.http
                 .entry((method.into(), route.into(), status))
@@ -198,6 +201,18 @@ impl Metrics {
         );
         out
     }
+}
+
+/// The method label: one of the standard methods, or `other`.
+fn known_method(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    KNOWN
+        .iter()
+        .find(|k| **k == method)
+        .copied()
+        .unwrap_or("other")
 }
 
 #[cfg(test)]

@@ -345,7 +345,16 @@ impl Card {
             }
         }
         if let Some(image) = &self.image {
-            if (image.width * image.height) as usize != width {
+            if !(1..=256).contains(&image.width) || !(1..=256).contains(&image.height) {
+                return Err(format!(
+                    "The card's image is {}×{}; each side must be between 1 and 256.",
+                    image.width, image.height
+                ));
+            }
+            if !image.max_value.is_finite() {
+                return Err("The card's image needs a finite max_value.".into());
+            }
+            if u64::from(image.width) * u64::from(image.height) != width as u64 {
                 return Err(format!(
                     "The card's image is {}×{} but the model takes {} values.",
                     image.width, image.height, width

@@ -7,8 +7,10 @@ pub mod decode;
 pub mod picture;
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use sqlx::PgPool;
 
@@ -61,6 +63,14 @@ pub enum Imported {
     AlreadyThere { model: String, version: i32 },
 }
 
+/// What importing a model repository did: the versions imported (or found already there) and
+/// the ones refused, each with its directory and the reason.
+#[derive(Debug, Default)]
+pub struct RepositoryImport {
+    pub imported: Vec<Imported>,
+    pub refused: Vec<(PathBuf, String)>,
+}
+
 /// What a new version is made of, as uploaded or found in the repository.
 pub struct Upload {
     pub model: String,
@@ -74,12 +84,57 @@ pub struct Upload {
 /// A version's card and plan, as kept in memory.
 type Ready = (Arc<Card>, Arc<LoadedModel>);
 
+/// How loading is bounded: how long one load may take, how many loaded versions stay in memory,
+/// and where copies of lost artifacts may be found.
+#[derive(Clone, Debug)]
+pub struct LoadPolicy {
+    pub timeout: Duration,
+    pub max_loaded: usize,
+    /// The model repository: a missing artifact with the same SHA-256 there is restored from it.
+    pub repository: Option<PathBuf>,
+}
+
+impl Default for LoadPolicy {
+    fn default() -> Self {
+        LoadPolicy {
+            timeout: Duration::from_secs(60),
+            max_loaded: 32,
+            repository: None,
+        }
+    }
+}
+
+/// Why a version cannot be served just now.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The version exists but cannot be loaded (missing or corrupt artifact, a model that no
+    /// longer loads, a load that took too long): answered 503 with the reason.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// A loaded version and when it was last used (for evicting the least recently used).
+struct Slot {
+    ready: Ready,
+    used: AtomicU64,
+}
+
 pub struct Registry {
     pool: PgPool,
     artifacts: ArtifactStore,
     max_model_bytes: usize,
-    /// Loaded versions by version id. Versions are immutable, so entries never go stale.
-    loaded: RwLock<HashMap<i64, Ready>>,
+    policy: LoadPolicy,
+    /// Loaded versions by version id, at most `policy.max_loaded`. Versions are immutable, so
+    /// entries never go stale; the least recently used goes first.
+    loaded: RwLock<HashMap<i64, Slot>>,
+    /// A clock for `Slot::used`.
+    ticks: AtomicU64,
+    /// Model files loaded from the artifact store since start.
+    loads: AtomicU64,
+    /// One lock per version being loaded, so concurrent first requests load it once.
+    loading: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
     /// What (model, alias or number) resolved to lately; see [`crate::cache`].
     resolved: Cache<(String, Selector), Served>,
 }
@@ -110,11 +165,24 @@ pub fn check_alias_name(name: &str) -> Result<(), String> {
 
 impl Registry {
     pub fn new(pool: PgPool, artifacts: ArtifactStore, max_model_bytes: usize) -> Self {
+        Self::with_policy(pool, artifacts, max_model_bytes, LoadPolicy::default())
+    }
+
+    pub fn with_policy(
+        pool: PgPool,
+        artifacts: ArtifactStore,
+        max_model_bytes: usize,
+        policy: LoadPolicy,
+    ) -> Self {
         Registry {
             pool,
             artifacts,
             max_model_bytes,
+            policy,
             loaded: RwLock::new(HashMap::new()),
+            ticks: AtomicU64::new(0),
+            loads: AtomicU64::new(0),
+            loading: Mutex::new(HashMap::new()),
             resolved: Cache::new(),
         }
     }
@@ -134,11 +202,11 @@ impl Registry {
             return Err(ImportError::Invalid("The model file is empty.".into()));
         }
         let sha = sha256_hex(&upload.onnx);
-        let onnx = upload.onnx;
-        let (loaded, onnx) = tokio::task::spawn_blocking(move || (inference::load(&onnx), onnx))
+        let onnx = Arc::new(upload.onnx);
+        let loaded = self
+            .load_bytes(onnx.clone())
             .await
-            .map_err(|e| ImportError::Invalid(format!("loading failed: {e}")))?;
-        let loaded = loaded.map_err(|e| ImportError::Invalid(e.to_string()))?;
+            .map_err(ImportError::Invalid)?;
         let card = match &upload.card {
             Some(text) if !text.trim().is_empty() => {
                 Card::parse(text).map_err(ImportError::Invalid)?
@@ -149,6 +217,20 @@ impl Registry {
             .map_err(ImportError::Invalid)?;
         let reference_rows = match &upload.reference_csv {
             Some(csv) if !csv.is_empty() => Some(check_reference(csv, &card)?),
+            _ => None,
+        };
+        // Profiling the reference data is a pass over every cell: off the async workers.
+        let reference_profile = match upload.reference_csv.clone() {
+            Some(csv) if !csv.is_empty() => {
+                let card = card.clone();
+                tokio::task::spawn_blocking(move || {
+                    std::str::from_utf8(&csv)
+                        .ok()
+                        .map(|csv| crate::monitoring::drift::profile(csv, &card))
+                })
+                .await
+                .map_err(|e| ImportError::Invalid(format!("profiling failed: {e}")))?
+            }
             _ => None,
         };
 
@@ -183,11 +265,7 @@ impl Registry {
                 metadata,
                 reference_sha256: reference_sha.as_deref(),
                 reference_rows,
-                reference_profile: upload
-                    .reference_csv
-                    .as_deref()
-                    .and_then(|csv| std::str::from_utf8(csv).ok())
-                    .map(|csv| crate::monitoring::drift::profile(csv, &card)),
+                reference_profile,
                 source: upload.source,
                 actor: upload.actor,
             },
@@ -206,9 +284,11 @@ impl Registry {
         })
     }
 
-    /// Imports every `<name>/<version>/model.onnx` under `dir`, in version order.
-    pub async fn import_repository(&self, dir: &Path) -> anyhow::Result<Vec<Imported>> {
-        let mut found = Vec::new();
+    /// Imports every `<name>/<version>/model.onnx` under `dir`, in version order. A version
+    /// that is refused is listed with its reason and the rest are still imported; storage or
+    /// database failures stop the import.
+    pub async fn import_repository(&self, dir: &Path) -> anyhow::Result<RepositoryImport> {
+        let mut report = RepositoryImport::default();
         let mut models = std::fs::read_dir(dir)?
             .filter_map(Result::ok)
             .filter(|e| e.path().is_dir())
@@ -216,7 +296,7 @@ impl Registry {
         models.sort_by_key(|e| e.file_name());
         for model_dir in models {
             let name = model_dir.file_name().to_string_lossy().to_string();
-            let mut versions: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir(model_dir.path())?
+            let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir(model_dir.path())?
                 .filter_map(Result::ok)
                 .filter_map(|e| {
                     let v = e.file_name().to_string_lossy().parse::<u32>().ok()?;
@@ -225,24 +305,31 @@ impl Registry {
                 .collect();
             versions.sort();
             for (_, path) in versions {
+                let onnx = match std::fs::read(path.join("model.onnx")) {
+                    Ok(bytes) => bytes,
+                    Err(e) => {
+                        report
+                            .refused
+                            .push((path, format!("model.onnx cannot be read: {e}")));
+                        continue;
+                    }
+                };
                 let upload = Upload {
                     model: name.clone(),
-                    onnx: std::fs::read(path.join("model.onnx"))?,
+                    onnx,
                     card: std::fs::read_to_string(path.join("card.toml")).ok(),
                     reference_csv: std::fs::read(path.join("reference.csv")).ok(),
                     source: "repository",
                     actor: None,
                 };
                 match self.import(upload).await {
-                    Ok(imported) => found.push(imported),
-                    Err(ImportError::Invalid(msg)) => {
-                        anyhow::bail!("{}: {msg}", path.display())
-                    }
+                    Ok(imported) => report.imported.push(imported),
+                    Err(ImportError::Invalid(msg)) => report.refused.push((path, msg)),
                     Err(e) => return Err(e.into()),
                 }
             }
         }
-        Ok(found)
+        Ok(report)
     }
 
     /// Points `alias` at version `number` of `model`, recording who moved it. Returns the
@@ -278,7 +365,11 @@ impl Registry {
     }
 
     /// The version a request asks for, loaded. `None` when the model or version does not exist.
-    pub async fn resolve(&self, name: &str, selector: &Selector) -> anyhow::Result<Option<Served>> {
+    pub async fn resolve(
+        &self,
+        name: &str,
+        selector: &Selector,
+    ) -> Result<Option<Served>, ServeError> {
         let key = (name.to_string(), selector.clone());
         self.resolved
             .get_or_fetch(key, || async {
@@ -289,7 +380,12 @@ impl Registry {
                 let Some((model, version)) = found else {
                     return Ok(None);
                 };
-                let (card, loaded) = self.load(&version).await?;
+                let (card, loaded) = self.load(&version).await.map_err(|e| {
+                    ServeError::Unavailable(format!(
+                        "Version {} of {name} cannot be served just now: {e}",
+                        version.version
+                    ))
+                })?;
                 Ok(Some(Served {
                     model,
                     version: Arc::new(version),
@@ -300,43 +396,152 @@ impl Registry {
             .await
     }
 
-    /// The loaded plan of a version, from memory or from its artifact.
+    /// The loaded plan of a version, from memory or from its artifact. Concurrent calls for the
+    /// same version load it once; the load runs on the blocking pool, bounded in time.
     pub async fn load(
         &self,
         version: &VersionRow,
     ) -> anyhow::Result<(Arc<Card>, Arc<LoadedModel>)> {
-        if let Some(found) = self
-            .loaded
-            .read()
-            .map_err(|_| anyhow::anyhow!("model cache poisoned"))?
-            .get(&version.id)
-        {
-            return Ok(found.clone());
+        if let Some(found) = self.cached(version.id) {
+            return Ok(found);
         }
-        let bytes = self.artifacts.get(&version.sha256).await?;
-        let loaded = tokio::task::spawn_blocking(move || inference::load(&bytes)).await??;
+        let gate = {
+            let mut loading = self
+                .loading
+                .lock()
+                .map_err(|_| anyhow::anyhow!("model loading lock poisoned"))?;
+            loading.entry(version.id).or_default().clone()
+        };
+        let _turn = gate.lock().await;
+        // Whoever held the gate before may have loaded it meanwhile.
+        let result = match self.cached(version.id) {
+            Some(found) => Ok(found),
+            None => self.load_uncached(version).await,
+        };
+        if let Ok(mut loading) = self.loading.lock() {
+            loading.remove(&version.id);
+        }
+        result
+    }
+
+    async fn load_uncached(
+        &self,
+        version: &VersionRow,
+    ) -> anyhow::Result<(Arc<Card>, Arc<LoadedModel>)> {
+        let bytes = match self.artifacts.get(&version.sha256).await {
+            Ok(bytes) => bytes,
+            Err(e) => match self.restore(&version.sha256).await {
+                Some(bytes) => bytes,
+                None => anyhow::bail!("{}", artifact_problem(&version.sha256, &e)),
+            },
+        };
+        self.loads.fetch_add(1, Ordering::Relaxed);
+        let loaded = self
+            .load_bytes(Arc::new(bytes))
+            .await
+            .map_err(anyhow::Error::msg)?;
         let card: Card = serde_json::from_value(version.card.0.clone())?;
         let entry = (Arc::new(card), Arc::new(loaded));
         self.remember(version.id, entry.0.clone(), entry.1.clone());
         Ok(entry)
     }
 
+    /// Loads a model file on the blocking pool, giving up after the policy's timeout (the load
+    /// finishes in the background, but nobody waits for it).
+    async fn load_bytes(&self, bytes: Arc<Vec<u8>>) -> Result<LoadedModel, String> {
+        let work = tokio::task::spawn_blocking(move || inference::load(&bytes));
+        match tokio::time::timeout(self.policy.timeout, work).await {
+            Err(_) => Err(format!(
+                "loading the model took longer than {} seconds",
+                self.policy.timeout.as_secs()
+            )),
+            Ok(Err(e)) => Err(format!("loading the model failed: {e}")),
+            Ok(Ok(loaded)) => loaded.map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Looks for a lost artifact in the model repository: a `model.onnx` or `reference.csv` with
+    /// the same SHA-256 is copied back into the store.
+    async fn restore(&self, sha: &str) -> Option<Vec<u8>> {
+        let dir = self.policy.repository.clone()?;
+        let wanted = sha.to_string();
+        let found = tokio::task::spawn_blocking(move || find_in_repository(&dir, &wanted))
+            .await
+            .ok()??;
+        match self.artifacts.put(&found).await {
+            Ok(_) => tracing::warn!(
+                sha256 = sha,
+                "restored a missing artifact from the model repository"
+            ),
+            Err(e) => {
+                tracing::warn!(sha256 = sha, error = %e, "could not restore a missing artifact")
+            }
+        }
+        Some(found)
+    }
+
+    /// Checks that a version's artifacts are present and intact, restoring them from the model
+    /// repository where it holds the same files. The reason when they are not.
+    pub async fn verify_artifacts(&self, version: &VersionRow) -> Result<(), String> {
+        let shas = std::iter::once(&version.sha256).chain(version.reference_sha256.as_ref());
+        for sha in shas {
+            if let Err(e) = self.artifacts.get(sha).await {
+                if self.restore(sha).await.is_none() {
+                    return Err(artifact_problem(sha, &e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn cached(&self, version_id: i64) -> Option<Ready> {
+        let map = self.loaded.read().ok()?;
+        let slot = map.get(&version_id)?;
+        slot.used.store(
+            self.ticks.fetch_add(1, Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        Some(slot.ready.clone())
+    }
+
     fn remember(&self, version_id: i64, card: Arc<Card>, loaded: Arc<LoadedModel>) {
         if let Ok(mut map) = self.loaded.write() {
-            map.insert(version_id, (card, loaded));
+            while map.len() >= self.policy.max_loaded.max(1) {
+                let Some(oldest) = map
+                    .iter()
+                    .min_by_key(|(_, slot)| slot.used.load(Ordering::Relaxed))
+                    .map(|(id, _)| *id)
+                else {
+                    break;
+                };
+                map.remove(&oldest);
+            }
+            let used = AtomicU64::new(self.ticks.fetch_add(1, Ordering::Relaxed));
+            map.insert(
+                version_id,
+                Slot {
+                    ready: (card, loaded),
+                    used,
+                },
+            );
         }
+    }
+
+    /// How many times a version was loaded from the artifact store.
+    pub fn load_count(&self) -> u64 {
+        self.loads.load(Ordering::Relaxed)
+    }
+
+    /// How many versions are loaded in memory.
+    pub fn loaded_count(&self) -> usize {
+        self.loaded.read().map_or(0, |m| m.len())
     }
 
     /// The card of a version by id: from the loaded versions when it is one of them (versions
     /// never change), else read from the database.
     pub async fn card_by_version_id(&self, id: i64) -> anyhow::Result<Option<Arc<Card>>> {
-        if let Some((card, _)) = self
-            .loaded
-            .read()
-            .map_err(|_| anyhow::anyhow!("model cache poisoned"))?
-            .get(&id)
-        {
-            return Ok(Some(card.clone()));
+        if let Some((card, _)) = self.cached(id) {
+            return Ok(Some(card));
         }
         let version = db::models::version_by_id(&self.pool, id).await?;
         Ok(version.map(|v| Arc::new(card_of(&v))))
@@ -359,6 +564,35 @@ impl Registry {
         let bytes = self.artifacts.get(sha).await?;
         Ok(Some(String::from_utf8(bytes)?))
     }
+}
+
+/// What is wrong with an artifact, for the person running Plinth.
+fn artifact_problem(sha: &str, e: &std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        format!("its file {sha} is missing from the artifact store (PLINTH_ARTIFACTS)")
+    } else {
+        format!("its file {sha} cannot be read from the artifact store: {e}")
+    }
+}
+
+/// A `model.onnx` or `reference.csv` under `dir/<name>/<version>/` whose SHA-256 is `sha`.
+fn find_in_repository(dir: &Path, sha: &str) -> Option<Vec<u8>> {
+    for model in std::fs::read_dir(dir).ok()?.filter_map(Result::ok) {
+        let Ok(versions) = std::fs::read_dir(model.path()) else {
+            continue;
+        };
+        for version in versions.filter_map(Result::ok) {
+            for file in ["model.onnx", "reference.csv"] {
+                let path = version.path().join(file);
+                if let Ok(bytes) = std::fs::read(&path) {
+                    if sha256_hex(&bytes) == sha {
+                        return Some(bytes);
+                    }
+                }
+            }
+        }
+    }
+    None
 }
 
 /// Checks a reference CSV: a header naming the card's features, numeric rows. Returns the row count.

@@ -7,8 +7,11 @@ use image::{GrayImage, ImageReader, Luma};
 
 use super::card::ImageSpec;
 
-/// Largest width or height accepted, in pixels.
-const MAX_SIDE: u32 = 4096;
+/// Largest width or height accepted, in pixels: checked from the file's header, before any
+/// pixel is decoded.
+pub const MAX_SIDE: u32 = 2048;
+/// Most memory the decoder may take for one picture.
+const MAX_DECODE_BYTES: u64 = 32 << 20;
 /// Ink above this level (0–255) counts as part of the digit when looking for its outline.
 const INK_THRESHOLD: u8 = 64;
 
@@ -20,9 +23,13 @@ pub fn to_features(bytes: &[u8], spec: &ImageSpec) -> Result<Vec<f64>, String> {
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
     reader.limits(limits);
-    let picture = reader.decode().map_err(|e| {
-        format!("The picture could not be read as PNG, JPEG, GIF, BMP or WebP ({e}).")
+    let picture = reader.decode().map_err(|e| match e {
+        image::ImageError::Limits(_) => {
+            format!("The picture is too large: at most {MAX_SIDE}×{MAX_SIDE} pixels.")
+        }
+        e => format!("The picture could not be read as PNG, JPEG, GIF, BMP or WebP ({e})."),
     })?;
 
     // Transparent pixels (an untouched canvas) are paper: composite on white.

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::{render, safe_next, see_other, FormErrors};
 use crate::audit::{self, client_ip};
 use crate::auth::context::flash;
-use crate::auth::throttle::{self, Verdict};
+use crate::auth::throttle;
 use crate::auth::{csrf, password, CsrfForm, LoggedIn, PageCtx, Password, Username};
 use crate::config::SignupPolicy;
 use crate::db;
@@ -109,18 +109,24 @@ async fn login(
             "Enter your username and password.".into(),
         );
     }
-    if let Verdict::Wait(secs) = throttle::check(pool, &form.username, &ip).await? {
-        tracing::warn!(username = %form.username, client_ip = %ip, retry_after = secs, "login throttled");
-        audit::record_named(pool, &req, None, &form.username, "login.throttled").await?;
-        let mut res = refuse(
-            ctx,
-            StatusCode::TOO_MANY_REQUESTS,
-            format!("Too many failed attempts. Wait {secs} seconds, then try again."),
-        )?;
-        res.headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
-        return Ok(res);
-    }
+    // The attempt is recorded before the password is checked, so parallel guesses count
+    // against each other.
+    let attempt = match throttle::begin(pool, &form.username, &ip).await? {
+        Ok(attempt) => attempt,
+        Err(secs) => {
+            // Debug formatting escapes CR and LF: a username cannot forge log lines.
+            tracing::warn!(username = ?form.username, client_ip = %ip, retry_after = secs, "login throttled");
+            audit::record_named(pool, &req, None, &form.username, "login.throttled").await?;
+            let mut res = refuse(
+                ctx,
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("Too many failed attempts. Wait {secs} seconds, then try again."),
+            )?;
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+            return Ok(res);
+        }
+    };
 
     let user = db::users::find_by_username(pool, &form.username).await?;
     // Unknown users are checked against a dummy hash so the answer takes as long either way.
@@ -131,10 +137,10 @@ async fn login(
     let user = match user {
         Some(user) if password_ok && user.is_active => user,
         _ => {
-            db::login_failures::record(pool, &form.username, &ip).await?;
+            attempt.failed();
             let known = user.as_ref().map(|u| u.id);
             audit::record_named(pool, &req, known, &form.username, "login.failed").await?;
-            tracing::info!(username = %form.username, client_ip = %ip, "login failed");
+            tracing::info!(username = ?form.username, client_ip = %ip, "login failed");
             return refuse(
                 ctx,
                 StatusCode::BAD_REQUEST,
@@ -143,9 +149,9 @@ async fn login(
         }
     };
 
-    db::login_failures::clear_username(pool, &user.username).await?;
+    attempt.succeeded(pool, &user.username).await?;
     db::users::record_login(pool, user.id).await?;
-    start_session(&session, &user, &req)?;
+    start_session(&session, &user, &req, None)?;
     audit::record(
         pool,
         Some(&req),
@@ -155,7 +161,7 @@ async fn login(
         serde_json::json!({}),
     )
     .await?;
-    tracing::info!(user_id = user.id, username = %user.username, "login succeeded");
+    tracing::info!(user_id = user.id, username = ?user.username, "login succeeded");
     if user.must_change_password {
         flash(&session, "info", "Choose a new password to continue.");
         return Ok(see_other("/accounts/password"));
@@ -165,10 +171,21 @@ async fn login(
 
 /// Signs `user` in: a new session id (no fixation), the user recorded, a fresh CSRF token, and
 /// where the login came from (shown to staff in the user's session list).
-fn start_session(session: &Session, user: &User, req: &HttpRequest) -> Result<(), AppError> {
+/// `authenticated_at` is kept from the session being renewed (a password change), so the
+/// absolute limit still counts from the login; a login passes `None` and the clock starts now.
+fn start_session(
+    session: &Session,
+    user: &User,
+    req: &HttpRequest,
+    authenticated_at: Option<i64>,
+) -> Result<(), AppError> {
     session.renew();
     session
         .insert(crate::auth::SESSION_USER_ID, user.id)
+        .map_err(AppError::internal)?;
+    let at = authenticated_at.unwrap_or_else(|| time::OffsetDateTime::now_utc().unix_timestamp());
+    session
+        .insert(crate::auth::SESSION_AUTHENTICATED_AT, at)
         .map_err(AppError::internal)?;
     let agent = req
         .headers()
@@ -233,6 +250,11 @@ async fn signup(
             "Sign-up is closed on this server. Ask an administrator for an account.".into(),
         ));
     }
+    if let Err(secs) = throttle::begin_signup(&state.pool, &client_ip(&req)).await? {
+        return Err(AppError::TooManyRequests(format!(
+            "Too many sign-ups from your address. Wait {secs} seconds, then try again."
+        )));
+    }
     let mut errors = FormErrors::default();
     let username = Username::parse(&form.username)
         .map_err(|e| errors.add("username", e))
@@ -274,7 +296,7 @@ async fn signup(
         Err(CreateUserError::Database(e)) => return Err(e.into()),
     };
     db::users::record_login(&state.pool, user.id).await?;
-    start_session(&session, &user, &req)?;
+    start_session(&session, &user, &req, None)?;
     audit::record(
         &state.pool,
         Some(&req),
@@ -289,7 +311,7 @@ async fn signup(
         "success",
         format!("Welcome to Plinth, {}.", user.username),
     );
-    tracing::info!(user_id = user.id, username = %user.username, "account created");
+    tracing::info!(user_id = user.id, username = ?user.username, "account created");
     Ok(see_other("/"))
 }
 
@@ -371,9 +393,21 @@ async fn change_password(
     CsrfForm(form): CsrfForm<PasswordForm>,
 ) -> Result<HttpResponse, AppError> {
     let mut errors = FormErrors::default();
+    // A wrong current password is a failed login: throttled the same way.
+    let attempt = match throttle::begin(&state.pool, &user.username, &client_ip(&req)).await? {
+        Ok(attempt) => attempt,
+        Err(secs) => {
+            return Err(AppError::TooManyRequests(format!(
+                "Too many wrong passwords. Wait {secs} seconds, then try again."
+            )))
+        }
+    };
     let current_ok =
         password::verify(form.current_password.clone(), user.password_hash.clone()).await?;
-    if !current_ok {
+    if current_ok {
+        attempt.succeeded(&state.pool, &user.username).await?;
+    } else {
+        attempt.failed();
         errors.add("current_password", "That is not your current password.");
     }
     let new = Password::parse(&form.new_password, &user.username)
@@ -397,10 +431,14 @@ async fn change_password(
         return render(&page, StatusCode::UNPROCESSABLE_ENTITY);
     };
     let hash = password::hash(&new).await?;
+    let authenticated_at = session
+        .get::<i64>(crate::auth::SESSION_AUTHENTICATED_AT)
+        .ok()
+        .flatten();
     // Ends every session of the user, this one included; a renewed one follows.
     db::users::set_password(&state.pool, user.id, &hash, false).await?;
     state.tokens.changed();
-    start_session(&session, &user, &req)?;
+    start_session(&session, &user, &req, authenticated_at)?;
     audit::record(
         &state.pool,
         Some(&req),

@@ -215,6 +215,7 @@ async fn run_now(
         .ok_or_else(|| AppError::NotFound(format!("{name} has no production version.")))?;
     let outcome = drift::check(
         &state.registry,
+        &state.heavy,
         &version,
         state.settings.drift_window_hours,
         state.settings.drift_window_rows,

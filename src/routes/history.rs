@@ -4,7 +4,6 @@
 use actix_web::http::{header, StatusCode};
 use actix_web::{get, web, HttpResponse};
 use askama::Template;
-use futures_util::StreamExt;
 use serde::Deserialize;
 use time::Date;
 
@@ -197,11 +196,19 @@ async fn admin_predictions(
     listing(ctx, &state, query.into_inner(), None).await
 }
 
-fn csv_cell(s: &str) -> String {
+/// One CSV cell. A cell a spreadsheet would read as a formula (starting with `=`, `+`, `-`, `@`,
+/// a tab or a carriage return) gets a leading `'`, as OWASP advises; labels and usernames reach
+/// these cells.
+pub fn csv_cell(s: &str) -> String {
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        std::borrow::Cow::Owned(format!("'{s}"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    };
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
-        s.to_string()
+        s.into_owned()
     }
 }
 
@@ -228,24 +235,56 @@ fn csv_line(p: &PredictionRow) -> String {
     line
 }
 
-/// Streams the filtered rows as CSV, a few hundred at a time.
-fn csv_response(state: &AppState, filter: Filter, filename: &str) -> HttpResponse {
+/// Rows per export page: one short query each.
+const EXPORT_PAGE: i64 = 500;
+/// How long an export waits for the client to take the next page before giving up.
+const EXPORT_SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Streams the filtered rows as CSV, a page at a time. The pages are read by a task that holds
+/// no connection while it waits for the client, and gives up when the client stops reading.
+fn csv_response(
+    state: &AppState,
+    filter: Filter,
+    filename: &str,
+    slot: crate::exports::ExportSlot,
+) -> HttpResponse {
     const HEADER: &str =
         "id,created_at,user,model,version,source,result,latency_ms,inputs,outputs\r\n";
-    let rows = db::predictions::stream(state.pool.clone(), filter);
-    let body = futures_util::stream::once(async {
-        Ok::<_, AppError>(web::Bytes::from_static(HEADER.as_bytes()))
-    })
-    .chain(rows.ready_chunks(256).map(|chunk| {
-        let mut buf = String::new();
-        for row in chunk {
-            match row {
-                Ok(p) => buf.push_str(&csv_line(&p)),
-                Err(e) => return Err(AppError::from(e)),
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<web::Bytes, AppError>>(2);
+    let pool = state.pool.clone();
+    tokio::spawn(async move {
+        let _slot = slot;
+        let send = |item| tx.send_timeout(item, EXPORT_SEND_TIMEOUT);
+        if send(Ok(web::Bytes::from_static(HEADER.as_bytes())))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let mut cursor = None;
+        loop {
+            let rows = match db::predictions::export_page(&pool, &filter, cursor, EXPORT_PAGE).await
+            {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::warn!(error = %e, "an export page failed");
+                    let _ = send(Err(AppError::from(e))).await;
+                    return;
+                }
+            };
+            let Some(last) = rows.last() else { return };
+            cursor = Some((last.created_at, last.id));
+            let full = rows.len() as i64 == EXPORT_PAGE;
+            let chunk: String = rows.iter().map(csv_line).collect();
+            // A client that stops reading (or went away) ends the export.
+            if send(Ok(web::Bytes::from(chunk))).await.is_err() || !full {
+                return;
             }
         }
-        Ok(web::Bytes::from(buf))
-    }));
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
     HttpResponse::Ok()
         .content_type("text/csv; charset=utf-8")
         .insert_header((
@@ -264,15 +303,17 @@ async fn history_csv(
     let mut filter = query.filter().map_err(AppError::BadRequest)?;
     filter.user_id = Some(user.id);
     filter.username = None;
-    Ok(csv_response(&state, filter, "plinth-history.csv"))
+    let slot = state.exports.start(user.id)?;
+    Ok(csv_response(&state, filter, "plinth-history.csv", slot))
 }
 
 #[get("/admin/predictions.csv")]
 async fn admin_predictions_csv(
-    StaffOnly(_, _): StaffOnly,
+    StaffOnly(_, staff): StaffOnly,
     state: web::Data<AppState>,
     query: web::Query<HistoryQuery>,
 ) -> Result<HttpResponse, AppError> {
     let filter = query.filter().map_err(AppError::BadRequest)?;
-    Ok(csv_response(&state, filter, "plinth-predictions.csv"))
+    let slot = state.exports.start(staff.id)?;
+    Ok(csv_response(&state, filter, "plinth-predictions.csv", slot))
 }

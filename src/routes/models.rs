@@ -117,13 +117,19 @@ struct ModelQuery {
     from: Option<i64>,
 }
 
-/// Markdown to HTML, with raw HTML in the source dropped.
-fn markdown(text: &str) -> String {
+/// Markdown to HTML, with raw HTML in the source dropped and the result sanitised by ammonia:
+/// only http, https and mailto links survive (a `javascript:` link in a card is removed, not
+/// left for the CSP to stop).
+pub fn markdown(text: &str) -> String {
     use pulldown_cmark::{Event, Parser};
     let parser = Parser::new(text).filter(|e| !matches!(e, Event::Html(_) | Event::InlineHtml(_)));
     let mut html = String::new();
     pulldown_cmark::html::push_html(&mut html, parser);
-    html
+    ammonia::Builder::default()
+        .url_schemes(std::collections::HashSet::from(["http", "https", "mailto"]))
+        .link_rel(Some("noopener noreferrer nofollow"))
+        .clean(&html)
+        .to_string()
 }
 
 fn step_text(f: &Feature) -> String {
@@ -283,31 +289,56 @@ async fn model_page(
 /// Errors by field, and the image field's error.
 type RowErrors = (HashMap<String, String>, Option<String>);
 
-/// Reads the form into one row of model inputs, or the errors by field.
-fn parse_row(card: &Card, form: &Submitted) -> Result<Vec<f64>, RowErrors> {
-    if let Some(image) = &card.image {
-        let bytes = match (form.file("image"), form.field("image_data")) {
-            (Some(bytes), _) => bytes.to_vec(),
-            (None, data) if !data.is_empty() => {
-                let encoded = data.split_once("base64,").map_or(data, |(_, b)| b);
-                base64::engine::general_purpose::STANDARD
-                    .decode(encoded.trim())
-                    .map_err(|_| {
-                        (
-                            HashMap::new(),
-                            Some("The drawing could not be read.".to_string()),
-                        )
-                    })?
+/// The picture a form carries (an uploaded file or the canvas's drawing), at most `limit`
+/// bytes once decoded.
+fn picture_bytes(form: &Submitted, limit: usize) -> Result<Vec<u8>, String> {
+    let too_large = || {
+        format!(
+            "The picture is larger than {} KiB; choose a smaller one.",
+            limit.div_ceil(1024)
+        )
+    };
+    match (form.file("image"), form.field("image_data")) {
+        (Some(bytes), _) if bytes.len() > limit => Err(too_large()),
+        (Some(bytes), _) => Ok(bytes.to_vec()),
+        (None, data) if !data.is_empty() => {
+            let encoded = data.split_once("base64,").map_or(data, |(_, b)| b).trim();
+            // Four base64 characters carry three bytes: check before decoding anything.
+            if encoded.len() / 4 * 3 > limit.saturating_add(3) {
+                return Err(too_large());
             }
-            _ => {
-                return Err((
-                    HashMap::new(),
-                    Some("Draw a digit in the box or choose a picture to upload.".to_string()),
-                ))
-            }
-        };
-        return picture::to_features(&bytes, image).map_err(|e| (HashMap::new(), Some(e)));
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .map_err(|_| "The drawing could not be read.".to_string())
+        }
+        _ => Err("Draw a digit in the box or choose a picture to upload.".to_string()),
     }
+}
+
+/// Reads the form into one row of model inputs, or the errors by field. A picture is decoded
+/// on the blocking pool, a few at a time.
+async fn parse_row(
+    state: &AppState,
+    card: &Card,
+    form: &Submitted,
+) -> Result<Result<Vec<f64>, RowErrors>, AppError> {
+    if let Some(image) = &card.image {
+        let bytes = match picture_bytes(form, state.settings.max_picture_bytes) {
+            Ok(bytes) => bytes,
+            Err(e) => return Ok(Err((HashMap::new(), Some(e)))),
+        };
+        let spec = image.clone();
+        let features = state
+            .heavy
+            .run(move || picture::to_features(&bytes, &spec))
+            .await?;
+        return Ok(features.map_err(|e| (HashMap::new(), Some(e))));
+    }
+    Ok(parse_fields(card, form))
+}
+
+/// The card's numeric fields, each parsed and checked against its bounds.
+fn parse_fields(card: &Card, form: &Submitted) -> Result<Vec<f64>, RowErrors> {
     let mut errors = HashMap::new();
     let mut row = Vec::with_capacity(card.features.len());
     for f in &card.features {
@@ -343,10 +374,12 @@ async fn predict(
     name: web::Path<String>,
     query: web::Query<ModelQuery>,
 ) -> Result<HttpResponse, AppError> {
-    let form = read_form(&req, payload, state.settings.max_upload_bytes).await?;
+    // The form's own limit: a picture (or its base64 drawing) and a few fields.
+    let limit = state.settings.max_picture_bytes.saturating_mul(3) / 2 + (64 << 10);
+    let form = read_form(&req, payload, limit).await?;
     let (selector, trying) = selector_for(&ctx, query.version.as_deref())?;
     let served = serving::served(&state, &name, &selector).await?;
-    let row = match parse_row(&served.card, &form) {
+    let row = match parse_row(&state, &served.card, &form).await? {
         Ok(row) => row,
         Err((errors, image_error)) => {
             serving::rejected(&state, &served, "form");

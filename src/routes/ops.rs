@@ -29,10 +29,11 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// The database answers and every migration is applied; 503 otherwise.
+/// The database answers, every migration is applied and every version an alias points at can
+/// be loaded (loading it now if it is not in memory yet); 503 with the reason otherwise.
 #[get("/readyz")]
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let check = async {
+    let database = async {
         crate::db::ping(&state.pool)
             .await
             .map_err(|_| "database unreachable")?;
@@ -42,11 +43,43 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             Err(_) => Err("database unreachable"),
         }
     };
-    match tokio::time::timeout(Duration::from_secs(2), check).await {
-        Ok(Ok(())) => HttpResponse::Ok().json(json!({"status": "ready"})),
-        Ok(Err(reason)) => HttpResponse::ServiceUnavailable()
-            .json(json!({"status": "unavailable", "reason": reason})),
-        Err(_) => HttpResponse::ServiceUnavailable()
-            .json(json!({"status": "unavailable", "reason": "database did not answer in time"})),
+    match tokio::time::timeout(Duration::from_secs(2), database).await {
+        Ok(Ok(())) => {}
+        Ok(Err(reason)) => {
+            return HttpResponse::ServiceUnavailable()
+                .json(json!({"status": "unavailable", "reason": reason}))
+        }
+        Err(_) => {
+            return HttpResponse::ServiceUnavailable().json(
+                json!({"status": "unavailable", "reason": "database did not answer in time"}),
+            )
+        }
+    }
+    let versions = match crate::db::models::all_versions(&state.pool, true).await {
+        Ok(v) => v,
+        Err(_) => {
+            return HttpResponse::ServiceUnavailable()
+                .json(json!({"status": "unavailable", "reason": "database unreachable"}))
+        }
+    };
+    let mut broken = Vec::new();
+    for v in versions {
+        if let Err(e) = state.registry.load(&v.version).await {
+            broken.push(json!({
+                "model": v.model,
+                "version": v.version.version,
+                "alias": v.alias,
+                "reason": e.to_string(),
+            }));
+        }
+    }
+    if broken.is_empty() {
+        HttpResponse::Ok().json(json!({"status": "ready"}))
+    } else {
+        HttpResponse::ServiceUnavailable().json(json!({
+            "status": "unavailable",
+            "reason": "some model versions cannot be served",
+            "versions": broken,
+        }))
     }
 }

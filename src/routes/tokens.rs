@@ -19,8 +19,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(revoke_token);
 }
 
-const NEW_SECRET: &str = "new_token_secret";
-
 pub struct TokenView {
     pub id: i64,
     pub name: String,
@@ -80,16 +78,13 @@ async fn page(
 #[get("/accounts/tokens")]
 async fn tokens_page(
     LoggedIn(ctx, user): LoggedIn,
-    session: Session,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
-    // The secret of a token just created is shown on this one page view, then forgotten.
-    let secret = session.remove_as::<String>(NEW_SECRET).and_then(Result::ok);
     page(
         ctx,
         &state,
         user.id,
-        secret,
+        None,
         String::new(),
         FormErrors::default(),
     )
@@ -106,7 +101,6 @@ struct NewToken {
 async fn create_token(
     req: HttpRequest,
     LoggedIn(ctx, user): LoggedIn,
-    session: Session,
     state: web::Data<AppState>,
     CsrfForm(form): CsrfForm<NewToken>,
 ) -> Result<HttpResponse, AppError> {
@@ -134,9 +128,6 @@ async fn create_token(
         &tokens::hash(&secret),
     )
     .await?;
-    session
-        .insert(NEW_SECRET, &secret)
-        .map_err(AppError::internal)?;
     crate::audit::record(
         &state.pool,
         Some(&req),
@@ -146,8 +137,20 @@ async fn create_token(
         serde_json::json!({"prefix": tokens::visible_prefix(&secret)}),
     )
     .await?;
-    tracing::info!(user_id = user.id, token = %name, "API token created");
-    Ok(see_other("/accounts/tokens"))
+    tracing::info!(user_id = user.id, token = ?name, "API token created");
+    // The secret is in this response only: never stored, not even in the session. (Every
+    // signed-in page carries `Cache-Control: no-store`, so it is not cached either.)
+    let mut res = page(
+        ctx,
+        &state,
+        user.id,
+        Some(secret),
+        String::new(),
+        FormErrors::default(),
+    )
+    .await?;
+    *res.status_mut() = actix_web::http::StatusCode::CREATED;
+    Ok(res)
 }
 
 #[derive(Deserialize, Default)]

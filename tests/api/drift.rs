@@ -133,9 +133,10 @@ async fn the_scheduled_job_checks_every_production_version(pool: PgPool) {
     live_window(&app, 150, 0.0).await;
     let registry = plinth::startup::registry_for(&app.pool, &app.settings);
 
-    let checked = plinth::monitoring::drift::check_all(&registry, 24, 1000)
-        .await
-        .unwrap();
+    let checked =
+        plinth::monitoring::drift::check_all(&registry, &plinth::heavy::Heavy::new(1), 24, 1000)
+            .await
+            .unwrap();
 
     assert_eq!(
         checked, 3,

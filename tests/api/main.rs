@@ -9,6 +9,7 @@ mod caches;
 mod cli;
 mod dashboard;
 mod drift;
+mod hardening;
 mod helpers;
 mod history;
 mod layout;

@@ -1,6 +1,6 @@
 use sqlx::PgPool;
 
-use crate::helpers::{location, spawn_app, spawn_app_with};
+use crate::helpers::{spawn_app, spawn_app_with};
 
 #[sqlx::test]
 async fn a_token_is_shown_once_listed_by_prefix_and_revocable(pool: PgPool) {
@@ -15,9 +15,17 @@ async fn a_token_is_shown_once_listed_by_prefix_and_revocable(pool: PgPool) {
             &[("name", "nightly job")],
         )
         .await;
-    assert_eq!(res.status().as_u16(), 303);
-    assert_eq!(location(&res), "/accounts/tokens");
-    let page = app.get_html("/accounts/tokens").await;
+    assert_eq!(
+        res.status().as_u16(),
+        201,
+        "the secret is in the POST's own answer"
+    );
+    assert_eq!(
+        res.headers()["cache-control"].to_str().unwrap(),
+        "no-store",
+        "and never cached"
+    );
+    let page = res.text().await.unwrap();
     let marker = "<code class=\"token-secret\">";
     let start = page.find(marker).expect("the secret is shown") + marker.len();
     let secret = page[start..start + 47].to_string();
@@ -25,6 +33,14 @@ async fn a_token_is_shown_once_listed_by_prefix_and_revocable(pool: PgPool) {
     assert!(page.contains("nightly job"));
     let again = app.get_html("/accounts/tokens").await;
     assert!(!again.contains(&secret), "shown only once");
+    let sessions: Vec<String> = sqlx::query_scalar("select state::text from session")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert!(
+        sessions.iter().all(|s| !s.contains(&secret)),
+        "the secret is never stored in a session"
+    );
     assert!(
         again.contains(&format!("{}…", &secret[..14])),
         "listed by its prefix"

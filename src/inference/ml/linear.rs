@@ -81,6 +81,7 @@ impl Kernel for Classifier {
         let width = self.features;
         let t = self.intercepts.len();
         let columns = if self.binary() { 2 } else { t };
+        super::check_output("LinearClassifier", n, columns)?;
         let mut classes = Vec::with_capacity(n);
         let mut scores = Vec::with_capacity(n * columns);
         for r in 0..n {

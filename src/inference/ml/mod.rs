@@ -24,6 +24,30 @@ use tract_onnx::model::OnnxOpRegister;
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 
+/// Sizes a model file implies rather than holds: each is refused at load, with the reason, when
+/// over its cap. (Sizes a file holds are bounded by the upload limit already.)
+pub mod caps {
+    /// Classes of a classifier, targets of a regressor.
+    pub const MAX_CLASSES: usize = 10_000;
+    /// Categories of a `OneHotEncoder`.
+    pub const MAX_CATEGORIES: usize = 100_000;
+    /// Nodes of a tree ensemble.
+    pub const MAX_TREE_NODES: usize = 1 << 24;
+    /// Elements one operator may produce for one request.
+    pub const MAX_OUTPUT_ELEMENTS: usize = 1 << 24;
+}
+
+/// Refuses an output of `rows × columns` elements over the per-request budget.
+fn check_output(op: &str, rows: usize, columns: usize) -> TractResult<()> {
+    match rows.checked_mul(columns) {
+        Some(n) if n <= caps::MAX_OUTPUT_ELEMENTS => Ok(()),
+        _ => bail!(
+            "{op}: {rows} rows of {columns} columns is more output than one request may produce ({} values)",
+            caps::MAX_OUTPUT_ELEMENTS
+        ),
+    }
+}
+
 /// Registers Plinth's operators, replacing tract's where both exist.
 pub fn register(register: &mut OnnxOpRegister) {
     register.insert("TreeEnsembleClassifier", tree::classifier);
@@ -361,6 +385,16 @@ impl Labels {
     fn parse(node: &NodeProto, ints: &str, strings: &str) -> TractResult<Labels> {
         let i: Option<Vec<i64>> = node.get_attr_opt_vec(ints)?;
         let s: Option<Vec<String>> = node.get_attr_opt_vec(strings)?;
+        let given = i
+            .as_ref()
+            .map_or(0, Vec::len)
+            .max(s.as_ref().map_or(0, Vec::len));
+        ensure!(
+            given <= caps::MAX_CLASSES,
+            "{}: {given} classes is more than Plinth serves ({})",
+            named(node),
+            caps::MAX_CLASSES
+        );
         match (i, s) {
             (Some(i), None) => Ok(Labels::Ints(i)),
             (None, Some(s)) => Ok(Labels::Strings(s)),

@@ -111,8 +111,18 @@ pub fn classifier(
                 .map_err(|_| format_err!("{}: negative vectors_per_class", named(node)))
         })
         .collect::<TractResult<_>>()?;
-    let count: usize = per_class.iter().sum();
     let vectors = floats(node, "support_vectors")?;
+    // Every support vector has at least one value: more than that is a lie.
+    let count = per_class
+        .iter()
+        .try_fold(0usize, |acc, n| acc.checked_add(*n))
+        .filter(|n| *n <= vectors.len())
+        .ok_or_else(|| {
+            format_err!(
+                "{}: vectors_per_class names more support vectors than support_vectors holds",
+                named(node)
+            )
+        })?;
     let coefficients = floats(node, "coefficients")?;
     let rho = floats(node, "rho")?;
     let (prob_a, prob_b) = (floats(node, "prob_a")?, floats(node, "prob_b")?);
@@ -139,7 +149,9 @@ pub fn classifier(
             named(node)
         );
         ensure!(
-            coefficients.len() >= (c - 1) * count,
+            (c - 1)
+                .checked_mul(count)
+                .is_some_and(|needed| coefficients.len() >= needed),
             "{}: too few coefficients",
             named(node)
         );
@@ -392,6 +404,7 @@ impl Kernel for Classifier {
         let (n, x) = matrix_of(&inputs[0], self.features, "SVM")?;
         let width = self.features;
         let cols = self.score_columns();
+        super::check_output("SVMClassifier", n, cols)?;
         let mut classes = Vec::with_capacity(n);
         let mut scores = Vec::with_capacity(n * cols);
         for r in 0..n {
@@ -427,6 +440,12 @@ pub fn regressor(
     let supports = usize::try_from(supports)
         .map_err(|_| format_err!("{}: negative n_supports", named(node)))?;
     let vectors = floats(node, "support_vectors")?;
+    ensure!(
+        supports <= vectors.len(),
+        "{}: n_supports is {supports} but support_vectors holds {} values",
+        named(node),
+        vectors.len()
+    );
     let coefficients = floats(node, "coefficients")?;
     let rho = floats(node, "rho")?;
     ensure!(

@@ -374,6 +374,12 @@ pub fn one_hot_encoder(
             named(node)
         ),
     };
+    ensure!(
+        categories <= super::caps::MAX_CATEGORIES,
+        "{}: {categories} categories is more than Plinth serves ({})",
+        named(node),
+        super::caps::MAX_CATEGORIES
+    );
     built(OneHotEncoder {
         keys,
         categories,
@@ -394,6 +400,7 @@ impl Kernel for OneHotEncoder {
         let x = &inputs[0];
         let positions = self.keys.positions(x)?;
         let c = self.categories;
+        super::check_output("OneHotEncoder", positions.len(), c)?;
         let mut out = vec![0f32; positions.len() * c];
         for (i, p) in positions.iter().enumerate() {
             match p {

@@ -269,6 +269,18 @@ impl Ensemble {
         if n == 0 {
             return Err("the ensemble has no nodes".into());
         }
+        if n > super::caps::MAX_TREE_NODES {
+            return Err(format!(
+                "{n} nodes is more than Plinth serves ({})",
+                super::caps::MAX_TREE_NODES
+            ));
+        }
+        if n_targets > super::caps::MAX_CLASSES {
+            return Err(format!(
+                "{n_targets} classes or targets is more than Plinth serves ({})",
+                super::caps::MAX_CLASSES
+            ));
+        }
         let same = [
             ("nodes_treeids", a.tree_ids.len()),
             ("nodes_featureids", a.feature_ids.len()),
@@ -301,14 +313,16 @@ impl Ensemble {
                 ));
             }
         }
-        // Trees in id order; each one's root is its lowest node id.
-        let mut trees: Vec<(i64, i64)> = Vec::new();
+        // Trees in id order; each one's root is its lowest node id. (One pass with a map: a
+        // search per node would be quadratic in the number of trees.)
+        let mut roots: HashMap<i64, i64> = HashMap::new();
         for i in 0..n {
-            match trees.iter_mut().find(|(t, _)| *t == a.tree_ids[i]) {
-                Some((_, root)) => *root = (*root).min(a.node_ids[i]),
-                None => trees.push((a.tree_ids[i], a.node_ids[i])),
-            }
+            roots
+                .entry(a.tree_ids[i])
+                .and_modify(|root| *root = (*root).min(a.node_ids[i]))
+                .or_insert(a.node_ids[i]);
         }
+        let mut trees: Vec<(i64, i64)> = roots.into_iter().collect();
         trees.sort_unstable();
 
         // Leaf weights by node.
@@ -852,9 +866,10 @@ pub fn regressor(
 ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     let n_targets: i64 = node.get_attr_opt("n_targets")?.unwrap_or(1);
     ensure!(
-        n_targets >= 1,
-        "{}: n_targets must be at least 1",
-        named(node)
+        (1..=super::caps::MAX_CLASSES as i64).contains(&n_targets),
+        "{}: n_targets must be between 1 and {}, not {n_targets}",
+        named(node),
+        super::caps::MAX_CLASSES
     );
     let aggregate = match node
         .get_attr_opt::<&str>("aggregate_function")?
@@ -933,6 +948,7 @@ impl Kernel for Regressor {
         self.ensemble
             .check_width(width)
             .map_err(|e| format_err!(e))?;
+        super::check_output("TreeEnsembleRegressor", n, self.ensemble.n_targets)?;
         let (scores, has) = self.ensemble.aggregate(&x, n, width);
         let values = self.finish(scores, &has);
         Ok(tvec![f32_matrix(n, self.ensemble.n_targets, &values)?])
@@ -1099,6 +1115,7 @@ impl Kernel for Classifier {
         self.ensemble
             .check_width(width)
             .map_err(|e| format_err!(e))?;
+        super::check_output("TreeEnsembleClassifier", n, self.ensemble.n_targets)?;
         let (mut scores, mut has) = self.ensemble.aggregate(&x, n, width);
         let c = self.labels.len();
         let classes: Vec<usize> = scores
