@@ -452,8 +452,8 @@ impl Registry {
         let work = tokio::task::spawn_blocking(move || inference::load(&bytes));
         match tokio::time::timeout(self.policy.timeout, work).await {
             Err(_) => Err(format!(
-                "loading the model took longer than {} seconds",
-                self.policy.timeout.as_secs()
+                "loading the model took longer than {:.0?}",
+                self.policy.timeout
             )),
             Ok(Err(e)) => Err(format!("loading the model failed: {e}")),
             Ok(Ok(loaded)) => loaded.map_err(|e| e.to_string()),

@@ -726,3 +726,139 @@ async fn a_repository_import_goes_past_refused_models(pool: PgPool) {
     assert!(text.contains("zzz-iris: imported as version 1"), "{text}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[sqlx::test]
+async fn loading_is_bounded_in_time_and_a_version_that_cannot_load_is_not_promoted(pool: PgPool) {
+    let app = spawn_app_with(pool, |s| s.models_dir = "no-such-repository".into()).await;
+    app.import_models().await;
+    let staff = app.token_for("root", true).await;
+    let token = app.token_for("ada", false).await;
+
+    // A load that takes longer than the policy allows is given up, with the reason.
+    let res = app
+        .publish(
+            &staff,
+            "forest",
+            "tests/fixtures/zoo/random_forest_classifier.onnx",
+            None,
+        )
+        .await;
+    assert_eq!(res.status().as_u16(), 201);
+    let mut settings = app.settings.clone();
+    settings.model_load_timeout = Duration::from_millis(1);
+    let (_, forest) = plinth::db::models::by_number(&app.pool, "forest", 1)
+        .await
+        .unwrap()
+        .unwrap();
+    let err = plinth::startup::registry_for(&app.pool, &settings)
+        .load(&forest)
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert!(err.to_string().contains("took longer than"), "{err}");
+
+    // Version 2 of iris loses its file; promoting it is refused and version 1 keeps serving.
+    assert_eq!(app.publish_iris_v2(&staff).await.status().as_u16(), 201);
+    let (_, v2) = plinth::db::models::by_number(&app.pool, "iris", 2)
+        .await
+        .unwrap()
+        .unwrap();
+    let file = std::path::Path::new(&app.settings.artifacts_dir)
+        .join(&v2.sha256[..2])
+        .join(&v2.sha256);
+    std::fs::remove_file(file).unwrap();
+    let fresh = crate::helpers::spawn_app_with(app.pool.clone(), |s| {
+        s.artifacts_dir = app.settings.artifacts_dir.clone();
+        s.models_dir = "no-such-repository".into();
+    })
+    .await;
+    let res = fresh
+        .api(
+            Method::PUT,
+            "/api/v1/models/iris/aliases/production",
+            &staff,
+        )
+        .json(&json!({"version": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 422);
+    let error: Value = res.json().await.unwrap();
+    assert!(
+        error["error"].as_str().unwrap().contains("missing"),
+        "{error}"
+    );
+    let (status, answer) = infer(&fresh, &token, iris_row()).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["model_version"], "1");
+}
+
+#[sqlx::test]
+async fn a_username_cannot_forge_log_lines(pool: PgPool) {
+    // The real binary, logging to its stdout.
+    let url = crate::helpers::database_url(&pool).await;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_plinth"))
+        .env("PLINTH_DATABASE_URL", &url)
+        .env("PLINTH_ADDR", format!("127.0.0.1:{port}"))
+        .env("PLINTH_MODELS", "no-such-repository")
+        .env("PLINTH_INSECURE_COOKIES", "1")
+        .env("PLINTH_ADMIN_PASSWORD", "plinth-pedestal-42")
+        .env(
+            "PLINTH_ARTIFACTS",
+            std::env::temp_dir().join(format!("plinth-log-{port}")),
+        )
+        .env("PLINTH_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let (client, _) = crate::helpers::new_client();
+    let mut up = false;
+    for _ in 0..100 {
+        if client.get(format!("{base}/healthz")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "the server started");
+    let page = client
+        .get(format!("{base}/accounts/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let token = csrf_in(&page);
+    let forged = "mallory\n2026-01-01T00:00:00Z  INFO login succeeded username=\"admin\"";
+    let res = client
+        .post(format!("{base}/accounts/login"))
+        .form(&[
+            ("username", forged),
+            ("password", "wrong"),
+            ("csrf_token", &token),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 400);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(log.contains("login failed"), "{log}");
+    assert!(
+        !log.lines().any(|l| l.starts_with("2026-01-01T00:00:00Z")),
+        "a line was forged: {log}"
+    );
+}
