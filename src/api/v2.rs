@@ -221,6 +221,22 @@ pub struct InferRequest {
     pub outputs: Option<Vec<InferOutputRequest>>,
 }
 
+impl InferRequest {
+    /// The inputs as the tensor decoder reads them.
+    pub fn input_refs(&self) -> Vec<InputRef<'_>> {
+        self.inputs
+            .iter()
+            .map(|i| InputRef {
+                name: &i.name,
+                shape: &i.shape,
+                datatype: &i.datatype,
+                parameters: &i.parameters,
+                data: i.data.as_ref(),
+            })
+            .collect()
+    }
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct InferOutput {
     pub name: String,
@@ -275,17 +291,7 @@ fn read_inputs(
     request: &InferRequest,
     binary: &[u8],
 ) -> Result<(Vec<NamedTensor>, usize), AppError> {
-    let inputs: Vec<InputRef<'_>> = request
-        .inputs
-        .iter()
-        .map(|i| InputRef {
-            name: &i.name,
-            shape: &i.shape,
-            datatype: &i.datatype,
-            parameters: &i.parameters,
-            data: i.data.as_ref(),
-        })
-        .collect();
+    let inputs = request.input_refs();
     let limits = Limits {
         max_rows: state.settings.max_batch_rows,
     };

@@ -74,6 +74,20 @@ async fn a_huge_declared_shape_is_refused_and_the_server_stays_up(pool: PgPool) 
 
 // --- 2. sessions ------------------------------------------------------------------------------
 
+/// Changes the signed-in user's password to `plinth-plinth-43`, giving `current` as the old one.
+async fn change_password(app: &crate::helpers::TestApp, current: &str) -> reqwest::Response {
+    app.post_form_from(
+        "/accounts/password",
+        "/accounts/password",
+        &[
+            ("current_password", current),
+            ("new_password", "plinth-plinth-43"),
+            ("new_password2", "plinth-plinth-43"),
+        ],
+    )
+    .await
+}
+
 /// A POST to the iris form whose body arrives slowly: the request is in flight (its session
 /// loaded, its user known) until `release` fires.
 async fn slow_form_post(
@@ -116,17 +130,7 @@ async fn a_password_change_ends_a_session_whose_request_is_in_flight(pool: PgPoo
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Act: the first browser changes the password; then the slow request finishes.
-    let res = app
-        .post_form_from(
-            "/accounts/password",
-            "/accounts/password",
-            &[
-                ("current_password", GOOD),
-                ("new_password", "plinth-plinth-43"),
-                ("new_password2", "plinth-plinth-43"),
-            ],
-        )
-        .await;
+    let res = change_password(&app, GOOD).await;
     assert_eq!(res.status().as_u16(), 303);
     release.send(()).unwrap();
     let slow = slow.await.unwrap();
@@ -155,17 +159,7 @@ async fn renewing_a_session_keeps_its_login_time(pool: PgPool) {
         .execute(&app.pool)
         .await
         .unwrap();
-    let res = app
-        .post_form_from(
-            "/accounts/password",
-            "/accounts/password",
-            &[
-                ("current_password", GOOD),
-                ("new_password", "plinth-plinth-43"),
-                ("new_password2", "plinth-plinth-43"),
-            ],
-        )
-        .await;
+    let res = change_password(&app, GOOD).await;
     assert_eq!(res.status().as_u16(), 303);
     let age: f64 = sqlx::query_scalar(
         "select extract(epoch from now() - created_at)::float8 from session where user_id is not null",
@@ -519,17 +513,7 @@ async fn sign_ups_and_wrong_current_passwords_are_throttled(pool: PgPool) {
     app2.sign_in("grace", false).await;
     let mut statuses = Vec::new();
     for _ in 0..8 {
-        let res = app2
-            .post_form_from(
-                "/accounts/password",
-                "/accounts/password",
-                &[
-                    ("current_password", "not-the-password"),
-                    ("new_password", "plinth-plinth-43"),
-                    ("new_password2", "plinth-plinth-43"),
-                ],
-            )
-            .await;
+        let res = change_password(&app2, "not-the-password").await;
         statuses.push(res.status().as_u16());
     }
     assert!(statuses[..5].iter().all(|s| *s == 422), "{statuses:?}");
@@ -543,17 +527,7 @@ async fn csv_cells_that_could_be_formulas_are_neutralised(pool: PgPool) {
     let app = spawn_app(pool).await;
     app.import_models().await;
     app.sign_in("-ada", true).await;
-    let res = app
-        .predict(
-            "iris",
-            &[
-                ("sepal_length", "5.1".into()),
-                ("sepal_width", "3.5".into()),
-                ("petal_length", "1.4".into()),
-                ("petal_width", "0.2".into()),
-            ],
-        )
-        .await;
+    let res = app.predict_iris_example().await;
     assert_eq!(res.status().as_u16(), 303);
     let csv = app
         .get("/admin/predictions.csv")

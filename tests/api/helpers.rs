@@ -264,6 +264,20 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// Posts iris's form with the card's example (a setosa).
+    pub async fn predict_iris_example(&self) -> Response {
+        self.predict(
+            "iris",
+            &[
+                ("sepal_length", "5.1".into()),
+                ("sepal_width", "3.5".into()),
+                ("petal_length", "1.4".into()),
+                ("petal_width", "0.2".into()),
+            ],
+        )
+        .await
+    }
+
     /// Posts a multipart form, adding the CSRF token taken from `page`.
     pub async fn post_multipart(
         &self,

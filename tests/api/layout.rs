@@ -115,17 +115,7 @@ async fn no_link_on_the_main_pages_is_dead(pool: PgPool) {
     app.login("root", "staff-member-secret").await;
 
     app.import_models().await;
-    let res = app
-        .predict(
-            "iris",
-            &[
-                ("sepal_length", "5.1".into()),
-                ("sepal_width", "3.5".into()),
-                ("petal_length", "1.4".into()),
-                ("petal_width", "0.2".into()),
-            ],
-        )
-        .await;
+    let res = app.predict_iris_example().await;
     let result = crate::helpers::location(&res);
     for page in [
         "/",

@@ -290,17 +290,7 @@ async fn another_users_prediction_is_not_found(pool: PgPool) {
     let app = spawn_app(pool).await;
     app.import_models().await;
     app.sign_in("ada", false).await;
-    let res = app
-        .predict(
-            "iris",
-            &[
-                ("sepal_length", "5.1".into()),
-                ("sepal_width", "3.5".into()),
-                ("petal_length", "1.4".into()),
-                ("petal_width", "0.2".into()),
-            ],
-        )
-        .await;
+    let res = app.predict_iris_example().await;
     let id = prediction_id(&res);
 
     let bob = spawn_client_for(&app);

@@ -16,7 +16,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     for text in CARDS {
-        let Ok(card) = Card::parse(text) else { continue };
+        let Ok(card) = Card::parse(text) else {
+            continue;
+        };
         match &value {
             serde_json::Value::Array(rows) => {
                 for (i, row) in rows.iter().enumerate() {
