@@ -151,10 +151,6 @@ pub async fn export_page(
            and ($6::timestamptz is null or (p.created_at, p.id) < ($6, $7))
          order by p.created_at desc, p.id desc limit $8"
     );
-    let mut tx = pool.begin().await?;
-    sqlx::query("set local statement_timeout = '30s'")
-        .execute(&mut *tx)
-        .await?;
     let rows = sqlx::query_as(&sql)
         .bind(filter.user_id)
         .bind(filter.model.as_deref())
@@ -164,9 +160,8 @@ pub async fn export_page(
         .bind(cursor.map(|c| c.0))
         .bind(cursor.map_or(0, |c| c.1))
         .bind(limit)
-        .fetch_all(&mut *tx)
+        .fetch_all(pool)
         .await?;
-    tx.commit().await?;
     Ok(rows)
 }
 
