@@ -192,7 +192,53 @@ fn spec_from_fact(name: String, fact: &InferenceFact) -> Result<TensorSpec, Load
 }
 
 /// Loads an ONNX file from memory and prepares it for serving.
+///
+/// tract reads the file, and the file is untrusted: a panic inside tract is turned into a
+/// refusal rather than taking the thread (and, on an async worker, its connections) with it.
 pub fn load(bytes: &[u8]) -> Result<LoadedModel, LoadError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load_unguarded(bytes))).unwrap_or_else(
+        |panic| {
+            Err(LoadError::Invalid(format!(
+                "reading the file failed inside tract ({})",
+                panic_text(&panic)
+            )))
+        },
+    )
+}
+
+/// The message a panic carried.
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
+}
+
+/// Every graph output must be made by a node, be a graph input or an initializer (tract
+/// assumes so and panics otherwise).
+fn check_outputs_produced(proto: &tract_onnx::pb::ModelProto) -> Result<(), LoadError> {
+    let Some(graph) = proto.graph.as_ref() else {
+        return Ok(());
+    };
+    let made = |name: &str| {
+        graph
+            .node
+            .iter()
+            .any(|n| n.output.iter().any(|o| o == name))
+            || graph.input.iter().any(|i| i.name == name)
+            || graph.initializer.iter().any(|t| t.name == name)
+    };
+    match graph.output.iter().find(|o| !made(&o.name)) {
+        Some(o) => Err(LoadError::Invalid(format!(
+            "the graph's output {:?} is not made by any node",
+            o.name
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn load_unguarded(bytes: &[u8]) -> Result<LoadedModel, LoadError> {
     let mut onnx = tract_onnx::onnx();
     ml::register(&mut onnx.op_register);
     let mut proto = onnx
@@ -206,6 +252,7 @@ pub fn load(bytes: &[u8]) -> Result<LoadedModel, LoadError> {
     if let Some((op, domain)) = unsupported_operator(&onnx, &proto) {
         return Err(LoadError::UnsupportedOperator { op, domain });
     }
+    check_outputs_produced(&proto)?;
     let model = onnx
         .model_for_proto_model(&proto)
         .map_err(|e| LoadError::Invalid(root_cause(&e)))?;
@@ -350,7 +397,20 @@ fn root_cause(e: &anyhow::Error) -> String {
 impl LoadedModel {
     /// Runs a batch. Every input of the signature must be given once, with the declared type and
     /// a shape `[n, …]` matching the declared dimensions.
+    ///
+    /// A panic inside tract or an operator fails the run instead of unwinding into the caller
+    /// (runs of quick models happen on an async worker).
     pub fn run(&self, inputs: Vec<NamedTensor>) -> Result<Vec<NamedTensor>, RunError> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_unguarded(inputs)))
+            .unwrap_or_else(|panic| {
+                Err(RunError::Failed(format!(
+                    "the model panicked ({})",
+                    panic_text(&panic)
+                )))
+            })
+    }
+
+    fn run_unguarded(&self, inputs: Vec<NamedTensor>) -> Result<Vec<NamedTensor>, RunError> {
         let batch = self.check_inputs(&inputs)?;
         self.check_output_budget(batch)?;
         let mut by_name: HashMap<String, NamedTensor> =

@@ -149,3 +149,12 @@ fn a_tree_that_loops_is_refused_with_the_reason() {
         "{err}"
     );
 }
+
+/// Found by `scripts/fuzz` (model_load): a graph whose output names a value no node makes made
+/// tract panic while reading it.
+#[test]
+fn a_graph_output_no_node_makes_is_refused_not_a_panic() {
+    let bytes = std::fs::read("tests/fixtures/fuzz/output_not_made.onnx").expect("fixture");
+    let err = load(&bytes).expect_err("refused");
+    assert!(err.to_string().contains("is not made by any node"), "{err}");
+}
