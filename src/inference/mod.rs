@@ -215,12 +215,30 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "no message".into())
 }
 
-/// Every graph output must be made by a node, be a graph input or an initializer (tract
-/// assumes so and panics otherwise).
-fn check_outputs_produced(proto: &tract_onnx::pb::ModelProto) -> Result<(), LoadError> {
+/// What tract assumes of a graph and panics on otherwise (found by `scripts/fuzz`): every graph
+/// output is made by a node, is a graph input or an initializer; a `Transpose` permutation is
+/// a permutation. (Anything else tract panics on is caught by [`load`].)
+fn check_graph(proto: &tract_onnx::pb::ModelProto) -> Result<(), LoadError> {
     let Some(graph) = proto.graph.as_ref() else {
         return Ok(());
     };
+    for node in graph.node.iter().filter(|n| n.op_type == "Transpose") {
+        if let Some(perm) = node.attribute.iter().find(|a| a.name == "perm") {
+            let mut seen = vec![false; perm.ints.len()];
+            let ok = perm.ints.iter().all(|&i| {
+                usize::try_from(i)
+                    .ok()
+                    .and_then(|i| seen.get_mut(i))
+                    .is_some_and(|s| !std::mem::replace(s, true))
+            });
+            if !ok {
+                return Err(LoadError::Invalid(format!(
+                    "Transpose {:?}: perm {:?} is not a permutation",
+                    node.name, perm.ints
+                )));
+            }
+        }
+    }
     let made = |name: &str| {
         graph
             .node
@@ -252,7 +270,7 @@ fn load_unguarded(bytes: &[u8]) -> Result<LoadedModel, LoadError> {
     if let Some((op, domain)) = unsupported_operator(&onnx, &proto) {
         return Err(LoadError::UnsupportedOperator { op, domain });
     }
-    check_outputs_produced(&proto)?;
+    check_graph(&proto)?;
     let model = onnx
         .model_for_proto_model(&proto)
         .map_err(|e| LoadError::Invalid(root_cause(&e)))?;

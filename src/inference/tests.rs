@@ -158,3 +158,11 @@ fn a_graph_output_no_node_makes_is_refused_not_a_panic() {
     let err = load(&bytes).expect_err("refused");
     assert!(err.to_string().contains("is not made by any node"), "{err}");
 }
+
+/// Found by `scripts/fuzz` (model_load): a Transpose whose perm names an axis past the input's
+/// rank made tract index out of bounds.
+#[test]
+fn a_transpose_that_is_not_a_permutation_is_refused_not_a_panic() {
+    let bytes = std::fs::read("tests/fixtures/fuzz/transpose_bad_perm.onnx").expect("fixture");
+    assert!(load(&bytes).is_err());
+}
