@@ -166,3 +166,13 @@ fn a_transpose_that_is_not_a_permutation_is_refused_not_a_panic() {
     let bytes = std::fs::read("tests/fixtures/fuzz/transpose_bad_perm.onnx").expect("fixture");
     assert!(load(&bytes).is_err());
 }
+
+/// Found by `scripts/fuzz` (model_load): a graph whose TopK sorts NaN makes the standard
+/// library's sort panic inside tract. The run's guard turns it into an error.
+#[test]
+fn a_panic_inside_tract_while_running_is_an_error() {
+    let bytes = std::fs::read("tests/fixtures/fuzz/topk_nan_sort.onnx").expect("fixture");
+    let model = load(&bytes).expect("it loads");
+    let err = smoke_run(&model, 2).expect_err("the run fails");
+    assert!(err.to_string().contains("the model panicked"), "{err}");
+}
