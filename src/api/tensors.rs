@@ -270,43 +270,29 @@ fn from_binary(
             dtype.v2_name()
         )));
     }
-    fn le<const W: usize>(c: &[u8]) -> [u8; W] {
-        let mut out = [0u8; W];
-        out.copy_from_slice(c);
-        out
+    /// Every `W`-byte chunk, read by `from` (the lengths were checked above).
+    fn le<T, const W: usize>(bytes: &[u8], from: fn([u8; W]) -> T) -> Vec<T> {
+        bytes
+            .chunks_exact(W)
+            .map(|c| {
+                let mut word = [0u8; W];
+                word.copy_from_slice(c);
+                from(word)
+            })
+            .collect()
     }
     Ok(match dtype {
-        DType::F32 => TensorData::F32(
-            bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(le(c)))
-                .collect(),
-        ),
-        DType::I32 => TensorData::I32(
-            bytes
-                .chunks_exact(4)
-                .map(|c| i32::from_le_bytes(le(c)))
-                .collect(),
-        ),
-        DType::F64 => TensorData::F64(
-            bytes
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(le(c)))
-                .collect(),
-        ),
-        DType::I64 => TensorData::I64(
-            bytes
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(le(c)))
-                .collect(),
-        ),
+        DType::F32 => TensorData::F32(le(bytes, f32::from_le_bytes)),
+        DType::I32 => TensorData::I32(le(bytes, i32::from_le_bytes)),
+        DType::F64 => TensorData::F64(le(bytes, f64::from_le_bytes)),
+        DType::I64 => TensorData::I64(le(bytes, i64::from_le_bytes)),
         DType::Bool => TensorData::Bool(bytes.iter().map(|b| *b != 0).collect()),
         DType::String => {
             // Each element is a 4-byte length, then that many bytes: at most len/4 elements.
             let mut out = Vec::with_capacity(count.min(bytes.len() / 4));
             let mut rest = bytes;
             while rest.len() >= 4 && out.len() < count {
-                let len = u32::from_le_bytes(le(&rest[..4])) as usize;
+                let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
                 let Some(s) = rest.get(4..).and_then(|r| r.get(..len)) else {
                     break;
                 };

@@ -137,6 +137,9 @@ pub struct Registry {
     loading: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
     /// What (model, alias or number) resolved to lately; see [`crate::cache`].
     resolved: Cache<(String, Selector), Served>,
+    /// The model repository's files by SHA-256, read once on the first lost artifact: a version
+    /// that stays broken must not rescan and rehash the repository on every request.
+    repository_index: tokio::sync::OnceCell<HashMap<String, PathBuf>>,
 }
 
 /// Model names as they appear in URLs: lowercase letters, digits, `-` and `_`.
@@ -184,6 +187,7 @@ impl Registry {
             loads: AtomicU64::new(0),
             loading: Mutex::new(HashMap::new()),
             resolved: Cache::new(),
+            repository_index: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -464,10 +468,19 @@ impl Registry {
     /// the same SHA-256 is copied back into the store.
     async fn restore(&self, sha: &str) -> Option<Vec<u8>> {
         let dir = self.policy.repository.clone()?;
-        let wanted = sha.to_string();
-        let found = tokio::task::spawn_blocking(move || find_in_repository(&dir, &wanted))
-            .await
-            .ok()??;
+        let index = self
+            .repository_index
+            .get_or_init(|| async move {
+                tokio::task::spawn_blocking(move || index_repository(&dir))
+                    .await
+                    .unwrap_or_default()
+            })
+            .await;
+        let found = tokio::fs::read(index.get(sha)?).await.ok()?;
+        // The file may have changed since it was indexed.
+        if sha256_hex(&found) != sha {
+            return None;
+        }
         match self.artifacts.put(&found).await {
             Ok(_) => tracing::warn!(
                 sha256 = sha,
@@ -575,9 +588,13 @@ fn artifact_problem(sha: &str, e: &std::io::Error) -> String {
     }
 }
 
-/// A `model.onnx` or `reference.csv` under `dir/<name>/<version>/` whose SHA-256 is `sha`.
-fn find_in_repository(dir: &Path, sha: &str) -> Option<Vec<u8>> {
-    for model in std::fs::read_dir(dir).ok()?.filter_map(Result::ok) {
+/// Every `model.onnx` and `reference.csv` under `dir/<name>/<version>/`, by SHA-256.
+fn index_repository(dir: &Path) -> HashMap<String, PathBuf> {
+    let mut index = HashMap::new();
+    let Ok(models) = std::fs::read_dir(dir) else {
+        return index;
+    };
+    for model in models.filter_map(Result::ok) {
         let Ok(versions) = std::fs::read_dir(model.path()) else {
             continue;
         };
@@ -585,14 +602,12 @@ fn find_in_repository(dir: &Path, sha: &str) -> Option<Vec<u8>> {
             for file in ["model.onnx", "reference.csv"] {
                 let path = version.path().join(file);
                 if let Ok(bytes) = std::fs::read(&path) {
-                    if sha256_hex(&bytes) == sha {
-                        return Some(bytes);
-                    }
+                    index.insert(sha256_hex(&bytes), path);
                 }
             }
         }
     }
-    None
+    index
 }
 
 /// Checks a reference CSV: a header naming the card's features, numeric rows. Returns the row count.
