@@ -1,13 +1,14 @@
 //! The management commands, in the manner of Django's `manage.py`.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::auth::{password, Password, Username};
+use crate::auth::{password, Password};
 use crate::config::Settings;
 use crate::db;
+use crate::domain::Username;
 use crate::registry::Imported;
 use crate::startup::{bootstrap_admin, Application};
 
@@ -114,13 +115,12 @@ fn read_password() -> anyhow::Result<String> {
     if let Ok(p) = std::env::var("PLINTH_SUPERUSER_PASSWORD") {
         return Ok(p);
     }
-    let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        eprint!("Password (input is shown): ");
-        std::io::stderr().flush()?;
+    if std::io::stdin().is_terminal() {
+        return Ok(rpassword::prompt_password("Password: ")?);
     }
+    // Piped: one line from standard input.
     let mut line = String::new();
-    stdin.lock().read_line(&mut line)?;
+    std::io::stdin().lock().read_line(&mut line)?;
     Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
 

@@ -1,15 +1,12 @@
 //! One error type for every handler, rendered as an HTML page or, on API paths, as JSON.
 //!
 //! Handlers return [`AppError`]; its `error_response` only sets the status. The
-//! [`crate::telemetry`] middleware then renders the body for every error response (ours and
+//! [`crate::web::errors`] middleware then renders the body for every error response (ours and
 //! actix-web's own, such as a payload over the limit), so each carries the request id that also
 //! appears in the log line.
 
 use actix_web::http::{header, StatusCode};
-use actix_web::{HttpRequest, HttpResponse, ResponseError};
-use askama::Template;
-
-use crate::auth::PageCtx;
+use actix_web::{HttpResponse, ResponseError};
 
 pub type Result<T, E = AppError> = std::result::Result<T, E>;
 
@@ -82,7 +79,7 @@ pub fn database_unavailable(e: &sqlx::Error) -> bool {
     }
 }
 
-const GENERIC_500: &str = "Something went wrong on our side. It has been logged; if it keeps happening, quote the request id below.";
+pub const GENERIC_500: &str = "Something went wrong on our side. It has been logged; if it keeps happening, quote the request id below.";
 
 impl ResponseError for AppError {
     fn status_code(&self) -> StatusCode {
@@ -130,18 +127,17 @@ pub fn login_url(next: &str) -> String {
     }
 }
 
-/// Percent-encodes everything but unreserved characters and `/`.
+/// Everything but the unreserved characters (RFC 3986) and `/` is percent-encoded.
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
+
+/// Percent-encodes a value for a query string, keeping `/` readable.
 pub fn urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, QUERY_VALUE).to_string()
 }
 
 /// Paths answered in JSON rather than HTML.
@@ -152,74 +148,6 @@ pub fn is_api_path(path: &str) -> bool {
         || path.starts_with("/v2/")
         || path.starts_with("/v1/")
         || path == "/metrics"
-}
-
-#[derive(Template)]
-#[template(path = "error.html")]
-struct ErrorPage<'a> {
-    ctx: &'a PageCtx,
-    status: u16,
-    title: &'a str,
-    message: &'a str,
-}
-
-/// Renders the body of an error response: JSON on API paths, the HTML error page elsewhere.
-pub fn render_error(
-    req: &HttpRequest,
-    ctx: &PageCtx,
-    status: StatusCode,
-    message: &str,
-) -> HttpResponse {
-    let mut builder = HttpResponse::build(status);
-    if is_api_path(req.path()) {
-        return builder.json(serde_json::json!({
-            "error": message,
-            "request_id": ctx.request_id,
-        }));
-    }
-    let title = status.canonical_reason().unwrap_or("Error");
-    let page = ErrorPage {
-        ctx,
-        status: status.as_u16(),
-        title,
-        message,
-    };
-    match page.render() {
-        Ok(html) => builder.content_type("text/html; charset=utf-8").body(html),
-        Err(err) => {
-            tracing::error!(error = %err, "could not render the error page");
-            builder
-                .content_type("text/plain; charset=utf-8")
-                .body(format!(
-                    "{title}: {message} (request id {})",
-                    ctx.request_id
-                ))
-        }
-    }
-}
-
-/// The message for an error response that did not come from an [`AppError`].
-pub fn message_for(status: StatusCode, err: Option<&actix_web::Error>) -> String {
-    if let Some(app) = err.and_then(|e| e.as_error::<AppError>()) {
-        return app.public_message();
-    }
-    match status {
-        StatusCode::NOT_FOUND => {
-            "There is nothing at this address. Check the link, or start again from the home page."
-                .into()
-        }
-        StatusCode::METHOD_NOT_ALLOWED => {
-            "This address does not accept that kind of request.".into()
-        }
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            "The request body is larger than this server accepts.".into()
-        }
-        s if s.is_server_error() => GENERIC_500.into(),
-        _ => match err {
-            Some(e) => e.to_string(),
-            None => status.canonical_reason().unwrap_or("Error").to_string(),
-        },
-    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use crate::monitoring::metrics::Stage;
 use crate::registry::card::Card;
 use crate::registry::decode::{decode, Outcome};
 use crate::registry::{Selector, Served};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Who is asking: a signed-in user, a token, or nobody (public inference).
 #[derive(Clone, Copy, Debug, Default)]

@@ -14,32 +14,17 @@ use rand::RngCore;
 use sqlx::PgPool;
 
 use crate::auth::session_store::PgSessionStore;
-use crate::auth::{password, Password, Username};
+use crate::auth::{password, Password};
 use crate::config::Settings;
+use crate::domain::Username;
 use crate::monitoring::metrics::Metrics;
 use crate::prediction_log::PredictionLog;
 use crate::registry::artifacts::ArtifactStore;
 use crate::registry::Registry;
-use crate::{db, routes, telemetry};
-
-/// What every handler can reach.
-pub struct AppState {
-    pub pool: PgPool,
-    pub settings: Settings,
-    pub registry: Registry,
-    pub log: PredictionLog,
-    pub metrics: Arc<Metrics>,
-    /// API tokens seen lately: hash → (token id, owner).
-    pub tokens: crate::cache::Cache<String, (i64, crate::db::users::User)>,
-    /// Signed-in users by id, for every page's session check; retired with `tokens`.
-    pub users: crate::cache::Cache<i64, crate::db::users::User>,
-    /// An argon2 hash of nothing in particular, verified for unknown usernames.
-    pub dummy_hash: String,
-    /// CPU-heavy work requests cause (pictures, drift statistics), off the async workers.
-    pub heavy: crate::heavy::Heavy,
-    /// CSV exports running, per user.
-    pub exports: crate::exports::Exports,
-}
+use crate::state::AppState;
+use crate::web::errors as web_errors;
+use crate::web::middleware;
+use crate::{db, urls};
 
 /// A bound, not yet running server.
 pub struct Application {
@@ -126,10 +111,10 @@ impl Application {
                 .app_data(web::PayloadConfig::new(max_body))
                 .app_data(web::FormConfig::default().limit(max_body))
                 .app_data(web::JsonConfig::default().limit(max_body))
-                .wrap(from_fn(telemetry::error_pages))
+                .wrap(from_fn(web_errors::error_pages))
                 .wrap(sessions)
-                .wrap(from_fn(telemetry::request_context))
-                .configure(routes::configure)
+                .wrap(from_fn(middleware::request_context))
+                .configure(urls::configure)
                 .default_service(web::to(HttpResponse::NotFound))
         })
         .workers(settings.workers)
@@ -141,16 +126,11 @@ impl Application {
             Some(addr) => {
                 let listener = TcpListener::bind(addr)?;
                 let port = listener.local_addr()?.port();
-                let metrics = metrics.clone();
+                let metrics = web::Data::from(metrics.clone());
                 let server = HttpServer::new(move || {
-                    let metrics = metrics.clone();
-                    App::new().route(
-                        "/metrics",
-                        web::get().to(move || {
-                            let metrics = metrics.clone();
-                            async move { routes::ops::metrics_text(&metrics) }
-                        }),
-                    )
+                    App::new()
+                        .app_data(metrics.clone())
+                        .configure(urls::metrics_listener)
                 })
                 .workers(1)
                 .listen(listener)?

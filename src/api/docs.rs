@@ -2,7 +2,7 @@
 //! rendered from it on the server (no CDN, no script).
 
 use actix_web::http::StatusCode;
-use actix_web::{get, web, HttpResponse};
+use actix_web::HttpResponse;
 use askama::Template;
 use serde_json::Value;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -79,12 +79,7 @@ impl Modify for BearerAuth {
 )]
 pub struct ApiDoc;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(openapi_json).service(docs_page);
-}
-
-#[get("/api/openapi.json")]
-async fn openapi_json() -> HttpResponse {
+pub async fn openapi_json() -> HttpResponse {
     HttpResponse::Ok().json(ApiDoc::openapi())
 }
 
@@ -126,8 +121,7 @@ fn schema_name(v: &Value) -> String {
 }
 
 /// The API reference, for people.
-#[get("/api/docs")]
-async fn docs_page(ctx: PageCtx) -> Result<HttpResponse, AppError> {
+pub async fn docs_page(ctx: PageCtx) -> Result<HttpResponse, AppError> {
     let doc = serde_json::to_value(ApiDoc::openapi()).map_err(AppError::internal)?;
     let mut groups: Vec<(String, Vec<Operation>)> = Vec::new();
     for (path, item) in doc["paths"].as_object().into_iter().flatten() {
@@ -205,7 +199,7 @@ async fn docs_page(ctx: PageCtx) -> Result<HttpResponse, AppError> {
             json: serde_json::to_string_pretty(s).unwrap_or_default(),
         })
         .collect();
-    super::super::routes::render(
+    crate::web::render(
         &DocsPage {
             ctx,
             groups,

@@ -1,30 +1,28 @@
 //! KServe's V1 protocol: `{"instances": […]}` in, `{"predictions": […]}` out.
 
-use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 use super::v1::{row_from_json, ErrorBody};
-use super::{check_rows, json_body, InferenceCaller};
+use super::{check_rows, json_body};
+use crate::auth::InferenceCaller;
 use crate::error::AppError;
 use crate::registry::Selector;
 use crate::serving;
-use crate::startup::AppState;
-
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(model_status).service(predict);
-}
+use crate::state::AppState;
 
 /// The model is known and loaded.
 #[utoipa::path(
+    get,
+    path = "/v1/models/{name}",
     tag = "kserve v1",
     params(("name" = String, Path, description = "Model name", example = "iris")),
     responses((status = 200, description = "Ready"), (status = 401, description = "No valid token", body = ErrorBody), (status = 404, description = "No such model", body = ErrorBody)),
     security(("bearer" = []))
 )]
-#[get("/v1/models/{name}")]
-async fn model_status(
+pub async fn model_status(
     _c: InferenceCaller,
     state: web::Data<AppState>,
     name: web::Path<String>,
@@ -50,6 +48,8 @@ pub struct KServeResponse {
 
 /// Predicts a batch of instances.
 #[utoipa::path(
+    post,
+    path = "/v1/models/{name}:predict",
     tag = "kserve v1",
     params(("name" = String, Path, description = "Model name", example = "iris")),
     request_body = KServeRequest,
@@ -65,8 +65,7 @@ pub struct KServeResponse {
     ),
     security(("bearer" = []))
 )]
-#[post("/v1/models/{name}:predict")]
-async fn predict(
+pub async fn predict(
     req: HttpRequest,
     body: web::Bytes,
     inference_caller: InferenceCaller,

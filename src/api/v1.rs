@@ -4,33 +4,24 @@
 use std::collections::BTreeMap;
 
 use actix_web::http::StatusCode;
-use actix_web::{get, post, put, web, HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{check_rows, json_body, ApiStaff, ApiUser, InferenceCaller};
+use super::{check_rows, json_body};
+use crate::auth::{ApiStaff, ApiUser, InferenceCaller};
 use crate::db;
 use crate::db::predictions::{Filter, PredictionRow};
 use crate::error::AppError;
 use crate::registry::card::{Card, FeatureKind, Task};
 use crate::registry::decode::Outcome;
 use crate::registry::{ImportError, Imported, Selector, Upload};
-use crate::routes::forms::read_unchecked;
 use crate::serving;
-use crate::startup::AppState;
-
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(list_models)
-        .service(get_model)
-        .service(predict)
-        .service(list_predictions)
-        .service(get_prediction)
-        .service(record_feedback)
-        .service(publish_version)
-        .service(set_alias);
-}
+use crate::state::AppState;
+use crate::web::forms::read_unchecked;
+use crate::web::paging::{date_field, Pager};
 
 /// The body of every error response.
 #[derive(Serialize, ToSchema)]
@@ -54,6 +45,8 @@ pub struct ModelSummary {
 
 /// All models with their serving version.
 #[utoipa::path(
+    get,
+    path = "/api/v1/models",
     tag = "v1",
     responses(
         (status = 200, description = "Every model", body = [ModelSummary]),
@@ -61,8 +54,7 @@ pub struct ModelSummary {
     ),
     security(("bearer" = []))
 )]
-#[get("/api/v1/models")]
-async fn list_models(
+pub async fn list_models(
     _caller: InferenceCaller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
@@ -123,6 +115,8 @@ async fn model_or_404(state: &AppState, name: &str) -> Result<db::models::ModelR
 
 /// One model: card, signature, versions and aliases.
 #[utoipa::path(
+    get,
+    path = "/api/v1/models/{name}",
     tag = "v1",
     params(("name" = String, Path, description = "Model name", example = "iris")),
     responses(
@@ -132,8 +126,7 @@ async fn model_or_404(state: &AppState, name: &str) -> Result<db::models::ModelR
     ),
     security(("bearer" = []))
 )]
-#[get("/api/v1/models/{name}")]
-async fn get_model(
+pub async fn get_model(
     _caller: InferenceCaller,
     state: web::Data<AppState>,
     name: web::Path<String>,
@@ -274,6 +267,8 @@ pub fn row_from_json(card: &Card, value: &Value, index: Option<usize>) -> Result
 
 /// Predicts from named features.
 #[utoipa::path(
+    post,
+    path = "/api/v1/models/{name}/predict",
     tag = "v1",
     params(("name" = String, Path, description = "Model name", example = "iris"), VersionQuery),
     request_body = PredictRequest,
@@ -289,8 +284,7 @@ pub fn row_from_json(card: &Card, value: &Value, index: Option<usize>) -> Result
     ),
     security(("bearer" = []))
 )]
-#[post("/api/v1/models/{name}/predict")]
-async fn predict(
+pub async fn predict(
     req: HttpRequest,
     body: web::Bytes,
     inference_caller: InferenceCaller,
@@ -397,19 +391,19 @@ pub struct ListQuery {
 }
 
 fn parse_date(label: &str, v: &Option<String>) -> Result<Option<time::Date>, AppError> {
-    let format = time::macros::format_description!("[year]-[month]-[day]");
-    match v.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-        None => Ok(None),
-        Some(s) => time::Date::parse(s, &format).map(Some).map_err(|_| {
-            AppError::BadRequest(format!(
-                "{label}: expected a date as YYYY-MM-DD, got {s:?}."
-            ))
-        }),
-    }
+    let v = v.as_deref().unwrap_or_default();
+    date_field(label, v).map_err(|_| {
+        AppError::BadRequest(format!(
+            "{label}: expected a date as YYYY-MM-DD, got {:?}.",
+            v.trim()
+        ))
+    })
 }
 
 /// The caller's predictions, newest first (staff tokens see everyone's).
 #[utoipa::path(
+    get,
+    path = "/api/v1/predictions",
     tag = "v1",
     params(ListQuery),
     responses(
@@ -419,8 +413,7 @@ fn parse_date(label: &str, v: &Option<String>) -> Result<Option<time::Date>, App
     ),
     security(("bearer" = []))
 )]
-#[get("/api/v1/predictions")]
-async fn list_predictions(
+pub async fn list_predictions(
     api_user: ApiUser,
     state: web::Data<AppState>,
     query: web::Query<ListQuery>,
@@ -440,10 +433,10 @@ async fn list_predictions(
         from: parse_date("from", &query.from)?,
         to: parse_date("to", &query.to)?,
     };
+    let pager = Pager { page, per_page };
     let mut rows =
-        db::predictions::list(&state.pool, &filter, (page - 1) * per_page, per_page + 1).await?;
-    let more = rows.len() as i64 > per_page;
-    rows.truncate(per_page as usize);
+        db::predictions::list(&state.pool, &filter, pager.offset(), pager.fetch()).await?;
+    let more = pager.cut(&mut rows);
     Ok(HttpResponse::Ok().json(PredictionList {
         items: rows.iter().map(PredictionRecord::from).collect(),
         page,
@@ -472,6 +465,8 @@ pub struct PredictionDetail {
 
 /// One of the caller's predictions, with its feedback.
 #[utoipa::path(
+    get,
+    path = "/api/v1/predictions/{id}",
     tag = "v1",
     params(("id" = i64, Path, description = "Prediction id")),
     responses(
@@ -481,8 +476,7 @@ pub struct PredictionDetail {
     ),
     security(("bearer" = []))
 )]
-#[get("/api/v1/predictions/{id}")]
-async fn get_prediction(
+pub async fn get_prediction(
     api_user: ApiUser,
     state: web::Data<AppState>,
     id: web::Path<i64>,
@@ -517,6 +511,8 @@ pub struct FeedbackResponse {
 
 /// Records the true label or value of a prediction; a second call replaces the first.
 #[utoipa::path(
+    post,
+    path = "/api/v1/predictions/{id}/feedback",
     tag = "v1",
     params(("id" = i64, Path, description = "Prediction id")),
     request_body = FeedbackRequest,
@@ -531,8 +527,7 @@ pub struct FeedbackResponse {
     ),
     security(("bearer" = []))
 )]
-#[post("/api/v1/predictions/{id}/feedback")]
-async fn record_feedback(
+pub async fn record_feedback(
     req: HttpRequest,
     body: web::Bytes,
     api_user: ApiUser,
@@ -598,6 +593,8 @@ pub struct PublishResponse {
 /// Staff: publishes a new version (multipart: `model`, optional `card` and `reference`).
 /// Creates the model when it does not exist; its first version goes to production.
 #[utoipa::path(
+    post,
+    path = "/api/v1/models/{name}/versions",
     tag = "v1 registry",
     params(("name" = String, Path, description = "Model name", example = "iris")),
     request_body(content_type = "multipart/form-data", description = "Fields: model (ONNX file), card (card.toml), reference (reference.csv)"),
@@ -613,8 +610,7 @@ pub struct PublishResponse {
     ),
     security(("bearer" = []))
 )]
-#[post("/api/v1/models/{name}/versions")]
-async fn publish_version(
+pub async fn publish_version(
     req: HttpRequest,
     payload: web::Payload,
     api_staff: ApiStaff,
@@ -696,6 +692,8 @@ pub struct AliasResponse {
 
 /// Staff: points an alias (such as `production`) at a version; it serves at once.
 #[utoipa::path(
+    put,
+    path = "/api/v1/models/{name}/aliases/{alias}",
     tag = "v1 registry",
     params(("name" = String, Path, description = "Model name", example = "iris"), ("alias" = String, Path, description = "Alias name")),
     request_body = AliasRequest,
@@ -710,8 +708,7 @@ pub struct AliasResponse {
     ),
     security(("bearer" = []))
 )]
-#[put("/api/v1/models/{name}/aliases/{alias}")]
-async fn set_alias(
+pub async fn set_alias(
     req: HttpRequest,
     body: web::Bytes,
     api_staff: ApiStaff,

@@ -2,39 +2,30 @@
 //! the binary tensor extension tritonclient uses by default.
 
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
+use super::check_rows;
 use super::tensors::{decode_inputs, DecodeError, InputRef, Limits};
 use super::v1::ErrorBody;
-use super::{check_rows, InferenceCaller};
+use crate::auth::InferenceCaller;
 use crate::db;
 use crate::error::AppError;
 use crate::inference::{NamedTensor, TensorData, TensorSpec};
 use crate::registry::{signature_of, Selector, Served};
 use crate::serving;
-use crate::startup::AppState;
-
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(server_metadata)
-        .service(live)
-        .service(ready)
-        .service(model_metadata)
-        .service(version_metadata)
-        .service(model_ready)
-        .service(version_ready)
-        .service(infer)
-        .service(version_infer);
-}
+use crate::state::AppState;
 
 const HEADER_LENGTH: &str = "inference-header-content-length";
 
 /// Server metadata.
-#[utoipa::path(tag = "v2", responses((status = 200, description = "Name, version, extensions")))]
-#[get("/v2")]
-async fn server_metadata() -> HttpResponse {
+#[utoipa::path(
+    get,
+    path = "/v2",
+    tag = "v2", responses((status = 200, description = "Name, version, extensions")))]
+pub async fn server_metadata() -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "name": "plinth",
         "version": env!("CARGO_PKG_VERSION"),
@@ -43,16 +34,20 @@ async fn server_metadata() -> HttpResponse {
 }
 
 /// The server answers.
-#[utoipa::path(tag = "v2", responses((status = 200, description = "Live")))]
-#[get("/v2/health/live")]
-async fn live() -> HttpResponse {
+#[utoipa::path(
+    get,
+    path = "/v2/health/live",
+    tag = "v2", responses((status = 200, description = "Live")))]
+pub async fn live() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "live": true }))
 }
 
 /// The server can serve: the database answers.
-#[utoipa::path(tag = "v2", responses((status = 200, description = "Ready"), (status = 503, description = "Not ready", body = ErrorBody)))]
-#[get("/v2/health/ready")]
-async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+#[utoipa::path(
+    get,
+    path = "/v2/health/ready",
+    tag = "v2", responses((status = 200, description = "Ready"), (status = 503, description = "Not ready", body = ErrorBody)))]
+pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     db::ping(&state.pool)
         .await
         .map_err(|_| AppError::Unavailable("The database is unreachable.".into()))?;
@@ -119,13 +114,14 @@ async fn metadata(
 
 /// Model metadata for the version `production` serves.
 #[utoipa::path(
+    get,
+    path = "/v2/models/{name}",
     tag = "v2",
     params(("name" = String, Path, description = "Model name", example = "iris")),
     responses((status = 200, description = "Metadata", body = ModelMetadata), (status = 401, description = "No valid token", body = ErrorBody), (status = 404, description = "No such model", body = ErrorBody)),
     security(("bearer" = []))
 )]
-#[get("/v2/models/{name}")]
-async fn model_metadata(
+pub async fn model_metadata(
     _c: InferenceCaller,
     state: web::Data<AppState>,
     name: web::Path<String>,
@@ -135,13 +131,14 @@ async fn model_metadata(
 
 /// Metadata of one version.
 #[utoipa::path(
+    get,
+    path = "/v2/models/{name}/versions/{version}",
     tag = "v2",
     params(("name" = String, Path, description = "Model name", example = "iris"), ("version" = String, Path, description = "Version number", example = "1")),
     responses((status = 200, description = "Metadata", body = ModelMetadata), (status = 400, description = "Not a version number", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 404, description = "No such model or version", body = ErrorBody)),
     security(("bearer" = []))
 )]
-#[get("/v2/models/{name}/versions/{version}")]
-async fn version_metadata(
+pub async fn version_metadata(
     _c: InferenceCaller,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
@@ -152,13 +149,14 @@ async fn version_metadata(
 
 /// The model is loaded and can answer.
 #[utoipa::path(
+    get,
+    path = "/v2/models/{name}/ready",
     tag = "v2",
     params(("name" = String, Path, description = "Model name", example = "iris")),
     responses((status = 200, description = "Ready"), (status = 401, description = "No valid token", body = ErrorBody), (status = 404, description = "No such model", body = ErrorBody)),
     security(("bearer" = []))
 )]
-#[get("/v2/models/{name}/ready")]
-async fn model_ready(
+pub async fn model_ready(
     _c: InferenceCaller,
     state: web::Data<AppState>,
     name: web::Path<String>,
@@ -169,13 +167,14 @@ async fn model_ready(
 
 /// One version is loaded and can answer.
 #[utoipa::path(
+    get,
+    path = "/v2/models/{name}/versions/{version}/ready",
     tag = "v2",
     params(("name" = String, Path, description = "Model name", example = "iris"), ("version" = String, Path, description = "Version number", example = "1")),
     responses((status = 200, description = "Ready"), (status = 400, description = "Not a version number", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 404, description = "No such model or version", body = ErrorBody)),
     security(("bearer" = []))
 )]
-#[get("/v2/models/{name}/versions/{version}/ready")]
-async fn version_ready(
+pub async fn version_ready(
     _c: InferenceCaller,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
@@ -436,6 +435,8 @@ async fn run_infer(
 /// Inference on the version `production` serves. JSON tensors, or the binary extension
 /// (`Inference-Header-Content-Length`).
 #[utoipa::path(
+    post,
+    path = "/v2/models/{name}/infer",
     tag = "v2",
     params(("name" = String, Path, description = "Model name", example = "iris")),
     request_body = InferRequest,
@@ -450,8 +451,7 @@ async fn run_infer(
     ),
     security(("bearer" = []))
 )]
-#[post("/v2/models/{name}/infer")]
-async fn infer(
+pub async fn infer(
     req: HttpRequest,
     body: web::Bytes,
     inference_caller: InferenceCaller,
@@ -464,6 +464,8 @@ async fn infer(
 
 /// Inference on one version.
 #[utoipa::path(
+    post,
+    path = "/v2/models/{name}/versions/{version}/infer",
     tag = "v2",
     params(("name" = String, Path, description = "Model name", example = "iris"), ("version" = String, Path, description = "Version number", example = "1")),
     request_body = InferRequest,
@@ -478,8 +480,7 @@ async fn infer(
     ),
     security(("bearer" = []))
 )]
-#[post("/v2/models/{name}/versions/{version}/infer")]
-async fn version_infer(
+pub async fn version_infer(
     req: HttpRequest,
     body: web::Bytes,
     inference_caller: InferenceCaller,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::users::User;
 use crate::error::AppError;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::telemetry::request_id;
 
 const FLASH_KEY: &str = "flash";

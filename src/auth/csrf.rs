@@ -18,7 +18,7 @@ pub fn token(session: &Session) -> String {
     if let Ok(Some(token)) = session.get::<String>(SESSION_KEY) {
         return token;
     }
-    let token = crate::db::sessions::hex(&rand::random::<[u8; 32]>());
+    let token = hex::encode(rand::random::<[u8; 32]>());
     // A session that cannot be written will simply fail the check later.
     let _ = session.insert(SESSION_KEY, &token);
     token
@@ -35,8 +35,11 @@ pub fn verify(session: &Session, submitted: &str) -> bool {
     let Ok(Some(expected)) = session.get::<String>(SESSION_KEY) else {
         return false;
     };
-    let (a, b) = (expected.as_bytes(), submitted.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    // `subtle` compares every byte whatever the first difference (the length is not secret).
+    bool::from(subtle::ConstantTimeEq::ct_eq(
+        expected.as_bytes(),
+        submitted.as_bytes(),
+    ))
 }
 
 /// A URL-encoded form whose CSRF token has been checked. The check comes first, so a forged

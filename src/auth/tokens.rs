@@ -19,7 +19,7 @@ pub fn generate() -> String {
 /// What is stored: SHA-256 of the secret. The secret has enough entropy that a slow hash
 /// adds nothing, and lookups stay one indexed query.
 pub fn hash(secret: &str) -> String {
-    crate::db::sessions::hex(&Sha256::digest(secret.as_bytes()))
+    hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
 pub fn visible_prefix(secret: &str) -> String {

@@ -1,21 +1,8 @@
-//! The drift tables: reference profiles, runs and their per-feature results.
+//! The drift tables: runs and their per-feature results.
 
 use sqlx::types::Json;
 use sqlx::PgPool;
 use time::OffsetDateTime;
-
-pub async fn set_profile(
-    pool: &PgPool,
-    version_id: i64,
-    profile: &serde_json::Value,
-) -> sqlx::Result<()> {
-    sqlx::query("update model_version set reference_profile = $2 where id = $1")
-        .bind(version_id)
-        .bind(Json(profile))
-        .execute(pool)
-        .await?;
-    Ok(())
-}
 
 /// The inputs of a version's most recent predictions: at most `limit`, made since `since`.
 pub async fn window_inputs(

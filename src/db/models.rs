@@ -81,7 +81,6 @@ pub struct NewVersion<'a> {
     pub metadata: serde_json::Value,
     pub reference_sha256: Option<&'a str>,
     pub reference_rows: Option<i32>,
-    pub reference_profile: Option<serde_json::Value>,
     pub source: &'a str,
     pub actor: Option<i64>,
 }
@@ -99,9 +98,9 @@ pub async fn insert_version(
         .await?;
     sqlx::query_as(
         "insert into model_version (model_id, version, sha256, size_bytes, card, signature, metadata,
-                                    reference_sha256, reference_rows, source, created_by, reference_profile)
+                                    reference_sha256, reference_rows, source, created_by)
          values ($1, (select coalesce(max(version), 0) + 1 from model_version where model_id = $1),
-                 $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                 $2, $3, $4, $5, $6, $7, $8, $9, $10)
          returning id, version",
     )
     .bind(model_id)
@@ -114,7 +113,6 @@ pub async fn insert_version(
     .bind(new.reference_rows)
     .bind(new.source)
     .bind(new.actor)
-    .bind(new.reference_profile.as_ref().map(Json))
     .fetch_one(&mut **tx)
     .await
 }

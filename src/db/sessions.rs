@@ -7,11 +7,7 @@ use sqlx::PgPool;
 
 /// Only the hash of a session key is stored.
 pub fn key_hash(key: &str) -> String {
-    hex(&Sha256::digest(key.as_bytes()))
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(Sha256::digest(key.as_bytes()))
 }
 
 /// The state of a live session: not idle past its expiry, not older than `max_age`.

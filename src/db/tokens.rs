@@ -93,7 +93,7 @@ pub async fn authenticate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Username;
+    use crate::domain::Username;
 
     #[sqlx::test]
     async fn a_token_authenticates_until_revoked(pool: PgPool) -> sqlx::Result<()> {

@@ -3,7 +3,7 @@
 use sqlx::PgPool;
 use time::OffsetDateTime;
 
-use crate::auth::Username;
+use crate::domain::Username;
 
 /// An account.
 #[derive(Clone, Debug, sqlx::FromRow)]

@@ -1,7 +1,6 @@
 //! Drift: how far live inputs have moved from the training data.
 //!
-//! Each version's `reference.csv` becomes a reference profile when it is imported. A check
-//! compares a recent window of live inputs with the reference, feature by feature, using the
+//! A check compares a recent window of live inputs with the reference, feature by feature, using the
 //! test Evidently would pick: for a reference of up to 1,000 rows, Kolmogorov-Smirnov for
 //! numeric features (more than 5 distinct values) and chi-squared for categorical ones, drifting
 //! at p < 0.05; for larger references, the Wasserstein distance over the reference's standard
@@ -14,47 +13,13 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use super::stats;
-use crate::registry::card::{Card, Feature, FeatureKind};
+use crate::registry::card::{Card, FeatureKind};
+use crate::registry::reference::columns as reference_columns;
 
 /// Fewer live rows than this give no verdict.
 pub const MIN_ROWS: usize = 100;
 /// References up to this size use the statistical tests; larger ones the distances.
 const SMALL_REFERENCE: usize = 1000;
-
-/// The reference's values, one column per card feature (rows that do not parse are skipped).
-pub fn reference_columns(csv: &str, card: &Card) -> BTreeMap<String, Vec<f64>> {
-    let mut lines = csv.lines().filter(|l| !l.trim().is_empty());
-    let header: Vec<&str> = lines
-        .next()
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .collect();
-    let mut columns: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let index: Vec<(usize, &Feature)> = card
-        .features
-        .iter()
-        .filter_map(|f| header.iter().position(|h| *h == f.name).map(|i| (i, f)))
-        .collect();
-    for line in lines {
-        let cells: Vec<&str> = line.split(',').collect();
-        for (i, f) in &index {
-            let Some(cell) = cells.get(*i).map(|c| c.trim()) else {
-                continue;
-            };
-            if let Some(v) = cell
-                .parse::<f64>()
-                .ok()
-                .or_else(|| f.choice_index(cell).map(|i| i as f64))
-            {
-                if v.is_finite() {
-                    columns.entry(f.name.clone()).or_default().push(v);
-                }
-            }
-        }
-    }
-    columns
-}
 
 fn distinct(values: &[f64]) -> usize {
     let mut v: Vec<u64> = values.iter().map(|x| x.to_bits()).collect();
@@ -80,33 +45,6 @@ fn frequencies(values: &[f64]) -> BTreeMap<String, f64> {
 
 fn stats_key(v: f64) -> String {
     crate::registry::card::fmt_num(v)
-}
-
-/// The reference profile stored with a version: per numeric feature the decile edges and
-/// shares, mean, standard deviation and count; per categorical feature the frequencies.
-pub fn profile(csv: &str, card: &Card) -> Value {
-    let columns = reference_columns(csv, card);
-    let mut features = serde_json::Map::new();
-    for f in &card.features {
-        let Some(values) = columns.get(&f.name) else {
-            continue;
-        };
-        let entry = if categorical(f.kind, values) {
-            json!({"kind": "categorical", "count": values.len(), "frequencies": frequencies(values)})
-        } else {
-            let edges = stats::decile_edges(values);
-            let shares: Vec<f64> = stats::histogram(values, &edges)
-                .iter()
-                .map(|c| *c as f64 / values.len() as f64)
-                .collect();
-            json!({
-                "kind": "numeric", "count": values.len(), "mean": stats::mean(values),
-                "std": stats::std_dev(values), "deciles": edges, "shares": shares,
-            })
-        };
-        features.insert(f.name.clone(), entry);
-    }
-    json!({ "rows": columns.values().map(Vec::len).max().unwrap_or(0), "features": features })
 }
 
 /// One feature compared.
@@ -283,7 +221,7 @@ mod tests {
         let card =
             Card::parse(&std::fs::read_to_string("tests/fixtures/renewals.card.toml").unwrap())
                 .unwrap();
-        let reference = reference_columns("age,city\n40,Oslo\n50,Turin\n60,Atlantis\n", &card);
+        let reference = reference_columns(b"age,city\n40,Oslo\n50,Turin\n60,Atlantis\n", &card);
         assert_eq!(reference["age"], vec![40.0, 50.0, 60.0]);
         assert_eq!(reference["city"], vec![1.0, 3.0], "unknown text is skipped");
         let current = current_columns(
@@ -331,7 +269,7 @@ mod tests {
     #[test]
     fn a_shifted_window_drifts_and_an_unshifted_one_does_not() {
         let card = card();
-        let csv = std::fs::read_to_string("models/iris/1/reference.csv").unwrap();
+        let csv = std::fs::read("models/iris/1/reference.csv").unwrap();
         let reference = reference_columns(&csv, &card);
         assert_eq!(reference["sepal_length"].len(), 105);
 
@@ -343,27 +281,6 @@ mod tests {
         let shifted = compare(&card, &reference, &window(&reference, 7, 200, 0.8));
         assert!(dataset_drifted(&shifted), "{shifted:#?}");
         assert!(shifted.iter().all(|f| f.drifted && f.psi > 0.1));
-    }
-
-    #[test]
-    fn the_profile_holds_deciles_moments_and_frequencies() {
-        let card = card();
-        let csv = "sepal_length,sepal_width,petal_length,petal_width\n5,3,1,0.2\n6,3,4,1.3\n7,3,6,2.1\n5.5,3,1.5,0.2\n6.5,3,5,1.8\n5.1,3,1.4,0.2\n";
-        let p = profile(csv, &card);
-        assert_eq!(p["rows"], 6);
-        assert_eq!(p["features"]["sepal_length"]["kind"], "numeric");
-        assert_eq!(
-            p["features"]["sepal_length"]["deciles"]
-                .as_array()
-                .unwrap()
-                .len(),
-            11
-        );
-        assert_eq!(
-            p["features"]["sepal_width"]["kind"], "categorical",
-            "one distinct value"
-        );
-        assert_eq!(p["features"]["sepal_width"]["frequencies"]["3"], 1.0);
     }
 }
 

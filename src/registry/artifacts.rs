@@ -11,7 +11,7 @@ pub struct ArtifactStore {
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    crate::db::sessions::hex(&Sha256::digest(bytes))
+    hex::encode(Sha256::digest(bytes))
 }
 
 impl ArtifactStore {

@@ -5,6 +5,7 @@ pub mod artifacts;
 pub mod card;
 pub mod decode;
 pub mod picture;
+pub mod reference;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -220,20 +221,8 @@ impl Registry {
         card.check_against(&loaded.signature)
             .map_err(ImportError::Invalid)?;
         let reference_rows = match &upload.reference_csv {
-            Some(csv) if !csv.is_empty() => Some(check_reference(csv, &card)?),
-            _ => None,
-        };
-        // Profiling the reference data is a pass over every cell: off the async workers.
-        let reference_profile = match upload.reference_csv.clone() {
             Some(csv) if !csv.is_empty() => {
-                let card = card.clone();
-                tokio::task::spawn_blocking(move || {
-                    std::str::from_utf8(&csv)
-                        .ok()
-                        .map(|csv| crate::monitoring::drift::profile(csv, &card))
-                })
-                .await
-                .map_err(|e| ImportError::Invalid(format!("profiling failed: {e}")))?
+                Some(reference::check(csv, &card).map_err(ImportError::Invalid)?)
             }
             _ => None,
         };
@@ -269,7 +258,6 @@ impl Registry {
                 metadata,
                 reference_sha256: reference_sha.as_deref(),
                 reference_rows,
-                reference_profile,
                 source: upload.source,
                 actor: upload.actor,
             },
@@ -570,12 +558,11 @@ impl Registry {
     }
 
     /// The reference data stored with a version, if it has any.
-    pub async fn reference_csv(&self, version: &VersionRow) -> anyhow::Result<Option<String>> {
+    pub async fn reference_csv(&self, version: &VersionRow) -> anyhow::Result<Option<Vec<u8>>> {
         let Some(sha) = &version.reference_sha256 else {
             return Ok(None);
         };
-        let bytes = self.artifacts.get(sha).await?;
-        Ok(Some(String::from_utf8(bytes)?))
+        Ok(Some(self.artifacts.get(sha).await?))
     }
 }
 
@@ -608,41 +595,6 @@ fn index_repository(dir: &Path) -> HashMap<String, PathBuf> {
         }
     }
     index
-}
-
-/// Checks a reference CSV: a header naming the card's features, numeric rows. Returns the row count.
-fn check_reference(csv: &[u8], card: &Card) -> Result<i32, ImportError> {
-    let text = std::str::from_utf8(csv)
-        .map_err(|_| ImportError::Invalid("reference.csv is not UTF-8 text.".into()))?;
-    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    let header: Vec<&str> = lines
-        .next()
-        .ok_or_else(|| ImportError::Invalid("reference.csv is empty.".into()))?
-        .split(',')
-        .map(str::trim)
-        .collect();
-    for f in &card.features {
-        if !header.contains(&f.name.as_str()) {
-            return Err(ImportError::Invalid(format!(
-                "reference.csv has no column {} (its header must name the card's features).",
-                f.name
-            )));
-        }
-    }
-    let mut rows = 0i32;
-    for (i, line) in lines.enumerate() {
-        let cells: Vec<&str> = line.split(',').collect();
-        if cells.len() != header.len() {
-            return Err(ImportError::Invalid(format!(
-                "reference.csv line {} has {} cells; the header has {}.",
-                i + 2,
-                cells.len(),
-                header.len()
-            )));
-        }
-        rows += 1;
-    }
-    Ok(rows)
 }
 
 /// The card stored with a version; a default card if it cannot be read.

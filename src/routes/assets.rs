@@ -1,13 +1,9 @@
 //! The stylesheet, scripts and icons, compiled into the binary so it runs from anywhere.
 
 use actix_web::http::header;
-use actix_web::{get, web, HttpResponse};
+use actix_web::{web, HttpResponse};
 
 use crate::error::AppError;
-
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(static_file).service(favicon);
-}
 
 /// Every file under `static/`: name, content type, bytes.
 const FILES: &[(&str, &str, &[u8])] = &[
@@ -39,12 +35,10 @@ fn serve(name: &str) -> Result<HttpResponse, AppError> {
         .body(*bytes))
 }
 
-#[get("/static/{name}")]
-async fn static_file(name: web::Path<String>) -> Result<HttpResponse, AppError> {
+pub async fn static_file(name: web::Path<String>) -> Result<HttpResponse, AppError> {
     serve(&name)
 }
 
-#[get("/favicon.ico")]
-async fn favicon() -> Result<HttpResponse, AppError> {
+pub async fn favicon() -> Result<HttpResponse, AppError> {
     serve("favicon.svg")
 }

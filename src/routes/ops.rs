@@ -1,38 +1,37 @@
-//! Liveness and readiness probes.
+//! The operational endpoints: liveness and readiness probes, Prometheus metrics.
 
 use std::time::Duration;
 
-use actix_web::{get, web, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde_json::json;
 
-use crate::startup::AppState;
+use crate::monitoring::metrics::Metrics;
+use crate::state::AppState;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(healthz).service(readyz).service(metrics);
-}
-
-/// Prometheus metrics, for a staff token (or without one on `PLINTH_METRICS_ADDR`).
-#[get("/metrics")]
-async fn metrics(_staff: crate::api::ApiStaff, state: web::Data<AppState>) -> HttpResponse {
+/// Prometheus metrics on the main listener, for a staff token.
+pub async fn metrics(_staff: crate::auth::ApiStaff, state: web::Data<AppState>) -> HttpResponse {
     metrics_text(&state.metrics)
 }
 
-pub fn metrics_text(registry: &crate::monitoring::metrics::Metrics) -> HttpResponse {
+/// Prometheus metrics on the separate listener (`PLINTH_METRICS_ADDR`), without a token.
+pub async fn open_metrics(metrics: web::Data<Metrics>) -> HttpResponse {
+    metrics_text(&metrics)
+}
+
+fn metrics_text(registry: &Metrics) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(registry.render())
 }
 
 /// The process answers.
-#[get("/healthz")]
-async fn healthz() -> HttpResponse {
+pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
 /// The database answers, every migration is applied and every version an alias points at can
 /// be loaded (loading it now if it is not in memory yet); 503 with the reason otherwise.
-#[get("/readyz")]
-async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let database = async {
         crate::db::ping(&state.pool)
             .await

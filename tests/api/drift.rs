@@ -44,37 +44,6 @@ async fn check_now(app: &TestApp) -> String {
 }
 
 #[sqlx::test]
-async fn import_keeps_a_reference_profile(pool: PgPool) {
-    let app = spawn_app(pool).await;
-    app.import_models().await;
-
-    let profile: Value = sqlx::query_scalar(
-        "select reference_profile from model_version v join model m on m.id = v.model_id where m.name = 'iris'",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
-
-    assert_eq!(profile["rows"], 105);
-    let sepal = &profile["features"]["sepal_length"];
-    assert_eq!(sepal["kind"], "numeric");
-    assert_eq!(sepal["count"], 105);
-    assert_eq!(sepal["deciles"].as_array().unwrap().len(), 11);
-    assert!(
-        (sepal["shares"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .sum::<f64>()
-            - 1.0)
-            .abs()
-            < 1e-9
-    );
-    assert!(sepal["mean"].as_f64().unwrap() > 5.0 && sepal["std"].as_f64().unwrap() > 0.5);
-}
-
-#[sqlx::test]
 async fn drift_is_quiet_on_familiar_inputs_and_flags_shifted_ones(pool: PgPool) {
     let app = spawn_app(pool).await;
     app.import_models().await;

@@ -1,7 +1,8 @@
 use std::sync::Arc;
 
-use plinth::auth::{password, Password, Username};
+use plinth::auth::{password, Password};
 use plinth::config::Settings;
+use plinth::domain::Username;
 use plinth::startup::Application;
 use reqwest::cookie::{CookieStore, Jar};
 use reqwest::{redirect, Client, Response};

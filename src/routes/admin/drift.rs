@@ -2,23 +2,19 @@
 //! feature, with reference and live histograms and each statistic's history.
 
 use actix_web::http::StatusCode;
-use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{render, see_other};
 use crate::auth::context::flash;
 use crate::auth::{CsrfForm, PageCtx, StaffOnly};
 use crate::db;
 use crate::error::AppError;
 use crate::monitoring::drift;
 use crate::registry::PRODUCTION;
-use crate::startup::AppState;
-
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(drift_page).service(run_now);
-}
+use crate::state::AppState;
+use crate::web::{render, see_other};
 
 /// A pair of bars (reference, live) for one histogram bin, in SVG units.
 pub struct BinBars {
@@ -133,8 +129,7 @@ fn num(v: f64) -> String {
     }
 }
 
-#[get("/admin/models/{name}/drift")]
-async fn drift_page(
+pub async fn drift_page(
     StaffOnly(ctx, _): StaffOnly,
     state: web::Data<AppState>,
     name: web::Path<String>,
@@ -164,7 +159,7 @@ async fn drift_page(
             let history = db::drift::history(&state.pool, version.id, 20).await?;
             page.verdict = Some(run.drifted);
             page.run_label = run.window_label.clone();
-            page.run_at = super::fmt_time(&Some(run.created_at));
+            page.run_at = crate::web::fmt_time(&Some(run.created_at));
             page.drifted_features = run.drifted_features;
             page.features_total = run.features;
             page.features = db::drift::features(&state.pool, run.id)
@@ -199,11 +194,10 @@ async fn drift_page(
 }
 
 #[derive(Deserialize, Default)]
-struct Empty {}
+pub struct Empty {}
 
 /// Runs a drift check now.
-#[post("/admin/models/{name}/drift")]
-async fn run_now(
+pub async fn run_now(
     req: HttpRequest,
     StaffOnly(ctx, user): StaffOnly,
     state: web::Data<AppState>,

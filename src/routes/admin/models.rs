@@ -1,11 +1,9 @@
 //! Staff pages of the registry: models, versions, uploads, aliases and rollback.
 
 use actix_web::http::StatusCode;
-use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 
-use super::forms::{read_form, Submitted};
-use super::{render, see_other};
 use crate::auth::context::flash;
 use crate::auth::{PageCtx, StaffOnly};
 use crate::db;
@@ -13,16 +11,9 @@ use crate::db::models::ModelRow;
 use crate::error::AppError;
 use crate::registry::card::Card;
 use crate::registry::{ImportError, Imported, Upload, PRODUCTION};
-use crate::startup::AppState;
-
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(models_index)
-        .service(create_model)
-        .service(model_admin)
-        .service(upload_version)
-        .service(set_alias)
-        .service(rollback);
-}
+use crate::state::AppState;
+use crate::web::forms::{read_form, Submitted};
+use crate::web::{render, see_other};
 
 async fn audit(
     state: &AppState,
@@ -93,8 +84,7 @@ async fn models_index_page(
     )
 }
 
-#[get("/admin/models")]
-async fn models_index(
+pub async fn models_index(
     StaffOnly(ctx, _): StaffOnly,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
@@ -123,8 +113,7 @@ fn upload_from(form: &Submitted, model: String, actor: i64) -> Result<Upload, St
     })
 }
 
-#[post("/admin/models")]
-async fn create_model(
+pub async fn create_model(
     req: HttpRequest,
     payload: web::Payload,
     StaffOnly(ctx, user): StaffOnly,
@@ -234,7 +223,7 @@ async fn model_admin_page(
             let signature = crate::registry::signature_of(v);
             VersionView {
                 version: v.version,
-                created_at: super::fmt_time(&Some(v.created_at)),
+                created_at: crate::web::fmt_time(&Some(v.created_at)),
                 created_by: v.created_by_name.clone().unwrap_or_else(|| "—".into()),
                 source: v.source.clone(),
                 sha_short: v.sha256.chars().take(12).collect(),
@@ -274,7 +263,7 @@ async fn model_admin_page(
                 .map_or_else(|| "—".to_string(), |v| v.to_string()),
             to: e.to_version,
             actor: e.actor.unwrap_or_else(|| "system".into()),
-            at: super::fmt_time(&Some(e.created_at)),
+            at: crate::web::fmt_time(&Some(e.created_at)),
         })
         .collect();
     let status = if error.is_some() {
@@ -295,8 +284,7 @@ async fn model_admin_page(
     render(&page, status)
 }
 
-#[get("/admin/models/{name}")]
-async fn model_admin(
+pub async fn model_admin(
     StaffOnly(ctx, _): StaffOnly,
     state: web::Data<AppState>,
     name: web::Path<String>,
@@ -305,8 +293,7 @@ async fn model_admin(
     model_admin_page(ctx, &state, &model, None).await
 }
 
-#[post("/admin/models/{name}/versions")]
-async fn upload_version(
+pub async fn upload_version(
     req: HttpRequest,
     payload: web::Payload,
     StaffOnly(ctx, user): StaffOnly,
@@ -339,8 +326,7 @@ async fn upload_version(
     Ok(see_other(&format!("/admin/models/{}", model.name)))
 }
 
-#[post("/admin/models/{name}/aliases")]
-async fn set_alias(
+pub async fn set_alias(
     req: HttpRequest,
     payload: web::Payload,
     StaffOnly(ctx, user): StaffOnly,
@@ -384,8 +370,7 @@ async fn set_alias(
     }
 }
 
-#[post("/admin/models/{name}/rollback")]
-async fn rollback(
+pub async fn rollback(
     req: HttpRequest,
     payload: web::Payload,
     StaffOnly(ctx, user): StaffOnly,

@@ -1,78 +1,21 @@
-//! The catalogue, a model's generated form, and the result page.
+//! A model's page (`/models/{name}`): its card, the form generated from it, and the POST that
+//! runs the prediction and stores it.
 
-use std::collections::HashMap;
-
-use actix_web::http::StatusCode;
-use actix_web::{get, post, web, HttpRequest, HttpResponse};
-use askama::Template;
-use base64::Engine;
-use serde::Deserialize;
-
-use super::forms::{read_form, Submitted};
-use super::{render, see_other};
 use crate::auth::{LoggedIn, PageCtx};
 use crate::db;
 use crate::error::AppError;
-use crate::registry::card::{fmt_num, Card, Feature, FeatureKind, Task};
-use crate::registry::decode::Outcome;
+use crate::registry::card::{fmt_num, Card, Feature, FeatureKind};
 use crate::registry::{picture, Selector, Served};
 use crate::serving::{self, Caller};
-use crate::startup::AppState;
-
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(catalogue)
-        .service(model_page)
-        .service(predict)
-        .service(prediction_page);
-}
-
-// --- catalogue ----------------------------------------------------------------------------
-
-pub struct CatalogueEntry {
-    pub name: String,
-    pub title: String,
-    pub summary: String,
-    pub task: &'static str,
-    pub version: Option<i32>,
-    pub versions: i64,
-}
-
-#[derive(Template)]
-#[template(path = "models/catalogue.html")]
-struct CataloguePage {
-    ctx: PageCtx,
-    models: Vec<CatalogueEntry>,
-}
-
-/// The first paragraph of a Markdown description, as plain text.
-fn summary(description: &str) -> String {
-    let first = description
-        .split("\n\n")
-        .map(str::trim)
-        .find(|p| !p.is_empty())
-        .unwrap_or("");
-    first.replace(['*', '_', '`'], "").replace('\n', " ")
-}
-
-#[get("/")]
-async fn catalogue(ctx: PageCtx, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
-    let models = db::models::catalogue(&state.pool)
-        .await?
-        .into_iter()
-        .map(|row| {
-            let card: Card = Card::from_stored(row.card.as_ref().map(|c| &c.0));
-            CatalogueEntry {
-                title: card.display_title(&row.name).to_string(),
-                summary: summary(&card.description),
-                task: card.task.as_str(),
-                name: row.name,
-                version: row.version,
-                versions: row.versions,
-            }
-        })
-        .collect();
-    render(&CataloguePage { ctx, models }, StatusCode::OK)
-}
+use crate::state::AppState;
+use crate::web::forms::{read_form, Submitted};
+use crate::web::{render, see_other};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+use base64::Engine;
+use serde::Deserialize;
+use std::collections::HashMap;
 
 // --- the form -----------------------------------------------------------------------------
 
@@ -112,7 +55,7 @@ struct ModelPage {
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct ModelQuery {
+pub struct ModelQuery {
     version: Option<String>,
     from: Option<i64>,
 }
@@ -240,8 +183,7 @@ fn selector_for(ctx: &PageCtx, version: Option<&str>) -> Result<(Selector, Optio
     }
 }
 
-#[get("/models/{name}")]
-async fn model_page(
+pub async fn model_page(
     LoggedIn(ctx, user): LoggedIn,
     state: web::Data<AppState>,
     name: web::Path<String>,
@@ -365,8 +307,7 @@ fn parse_fields(card: &Card, form: &Submitted) -> Result<Vec<f64>, RowErrors> {
     }
 }
 
-#[post("/models/{name}")]
-async fn predict(
+pub async fn predict(
     req: HttpRequest,
     payload: web::Payload,
     LoggedIn(ctx, user): LoggedIn,
@@ -415,147 +356,4 @@ async fn predict(
         .first()
         .ok_or_else(|| AppError::internal(anyhow::anyhow!("no id returned")))?;
     Ok(see_other(&format!("/predictions/{id}")))
-}
-
-// --- the result ---------------------------------------------------------------------------
-
-/// One bar of the probability chart, in SVG units.
-pub struct Bar {
-    pub label: String,
-    pub percent: String,
-    pub width: f64,
-    pub y: usize,
-    pub top: bool,
-}
-
-pub struct InputRow {
-    pub label: String,
-    pub value: String,
-    pub unit: String,
-}
-
-#[derive(Template)]
-#[template(path = "models/prediction.html")]
-struct PredictionPage {
-    ctx: PageCtx,
-    id: i64,
-    model: String,
-    title: String,
-    version: i32,
-    headline: String,
-    is_regression: bool,
-    bars: Vec<Bar>,
-    chart_height: usize,
-    inputs: Vec<InputRow>,
-    /// For image models: the 8×8 grid as (x, y, opacity).
-    pixels: Vec<(u32, u32, String)>,
-    grid: u32,
-    latency_ms: String,
-    created_at: String,
-    source: String,
-    owner: String,
-    mine: bool,
-}
-
-#[get("/predictions/{id}")]
-async fn prediction_page(
-    LoggedIn(ctx, user): LoggedIn,
-    state: web::Data<AppState>,
-    id: web::Path<i64>,
-) -> Result<HttpResponse, AppError> {
-    let not_found =
-        || AppError::NotFound("There is no prediction with that number in your history.".into());
-    let p = db::predictions::find(&state.pool, *id)
-        .await?
-        .ok_or_else(not_found)?;
-    let mine = p.user_id == Some(user.id);
-    // Another user's prediction does not exist, as far as this user can tell. Staff see all.
-    if !mine && !user.is_staff {
-        return Err(not_found());
-    }
-    let card = state
-        .registry
-        .card_by_version_id(p.version_id)
-        .await?
-        .ok_or_else(not_found)?;
-    let outcome = Outcome::from_json(&p.outputs.0, &card);
-    let bars = outcome
-        .probabilities
-        .iter()
-        .enumerate()
-        .map(|(i, (label, prob))| Bar {
-            label: label.clone(),
-            percent: format!("{:.1}%", prob * 100.0),
-            width: (prob.clamp(0.0, 1.0) * 300.0 * 10.0).round() / 10.0,
-            y: i * 28,
-            top: Some(label) == outcome.label.as_ref(),
-        })
-        .collect::<Vec<_>>();
-    let (pixels, grid) = match &card.image {
-        Some(image) => {
-            let px = card
-                .features
-                .iter()
-                .enumerate()
-                .map(|(i, f)| {
-                    let v = p
-                        .inputs
-                        .0
-                        .get(&f.name)
-                        .and_then(|v| v.as_f64())
-                        .unwrap_or(0.0);
-                    let opacity = (v / image.max_value).clamp(0.0, 1.0);
-                    (
-                        (i as u32 % image.width) * 10,
-                        (i as u32 / image.width) * 10,
-                        format!("{opacity:.3}"),
-                    )
-                })
-                .collect();
-            (px, image.width * 10)
-        }
-        None => (Vec::new(), 0),
-    };
-    let inputs = if card.image.is_some() {
-        Vec::new()
-    } else {
-        card.features
-            .iter()
-            .map(|f| InputRow {
-                label: f.display_label().to_string(),
-                value: p
-                    .inputs
-                    .0
-                    .get(&f.name)
-                    .map_or_else(String::new, |v| match v.as_f64() {
-                        Some(x) if f.kind == FeatureKind::Category => {
-                            f.choice_text(x).map_or_else(|| fmt_num(x), str::to_string)
-                        }
-                        Some(x) => fmt_num(x),
-                        None => v.as_str().map_or_else(|| v.to_string(), str::to_string),
-                    }),
-                unit: f.unit.clone().unwrap_or_default(),
-            })
-            .collect()
-    };
-    let page = PredictionPage {
-        ctx,
-        id: p.id,
-        title: card.display_title(&p.model).to_string(),
-        model: p.model.clone(),
-        version: p.version,
-        headline: outcome.headline(),
-        is_regression: card.task == Task::Regression,
-        chart_height: bars.len() * 28,
-        bars,
-        inputs,
-        pixels,
-        grid,
-        latency_ms: format!("{:.2}", p.latency_us as f64 / 1000.0),
-        created_at: super::fmt_time(&Some(p.created_at)),
-        source: p.source.clone(),
-        owner: p.username.clone().unwrap_or_else(|| "—".into()),
-        mine,
-    };
-    render(&page, StatusCode::OK)
 }

@@ -2,22 +2,16 @@
 
 use actix_session::Session;
 use actix_web::http::StatusCode;
-use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 use serde::Deserialize;
 
-use super::{render, see_other, FormErrors};
 use crate::auth::context::flash;
 use crate::auth::{tokens, CsrfForm, LoggedIn, PageCtx};
 use crate::db;
 use crate::error::AppError;
-use crate::startup::AppState;
-
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(tokens_page)
-        .service(create_token)
-        .service(revoke_token);
-}
+use crate::state::AppState;
+use crate::web::{render, see_other, FormErrors};
 
 pub struct TokenView {
     pub id: i64,
@@ -53,8 +47,8 @@ async fn page(
             id: t.id,
             name: t.name,
             prefix: t.prefix,
-            created_at: super::fmt_time(&Some(t.created_at)),
-            last_used_at: super::fmt_time(&t.last_used_at),
+            created_at: crate::web::fmt_time(&Some(t.created_at)),
+            last_used_at: crate::web::fmt_time(&t.last_used_at),
             revoked: t.revoked_at.is_some(),
         })
         .collect();
@@ -75,8 +69,7 @@ async fn page(
     )
 }
 
-#[get("/accounts/tokens")]
-async fn tokens_page(
+pub async fn tokens_page(
     LoggedIn(ctx, user): LoggedIn,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
@@ -93,12 +86,11 @@ async fn tokens_page(
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct NewToken {
+pub struct NewToken {
     name: String,
 }
 
-#[post("/accounts/tokens")]
-async fn create_token(
+pub async fn create_token(
     req: HttpRequest,
     LoggedIn(ctx, user): LoggedIn,
     state: web::Data<AppState>,
@@ -154,10 +146,9 @@ async fn create_token(
 }
 
 #[derive(Deserialize, Default)]
-struct Empty {}
+pub struct Empty {}
 
-#[post("/accounts/tokens/{id}/revoke")]
-async fn revoke_token(
+pub async fn revoke_token(
     req: HttpRequest,
     LoggedIn(_, user): LoggedIn,
     session: Session,

@@ -1,35 +1,25 @@
-//! Staff pages for people: users (staff rights, disabling, temporary passwords, sessions) and
-//! the audit log.
+//! Users, for staff: `/admin/users`, one user's page, staff and active flags, temporary
+//! passwords, ending sessions.
 
-use actix_web::http::StatusCode;
-use actix_web::{get, post, web, HttpRequest, HttpResponse};
-use askama::Template;
-use serde::Deserialize;
-
-use super::{render, see_other, FormErrors};
 use crate::audit;
 use crate::auth::context::flash;
 use crate::auth::{password, CsrfForm, PageCtx, Password, StaffOnly};
 use crate::db;
 use crate::db::users::User;
 use crate::error::AppError;
-use crate::startup::AppState;
-
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(users_page)
-        .service(user_page)
-        .service(set_staff)
-        .service(set_active)
-        .service(set_temporary_password)
-        .service(end_sessions)
-        .service(audit_page);
-}
+use crate::state::AppState;
+use crate::web::paging::{link, Pager};
+use crate::web::{render, see_other, FormErrors};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+use serde::Deserialize;
 
 const PER_PAGE: i64 = 50;
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct UsersQuery {
+pub struct UsersQuery {
     q: String,
     page: Option<i64>,
 }
@@ -56,29 +46,15 @@ struct UsersPage {
     next_link: Option<String>,
 }
 
-fn link(base: &str, pairs: &[(&str, String)]) -> String {
-    let kept: Vec<(&str, &str)> = pairs
-        .iter()
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(k, v)| (*k, v.as_str()))
-        .collect();
-    format!(
-        "{base}?{}",
-        serde_urlencoded::to_string(kept).unwrap_or_default()
-    )
-}
-
-#[get("/admin/users")]
-async fn users_page(
+pub async fn users_page(
     StaffOnly(ctx, _): StaffOnly,
     state: web::Data<AppState>,
     query: web::Query<UsersQuery>,
 ) -> Result<HttpResponse, AppError> {
-    let page = query.page.unwrap_or(1).clamp(1, 1_000_000);
+    let pager = Pager::new(query.page, PER_PAGE);
     let q = query.q.replace('\0', "");
-    let mut rows = db::users::search(&state.pool, &q, (page - 1) * PER_PAGE, PER_PAGE + 1).await?;
-    let more = rows.len() as i64 > PER_PAGE;
-    rows.truncate(PER_PAGE as usize);
+    let mut rows = db::users::search(&state.pool, &q, pager.offset(), pager.fetch()).await?;
+    let more = pager.cut(&mut rows);
     let users = rows
         .into_iter()
         .map(|u| UserRow {
@@ -86,21 +62,23 @@ async fn users_page(
             username: u.username,
             is_staff: u.is_staff,
             is_active: u.is_active,
-            joined: super::fmt_time(&Some(u.created_at)),
-            last_login: super::fmt_time(&u.last_login_at),
+            joined: crate::web::fmt_time(&Some(u.created_at)),
+            last_login: crate::web::fmt_time(&u.last_login_at),
             sessions: u.sessions,
             predictions: u.predictions,
         })
         .collect();
-    let page_link = |p: i64| link("/admin/users", &[("q", q.clone()), ("page", p.to_string())]);
+    let (prev_link, next_link) = pager.links(more, |p| {
+        link("/admin/users", &[("q", &q), ("page", &p.to_string())])
+    });
     render(
         &UsersPage {
-            prev_link: (page > 1).then(|| page_link(page - 1)),
-            next_link: more.then(|| page_link(page + 1)),
+            prev_link,
+            next_link,
             ctx,
             q,
             users,
-            page,
+            page: pager.page,
         },
         StatusCode::OK,
     )
@@ -144,8 +122,8 @@ async fn user_page_for(
         .into_iter()
         .map(|s| SessionRow {
             key_hash: s.key_hash,
-            started: super::fmt_time(&Some(s.created_at)),
-            expires: super::fmt_time(&Some(s.expires_at)),
+            started: crate::web::fmt_time(&Some(s.created_at)),
+            expires: crate::web::fmt_time(&Some(s.expires_at)),
             client_ip: s.client_ip.unwrap_or_else(|| "—".into()),
             user_agent: s.user_agent.unwrap_or_default(),
         })
@@ -158,8 +136,8 @@ async fn user_page_for(
     render(
         &UserPage {
             ctx,
-            joined: super::fmt_time(&Some(user.created_at)),
-            last_login: super::fmt_time(&user.last_login_at),
+            joined: crate::web::fmt_time(&Some(user.created_at)),
+            last_login: crate::web::fmt_time(&user.last_login_at),
             is_self: user.id == staff.id,
             user,
             sessions,
@@ -169,8 +147,7 @@ async fn user_page_for(
     )
 }
 
-#[get("/admin/users/{id}")]
-async fn user_page(
+pub async fn user_page(
     StaffOnly(ctx, staff): StaffOnly,
     state: web::Data<AppState>,
     id: web::Path<i64>,
@@ -181,7 +158,7 @@ async fn user_page(
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct Toggle {
+pub struct Toggle {
     value: String,
 }
 
@@ -204,8 +181,7 @@ fn not_yourself(staff: &User, user: &User, what: &str) -> Result<(), AppError> {
     Ok(())
 }
 
-#[post("/admin/users/{id}/staff")]
-async fn set_staff(
+pub async fn set_staff(
     req: HttpRequest,
     StaffOnly(ctx, staff): StaffOnly,
     state: web::Data<AppState>,
@@ -242,8 +218,7 @@ async fn set_staff(
     Ok(see_other(&format!("/admin/users/{}", user.id)))
 }
 
-#[post("/admin/users/{id}/active")]
-async fn set_active(
+pub async fn set_active(
     req: HttpRequest,
     StaffOnly(ctx, staff): StaffOnly,
     state: web::Data<AppState>,
@@ -279,13 +254,12 @@ async fn set_active(
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct TemporaryPassword {
+pub struct TemporaryPassword {
     password: String,
     password2: String,
 }
 
-#[post("/admin/users/{id}/password")]
-async fn set_temporary_password(
+pub async fn set_temporary_password(
     req: HttpRequest,
     StaffOnly(ctx, staff): StaffOnly,
     state: web::Data<AppState>,
@@ -331,13 +305,12 @@ async fn set_temporary_password(
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct EndSessions {
+pub struct EndSessions {
     /// One session's stored hash, or `all`.
     session: String,
 }
 
-#[post("/admin/users/{id}/sessions/end")]
-async fn end_sessions(
+pub async fn end_sessions(
     req: HttpRequest,
     StaffOnly(ctx, staff): StaffOnly,
     state: web::Data<AppState>,
@@ -367,124 +340,4 @@ async fn end_sessions(
         );
     }
     Ok(see_other(&format!("/admin/users/{}", user.id)))
-}
-
-#[derive(Deserialize, Default, Clone)]
-#[serde(default)]
-struct AuditQuery {
-    action: String,
-    actor: String,
-    from: String,
-    to: String,
-    page: Option<i64>,
-}
-
-pub struct AuditRow {
-    pub at: String,
-    pub actor: String,
-    pub action: String,
-    pub target: String,
-    pub detail: String,
-    pub client_ip: String,
-}
-
-#[derive(Template)]
-#[template(path = "admin/audit.html")]
-struct AuditPage {
-    ctx: PageCtx,
-    rows: Vec<AuditRow>,
-    actions: Vec<String>,
-    action: String,
-    actor: String,
-    from: String,
-    to: String,
-    error: Option<String>,
-    page: i64,
-    prev_link: Option<String>,
-    next_link: Option<String>,
-}
-
-fn date(label: &str, v: &str) -> Result<Option<time::Date>, String> {
-    let format = time::macros::format_description!("[year]-[month]-[day]");
-    match v.trim() {
-        "" => Ok(None),
-        s => time::Date::parse(s, &format)
-            .map(Some)
-            .map_err(|_| format!("{label}: enter a date as YYYY-MM-DD.")),
-    }
-}
-
-#[get("/admin/audit")]
-async fn audit_page(
-    StaffOnly(ctx, _): StaffOnly,
-    state: web::Data<AppState>,
-    query: web::Query<AuditQuery>,
-) -> Result<HttpResponse, AppError> {
-    let q = query.into_inner();
-    let page = q.page.unwrap_or(1).clamp(1, 1_000_000);
-    let non_empty = |v: &str| Some(v.trim().to_string()).filter(|s| !s.is_empty());
-    let filter = date("From", &q.from).and_then(|from| {
-        Ok(db::audit::Filter {
-            action: non_empty(&q.action),
-            actor: non_empty(&q.actor),
-            from,
-            to: date("To", &q.to)?,
-        })
-    });
-    let (rows, error, more) = match filter {
-        Ok(filter) => {
-            let mut rows =
-                db::audit::list(&state.pool, &filter, (page - 1) * PER_PAGE, PER_PAGE + 1).await?;
-            let more = rows.len() as i64 > PER_PAGE;
-            rows.truncate(PER_PAGE as usize);
-            (rows, None, more)
-        }
-        Err(e) => (Vec::new(), Some(e), false),
-    };
-    let page_link = |p: i64| {
-        link(
-            "/admin/audit",
-            &[
-                ("action", q.action.clone()),
-                ("actor", q.actor.clone()),
-                ("from", q.from.clone()),
-                ("to", q.to.clone()),
-                ("page", p.to_string()),
-            ],
-        )
-    };
-    let status = if error.is_some() {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::OK
-    };
-    render(
-        &AuditPage {
-            rows: rows
-                .into_iter()
-                .map(|e| AuditRow {
-                    at: super::fmt_time(&Some(e.created_at)),
-                    actor: e.actor.unwrap_or_else(|| "system".into()),
-                    action: e.action,
-                    target: e.target.unwrap_or_default(),
-                    detail: match &e.detail.0 {
-                        serde_json::Value::Object(m) if m.is_empty() => String::new(),
-                        other => other.to_string(),
-                    },
-                    client_ip: e.client_ip.unwrap_or_default(),
-                })
-                .collect(),
-            actions: db::audit::actions(&state.pool).await?,
-            prev_link: (page > 1).then(|| page_link(page - 1)),
-            next_link: more.then(|| page_link(page + 1)),
-            action: q.action,
-            actor: q.actor,
-            from: q.from,
-            to: q.to,
-            error,
-            page,
-            ctx,
-        },
-        status,
-    )
 }

@@ -1,7 +1,13 @@
 //! The staff-only admin area.
 
+pub mod audit;
+pub mod drift;
+pub mod models;
+pub mod predictions;
+pub mod users;
+
 use actix_web::http::StatusCode;
-use actix_web::{get, web, HttpResponse};
+use actix_web::{web, HttpResponse};
 use askama::Template;
 use serde::Deserialize;
 
@@ -9,11 +15,7 @@ use crate::auth::{PageCtx, StaffOnly};
 use crate::db;
 use crate::error::AppError;
 use crate::monitoring::dashboard::{self, VersionStats, Window};
-use crate::startup::AppState;
-
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(admin_index);
-}
+use crate::state::AppState;
 
 /// One bar of a traffic chart, in SVG units.
 pub struct ChartBar {
@@ -82,12 +84,11 @@ struct AdminIndex {
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct DashboardQuery {
+pub struct DashboardQuery {
     window: String,
 }
 
-#[get("/admin")]
-async fn admin_index(
+pub async fn admin_index(
     StaffOnly(ctx, _): StaffOnly,
     state: web::Data<AppState>,
     query: web::Query<DashboardQuery>,
@@ -107,5 +108,5 @@ async fn admin_index(
         sessions: db::sessions::count_signed_in(&state.pool).await?,
         recent: db::users::recent_logins(&state.pool, 10).await?,
     };
-    super::render(&page, StatusCode::OK)
+    crate::web::render(&page, StatusCode::OK)
 }

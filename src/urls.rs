@@ -1,0 +1,168 @@
+//! The URL table: every path Plinth answers, its methods and its handler, in the order the
+//! router tries them. Nothing is routed anywhere else.
+//!
+//! One `resource` per path holds all its methods, so a known path asked with another method
+//! answers 405, not 404. Paths with a parameter match one segment (`[^/]+`), so the order only
+//! matters where a segment has a suffix: KServe's `{name}:predict` comes before `{name}`. A
+//! scope answers every path under its prefix, so no page may share a scope's prefix.
+//! Handlers live in `routes/<area>/` (pages, mirroring `templates/<area>/`) and `api/` (JSON).
+
+use actix_web::web::{get, post, put, resource, scope, ServiceConfig};
+
+use crate::api::{docs, kserve, v1, v2};
+use crate::routes::{accounts, admin, assets, history, models, ops};
+
+/// The main listener.
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg
+        // Operations: probes for the orchestrator, Prometheus metrics for staff tokens.
+        .service(resource("/healthz").route(get().to(ops::healthz)))
+        .service(resource("/readyz").route(get().to(ops::readyz)))
+        .service(resource("/metrics").route(get().to(ops::metrics)))
+        // Plinth's own JSON API and its documentation.
+        .service(
+            scope("/api")
+                .service(resource("/v1/models").route(get().to(v1::list_models)))
+                .service(resource("/v1/models/{name}").route(get().to(v1::get_model)))
+                .service(resource("/v1/models/{name}/predict").route(post().to(v1::predict)))
+                .service(
+                    resource("/v1/models/{name}/versions").route(post().to(v1::publish_version)),
+                )
+                .service(
+                    resource("/v1/models/{name}/aliases/{alias}").route(put().to(v1::set_alias)),
+                )
+                .service(resource("/v1/predictions").route(get().to(v1::list_predictions)))
+                .service(resource("/v1/predictions/{id}").route(get().to(v1::get_prediction)))
+                .service(
+                    resource("/v1/predictions/{id}/feedback").route(post().to(v1::record_feedback)),
+                )
+                .service(resource("/openapi.json").route(get().to(docs::openapi_json)))
+                .service(resource("/docs").route(get().to(docs::docs_page))),
+        )
+        // The Open Inference Protocol (V2), as Triton, KServe and MLServer speak it.
+        .service(
+            scope("/v2")
+                .service(resource("").route(get().to(v2::server_metadata)))
+                .service(resource("/health/live").route(get().to(v2::live)))
+                .service(resource("/health/ready").route(get().to(v2::ready)))
+                .service(resource("/models/{name}").route(get().to(v2::model_metadata)))
+                .service(resource("/models/{name}/ready").route(get().to(v2::model_ready)))
+                .service(resource("/models/{name}/infer").route(post().to(v2::infer)))
+                .service(
+                    resource("/models/{name}/versions/{version}")
+                        .route(get().to(v2::version_metadata)),
+                )
+                .service(
+                    resource("/models/{name}/versions/{version}/ready")
+                        .route(get().to(v2::version_ready)),
+                )
+                .service(
+                    resource("/models/{name}/versions/{version}/infer")
+                        .route(post().to(v2::version_infer)),
+                ),
+        )
+        // KServe's V1 protocol. `{name}:predict` first: `{name}` alone would match it too.
+        .service(
+            scope("/v1")
+                .service(resource("/models/{name}:predict").route(post().to(kserve::predict)))
+                .service(resource("/models/{name}").route(get().to(kserve::model_status))),
+        )
+        // Assets compiled into the binary.
+        .service(resource("/static/{name}").route(get().to(assets::static_file)))
+        .service(resource("/favicon.ico").route(get().to(assets::favicon)))
+        // The pages: catalogue, a model's form and result, the history.
+        .service(resource("/").route(get().to(models::catalogue::catalogue)))
+        .service(
+            resource("/models/{name}")
+                .route(get().to(models::form::model_page))
+                .route(post().to(models::form::predict)),
+        )
+        .service(resource("/predictions/{id}").route(get().to(models::result::prediction_page)))
+        .service(resource("/history").route(get().to(history::history_page)))
+        .service(resource("/history.csv").route(get().to(history::export::history_csv)))
+        // Accounts.
+        .service(
+            scope("/accounts")
+                .service(
+                    resource("/login")
+                        .route(get().to(accounts::login::login_form))
+                        .route(post().to(accounts::login::login)),
+                )
+                .service(
+                    resource("/logout")
+                        .route(get().to(accounts::login::logout_form))
+                        .route(post().to(accounts::login::logout)),
+                )
+                .service(
+                    resource("/signup")
+                        .route(get().to(accounts::signup::signup_form))
+                        .route(post().to(accounts::signup::signup)),
+                )
+                .service(
+                    resource("/password")
+                        .route(get().to(accounts::password::password_form))
+                        .route(post().to(accounts::password::change_password)),
+                )
+                .service(
+                    resource("/tokens")
+                        .route(get().to(accounts::tokens::tokens_page))
+                        .route(post().to(accounts::tokens::create_token)),
+                )
+                .service(
+                    resource("/tokens/{id}/revoke")
+                        .route(post().to(accounts::tokens::revoke_token)),
+                ),
+        )
+        // The back office, staff only.
+        .service(
+            scope("/admin")
+                .service(resource("").route(get().to(admin::admin_index)))
+                .service(
+                    resource("/models")
+                        .route(get().to(admin::models::models_index))
+                        .route(post().to(admin::models::create_model)),
+                )
+                .service(resource("/models/{name}").route(get().to(admin::models::model_admin)))
+                .service(
+                    resource("/models/{name}/versions")
+                        .route(post().to(admin::models::upload_version)),
+                )
+                .service(
+                    resource("/models/{name}/aliases").route(post().to(admin::models::set_alias)),
+                )
+                .service(
+                    resource("/models/{name}/rollback").route(post().to(admin::models::rollback)),
+                )
+                .service(
+                    resource("/models/{name}/drift")
+                        .route(get().to(admin::drift::drift_page))
+                        .route(post().to(admin::drift::run_now)),
+                )
+                .service(resource("/users").route(get().to(admin::users::users_page)))
+                .service(resource("/users/{id}").route(get().to(admin::users::user_page)))
+                .service(resource("/users/{id}/staff").route(post().to(admin::users::set_staff)))
+                .service(resource("/users/{id}/active").route(post().to(admin::users::set_active)))
+                .service(
+                    resource("/users/{id}/password")
+                        .route(post().to(admin::users::set_temporary_password)),
+                )
+                .service(
+                    resource("/users/{id}/sessions/end")
+                        .route(post().to(admin::users::end_sessions)),
+                )
+                .service(resource("/audit").route(get().to(admin::audit::audit_page)))
+                .service(
+                    resource("/predictions").route(get().to(admin::predictions::admin_predictions)),
+                )
+                .service(
+                    resource("/predictions.csv")
+                        .route(get().to(admin::predictions::admin_predictions_csv)),
+                ),
+        );
+}
+
+/// The separate metrics listener (`PLINTH_METRICS_ADDR`, a private address): `/metrics` only,
+/// without a token.
+pub fn metrics_listener(cfg: &mut ServiceConfig) {
+    cfg.service(resource("/metrics").route(get().to(ops::open_metrics)));
+}
