@@ -12,7 +12,16 @@ import urllib.parse
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.normpath(os.path.join(ROOT, "..", "shared", "bench"))
+# The peer baselines (Flask, FastAPI, Django recipes, wrk's post.lua) live outside this
+# repository, beside it in ../shared/bench; PLINTH_PEER_BENCH points elsewhere.
+SHARED = os.path.normpath(
+    os.environ.get("PLINTH_PEER_BENCH", os.path.join(ROOT, "..", "shared", "bench"))
+)
+if not os.path.isdir(SHARED):
+    raise SystemExit(
+        f"the peer baselines are not at {SHARED}: they live outside the repository "
+        "(../shared/bench beside it); set PLINTH_PEER_BENCH to their directory"
+    )
 PEERS = os.environ.get("PLINTH_PEERS", os.path.join(SHARED, "peers.sh"))
 MODEL = os.path.join(ROOT, "models", "iris", "1", "model.onnx")
 ADMIN_PASSWORD = "bench-admin-password-9"

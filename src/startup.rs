@@ -53,7 +53,7 @@ impl Application {
             None => {
                 db::secrets::get_or_create(&pool, "session_signing_key", || {
                     let mut key = vec![0u8; 64];
-                    rand::thread_rng().fill_bytes(&mut key);
+                    rand::rng().fill_bytes(&mut key);
                     key
                 })
                 .await?
@@ -259,9 +259,9 @@ pub async fn bootstrap_admin(pool: &PgPool, settings: &Settings) -> anyhow::Resu
             false,
         ),
         None => {
-            let raw = rand::distributions::DistString::sample_string(
-                &rand::distributions::Alphanumeric,
-                &mut rand::thread_rng(),
+            let raw = rand::distr::SampleString::sample_string(
+                &rand::distr::Alphanumeric,
+                &mut rand::rng(),
                 20,
             );
             (

@@ -22,19 +22,29 @@ pub fn configure(cfg: &mut ServiceConfig) {
         // Plinth's own JSON API and its documentation.
         .service(
             scope("/api")
-                .service(resource("/v1/models").route(get().to(v1::list_models)))
-                .service(resource("/v1/models/{name}").route(get().to(v1::get_model)))
-                .service(resource("/v1/models/{name}/predict").route(post().to(v1::predict)))
+                .service(resource("/v1/models").route(get().to(v1::models::list_models)))
+                .service(resource("/v1/models/{name}").route(get().to(v1::models::get_model)))
                 .service(
-                    resource("/v1/models/{name}/versions").route(post().to(v1::publish_version)),
+                    resource("/v1/models/{name}/predict").route(post().to(v1::predict::predict)),
                 )
                 .service(
-                    resource("/v1/models/{name}/aliases/{alias}").route(put().to(v1::set_alias)),
+                    resource("/v1/models/{name}/versions")
+                        .route(post().to(v1::registry::publish_version)),
                 )
-                .service(resource("/v1/predictions").route(get().to(v1::list_predictions)))
-                .service(resource("/v1/predictions/{id}").route(get().to(v1::get_prediction)))
                 .service(
-                    resource("/v1/predictions/{id}/feedback").route(post().to(v1::record_feedback)),
+                    resource("/v1/models/{name}/aliases/{alias}")
+                        .route(put().to(v1::registry::set_alias)),
+                )
+                .service(
+                    resource("/v1/predictions").route(get().to(v1::predictions::list_predictions)),
+                )
+                .service(
+                    resource("/v1/predictions/{id}")
+                        .route(get().to(v1::predictions::get_prediction)),
+                )
+                .service(
+                    resource("/v1/predictions/{id}/feedback")
+                        .route(post().to(v1::predictions::record_feedback)),
                 )
                 .service(resource("/openapi.json").route(get().to(docs::openapi_json)))
                 .service(resource("/docs").route(get().to(docs::docs_page))),

@@ -68,8 +68,9 @@ impl Modify for BearerAuth {
 #[openapi(
     info(title = "Plinth", description = "Predictions from ONNX models: Plinth's JSON v1, the Open Inference Protocol (V2) and KServe V1. Every prediction is stored before it is returned."),
     paths(
-        v1::list_models, v1::get_model, v1::predict, v1::list_predictions, v1::get_prediction,
-        v1::record_feedback, v1::publish_version, v1::set_alias,
+        v1::models::list_models, v1::models::get_model, v1::predict::predict,
+        v1::predictions::list_predictions, v1::predictions::get_prediction,
+        v1::predictions::record_feedback, v1::registry::publish_version, v1::registry::set_alias,
         v2::server_metadata, v2::live, v2::ready, v2::model_metadata, v2::version_metadata,
         v2::model_ready, v2::version_ready, v2::infer, v2::version_infer,
         kserve::model_status, kserve::predict,

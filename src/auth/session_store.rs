@@ -7,7 +7,7 @@ use std::time::{Duration as StdDuration, Instant};
 
 use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, UpdateError};
 use actix_web::cookie::time::Duration;
-use rand::distributions::{Alphanumeric, DistString};
+use rand::distr::{Alphanumeric, SampleString};
 use sqlx::PgPool;
 
 use crate::db;
@@ -59,7 +59,7 @@ impl PgSessionStore {
 type State = HashMap<String, String>;
 
 fn new_key() -> String {
-    Alphanumeric.sample_string(&mut rand::thread_rng(), 64)
+    Alphanumeric.sample_string(&mut rand::rng(), 64)
 }
 
 /// The signed-in user recorded in the state, kept in its own column so sessions can be found

@@ -1,6 +1,6 @@
 //! API token secrets: generated, shown once, stored only as a hash.
 
-use rand::distributions::{Alphanumeric, DistString};
+use rand::distr::{Alphanumeric, SampleString};
 use sha2::{Digest, Sha256};
 
 /// Every secret starts with this, so a leaked one is recognisable (and greppable).
@@ -12,7 +12,7 @@ pub const VISIBLE: usize = 14;
 pub fn generate() -> String {
     format!(
         "{SCHEME_PREFIX}{}",
-        Alphanumeric.sample_string(&mut rand::thread_rng(), 40)
+        Alphanumeric.sample_string(&mut rand::rng(), 40)
     )
 }
 

@@ -55,14 +55,13 @@ mod tests {
 
     #[tokio::test]
     async fn stored_bytes_come_back_by_their_hash() {
-        let dir = std::env::temp_dir().join(format!("plinth-artifacts-{}", uuid::Uuid::new_v4()));
-        let store = ArtifactStore::new(&dir);
+        let dir = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::new(dir.path());
         let sha = store.put(b"hello").await.unwrap();
         assert_eq!(sha, sha256_hex(b"hello"));
         assert_eq!(store.put(b"hello").await.unwrap(), sha);
         assert_eq!(store.get(&sha).await.unwrap(), b"hello");
         std::fs::write(store.path(&sha), b"tampered").unwrap();
         assert!(store.get(&sha).await.is_err());
-        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -26,6 +26,8 @@ pub async fn request_context(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let started = Instant::now();
+    // Kept here rather than through tracing-actix-web: this one pass also sets the headers,
+    // renders error bodies and counts the metrics, and the id is a uuid either way.
     let id = uuid::Uuid::new_v4().simple().to_string();
     req.extensions_mut().insert(RequestId(id.clone()));
     // Postgres text cannot hold NUL; refuse it here rather than fail deeper down.

@@ -104,7 +104,8 @@ fn check_reports_an_unreachable_database_and_bad_configuration() {
 #[sqlx::test]
 async fn models_import_and_list_work_by_hand(pool: PgPool) {
     let url = database_url(&pool).await;
-    let artifacts = std::env::temp_dir().join(format!("plinth-cli-{}", std::process::id()));
+    let scratch = tempfile::tempdir().unwrap();
+    let artifacts = scratch.path().to_path_buf();
     let run = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_plinth"))
             .args(args)
@@ -127,7 +128,6 @@ async fn models_import_and_list_work_by_hand(pool: PgPool) {
     let (code, list) = run(&["models", "list"]);
     assert_eq!(code, Some(0));
     assert!(list.contains("iris\t1 version(s)\tproduction=1"), "{list}");
-    let _ = std::fs::remove_dir_all(artifacts);
 }
 
 #[sqlx::test]

@@ -300,7 +300,8 @@ fn regressor_with(attribute: &str, value: i64) -> Vec<u8> {
 async fn a_model_implying_huge_sizes_is_refused_at_upload_with_the_reason(pool: PgPool) {
     let app = spawn_app(pool).await;
     let staff = app.token_for("root", true).await;
-    let path = std::env::temp_dir().join(format!("huge-targets-{}.onnx", std::process::id()));
+    let scratch = tempfile::tempdir().unwrap();
+    let path = scratch.path().join("huge-targets.onnx");
     std::fs::write(&path, regressor_with("n_targets", 1 << 40)).unwrap();
 
     let res = app
@@ -312,7 +313,6 @@ async fn a_model_implying_huge_sizes_is_refused_at_upload_with_the_reason(pool: 
         error["error"].as_str().unwrap().contains("n_targets"),
         "{error}"
     );
-    let _ = std::fs::remove_file(path);
 }
 
 #[test]
@@ -615,7 +615,8 @@ async fn card_markdown_keeps_only_http_https_and_mailto_links(pool: PgPool) {
         1,
     );
     assert!(card.contains("javascript:"), "the card was changed");
-    let path = std::env::temp_dir().join(format!("js-card-{}.toml", std::process::id()));
+    let scratch = tempfile::tempdir().unwrap();
+    let path = scratch.path().join("js-card.toml");
     std::fs::write(&path, card).unwrap();
     let res = app
         .publish(&staff, "links", "models/iris/1/model.onnx", path.to_str())
@@ -626,7 +627,6 @@ async fn card_markdown_keeps_only_http_https_and_mailto_links(pool: PgPool) {
     assert!(!page.contains("javascript:"));
     assert!(page.contains("href=\"https://example.org\""));
     assert!(page.contains("href=\"mailto:a@example.org\""));
-    let _ = std::fs::remove_file(path);
 }
 
 #[sqlx::test]
@@ -732,8 +732,8 @@ async fn a_missing_artifact_is_restored_from_the_model_repository(pool: PgPool) 
 #[sqlx::test]
 async fn a_repository_import_goes_past_refused_models(pool: PgPool) {
     let app = spawn_app(pool).await;
-    let dir = std::env::temp_dir().join(format!("plinth-repo-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().to_path_buf();
     for (name, file) in [
         ("aaa-broken", "tests/fixtures/looping_tree.onnx"),
         ("zzz-iris", "models/iris/1/model.onnx"),
@@ -762,7 +762,6 @@ async fn a_repository_import_goes_past_refused_models(pool: PgPool) {
         "{text}"
     );
     assert!(text.contains("zzz-iris: imported as version 1"), "{text}");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[sqlx::test]
@@ -835,6 +834,7 @@ async fn loading_is_bounded_in_time_and_a_version_that_cannot_load_is_not_promot
 async fn a_username_cannot_forge_log_lines(pool: PgPool) {
     // The real binary, logging to its stdout.
     let url = crate::helpers::database_url(&pool).await;
+    let scratch = tempfile::tempdir().unwrap();
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -845,10 +845,7 @@ async fn a_username_cannot_forge_log_lines(pool: PgPool) {
         .env("PLINTH_MODELS", "no-such-repository")
         .env("PLINTH_INSECURE_COOKIES", "1")
         .env("PLINTH_ADMIN_PASSWORD", "plinth-pedestal-42")
-        .env(
-            "PLINTH_ARTIFACTS",
-            std::env::temp_dir().join(format!("plinth-log-{port}")),
-        )
+        .env("PLINTH_ARTIFACTS", scratch.path())
         .env("PLINTH_LOG", "info")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

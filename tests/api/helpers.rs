@@ -16,6 +16,8 @@ pub struct TestApp {
     pub settings: Settings,
     pub client: Client,
     pub jar: Arc<Jar>,
+    /// The server's artifact store, removed with the app.
+    _scratch: Arc<tempfile::TempDir>,
 }
 
 /// Settings for a test server: a random port, one worker, cookies usable over plain HTTP.
@@ -24,9 +26,13 @@ pub fn test_settings() -> Settings {
         "PLINTH_ADDR" => Some("127.0.0.1:0".into()),
         "PLINTH_INSECURE_COOKIES" => Some("1".into()),
         "PLINTH_WORKERS" => Some("1".into()),
+        // A directory of its own; `spawn_app_with` replaces it with one removed after the test.
         "PLINTH_ARTIFACTS" => Some(
-            std::env::temp_dir()
-                .join(format!("plinth-test-{}", uuid_like()))
+            tempfile::Builder::new()
+                .prefix("plinth-test-")
+                .tempdir()
+                .expect("a temporary directory")
+                .keep()
                 .to_string_lossy()
                 .to_string(),
         ),
@@ -40,7 +46,13 @@ pub async fn spawn_app(pool: PgPool) -> TestApp {
 }
 
 pub async fn spawn_app_with(pool: PgPool, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let scratch = tempfile::Builder::new()
+        .prefix("plinth-test-")
+        .tempdir()
+        .expect("a temporary directory");
     let mut settings = test_settings();
+    let _ = std::fs::remove_dir(&settings.artifacts_dir);
+    settings.artifacts_dir = scratch.path().join("artifacts");
     tweak(&mut settings);
     let app = Application::build_with_pool(settings.clone(), pool.clone())
         .await
@@ -56,17 +68,8 @@ pub async fn spawn_app_with(pool: PgPool, tweak: impl FnOnce(&mut Settings)) -> 
         settings,
         client,
         jar,
+        _scratch: Arc::new(scratch),
     }
-}
-
-/// A name unique enough for a temporary directory.
-fn uuid_like() -> String {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{}-{nanos}", std::process::id())
 }
 
 /// A client that keeps cookies and does not follow redirects, like a careful browser.
@@ -226,6 +229,7 @@ pub fn spawn_client_for(app: &TestApp) -> TestApp {
         settings: app.settings.clone(),
         client,
         jar,
+        _scratch: app._scratch.clone(),
     }
 }
 

@@ -13,20 +13,12 @@ pub struct Driver {
     process: Child,
     base: String,
     http: reqwest::Client,
-    _profile: TempDir,
+    _profile: tempfile::TempDir,
 }
 
 pub struct Browser<'a> {
     driver: &'a Driver,
     session: String,
-}
-
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 impl Drop for Driver {
@@ -75,12 +67,15 @@ impl Driver {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let profile = std::env::temp_dir().join(format!("plinth-chromium-{port}"));
+        let profile = tempfile::Builder::new()
+            .prefix("plinth-chromium-")
+            .tempdir()
+            .expect("a temporary directory");
         Driver {
             process,
             base,
             http,
-            _profile: TempDir(profile),
+            _profile: profile,
         }
     }
 
@@ -94,7 +89,7 @@ impl Driver {
                         "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                         "--disable-quic", "--no-first-run", "--disable-background-networking",
                         "--disable-component-update", "--disable-sync", "--window-size=1280,1000",
-                        format!("--user-data-dir={}", self._profile.0.display()),
+                        format!("--user-data-dir={}", self._profile.path().display()),
                     ]
                 }
             }}

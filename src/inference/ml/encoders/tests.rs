@@ -1,6 +1,9 @@
 //! Cases from the ONNX-ML operator spec for the preprocessing operators.
 
+use super::categorical::*;
+use super::numeric::*;
 use super::*;
+use crate::inference::ml::Kernel;
 
 fn run(k: &dyn Kernel, input: Tensor) -> Tensor {
     k.eval(tvec![input.into_tvalue()]).unwrap().remove(0)

@@ -5,7 +5,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::*;
-use crate::inference::ml::logistic;
+use crate::inference::ml::{logistic, Labels, PostTransform};
 
 /// `(tree, node, mode, feature, threshold, true id, false id, missing goes true)`
 type N = (i64, i64, &'static str, i64, f32, i64, i64, bool);
@@ -371,9 +371,9 @@ fn random_ensemble(
         "BRANCH_EQ",
         "BRANCH_NEQ",
     ];
-    let tree_mode = modes[rng.gen_range(0..modes.len())];
+    let tree_mode = modes[rng.random_range(0..modes.len())];
     let mut a = Attributes::default();
-    for k in 0..rng.gen_range(1..20) {
+    for k in 0..rng.random_range(1..20) {
         let tree = 3 * k + 1;
         // Grow: each open node becomes a leaf or splits, up to a size.
         let mut kinds: Vec<Option<(usize, usize)>> = vec![None];
@@ -381,7 +381,7 @@ fn random_ensemble(
         while let Some(at) = open.pop() {
             // Small trees where one weight per leaf, so that many fit the perfect layout.
             let most = if one_weight { 15 } else { 40 };
-            if kinds.len() < most && rng.gen_bool(0.6) {
+            if kinds.len() < most && rng.random_bool(0.6) {
                 let (yes, no) = (kinds.len(), kinds.len() + 1);
                 kinds.push(None);
                 kinds.push(None);
@@ -393,7 +393,7 @@ fn random_ensemble(
         let mut ids: Vec<i64> = (0..kinds.len() as i64).map(|i| i * 2 + 5).collect();
         // The root keeps the lowest id; the rest are shuffled.
         for i in (2..ids.len()).rev() {
-            let j = rng.gen_range(1..=i);
+            let j = rng.random_range(1..=i);
             ids.swap(i, j);
         }
         for (i, kind) in kinds.iter().enumerate() {
@@ -404,15 +404,15 @@ fn random_ensemble(
                     let mode = if uniform {
                         tree_mode
                     } else {
-                        modes[rng.gen_range(0..modes.len())]
+                        modes[rng.random_range(0..modes.len())]
                     };
                     a.modes.push(Mode::parse(mode).unwrap());
-                    a.feature_ids.push(rng.gen_range(0..features) as i64);
+                    a.feature_ids.push(rng.random_range(0..features) as i64);
                     // Thresholds on a coarse grid so that equality happens.
-                    a.values.push(rng.gen_range(-4..=4) as f32 * 0.5);
+                    a.values.push(rng.random_range(-4..=4) as f32 * 0.5);
                     a.true_ids.push(ids[*yes]);
                     a.false_ids.push(ids[*no]);
-                    a.missing_true.push(rng.gen_bool(0.5));
+                    a.missing_true.push(rng.random_bool(0.5));
                 }
                 None => {
                     a.modes.push(None);
@@ -422,11 +422,11 @@ fn random_ensemble(
                     a.false_ids.push(0);
                     a.missing_true.push(false);
                     for t in 0..targets {
-                        if one_weight || rng.gen_bool(0.7) {
+                        if one_weight || rng.random_bool(0.7) {
                             a.weight_tree_ids.push(tree);
                             a.weight_node_ids.push(ids[i]);
                             a.weight_targets.push(t as i64);
-                            a.weights.push(rng.gen_range(-10.0..10.0));
+                            a.weights.push(rng.random_range(-10.0..10.0));
                         }
                     }
                 }
@@ -437,7 +437,7 @@ fn random_ensemble(
     let n = a.node_ids.len();
     let mut order: Vec<usize> = (0..n).collect();
     for i in (1..n).rev() {
-        order.swap(i, rng.gen_range(0..=i));
+        order.swap(i, rng.random_range(0..=i));
     }
     let pick = |v: &Vec<i64>| order.iter().map(|&i| v[i]).collect::<Vec<_>>();
     Attributes {
@@ -458,10 +458,14 @@ fn the_flat_evaluator_agrees_with_a_plain_walk_on_random_trees() {
     let mut rng = StdRng::seed_from_u64(20261126);
     let mut perfect_cases = 0;
     for case in 0..400 {
-        let features = rng.gen_range(1..6);
+        let features = rng.random_range(1..6);
         // Every third case: one target, one weight per leaf (the single-weight fast paths).
         let one_weight = case % 3 == 0;
-        let targets = if one_weight { 1 } else { rng.gen_range(1..4) };
+        let targets = if one_weight {
+            1
+        } else {
+            rng.random_range(1..4)
+        };
         let aggregate = [
             Aggregate::Sum,
             Aggregate::Average,
@@ -471,12 +475,12 @@ fn the_flat_evaluator_agrees_with_a_plain_walk_on_random_trees() {
         let a = random_ensemble(&mut rng, features, targets, case % 2 == 0, one_weight);
         let e = Ensemble::build(&a, targets, aggregate).unwrap();
         perfect_cases += usize::from(e.perfect.is_some());
-        let n = rng.gen_range(1..20);
+        let n = rng.random_range(1..20);
         let rows: Vec<f32> = (0..n * features)
-            .map(|_| match rng.gen_range(0..10) {
+            .map(|_| match rng.random_range(0..10) {
                 0 => f32::NAN,
-                1..=4 => rng.gen_range(-4..=4) as f32 * 0.5,
-                _ => rng.gen_range(-3.0..3.0),
+                1..=4 => rng.random_range(-4..=4) as f32 * 0.5,
+                _ => rng.random_range(-3.0..3.0),
             })
             .collect();
         for (way, (scores, has)) in e

@@ -1,0 +1,81 @@
+//! Plinth's own JSON API (`/api/v1`): what the shared pieces of its endpoints are.
+
+pub mod models;
+pub mod predict;
+pub mod predictions;
+pub mod registry;
+
+use crate::error::AppError;
+use crate::registry::card::{Card, FeatureKind};
+use crate::registry::Selector;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::format_description::well_known::Rfc3339;
+use utoipa::{IntoParams, ToSchema};
+
+/// The body of every error response.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What is wrong, in a sentence.
+    pub error: String,
+    /// Quote it when asking about the request; it is in the server's log line too.
+    pub request_id: String,
+}
+
+pub(super) fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+/// Which version answers: `?version=N` or `?alias=NAME`, `production` by default.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct VersionQuery {
+    /// A version number.
+    pub version: Option<i32>,
+    /// An alias such as `staging`.
+    pub alias: Option<String>,
+}
+
+impl VersionQuery {
+    pub fn selector(&self) -> Result<Selector, AppError> {
+        match (&self.version, &self.alias) {
+            (Some(_), Some(_)) => Err(AppError::BadRequest(
+                "Give version or alias, not both.".into(),
+            )),
+            (Some(n), None) => Ok(Selector::Number(*n)),
+            (None, Some(a)) => Ok(Selector::Alias(a.clone())),
+            (None, None) => Ok(Selector::default()),
+        }
+    }
+}
+
+/// Converts one JSON row of named features into the model's input row.
+pub fn row_from_json(card: &Card, value: &Value, index: Option<usize>) -> Result<Vec<f64>, String> {
+    let at = index.map_or_else(String::new, |i| format!("row {i}: "));
+    let Value::Object(map) = value else {
+        return Err(format!("{at}each row must be an object of named features"));
+    };
+    if let Some(unknown) = map
+        .keys()
+        .find(|k| !card.features.iter().any(|f| &f.name == *k))
+    {
+        return Err(format!("{at}unknown feature {unknown:?}"));
+    }
+    let mut row = Vec::with_capacity(card.features.len());
+    for f in &card.features {
+        let v = match map.get(&f.name) {
+            None | Some(Value::Null) => return Err(format!("{at}missing feature {:?}", f.name)),
+            Some(Value::Number(n)) => n
+                .as_f64()
+                .ok_or_else(|| format!("{at}{}: not a number", f.name))?,
+            Some(Value::Bool(b)) if f.kind == FeatureKind::Boolean => f64::from(u8::from(*b)),
+            Some(Value::String(s)) if f.kind == FeatureKind::Category => f
+                .choice_index(s)
+                .map(|i| i as f64)
+                .ok_or_else(|| format!("{at}{}: {s:?} is not one of the choices", f.name))?,
+            Some(other) => return Err(format!("{at}{}: expected a number, got {other}", f.name)),
+        };
+        row.push(f.check(v).map_err(|e| format!("{at}{}: {e}", f.name))?);
+    }
+    Ok(row)
+}

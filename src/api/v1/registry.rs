@@ -1,0 +1,177 @@
+//! The registry for staff tokens: publish a version, move an alias.
+
+use super::models::model_or_404;
+use super::ErrorBody;
+use crate::api::json_body;
+use crate::auth::ApiStaff;
+use crate::error::AppError;
+use crate::registry::{ImportError, Imported, Upload};
+use crate::state::AppState;
+use crate::web::forms::read_unchecked;
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+#[derive(Serialize, ToSchema)]
+pub struct PublishResponse {
+    pub model: String,
+    pub version: i32,
+    /// False when the same file was already this model's version.
+    pub created: bool,
+}
+
+/// Staff: publishes a new version (multipart: `model`, optional `card` and `reference`).
+/// Creates the model when it does not exist; its first version goes to production.
+#[utoipa::path(
+    post,
+    path = "/api/v1/models/{name}/versions",
+    tag = "v1 registry",
+    params(("name" = String, Path, description = "Model name", example = "iris")),
+    request_body(content_type = "multipart/form-data", description = "Fields: model (ONNX file), card (card.toml), reference (reference.csv)"),
+    responses(
+        (status = 201, description = "Stored as a new version", body = PublishResponse),
+        (status = 200, description = "The same file was already a version", body = PublishResponse),
+        (status = 400, description = "The upload cannot be read", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not a staff token", body = ErrorBody),
+        (status = 413, description = "Over the upload limit", body = ErrorBody),
+        (status = 415, description = "Not multipart/form-data", body = ErrorBody),
+        (status = 422, description = "Not a model Plinth can serve, or a card that does not fit", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn publish_version(
+    req: HttpRequest,
+    payload: web::Payload,
+    api_staff: ApiStaff,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let ApiStaff(caller, staff) = api_staff;
+    if req.content_type() != "multipart/form-data" {
+        return Err(AppError::UnsupportedMediaType(
+            "Send the files as multipart/form-data: model, and optionally card and reference."
+                .into(),
+        ));
+    }
+    let form = read_unchecked(&req, payload, state.settings.max_upload_bytes).await?;
+    let onnx = form
+        .file("model")
+        .ok_or_else(|| {
+            AppError::Unprocessable("The multipart field model (the ONNX file) is missing.".into())
+        })?
+        .to_vec();
+    let card = match form.file("card") {
+        Some(b) => Some(
+            String::from_utf8(b.to_vec())
+                .map_err(|_| AppError::Unprocessable("card is not UTF-8 text.".into()))?,
+        ),
+        None => None,
+    };
+    let upload = Upload {
+        model: name.into_inner(),
+        onnx,
+        card,
+        reference_csv: form.file("reference").map(<[u8]>::to_vec),
+        source: "api",
+        actor: caller.user_id,
+    };
+    let result = state.registry.import(upload).await;
+    if let Ok(Imported::New { model, version }) = &result {
+        crate::audit::record(
+            &state.pool,
+            Some(&req),
+            Some(&staff),
+            "model.version_uploaded",
+            format!("{model} v{version}"),
+            serde_json::json!({"via": "api"}),
+        )
+        .await?;
+    }
+    match result {
+        Ok(Imported::New { model, version }) => Ok(HttpResponse::Created().json(PublishResponse {
+            model,
+            version,
+            created: true,
+        })),
+        Ok(Imported::AlreadyThere { model, version }) => {
+            Ok(HttpResponse::Ok().json(PublishResponse {
+                model,
+                version,
+                created: false,
+            }))
+        }
+        Err(ImportError::Invalid(e)) => Err(AppError::Unprocessable(e)),
+        Err(e) => Err(AppError::internal(e)),
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AliasRequest {
+    /// The version the alias should point at.
+    pub version: i32,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AliasResponse {
+    pub model: String,
+    pub alias: String,
+    pub version: i32,
+}
+
+/// Staff: points an alias (such as `production`) at a version; it serves at once.
+#[utoipa::path(
+    put,
+    path = "/api/v1/models/{name}/aliases/{alias}",
+    tag = "v1 registry",
+    params(("name" = String, Path, description = "Model name", example = "iris"), ("alias" = String, Path, description = "Alias name")),
+    request_body = AliasRequest,
+    responses(
+        (status = 200, description = "Moved", body = AliasResponse),
+        (status = 400, description = "Invalid JSON", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not a staff token", body = ErrorBody),
+        (status = 404, description = "No such model", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "No such version, or a bad alias name", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn set_alias(
+    req: HttpRequest,
+    body: web::Bytes,
+    api_staff: ApiStaff,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, AppError> {
+    let ApiStaff(caller, staff) = api_staff;
+    let (name, alias) = path.into_inner();
+    let request: AliasRequest = json_body(&req, &body)?;
+    let model = model_or_404(&state, &name).await?;
+    match state
+        .registry
+        .move_alias(&model, &alias, request.version, caller.user_id)
+        .await
+    {
+        Ok(previous) => {
+            crate::audit::alias_moved(
+                &state.pool,
+                &req,
+                &staff,
+                &model.name,
+                &alias,
+                previous,
+                request.version,
+            )
+            .await?;
+            Ok(HttpResponse::Ok().json(AliasResponse {
+                model: model.name,
+                alias,
+                version: request.version,
+            }))
+        }
+        Err(ImportError::Invalid(e)) => Err(AppError::Unprocessable(e)),
+        Err(e) => Err(AppError::internal(e)),
+    }
+}

@@ -1,0 +1,337 @@
+//! The ONNX operators: `TreeEnsembleRegressor` and `TreeEnsembleClassifier`, read from their
+//! attributes (every size they imply capped) into an [`Ensemble`], and their kernels.
+
+use tract_onnx::model::ParsingContext;
+use tract_onnx::pb::NodeProto;
+use tract_onnx::tract_hir::internal::*;
+
+use super::{Aggregate, Attributes, Ensemble, Mode};
+use crate::inference::ml::{
+    built, f32_matrix, matrix_f32, named, Dims, Kernel, Labels, Output, PostTransform,
+};
+
+fn attributes(node: &NodeProto, prefix: &str) -> TractResult<Attributes> {
+    let ints = |name: &str| -> TractResult<Vec<i64>> {
+        Ok(node.get_attr_opt_vec::<i64>(name)?.unwrap_or_default())
+    };
+    let values = match node.get_attr_opt_vec::<f32>("nodes_values")? {
+        Some(v) => v,
+        None => bail!(
+            "{}: nodes_values is missing (thresholds given only as a tensor are not supported)",
+            named(node)
+        ),
+    };
+    let weights = match node.get_attr_opt_vec::<f32>(&format!("{prefix}_weights"))? {
+        Some(v) => v,
+        None => bail!("{}: {prefix}_weights is missing", named(node)),
+    };
+    let modes = node
+        .get_attr_opt_vec::<String>("nodes_modes")?
+        .unwrap_or_default()
+        .iter()
+        .map(|m| {
+            Mode::parse(m).ok_or_else(|| format_err!("{}: unknown node mode {m:?}", named(node)))
+        })
+        .collect::<TractResult<Vec<_>>>()?;
+    let node_ids = ints("nodes_nodeids")?;
+    let missing = ints("nodes_missing_value_tracks_true")?;
+    Ok(Attributes {
+        missing_true: if missing.is_empty() {
+            vec![false; node_ids.len()]
+        } else {
+            missing.iter().map(|m| *m != 0).collect()
+        },
+        tree_ids: ints("nodes_treeids")?,
+        node_ids,
+        feature_ids: ints("nodes_featureids")?,
+        modes,
+        values,
+        true_ids: ints("nodes_truenodeids")?,
+        false_ids: ints("nodes_falsenodeids")?,
+        weight_tree_ids: ints(&format!("{prefix}_treeids"))?,
+        weight_node_ids: ints(&format!("{prefix}_nodeids"))?,
+        weight_targets: ints(&format!("{prefix}_ids"))?,
+        weights,
+    })
+}
+
+/// `TreeEnsembleRegressor`.
+#[derive(Debug)]
+pub struct Regressor {
+    pub ensemble: Ensemble,
+    pub base_values: Vec<f64>,
+    pub post_transform: PostTransform,
+}
+
+pub fn regressor(
+    _ctx: &ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let n_targets: i64 = node.get_attr_opt("n_targets")?.unwrap_or(1);
+    ensure!(
+        (1..=crate::inference::ml::caps::MAX_CLASSES as i64).contains(&n_targets),
+        "{}: n_targets must be between 1 and {}, not {n_targets}",
+        named(node),
+        crate::inference::ml::caps::MAX_CLASSES
+    );
+    let aggregate = match node
+        .get_attr_opt::<&str>("aggregate_function")?
+        .unwrap_or("SUM")
+    {
+        "SUM" => Aggregate::Sum,
+        "AVERAGE" => Aggregate::Average,
+        "MIN" => Aggregate::Min,
+        "MAX" => Aggregate::Max,
+        other => bail!("{}: unknown aggregate_function {other:?}", named(node)),
+    };
+    let a = attributes(node, "target")?;
+    let ensemble = Ensemble::build(&a, n_targets as usize, aggregate)
+        .map_err(|e| format_err!("{}: {e}", named(node)))?;
+    built(Regressor {
+        ensemble,
+        base_values: base_values(node)?,
+        post_transform: PostTransform::parse(node)?,
+    })
+}
+
+fn base_values(node: &NodeProto) -> TractResult<Vec<f64>> {
+    Ok(node
+        .get_attr_opt_vec::<f32>("base_values")?
+        .unwrap_or_default()
+        .into_iter()
+        .map(f64::from)
+        .collect())
+}
+
+impl Regressor {
+    /// Final values `[n, n_targets]` for aggregated scores.
+    pub fn finish(&self, mut scores: Vec<f64>, has: &[bool]) -> Vec<f64> {
+        let t = self.ensemble.n_targets;
+        let trees = self.ensemble.n_trees().max(1) as f64;
+        let base = |k: usize| {
+            if self.base_values.len() == t {
+                self.base_values[k]
+            } else {
+                0.0
+            }
+        };
+        for (row, has) in scores.chunks_mut(t).zip(has.chunks(t)) {
+            for (k, s) in row.iter_mut().enumerate() {
+                *s = match self.ensemble.aggregate {
+                    Aggregate::Average => *s / trees + base(k),
+                    Aggregate::Sum => *s + base(k),
+                    Aggregate::Min | Aggregate::Max if has[k] => *s + base(k),
+                    Aggregate::Min | Aggregate::Max => base(k),
+                };
+            }
+            self.post_transform.apply(row);
+        }
+        scores
+    }
+}
+
+impl Kernel for Regressor {
+    fn name(&self) -> &'static str {
+        "TreeEnsembleRegressor"
+    }
+
+    fn outputs(&self) -> Vec<Output> {
+        vec![Output::new(
+            DatumType::F32,
+            Dims::Columns(self.ensemble.n_targets),
+        )]
+    }
+
+    fn check(&self, input: &TypedFact) -> TractResult<()> {
+        check_fact(&self.ensemble, input)
+    }
+
+    fn eval(&self, inputs: TVec<TValue>) -> TractResult<TVec<Tensor>> {
+        let (n, width, x) = matrix_f32(&inputs[0])?;
+        self.ensemble
+            .check_width(width)
+            .map_err(|e| format_err!(e))?;
+        crate::inference::ml::check_output("TreeEnsembleRegressor", n, self.ensemble.n_targets)?;
+        let (scores, has) = self.ensemble.aggregate(&x, n, width);
+        let values = self.finish(scores, &has);
+        Ok(tvec![f32_matrix(n, self.ensemble.n_targets, &values)?])
+    }
+}
+
+fn check_fact(ensemble: &Ensemble, input: &TypedFact) -> TractResult<()> {
+    if input.rank() == 2 {
+        if let Ok(width) = input.shape[1].to_usize() {
+            ensemble.check_width(width).map_err(|e| format_err!(e))?;
+        }
+    }
+    Ok(())
+}
+
+/// `TreeEnsembleClassifier`.
+#[derive(Debug)]
+pub struct Classifier {
+    pub ensemble: Ensemble,
+    pub labels: Labels,
+    pub base_values: Vec<f64>,
+    pub post_transform: PostTransform,
+    /// Two classes and every leaf weight on one class: the other class's score is derived.
+    binary_case: bool,
+    weights_all_positive: bool,
+}
+
+pub fn classifier(
+    _ctx: &ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let labels = Labels::parse(node, "classlabels_int64s", "classlabels_strings")?;
+    ensure!(
+        !labels.is_empty(),
+        "{}: the classifier has no classes",
+        named(node)
+    );
+    let a = attributes(node, "class")?;
+    let ensemble = Ensemble::build(&a, labels.len(), Aggregate::Sum)
+        .map_err(|e| format_err!("{}: {e}", named(node)))?;
+    built(Classifier::new(
+        ensemble,
+        labels,
+        base_values(node)?,
+        PostTransform::parse(node)?,
+        &a,
+    ))
+}
+
+impl Classifier {
+    pub fn new(
+        ensemble: Ensemble,
+        labels: Labels,
+        base_values: Vec<f64>,
+        post_transform: PostTransform,
+        a: &Attributes,
+    ) -> Classifier {
+        let mut classes: Vec<i64> = a.weight_targets.clone();
+        classes.sort_unstable();
+        classes.dedup();
+        Classifier {
+            binary_case: labels.len() == 2 && classes.len() == 1,
+            weights_all_positive: a.weights.iter().all(|w| *w >= 0.0),
+            ensemble,
+            labels,
+            base_values,
+            post_transform,
+        }
+    }
+
+    /// The class index and the output scores of one row.
+    pub fn finish_row(&self, scores: &mut [f64], has: &mut [bool]) -> usize {
+        let c = self.labels.len();
+        let base = &self.base_values;
+        if c != 2 {
+            for (k, b) in base.iter().enumerate().take(c) {
+                scores[k] += b;
+                has[k] = true;
+            }
+            // The first class with the highest score among those that got one.
+            let mut best: Option<usize> = None;
+            for k in 0..c {
+                if has[k] && best.is_none_or(|b| scores[k] > scores[b]) {
+                    best = Some(k);
+                }
+            }
+            self.post_transform.apply(scores);
+            return best.unwrap_or(0);
+        }
+        // Two classes: onnxruntime's reading of the spec.
+        let mut second = -1; // how the second score is derived when only one was computed
+        let mut single = false;
+        if base.len() == 2 {
+            if has[1] {
+                // onnxruntime ignores base_values[0] here (assuming both are equal).
+                scores[1] = base[1] + scores[0];
+                scores[0] = -scores[1];
+            } else {
+                scores[1] += base[1];
+                scores[0] += base[0];
+            }
+        } else if base.len() == 1 {
+            scores[0] += base[0];
+            single = !has[1];
+        } else if base.is_empty() {
+            second = 3;
+            single = !has[1];
+        }
+        let positive = if has[1] {
+            scores[1]
+        } else if has[0] {
+            scores[0]
+        } else {
+            0.0
+        };
+        let class = if self.binary_case {
+            let (class, how) = match (self.weights_all_positive, positive) {
+                (true, p) if p > 0.5 => (1, 0),
+                (true, _) => (0, 1),
+                (false, p) if p > 0.0 => (1, 2),
+                (false, _) => (0, 3),
+            };
+            second = how;
+            class
+        } else {
+            usize::from(positive > 0.0)
+        };
+        if !single {
+            self.post_transform.apply(scores);
+            return class;
+        }
+        let s = scores[0];
+        let pair = match (self.post_transform, second) {
+            (PostTransform::Probit, _) => [crate::inference::ml::probit(s), 0.0],
+            (_, 0 | 1) => [1.0 - s, s],
+            (PostTransform::Logistic, 2 | 3) => [
+                crate::inference::ml::logistic(-s),
+                crate::inference::ml::logistic(s),
+            ],
+            (_, 2) => [-s, s],
+            (_, 3) => [s, -s],
+            _ => [s, 0.0],
+        };
+        scores.copy_from_slice(&pair);
+        class
+    }
+}
+
+impl Kernel for Classifier {
+    fn name(&self) -> &'static str {
+        "TreeEnsembleClassifier"
+    }
+
+    fn outputs(&self) -> Vec<Output> {
+        vec![
+            Output::new(self.labels.datum_type(), Dims::Rows),
+            Output::new(DatumType::F32, Dims::Columns(self.labels.len())),
+        ]
+    }
+
+    fn check(&self, input: &TypedFact) -> TractResult<()> {
+        check_fact(&self.ensemble, input)
+    }
+
+    fn eval(&self, inputs: TVec<TValue>) -> TractResult<TVec<Tensor>> {
+        let (n, width, x) = matrix_f32(&inputs[0])?;
+        self.ensemble
+            .check_width(width)
+            .map_err(|e| format_err!(e))?;
+        crate::inference::ml::check_output("TreeEnsembleClassifier", n, self.ensemble.n_targets)?;
+        let (mut scores, mut has) = self.ensemble.aggregate(&x, n, width);
+        let c = self.labels.len();
+        let classes: Vec<usize> = scores
+            .chunks_mut(c)
+            .zip(has.chunks_mut(c))
+            .map(|(s, h)| self.finish_row(s, h))
+            .collect();
+        Ok(tvec![
+            self.labels.pick(&classes),
+            f32_matrix(n, c, &scores)?
+        ])
+    }
+}

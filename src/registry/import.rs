@@ -1,0 +1,201 @@
+//! Importing: uploads and the model repository validated and stored as versions, and aliases
+//! moved.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::db;
+use crate::db::models::{ModelRow, NewVersion};
+use artifacts::sha256_hex;
+use card::Card;
+
+use super::*;
+
+impl Registry {
+    /// Validates and stores a new version. The same file for the same model is not stored twice.
+    /// The first version of a model becomes its `production` version.
+    pub async fn import(&self, upload: Upload) -> Result<Imported, ImportError> {
+        check_model_name(&upload.model).map_err(ImportError::Invalid)?;
+        if upload.onnx.len() > self.max_model_bytes {
+            return Err(ImportError::Invalid(format!(
+                "The model file is {} bytes; the limit is {} bytes.",
+                upload.onnx.len(),
+                self.max_model_bytes
+            )));
+        }
+        if upload.onnx.is_empty() {
+            return Err(ImportError::Invalid("The model file is empty.".into()));
+        }
+        let sha = sha256_hex(&upload.onnx);
+        let onnx = Arc::new(upload.onnx);
+        let loaded = self
+            .load_bytes(onnx.clone())
+            .await
+            .map_err(ImportError::Invalid)?;
+        let card = match &upload.card {
+            Some(text) if !text.trim().is_empty() => {
+                Card::parse(text).map_err(ImportError::Invalid)?
+            }
+            _ => Card::derived(&upload.model, &loaded.signature),
+        };
+        card.check_against(&loaded.signature)
+            .map_err(ImportError::Invalid)?;
+        let reference_rows = match &upload.reference_csv {
+            Some(csv) if !csv.is_empty() => {
+                Some(reference::check(csv, &card).map_err(ImportError::Invalid)?)
+            }
+            _ => None,
+        };
+
+        let mut tx = self.pool.begin().await?;
+        let model = db::models::ensure_model(&mut tx, &upload.model, upload.actor).await?;
+        if let Some(version) = db::models::version_by_sha(&mut tx, model.id, &sha).await? {
+            tx.rollback().await?;
+            return Ok(Imported::AlreadyThere {
+                model: upload.model,
+                version,
+            });
+        }
+        self.artifacts.put(&onnx).await?;
+        let reference_sha = match &upload.reference_csv {
+            Some(csv) if !csv.is_empty() => Some(self.artifacts.put(csv).await?),
+            _ => None,
+        };
+        let signature = serde_json::to_value(&loaded.signature)
+            .map_err(|e| ImportError::Invalid(e.to_string()))?;
+        let card_json =
+            serde_json::to_value(&card).map_err(|e| ImportError::Invalid(e.to_string()))?;
+        let metadata = serde_json::to_value(&loaded.metadata)
+            .map_err(|e| ImportError::Invalid(e.to_string()))?;
+        let (version_id, version) = db::models::insert_version(
+            &mut tx,
+            model.id,
+            &NewVersion {
+                sha256: &sha,
+                size_bytes: onnx.len() as i64,
+                card: card_json,
+                signature,
+                metadata,
+                reference_sha256: reference_sha.as_deref(),
+                reference_rows,
+                source: upload.source,
+                actor: upload.actor,
+            },
+        )
+        .await?;
+        if !db::models::has_alias(&mut tx, model.id, PRODUCTION).await? {
+            db::models::set_alias(&mut tx, model.id, PRODUCTION, version_id, upload.actor).await?;
+        }
+        tx.commit().await?;
+        self.resolved.changed();
+        self.remember(version_id, Arc::new(card), Arc::new(loaded));
+        tracing::info!(model = %upload.model, version, sha256 = %sha, "model version imported");
+        Ok(Imported::New {
+            model: upload.model,
+            version,
+        })
+    }
+
+    /// Imports every `<name>/<version>/model.onnx` under `dir`, in version order. A version
+    /// that is refused is listed with its reason and the rest are still imported; storage or
+    /// database failures stop the import.
+    pub async fn import_repository(&self, dir: &Path) -> anyhow::Result<RepositoryImport> {
+        let mut report = RepositoryImport::default();
+        let mut models = std::fs::read_dir(dir)?
+            .filter_map(Result::ok)
+            .filter(|e| e.path().is_dir())
+            .collect::<Vec<_>>();
+        models.sort_by_key(|e| e.file_name());
+        for model_dir in models {
+            let name = model_dir.file_name().to_string_lossy().to_string();
+            let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir(model_dir.path())?
+                .filter_map(Result::ok)
+                .filter_map(|e| {
+                    let v = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+                    e.path().join("model.onnx").is_file().then(|| (v, e.path()))
+                })
+                .collect();
+            versions.sort();
+            for (_, path) in versions {
+                let onnx = match std::fs::read(path.join("model.onnx")) {
+                    Ok(bytes) => bytes,
+                    Err(e) => {
+                        report
+                            .refused
+                            .push((path, format!("model.onnx cannot be read: {e}")));
+                        continue;
+                    }
+                };
+                let upload = Upload {
+                    model: name.clone(),
+                    onnx,
+                    card: std::fs::read_to_string(path.join("card.toml")).ok(),
+                    reference_csv: std::fs::read(path.join("reference.csv")).ok(),
+                    source: "repository",
+                    actor: None,
+                };
+                match self.import(upload).await {
+                    Ok(imported) => report.imported.push(imported),
+                    Err(ImportError::Invalid(msg)) => report.refused.push((path, msg)),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Points `alias` at version `number` of `model`, recording who moved it. Returns the
+    /// version it pointed at before.
+    pub async fn move_alias(
+        &self,
+        model: &ModelRow,
+        alias: &str,
+        number: i32,
+        actor: Option<i64>,
+    ) -> Result<Option<i32>, ImportError> {
+        check_alias_name(alias).map_err(ImportError::Invalid)?;
+        let (_, version) = db::models::by_number(&self.pool, &model.name, number)
+            .await?
+            .ok_or_else(|| {
+                ImportError::Invalid(format!("{} has no version {number}.", model.name))
+            })?;
+        // Load before moving, so the first request after the move does not wait for it.
+        self.load(&version)
+            .await
+            .map_err(|e| ImportError::Invalid(format!("version {number} cannot be loaded: {e}")))?;
+        let previous = db::models::aliases(&self.pool, model.id)
+            .await?
+            .into_iter()
+            .find(|(a, _)| a == alias)
+            .map(|(_, v)| v);
+        let mut tx = self.pool.begin().await?;
+        db::models::set_alias(&mut tx, model.id, alias, version.id, actor).await?;
+        tx.commit().await?;
+        self.resolved.changed();
+        tracing::info!(model = %model.name, alias, version = number, "alias moved");
+        Ok(previous)
+    }
+}
+
+/// Every `model.onnx` and `reference.csv` under `dir/<name>/<version>/`, by SHA-256.
+pub(super) fn index_repository(dir: &Path) -> HashMap<String, PathBuf> {
+    let mut index = HashMap::new();
+    let Ok(models) = std::fs::read_dir(dir) else {
+        return index;
+    };
+    for model in models.filter_map(Result::ok) {
+        let Ok(versions) = std::fs::read_dir(model.path()) else {
+            continue;
+        };
+        for version in versions.filter_map(Result::ok) {
+            for file in ["model.onnx", "reference.csv"] {
+                let path = version.path().join(file);
+                if let Ok(bytes) = std::fs::read(&path) {
+                    index.insert(sha256_hex(&bytes), path);
+                }
+            }
+        }
+    }
+    index
+}
