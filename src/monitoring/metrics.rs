@@ -1,55 +1,24 @@
-//! Prometheus metrics, kept in memory per process and rendered in the text exposition format.
+//! Prometheus metrics, kept in memory per process and rendered by the `prometheus-client` crate
+//! (the Prometheus project's own) in the OpenMetrics text format, which Prometheus scrapes.
 //! Names follow Triton's spirit: per model and version, counters and latency histograms.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 /// Upper bounds of the latency buckets, in seconds.
 const BOUNDS: [f64; 15] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
-#[derive(Clone, Debug, Default)]
-struct Histogram {
-    buckets: [u64; BOUNDS.len()],
-    sum: f64,
-    count: u64,
-}
-
-impl Histogram {
-    fn observe(&mut self, d: Duration) {
-        let secs = d.as_secs_f64();
-        for (i, bound) in BOUNDS.iter().enumerate() {
-            if secs <= *bound {
-                self.buckets[i] += 1;
-            }
-        }
-        self.sum += secs;
-        self.count += 1;
-    }
-
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        for (bound, n) in BOUNDS.iter().zip(self.buckets) {
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {n}");
-        }
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
-            self.count
-        );
-        let braces = if labels.is_empty() {
-            String::new()
-        } else {
-            format!("{{{labels}}}")
-        };
-        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
-        let _ = writeln!(out, "{name}_count{braces} {}", self.count);
-    }
-}
+/// The content type of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The stages of a prediction's latency.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -72,133 +41,176 @@ impl Stage {
     }
 }
 
-type ModelKey = (String, String);
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    model: String,
+    version: String,
+}
 
-#[derive(Default)]
-struct Inner {
-    success: BTreeMap<ModelKey, u64>,
-    failure: BTreeMap<(String, String, &'static str), u64>,
-    latency: BTreeMap<(String, String, Stage), Histogram>,
-    http: BTreeMap<(String, String, u16), u64>,
-    flush: Histogram,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    model: String,
+    version: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabels {
+    model: String,
+    version: String,
+    stage: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    method: &'static str,
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(BOUNDS)
 }
 
 /// The process's metrics, shared by the handlers, the prediction log and `/metrics`.
-#[derive(Default)]
 pub struct Metrics {
-    inner: Mutex<Inner>,
+    registry: Registry,
+    success: Family<VersionLabels, Counter>,
+    failure: Family<FailureLabels, Counter>,
+    latency: Family<StageLabels, Histogram, fn() -> Histogram>,
+    http: Family<HttpLabels, Counter>,
+    flush: Histogram,
     /// Prediction rows handed to the log and not yet committed.
-    log_pending: AtomicU64,
-    log_rows: AtomicU64,
+    log_pending: Gauge<i64, AtomicI64>,
+    log_rows: Counter<u64, AtomicU64>,
 }
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register("plinth_build_info", "The running build", build);
+        let m = Metrics {
+            success: Family::default(),
+            failure: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            http: Family::default(),
+            flush: latency_histogram(),
+            log_pending: Gauge::default(),
+            log_rows: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "plinth_inference_success",
+            "Predictions answered and stored",
+            m.success.clone(),
+        );
+        registry.register(
+            "plinth_inference_failure",
+            "Requests for a model that failed, by reason",
+            m.failure.clone(),
+        );
+        registry.register(
+            "plinth_inference_duration_seconds",
+            "Prediction latency by stage (queue, compute, total)",
+            m.latency.clone(),
+        );
+        registry.register(
+            "plinth_http_requests",
+            "HTTP requests by method, route and status",
+            m.http.clone(),
+        );
+        registry.register(
+            "plinth_prediction_log_flush_seconds",
+            "Time to write and commit one batch of prediction rows",
+            m.flush.clone(),
+        );
+        registry.register(
+            "plinth_prediction_log_pending_rows",
+            "Prediction rows waiting to be committed",
+            m.log_pending.clone(),
+        );
+        registry.register(
+            "plinth_prediction_log_rows",
+            "Prediction rows committed",
+            m.log_rows.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+}
+
+fn version_labels(model: &str, version: i32) -> VersionLabels {
+    VersionLabels {
+        model: model.to_string(),
+        version: version.to_string(),
+    }
 }
 
 impl Metrics {
-    fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> Option<R> {
-        self.inner.lock().ok().map(|mut inner| f(&mut inner))
-    }
-
     /// Predictions answered (and stored) for a model version, `rows` of them.
     pub fn success(&self, model: &str, version: i32, rows: usize) {
-        self.with(|m| {
-            *m.success
-                .entry((model.into(), version.to_string()))
-                .or_default() += rows as u64
-        });
+        self.success
+            .get_or_create(&version_labels(model, version))
+            .inc_by(rows as u64);
     }
 
     /// A request for a model version that failed, by reason.
     pub fn failure(&self, model: &str, version: i32, reason: &'static str) {
-        self.with(|m| {
-            *m.failure
-                .entry((model.into(), version.to_string(), reason))
-                .or_default() += 1
-        });
+        let labels = FailureLabels {
+            model: model.to_string(),
+            version: version.to_string(),
+            reason,
+        };
+        self.failure.get_or_create(&labels).inc();
     }
 
     pub fn latency(&self, model: &str, version: i32, stage: Stage, d: Duration) {
-        self.with(|m| {
-            m.latency
-                .entry((model.into(), version.to_string(), stage))
-                .or_default()
-                .observe(d)
-        });
+        let labels = StageLabels {
+            model: model.to_string(),
+            version: version.to_string(),
+            stage: stage.as_str(),
+        };
+        self.latency.get_or_create(&labels).observe(d.as_secs_f64());
     }
 
     /// One HTTP request, by method, route pattern and status. Every label comes from a bounded
     /// set: a method outside the standard ones counts as `other` (anyone can send any token as a
     /// method), a path that matched no route as `unmatched`.
     pub fn http(&self, method: &str, route: &str, status: u16) {
-        let method = known_method(method);
-        self.with(|m| {
-            *m.http
-                .entry((method.into(), route.into(), status))
-                .or_default() += 1
-        });
+        let labels = HttpLabels {
+            method: known_method(method),
+            route: route.to_string(),
+            status,
+        };
+        self.http.get_or_create(&labels).inc();
     }
 
     pub fn log_enqueued(&self, rows: usize) {
-        self.log_pending.fetch_add(rows as u64, Ordering::Relaxed);
+        self.log_pending.inc_by(rows as i64);
     }
 
     pub fn log_flushed(&self, rows: usize, took: Duration) {
-        self.log_pending.fetch_sub(rows as u64, Ordering::Relaxed);
-        self.log_rows.fetch_add(rows as u64, Ordering::Relaxed);
-        self.with(|m| m.flush.observe(took));
+        self.log_pending.dec_by(rows as i64);
+        self.log_rows.inc_by(rows as u64);
+        self.flush.observe(took.as_secs_f64());
     }
 
-    /// The text exposition format.
+    /// The OpenMetrics text exposition ([`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP plinth_build_info The running build.\n# TYPE plinth_build_info gauge"
-        );
-        let _ = writeln!(
-            out,
-            "plinth_build_info{{version=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION")
-        );
-        let Some(()) = self.with(|m| {
-            let _ = writeln!(out, "# HELP plinth_inference_success_total Predictions answered and stored.\n# TYPE plinth_inference_success_total counter");
-            for ((model, version), n) in &m.success {
-                let _ = writeln!(out, "plinth_inference_success_total{{model=\"{}\",version=\"{version}\"}} {n}", escape(model));
-            }
-            let _ = writeln!(out, "# HELP plinth_inference_failure_total Requests for a model that failed, by reason.\n# TYPE plinth_inference_failure_total counter");
-            for ((model, version, reason), n) in &m.failure {
-                let _ = writeln!(out, "plinth_inference_failure_total{{model=\"{}\",version=\"{version}\",reason=\"{reason}\"}} {n}", escape(model));
-            }
-            let _ = writeln!(out, "# HELP plinth_inference_duration_seconds Prediction latency by stage (queue, compute, total).\n# TYPE plinth_inference_duration_seconds histogram");
-            for ((model, version, stage), h) in &m.latency {
-                let labels = format!("model=\"{}\",version=\"{version}\",stage=\"{}\"", escape(model), stage.as_str());
-                h.render(&mut out, "plinth_inference_duration_seconds", &labels);
-            }
-            let _ = writeln!(out, "# HELP plinth_http_requests_total HTTP requests by method, route and status.\n# TYPE plinth_http_requests_total counter");
-            for ((method, route, status), n) in &m.http {
-                let _ = writeln!(out, "plinth_http_requests_total{{method=\"{method}\",route=\"{}\",status=\"{status}\"}} {n}", escape(route));
-            }
-            let _ = writeln!(out, "# HELP plinth_prediction_log_flush_seconds Time to write and commit one batch of prediction rows.\n# TYPE plinth_prediction_log_flush_seconds histogram");
-            m.flush.render(&mut out, "plinth_prediction_log_flush_seconds", "");
-        }) else {
-            return out;
-        };
-        let _ = writeln!(out, "# HELP plinth_prediction_log_pending_rows Prediction rows waiting to be committed.\n# TYPE plinth_prediction_log_pending_rows gauge");
-        let _ = writeln!(
-            out,
-            "plinth_prediction_log_pending_rows {}",
-            self.log_pending.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(out, "# HELP plinth_prediction_log_rows_total Prediction rows committed.\n# TYPE plinth_prediction_log_rows_total counter");
-        let _ = writeln!(
-            out,
-            "plinth_prediction_log_rows_total {}",
-            self.log_rows.load(Ordering::Relaxed)
-        );
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "the metrics could not be encoded");
+        }
         out
     }
 }
@@ -231,12 +243,14 @@ mod tests {
         let text = m.render();
         assert!(text.contains("plinth_inference_success_total{model=\"iris\",version=\"1\"} 3"));
         assert!(text.contains("reason=\"invalid_input\"} 1"));
-        assert!(text.contains("plinth_inference_duration_seconds_bucket{model=\"iris\",version=\"1\",stage=\"compute\",le=\"0.0005\"} 1"));
-        assert!(text.contains("plinth_inference_duration_seconds_bucket{model=\"iris\",version=\"1\",stage=\"compute\",le=\"0.00025\"} 0"));
+        assert!(text.contains("plinth_inference_duration_seconds_bucket{le=\"0.0005\",model=\"iris\",version=\"1\",stage=\"compute\"} 1"));
+        assert!(text.contains("plinth_inference_duration_seconds_bucket{le=\"0.00025\",model=\"iris\",version=\"1\",stage=\"compute\"} 0"));
         assert!(text.contains(
             "plinth_http_requests_total{method=\"GET\",route=\"/models/{name}\",status=\"200\"} 1"
         ));
         assert!(text.contains("plinth_prediction_log_pending_rows 0"));
         assert!(text.contains("plinth_prediction_log_flush_seconds_count 1"));
+        assert!(text.contains("plinth_prediction_log_rows_total 3"));
+        assert!(text.ends_with("# EOF\n"), "OpenMetrics ends with # EOF");
     }
 }

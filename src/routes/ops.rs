@@ -20,7 +20,7 @@ pub async fn open_metrics(metrics: web::Data<Metrics>) -> HttpResponse {
 
 fn metrics_text(registry: &Metrics) -> HttpResponse {
     HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .content_type(crate::monitoring::metrics::CONTENT_TYPE)
         .body(registry.render())
 }
 

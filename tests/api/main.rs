@@ -14,6 +14,7 @@ mod helpers;
 mod history;
 mod layout;
 mod metrics;
+mod migrations;
 mod models;
 mod ops;
 mod registry;

@@ -4,11 +4,13 @@ use sqlx::PgPool;
 
 use crate::helpers::{spawn_app, spawn_app_with, TestApp};
 
-/// Checks every line is a comment or `name{labels} value`, and returns the samples.
+/// Checks every line is a comment or `name{labels} value` and the text ends as OpenMetrics
+/// requires, and returns the samples.
 fn parse(text: &str) -> Vec<(String, f64)> {
+    assert!(text.ends_with("# EOF\n"), "no # EOF at the end");
     let mut samples = Vec::new();
     for line in text.lines() {
-        if line.is_empty() || line.starts_with("# HELP ") || line.starts_with("# TYPE ") {
+        if line == "# EOF" || line.starts_with("# HELP ") || line.starts_with("# TYPE ") {
             continue;
         }
         let (series, value) = line
@@ -62,7 +64,7 @@ async fn scrape(app: &TestApp, token: &str) -> Vec<(String, f64)> {
     assert!(res.headers()["content-type"]
         .to_str()
         .unwrap()
-        .starts_with("text/plain; version=0.0.4"));
+        .starts_with("application/openmetrics-text; version=1.0.0"));
     parse(&res.text().await.unwrap())
 }
 

@@ -172,6 +172,38 @@ impl Toggle {
     }
 }
 
+/// A change made to a user: the audit action and detail, and what the staff member is told.
+struct Change {
+    action: &'static str,
+    detail: serde_json::Value,
+    message: String,
+}
+
+/// What every change to a user ends with: the change audited, the staff member told, and back
+/// to the user's page.
+async fn changed(
+    req: &HttpRequest,
+    ctx: &PageCtx,
+    staff: &User,
+    state: &AppState,
+    user: &User,
+    change: Change,
+) -> Result<HttpResponse, AppError> {
+    audit::record(
+        &state.pool,
+        Some(req),
+        Some(staff),
+        change.action,
+        user.username.clone(),
+        change.detail,
+    )
+    .await?;
+    if let Some(session) = ctx.session() {
+        flash(session, "success", change.message);
+    }
+    Ok(see_other(&format!("/admin/users/{}", user.id)))
+}
+
 fn not_yourself(staff: &User, user: &User, what: &str) -> Result<(), AppError> {
     if staff.id == user.id {
         return Err(AppError::Forbidden(format!(
@@ -193,29 +225,26 @@ pub async fn set_staff(
     not_yourself(&staff, &user, "change the staff rights of")?;
     db::users::set_staff(&state.pool, user.id, on).await?;
     state.tokens.changed();
-    let action = if on {
-        "user.staff_granted"
+    let (action, text) = if on {
+        ("user.staff_granted", "is now staff")
     } else {
-        "user.staff_revoked"
+        ("user.staff_revoked", "is no longer staff")
     };
-    audit::record(
-        &state.pool,
-        Some(&req),
-        Some(&staff),
-        action,
-        user.username.clone(),
-        serde_json::json!({"user_id": user.id}),
+    let message = format!("{} {text}.", user.username);
+    let detail = serde_json::json!({"user_id": user.id});
+    changed(
+        &req,
+        &ctx,
+        &staff,
+        &state,
+        &user,
+        Change {
+            action,
+            detail,
+            message,
+        },
     )
-    .await?;
-    if let Some(session) = ctx.session() {
-        let text = if on {
-            "is now staff"
-        } else {
-            "is no longer staff"
-        };
-        flash(session, "success", format!("{} {text}.", user.username));
-    }
-    Ok(see_other(&format!("/admin/users/{}", user.id)))
+    .await
 }
 
 pub async fn set_active(
@@ -231,25 +260,26 @@ pub async fn set_active(
     // Disabling ends every session of the user in the same transaction.
     db::users::set_active(&state.pool, user.id, on).await?;
     state.tokens.changed();
-    let action = if on { "user.enabled" } else { "user.disabled" };
-    audit::record(
-        &state.pool,
-        Some(&req),
-        Some(&staff),
-        action,
-        user.username.clone(),
-        serde_json::json!({"user_id": user.id}),
+    let (action, text) = if on {
+        ("user.enabled", "is enabled again")
+    } else {
+        ("user.disabled", "is disabled and signed out everywhere")
+    };
+    let message = format!("{} {text}.", user.username);
+    let detail = serde_json::json!({"user_id": user.id});
+    changed(
+        &req,
+        &ctx,
+        &staff,
+        &state,
+        &user,
+        Change {
+            action,
+            detail,
+            message,
+        },
     )
-    .await?;
-    if let Some(session) = ctx.session() {
-        let text = if on {
-            "is enabled again"
-        } else {
-            "is disabled and signed out everywhere"
-        };
-        flash(session, "success", format!("{} {text}.", user.username));
-    }
-    Ok(see_other(&format!("/admin/users/{}", user.id)))
+    .await
 }
 
 #[derive(Deserialize, Default)]
@@ -281,26 +311,25 @@ pub async fn set_temporary_password(
     // The user must choose their own at next login; their sessions end now.
     db::users::set_password(&state.pool, user.id, &hash, true).await?;
     state.tokens.changed();
-    audit::record(
-        &state.pool,
-        Some(&req),
-        Some(&staff),
-        "user.password_set",
-        user.username.clone(),
-        serde_json::json!({"user_id": user.id}),
+    let message = format!(
+        "{} has a temporary password and must choose a new one at next login.",
+        user.username
+    );
+    let detail = serde_json::json!({"user_id": user.id});
+    let action = "user.password_set";
+    changed(
+        &req,
+        &ctx,
+        &staff,
+        &state,
+        &user,
+        Change {
+            action,
+            detail,
+            message,
+        },
     )
-    .await?;
-    if let Some(session) = ctx.session() {
-        flash(
-            session,
-            "success",
-            format!(
-                "{} has a temporary password and must choose a new one at next login.",
-                user.username
-            ),
-        );
-    }
-    Ok(see_other(&format!("/admin/users/{}", user.id)))
+    .await
 }
 
 #[derive(Deserialize, Default)]
@@ -323,21 +352,20 @@ pub async fn end_sessions(
     } else {
         u64::from(db::sessions::delete_by_hash(&state.pool, user.id, &form.session).await?)
     };
-    audit::record(
-        &state.pool,
-        Some(&req),
-        Some(&staff),
-        "session.ended",
-        user.username.clone(),
-        serde_json::json!({"user_id": user.id, "sessions": ended}),
+    let message = format!("Ended {ended} session(s) of {}.", user.username);
+    let detail = serde_json::json!({"user_id": user.id, "sessions": ended});
+    let action = "session.ended";
+    changed(
+        &req,
+        &ctx,
+        &staff,
+        &state,
+        &user,
+        Change {
+            action,
+            detail,
+            message,
+        },
     )
-    .await?;
-    if let Some(session) = ctx.session() {
-        flash(
-            session,
-            "success",
-            format!("Ended {ended} session(s) of {}.", user.username),
-        );
-    }
-    Ok(see_other(&format!("/admin/users/{}", user.id)))
+    .await
 }
