@@ -9,6 +9,7 @@ use crate::auth::{password, Password};
 use crate::config::Settings;
 use crate::db;
 use crate::domain::Username;
+use crate::localdb;
 use crate::registry::Imported;
 use crate::startup::{bootstrap_admin, Application};
 
@@ -68,21 +69,44 @@ pub const EXIT_ARTIFACTS: u8 = 5;
 
 /// Runs one command to completion.
 pub async fn run(cli: Cli) -> ExitCode {
-    let settings = match Settings::from_env() {
-        Ok(s) => s,
+    let (mut settings, options) = match Settings::from_env()
+        .map_err(anyhow::Error::from)
+        .and_then(|s| Ok((s, localdb::Options::from_env()?)))
+    {
+        Ok(both) => both,
         Err(e) => {
             eprintln!("configuration invalid: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let result = match cli.command.unwrap_or(Command::Serve) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    // Which database: configured, a local server, or the private cluster, started now.
+    let database = match localdb::resolve(&options, "plinth").await {
+        Ok(database) => database,
+        Err(e) => {
+            if let Command::Check = command {
+                println!("configuration: ok (listening address {})", settings.addr);
+                println!("database: unavailable ({e:#})");
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            return ExitCode::from(EXIT_DATABASE);
+        }
+    };
+    settings.database_url = database.url.clone();
+    let result = match command {
         Command::Serve => serve(settings).await,
         Command::Migrate => migrate(&settings).await,
         Command::Createsuperuser { username } => createsuperuser(&settings, &username).await,
-        Command::Check => return check(&settings).await,
+        Command::Check => {
+            let code = check(&settings, &database).await;
+            database.stop().await;
+            return code;
+        }
         Command::Models { command } => models(&settings, command).await,
         Command::Createtoken { username, name } => createtoken(&settings, &username, &name).await,
     };
+    database.stop().await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -207,8 +231,13 @@ async fn createtoken(settings: &Settings, username: &str, name: &str) -> anyhow:
     Ok(())
 }
 
-async fn check(settings: &Settings) -> ExitCode {
+async fn check(settings: &Settings, database: &localdb::Database) -> ExitCode {
     println!("configuration: ok (listening address {})", settings.addr);
+    println!(
+        "database: {} ({})",
+        redacted(&database.url),
+        database.describe()
+    );
     let pool = match db::pool_options().connect(&settings.database_url).await {
         Ok(pool) => pool,
         Err(e) => {
@@ -268,4 +297,33 @@ async fn check_artifacts(settings: &Settings, pool: &sqlx::PgPool) -> ExitCode {
     }
     println!("artifacts: ok ({} version(s))", seen.len());
     ExitCode::SUCCESS
+}
+
+/// A database URL with its password, if any, replaced by `***`.
+fn redacted(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((credentials, host)) => match credentials.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+                None => url.to_string(),
+            },
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_not_printed() {
+        assert_eq!(
+            super::redacted("postgres://plinth:secret@db:5432/plinth"),
+            "postgres://plinth:***@db:5432/plinth"
+        );
+        assert_eq!(
+            super::redacted("postgres://postgres@127.0.0.1:5432/plinth"),
+            "postgres://postgres@127.0.0.1:5432/plinth"
+        );
+    }
 }

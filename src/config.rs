@@ -92,10 +92,15 @@ impl Settings {
                 .map_err(|_| "expected host:port, for example 127.0.0.1:8000".to_string())
         })?;
         let database_url = get("PLINTH_DATABASE_URL")
+            .or_else(|| get("DATABASE_URL"))
             .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/plinth".to_string());
         if !database_url.starts_with("postgres://") && !database_url.starts_with("postgresql://") {
             return Err(ConfigError {
-                name: "PLINTH_DATABASE_URL",
+                name: if get("PLINTH_DATABASE_URL").is_some() {
+                    "PLINTH_DATABASE_URL"
+                } else {
+                    "DATABASE_URL"
+                },
                 message: "expected a postgres:// URL".into(),
             });
         }

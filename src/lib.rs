@@ -12,6 +12,7 @@ pub mod error;
 pub mod exports;
 pub mod heavy;
 pub mod inference;
+pub mod localdb;
 pub mod monitoring;
 pub mod prediction_log;
 pub mod registry;
@@ -22,3 +23,14 @@ pub mod state;
 pub mod telemetry;
 pub mod urls;
 pub mod web;
+
+/// `#[sqlx::test]` reads `DATABASE_URL`: when it is unset, the local server or a private cluster
+/// shared by the run's test processes.
+#[cfg(test)]
+#[ctor::ctor(unsafe)]
+fn test_database() {
+    localdb::for_tests(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/target/test-postgres"
+    )));
+}

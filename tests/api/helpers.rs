@@ -215,8 +215,14 @@ pub async fn database_url(pool: &PgPool) -> String {
         .await
         .expect("database name");
     let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set for tests");
+    // A private cluster's URL names its socket in the query: `…/postgres?host=/path`.
+    let (base, query) = base.split_once('?').unwrap_or((&base, ""));
     let (prefix, _) = base.rsplit_once('/').expect("a URL with a database name");
-    format!("{prefix}/{name}")
+    if query.is_empty() {
+        format!("{prefix}/{name}")
+    } else {
+        format!("{prefix}/{name}?{query}")
+    }
 }
 
 /// A second browser on the same server.

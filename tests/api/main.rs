@@ -1,6 +1,16 @@
 //! Integration tests: the real server on a random port, a fresh Postgres database per test, and
 //! an HTTP client that keeps cookies and does not follow redirects.
 
+/// `#[sqlx::test]` reads `DATABASE_URL`: when it is unset, the local server or a private cluster
+/// shared by the run's test processes (see `plinth::localdb::for_tests`).
+#[ctor::ctor(unsafe)]
+fn test_database() {
+    plinth::localdb::for_tests(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/target/test-postgres"
+    )));
+}
+
 mod accounts;
 mod admin_users;
 mod api_v1;
@@ -21,4 +31,5 @@ mod registry;
 mod sessions;
 mod tokens;
 mod triton;
+mod zero_config;
 mod zoo;

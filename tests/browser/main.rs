@@ -5,6 +5,16 @@
 //! reports them as ignored, never as passed; `cargo test -- --include-ignored` (what `.ci/run`
 //! runs, after installing both) runs them, and a missing browser fails them.
 
+/// `#[sqlx::test]` reads `DATABASE_URL`: when it is unset, the local server or a private cluster
+/// shared by the run's test processes (see `plinth::localdb::for_tests`).
+#[ctor::ctor(unsafe)]
+fn test_database() {
+    plinth::localdb::for_tests(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/target/test-postgres"
+    )));
+}
+
 #[allow(dead_code)]
 #[path = "../api/helpers.rs"]
 mod helpers;

@@ -213,73 +213,74 @@ fn not_yourself(staff: &User, user: &User, what: &str) -> Result<(), AppError> {
     Ok(())
 }
 
-pub async fn set_staff(
+/// The two flags staff set on a user from the user's page.
+#[derive(Clone, Copy)]
+enum Flag {
+    Staff,
+    Active,
+}
+
+async fn set_flag(
+    flag: Flag,
     req: HttpRequest,
     StaffOnly(ctx, staff): StaffOnly,
+    state: web::Data<AppState>,
+    id: i64,
+    form: Toggle,
+) -> Result<HttpResponse, AppError> {
+    let on = form.on()?;
+    let user = find_user(&state, id).await?;
+    let (refused, action, text) = match (flag, on) {
+        (Flag::Staff, true) => (
+            "change the staff rights of",
+            "user.staff_granted",
+            "is now staff",
+        ),
+        (Flag::Staff, false) => (
+            "change the staff rights of",
+            "user.staff_revoked",
+            "is no longer staff",
+        ),
+        (Flag::Active, true) => ("disable", "user.enabled", "is enabled again"),
+        (Flag::Active, false) => (
+            "disable",
+            "user.disabled",
+            "is disabled and signed out everywhere",
+        ),
+    };
+    not_yourself(&staff, &user, refused)?;
+    match flag {
+        Flag::Staff => db::users::set_staff(&state.pool, user.id, on).await?,
+        // Disabling ends every session of the user in the same transaction.
+        Flag::Active => db::users::set_active(&state.pool, user.id, on).await?,
+    }
+    state.tokens.changed();
+    let change = Change {
+        action,
+        detail: serde_json::json!({"user_id": user.id}),
+        message: format!("{} {text}.", user.username),
+    };
+    changed(&req, &ctx, &staff, &state, &user, change).await
+}
+
+pub async fn set_staff(
+    req: HttpRequest,
+    staff: StaffOnly,
     state: web::Data<AppState>,
     id: web::Path<i64>,
     CsrfForm(form): CsrfForm<Toggle>,
 ) -> Result<HttpResponse, AppError> {
-    let on = form.on()?;
-    let user = find_user(&state, *id).await?;
-    not_yourself(&staff, &user, "change the staff rights of")?;
-    db::users::set_staff(&state.pool, user.id, on).await?;
-    state.tokens.changed();
-    let (action, text) = if on {
-        ("user.staff_granted", "is now staff")
-    } else {
-        ("user.staff_revoked", "is no longer staff")
-    };
-    let message = format!("{} {text}.", user.username);
-    let detail = serde_json::json!({"user_id": user.id});
-    changed(
-        &req,
-        &ctx,
-        &staff,
-        &state,
-        &user,
-        Change {
-            action,
-            detail,
-            message,
-        },
-    )
-    .await
+    set_flag(Flag::Staff, req, staff, state, *id, form).await
 }
 
 pub async fn set_active(
     req: HttpRequest,
-    StaffOnly(ctx, staff): StaffOnly,
+    staff: StaffOnly,
     state: web::Data<AppState>,
     id: web::Path<i64>,
     CsrfForm(form): CsrfForm<Toggle>,
 ) -> Result<HttpResponse, AppError> {
-    let on = form.on()?;
-    let user = find_user(&state, *id).await?;
-    not_yourself(&staff, &user, "disable")?;
-    // Disabling ends every session of the user in the same transaction.
-    db::users::set_active(&state.pool, user.id, on).await?;
-    state.tokens.changed();
-    let (action, text) = if on {
-        ("user.enabled", "is enabled again")
-    } else {
-        ("user.disabled", "is disabled and signed out everywhere")
-    };
-    let message = format!("{} {text}.", user.username);
-    let detail = serde_json::json!({"user_id": user.id});
-    changed(
-        &req,
-        &ctx,
-        &staff,
-        &state,
-        &user,
-        Change {
-            action,
-            detail,
-            message,
-        },
-    )
-    .await
+    set_flag(Flag::Active, req, staff, state, *id, form).await
 }
 
 #[derive(Deserialize, Default)]
