@@ -47,7 +47,7 @@ impl Database {
                 format!("no URL configured; the server on {addr} lets user postgres in")
             }
             Source::PrivateCluster(dir) => format!(
-                "no URL configured and no server accepts Plinth on 127.0.0.1:5432; Plinth's private cluster in {}",
+                "no URL configured and no local server accepts Plinth; Plinth's private cluster in {}",
                 dir.display()
             ),
         }

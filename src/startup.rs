@@ -34,6 +34,8 @@ pub struct Application {
     metrics_server: Option<(u16, Server)>,
     pool: PgPool,
     settings: Settings,
+    /// The task listening for cache notices, stopped with the server.
+    listener: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -73,7 +75,7 @@ impl Application {
         let tokens = crate::cache::Cache::new();
         let users = crate::cache::Cache::with_epoch(tokens.epoch_handle());
         let registry = registry_for(&pool, &settings);
-        crate::cache::listen(pool.clone(), tokens.epoch_handle(), registry.changes());
+        let notices = crate::cache::listen(pool.clone(), tokens.epoch_handle(), registry.changes());
         let state = web::Data::new(AppState {
             tokens,
             users,
@@ -144,6 +146,7 @@ impl Application {
             metrics_server,
             pool,
             settings,
+            listener: notices,
         })
     }
 
@@ -206,6 +209,9 @@ impl Application {
             let _ = task.await;
         }
         sweeper.abort();
+        self.listener.abort();
+        // Connections end cleanly before the database may stop (a private cluster stops next).
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.pool.close()).await;
         tracing::info!("stopped");
         result
     }
