@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
     for signature in plinth::api::tensors::fuzz_signatures() {
         if card.check_against(&signature).is_ok() {
             let _ = card.example_row();
-            let _ = plinth::routes::models::markdown(&card.description);
+            let _ = plinth::routes::models::form::markdown(&card.description);
         }
     }
 });
