@@ -240,6 +240,12 @@ async fn check(settings: &Settings, database: &localdb::Database) -> ExitCode {
     );
     let pool = match db::pool_options().connect(&settings.database_url).await {
         Ok(pool) => pool,
+        // The server answers but the database is not made yet: a first `plinth` or
+        // `plinth migrate` creates it.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("3D000") => {
+            println!("database: not created yet (`plinth migrate` or the first start creates it)");
+            return ExitCode::from(EXIT_MIGRATIONS);
+        }
         Err(e) => {
             println!("database: unreachable ({e})");
             return ExitCode::from(EXIT_DATABASE);

@@ -156,3 +156,17 @@ async fn createtoken_prints_a_working_secret_once(pool: PgPool) {
     assert_eq!(code, 1);
     assert!(out.contains("no active user"), "{out}");
 }
+
+#[sqlx::test(migrations = false)]
+async fn check_says_when_the_database_is_not_created_yet(pool: PgPool) {
+    let url = database_url(&pool).await;
+    let (base, query) = url.split_once('?').unwrap_or((&url, ""));
+    let (server, _) = base.rsplit_once('/').unwrap();
+    let missing = format!("{server}/plinth_never_created?{query}");
+
+    let (code, out) = plinth(&missing, &["check"], "");
+
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("database: not created yet"), "{out}");
+    assert!(out.contains("configured by PLINTH_DATABASE_URL"), "{out}");
+}
