@@ -623,6 +623,7 @@ pub fn for_tests(dir: &Path) {
         if accepts_postgres("127.0.0.1:5432").await {
             return "postgres://postgres@127.0.0.1:5432/postgres".to_string();
         }
+        let dir = &test_cluster_dir(dir);
         let options = Options {
             configured: None,
             local_server: None,
@@ -645,6 +646,17 @@ pub fn for_tests(dir: &Path) {
         cluster.url("postgres")
     });
     std::env::set_var("DATABASE_URL", url);
+}
+
+/// `dir`, unless run as root from a checkout user `postgres` cannot enter (a home directory):
+/// then the same cluster under the system's temporary directory, named after `dir`.
+fn test_cluster_dir(dir: &Path) -> PathBuf {
+    let dir = absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    if Owner::for_cluster(&dir).is_ok() {
+        return dir;
+    }
+    let hash = hex::encode(&Sha256::digest(dir.as_os_str().as_encoded_bytes())[..6]);
+    std::env::temp_dir().join(format!("plinth-test-postgres-{hash}"))
 }
 
 static TEST_CLUSTER: std::sync::OnceLock<(PathBuf, File)> = std::sync::OnceLock::new();
@@ -741,6 +753,22 @@ mod tests {
             17
         );
         assert_eq!(version_of(Path::new("/usr/bin")), 0);
+    }
+
+    #[test]
+    fn the_tests_cluster_leaves_a_checkout_user_postgres_cannot_enter() {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let wanted = home.path().join("target/test-postgres");
+        let chosen = test_cluster_dir(&wanted);
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            assert!(chosen.starts_with(std::env::temp_dir()), "{chosen:?}");
+            assert!(chosen.to_string_lossy().contains("plinth-test-postgres-"));
+            assert!(Owner::for_cluster(&chosen).is_ok());
+        } else {
+            assert_eq!(chosen, wanted);
+        }
     }
 
     #[test]

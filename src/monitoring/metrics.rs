@@ -92,15 +92,8 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::default();
-        let build = Family::<BuildLabels, Gauge>::default();
-        build
-            .get_or_create(&BuildLabels {
-                version: env!("CARGO_PKG_VERSION"),
-            })
-            .set(1);
-        registry.register("plinth_build_info", "The running build", build);
         let m = Metrics {
+            registry: Registry::default(),
             success: Family::default(),
             failure: Family::default(),
             latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
@@ -108,44 +101,58 @@ impl Default for Metrics {
             flush: latency_histogram(),
             log_pending: Gauge::default(),
             log_rows: Counter::default(),
-            registry: Registry::default(),
         };
-        registry.register(
+        m.registered()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric (clones share their values) in the registry `render` encodes.
+    fn registered(mut self) -> Self {
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        let r = &mut self.registry;
+        r.register("plinth_build_info", "The running build", build);
+        r.register(
             "plinth_inference_success",
             "Predictions answered and stored",
-            m.success.clone(),
+            self.success.clone(),
         );
-        registry.register(
+        r.register(
             "plinth_inference_failure",
             "Requests for a model that failed, by reason",
-            m.failure.clone(),
+            self.failure.clone(),
         );
-        registry.register(
+        r.register(
             "plinth_inference_duration_seconds",
             "Prediction latency by stage (queue, compute, total)",
-            m.latency.clone(),
+            self.latency.clone(),
         );
-        registry.register(
+        r.register(
             "plinth_http_requests",
             "HTTP requests by method, route and status",
-            m.http.clone(),
+            self.http.clone(),
         );
-        registry.register(
+        r.register(
             "plinth_prediction_log_flush_seconds",
             "Time to write and commit one batch of prediction rows",
-            m.flush.clone(),
+            self.flush.clone(),
         );
-        registry.register(
+        r.register(
             "plinth_prediction_log_pending_rows",
             "Prediction rows waiting to be committed",
-            m.log_pending.clone(),
+            self.log_pending.clone(),
         );
-        registry.register(
+        r.register(
             "plinth_prediction_log_rows",
             "Prediction rows committed",
-            m.log_rows.clone(),
+            self.log_rows.clone(),
         );
-        Metrics { registry, ..m }
+        self
     }
 }
 

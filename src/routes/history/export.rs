@@ -23,27 +23,29 @@ pub fn defuse(s: &str) -> Cow<'_, str> {
 }
 
 /// Writes rows as CSV lines ending in CRLF (RFC 4180).
-fn csv_lines<'a, I, R>(rows: I) -> Vec<u8>
+fn csv_lines<I, R, S>(rows: I) -> Vec<u8>
 where
     I: IntoIterator<Item = R>,
-    R: IntoIterator<Item = Cow<'a, str>>,
+    R: IntoIterator<Item = S>,
+    S: AsRef<str>,
 {
     let mut writer = csv::WriterBuilder::new()
         .terminator(csv::Terminator::CRLF)
         .from_writer(Vec::new());
     for row in rows {
-        let cells: Vec<Cow<'a, str>> = row.into_iter().collect();
+        let cells: Vec<S> = row.into_iter().collect();
+        let defused: Vec<Cow<'_, str>> = cells.iter().map(|c| defuse(c.as_ref())).collect();
         // Writing to memory fails only on a record of a different length, which cannot happen.
-        if let Err(e) = writer.write_record(cells.iter().map(|c| defuse(c).into_owned())) {
+        if let Err(e) = writer.write_record(defused.iter().map(|c| c.as_bytes())) {
             tracing::error!(error = %e, "a CSV row could not be written");
         }
     }
     writer.into_inner().unwrap_or_default()
 }
 
-fn csv_row(p: &PredictionRow) -> Vec<Cow<'static, str>> {
+fn csv_row(p: &PredictionRow) -> [String; 10] {
     let time_format = time::format_description::well_known::Rfc3339;
-    let cells = [
+    [
         p.id.to_string(),
         p.created_at.format(&time_format).unwrap_or_default(),
         p.username.clone().unwrap_or_default(),
@@ -54,8 +56,7 @@ fn csv_row(p: &PredictionRow) -> Vec<Cow<'static, str>> {
         format!("{:.3}", p.latency_us as f64 / 1000.0),
         p.inputs.0.to_string(),
         p.outputs.0.to_string(),
-    ];
-    cells.into_iter().map(Cow::Owned).collect()
+    ]
 }
 
 /// Rows per export page: one short query each.
@@ -89,7 +90,7 @@ pub(crate) fn csv_response(
     tokio::spawn(async move {
         let _slot = slot;
         let send = |item| tx.send_timeout(item, EXPORT_SEND_TIMEOUT);
-        let header = csv_lines([HEADER.map(Cow::Borrowed)]);
+        let header = csv_lines([HEADER]);
         if send(Ok(web::Bytes::from(header))).await.is_err() {
             return;
         }
