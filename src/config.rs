@@ -56,6 +56,13 @@ pub struct Settings {
     pub drift_window_rows: i64,
     /// `PLINTH_DRIFT_INTERVAL_MINUTES`, default 60: how often the drift job runs.
     pub drift_interval_minutes: u64,
+    /// `PLINTH_RETENTION_DAYS`: predictions (and failed-prediction records) older than this many
+    /// days are dropped, a day's partition at a time. Unset keeps everything. Rollups, drift
+    /// runs and feedback are kept either way.
+    pub retention_days: Option<u32>,
+    /// `PLINTH_MAINTENANCE_MINUTES`, default 60: how often the prediction log's maintenance job
+    /// (partitions ahead, retention) runs; at most one instance runs it at a time.
+    pub maintenance_minutes: u64,
     /// `PLINTH_PREDICTION_LOG=off` stores no predictions. It exists only so the benchmark can
     /// measure what durable logging costs; never use it in production.
     pub prediction_log: bool,
@@ -153,6 +160,16 @@ impl Settings {
         let drift_interval_minutes =
             parse_or(&get, "PLINTH_DRIFT_INTERVAL_MINUTES", Some(60), positive)?;
         let prediction_log = parse_or(&get, "PLINTH_PREDICTION_LOG", Some(true), parse_bool)?;
+        let retention_days = parse_or(&get, "PLINTH_RETENTION_DAYS", Some(None), |v| {
+            positive(v).and_then(|n| {
+                u32::try_from(n)
+                    .ok()
+                    .filter(|n| *n <= 36_500)
+                    .map(Some)
+                    .ok_or_else(|| "expected a number of days up to 36500".to_string())
+            })
+        })?;
+        let maintenance_minutes = parse_or(&get, "PLINTH_MAINTENANCE_MINUTES", Some(60), positive)?;
         let max_picture_bytes = parse_or(&get, "PLINTH_MAX_PICTURE_BYTES", Some(2 << 20), |v| {
             positive(v).map(|n| n as usize)
         })?;
@@ -167,6 +184,8 @@ impl Settings {
             model_load_timeout: Duration::from_secs(load_seconds),
             max_loaded_versions,
             prediction_log,
+            retention_days,
+            maintenance_minutes,
             drift_window_hours,
             drift_window_rows,
             drift_interval_minutes,

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use crate::db::predictions::NewPrediction;
+use crate::db::predictions::{NewPredictions, StoredInputs, StoredOutputs};
 use crate::error::AppError;
 use crate::inference::{self, DType, NamedTensor, RunError, TensorData, TensorSpec};
 use crate::monitoring::metrics::Stage;
@@ -29,40 +29,49 @@ pub struct Answer {
     pub ids: Vec<i64>,
 }
 
-/// A batch ready to run: the model's input tensors and, per row, the inputs as stored.
+/// A batch ready to run: the model's input tensors and the inputs as stored.
 pub struct Batch {
     pub tensors: Vec<NamedTensor>,
-    /// Per row: feature name → value (a number, or the text a text input received).
-    pub stored: Vec<serde_json::Value>,
+    /// The rows of the card's features, or per row feature name → value (a number, or the
+    /// text a text input received).
+    pub stored: StoredInputs,
+    n: usize,
 }
 
 impl Batch {
     /// From rows of the card's features (forms, JSON v1, KServe v1), already checked.
     pub fn from_rows(card: &Card, specs: &[TensorSpec], rows: &[Vec<f64>]) -> Batch {
         let text = text_columns(specs);
-        let stored = rows
-            .iter()
-            .map(|row| {
-                card.features
-                    .iter()
-                    .zip(row)
-                    .enumerate()
-                    .map(|(c, (f, v))| {
-                        let value = if text.contains(&c) {
-                            f.choice_text(*v)
-                                .map_or(serde_json::Value::Null, |t| t.to_string().into())
-                        } else {
-                            serde_json::json!(v)
-                        };
-                        (f.name.clone(), value)
+        let width = card.features.len();
+        let stored = if text.is_empty() && rows.iter().all(|r| r.len() == width) {
+            StoredInputs::Numbers(rows.iter().flatten().copied().collect())
+        } else {
+            StoredInputs::Json(
+                rows.iter()
+                    .map(|row| {
+                        card.features
+                            .iter()
+                            .zip(row)
+                            .enumerate()
+                            .map(|(c, (f, v))| {
+                                let value = if text.contains(&c) {
+                                    f.choice_text(*v)
+                                        .map_or(serde_json::Value::Null, |t| t.to_string().into())
+                                } else {
+                                    serde_json::json!(v)
+                                };
+                                (f.name.clone(), value)
+                            })
+                            .collect::<serde_json::Map<_, _>>()
+                            .into()
                     })
-                    .collect::<serde_json::Map<_, _>>()
-                    .into()
-            })
-            .collect();
+                    .collect(),
+            )
+        };
         Batch {
             tensors: input_tensors(card, specs, rows),
             stored,
+            n: rows.len(),
         }
     }
 
@@ -74,30 +83,48 @@ impl Batch {
             .and_then(|t| t.shape.first())
             .copied()
             .unwrap_or(0);
-        let stored = (0..n)
-            .map(|r| {
-                let mut row = serde_json::Map::new();
-                let mut features = card.features.iter();
-                for t in &tensors {
-                    let width: usize = t.shape.iter().skip(1).product();
-                    for c in 0..width {
-                        if let Some(f) = features.next() {
-                            row.insert(f.name.clone(), t.data.get_json(r * width + c));
-                        }
-                    }
-                }
-                row.into()
-            })
+        let widths: Vec<usize> = tensors
+            .iter()
+            .map(|t| t.shape.iter().skip(1).product())
             .collect();
-        Batch { tensors, stored }
+        let floats = tensors
+            .iter()
+            .all(|t| matches!(t.data, TensorData::F32(_) | TensorData::F64(_)));
+        let stored = if floats && widths.iter().sum::<usize>() == card.features.len() {
+            let mut x = Vec::with_capacity(n * card.features.len());
+            for r in 0..n {
+                for (t, w) in tensors.iter().zip(&widths) {
+                    x.extend((0..*w).map(|c| t.data.get_f64(r * w + c).unwrap_or(f64::NAN)));
+                }
+            }
+            StoredInputs::Numbers(x)
+        } else {
+            StoredInputs::Json(
+                (0..n)
+                    .map(|r| {
+                        let mut row = serde_json::Map::new();
+                        let mut features = card.features.iter();
+                        for (t, width) in tensors.iter().zip(&widths) {
+                            for c in 0..*width {
+                                if let Some(f) = features.next() {
+                                    row.insert(f.name.clone(), t.data.get_json(r * width + c));
+                                }
+                            }
+                        }
+                        row.into()
+                    })
+                    .collect(),
+            )
+        };
+        Batch { tensors, stored, n }
     }
 
     pub fn len(&self) -> usize {
-        self.stored.len()
+        self.n
     }
 
     pub fn is_empty(&self) -> bool {
-        self.stored.is_empty()
+        self.n == 0
     }
 }
 
@@ -173,7 +200,9 @@ pub async fn predict(
     source: &'static str,
 ) -> Result<Answer, AppError> {
     let n = batch.len();
-    let Batch { tensors, stored } = batch;
+    let Batch {
+        tensors, stored, ..
+    } = batch;
     let started = Instant::now();
     let (model, version) = (served.model.name.as_str(), served.version.version);
     let metrics = &state.metrics;
@@ -194,20 +223,17 @@ pub async fn predict(
     let latency_us =
         (started.elapsed().as_micros() / n.max(1) as u128).min(i32::MAX as u128) as i32;
     let outcomes = decode(&served.card, &served.loaded.signature, &outputs, n);
-    let records = stored
-        .into_iter()
-        .zip(&outcomes)
-        .map(|(inputs, outcome)| NewPrediction {
-            model_id: served.model.id,
-            version_id: served.version.id,
-            user_id: caller.user_id,
-            token_id: caller.token_id,
-            source,
-            inputs,
-            outputs: outcome.to_json(),
-            latency_us,
-        })
-        .collect();
+    let records = NewPredictions {
+        model_id: served.model.id,
+        version_id: served.version.id,
+        user_id: caller.user_id,
+        token_id: caller.token_id,
+        source,
+        latency_us,
+        n,
+        inputs: stored,
+        outputs: stored_outputs(&served.card, &outcomes),
+    };
     let ids = state.log.record(records).await.map_err(|e| {
         failed(state, served, source, "storage_unavailable");
         AppError::Unavailable(e.to_string())
@@ -219,6 +245,53 @@ pub async fn predict(
         outputs,
         ids,
     })
+}
+
+/// Outcomes as stored: typed arrays when every row has the same shape (probabilities named by
+/// the card's labels, in order), otherwise one JSON object per row.
+fn stored_outputs(card: &Card, outcomes: &[Outcome]) -> StoredOutputs {
+    fn all_or_none<T>(items: impl Iterator<Item = Option<T>>) -> Result<Option<Vec<T>>, ()> {
+        let mut out = Vec::new();
+        let mut missing = 0;
+        for item in items {
+            match item {
+                Some(v) => out.push(v),
+                None => missing += 1,
+            }
+        }
+        match (out.is_empty(), missing) {
+            (_, 0) if !out.is_empty() => Ok(Some(out)),
+            (true, _) => Ok(None),
+            _ => Err(()),
+        }
+    }
+    let classes = outcomes.first().map_or(0, |o| o.probabilities.len());
+    let proba_named = outcomes.iter().all(|o| {
+        o.probabilities.len() == classes
+            && o.probabilities
+                .iter()
+                .enumerate()
+                .all(|(i, (name, _))| *name == card.label_name(i))
+    });
+    let label = all_or_none(outcomes.iter().map(|o| o.label.clone()));
+    let value = all_or_none(outcomes.iter().map(|o| o.value));
+    match (label, value, proba_named) {
+        (Ok(label), Ok(value), true) => StoredOutputs {
+            label,
+            value,
+            proba: (classes > 0).then(|| {
+                outcomes
+                    .iter()
+                    .flat_map(|o| o.probabilities.iter().map(|(_, p)| *p))
+                    .collect()
+            }),
+            json: None,
+        },
+        _ => StoredOutputs {
+            json: Some(outcomes.iter().map(Outcome::to_json).collect()),
+            ..StoredOutputs::default()
+        },
+    }
 }
 
 /// [`predict`] for rows of the card's features, already checked.

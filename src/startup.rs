@@ -202,8 +202,19 @@ impl Application {
                 }
             }
         });
+        // The prediction log's partitions and retention, now and on a schedule.
+        let maintenance = tokio::spawn(crate::prediction_log::maintenance::schedule(
+            self.pool.clone(),
+            crate::prediction_log::maintenance::Policy {
+                retention_days: self.settings.retention_days,
+                days_ahead: 3,
+                interval: Duration::from_secs(self.settings.maintenance_minutes * 60),
+            },
+            instance_name(),
+        ));
         let result = self.server.await;
         drift.abort();
+        maintenance.abort();
         if let Some((task, handle)) = metrics {
             handle.stop(true).await;
             let _ = task.await;
@@ -291,4 +302,15 @@ pub async fn bootstrap_admin(pool: &PgPool, settings: &Settings) -> anyhow::Resu
         Err(e) => tracing::warn!(error = %e, "could not create the admin account"),
     }
     Ok(())
+}
+
+/// This instance as the maintenance log names it: host and process id.
+fn instance_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "plinth".into());
+    format!("{host}:{}", std::process::id())
 }

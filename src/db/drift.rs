@@ -10,16 +10,8 @@ pub async fn window_inputs(
     version_id: i64,
     since: OffsetDateTime,
     limit: i64,
-) -> sqlx::Result<Vec<Json<serde_json::Value>>> {
-    sqlx::query_scalar(
-        "select inputs from prediction where version_id = $1 and created_at >= $2
-         order by created_at desc, id desc limit $3",
-    )
-    .bind(version_id)
-    .bind(since)
-    .bind(limit)
-    .fetch_all(pool)
-    .await
+) -> sqlx::Result<Vec<serde_json::Value>> {
+    super::predictions::recent_inputs(pool, version_id, since, limit).await
 }
 
 /// One feature's result in a run.

@@ -4,71 +4,211 @@ use sqlx::types::Json;
 use sqlx::PgPool;
 use time::{Date, OffsetDateTime};
 
-/// A prediction about to be stored.
+/// Most predictions one `prediction` row holds; ids are handed out in blocks of this size (the
+/// step of the `prediction_id_block` sequence), and a row's ids never straddle two blocks.
+pub const ID_BLOCK: i64 = 1024;
+
+/// A request's inputs as stored: rows of the card's features when they are all numbers,
+/// otherwise one JSON object per row.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StoredInputs {
+    /// `n` rows of `width` numbers, row after row.
+    Numbers(Vec<f64>),
+    /// One object (feature name → value) per row.
+    Json(Vec<serde_json::Value>),
+}
+
+/// A request's outputs as stored: typed arrays when every row has the same shape, otherwise
+/// one JSON object per row (`json`, with the typed fields empty).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StoredOutputs {
+    pub label: Option<Vec<String>>,
+    pub value: Option<Vec<f64>>,
+    /// `n` rows of class probabilities, in the order of the card's labels.
+    pub proba: Option<Vec<f64>>,
+    pub json: Option<Vec<serde_json::Value>>,
+}
+
+/// The predictions of one request, about to be stored as one row.
 #[derive(Clone, Debug)]
-pub struct NewPrediction {
+pub struct NewPredictions {
     pub model_id: i64,
     pub version_id: i64,
     pub user_id: Option<i64>,
     pub token_id: Option<i64>,
     pub source: &'static str,
-    pub inputs: serde_json::Value,
-    pub outputs: serde_json::Value,
+    /// Per prediction.
     pub latency_us: i32,
+    pub n: usize,
+    pub inputs: StoredInputs,
+    pub outputs: StoredOutputs,
 }
 
-/// Stores a batch in one statement (and one commit); ids come back in the order given.
-pub async fn insert_batch(pool: &PgPool, rows: &[NewPrediction]) -> sqlx::Result<Vec<i64>> {
-    let mut model_ids = Vec::with_capacity(rows.len());
-    let mut version_ids = Vec::with_capacity(rows.len());
-    let mut user_ids = Vec::with_capacity(rows.len());
-    let mut token_ids = Vec::with_capacity(rows.len());
-    let mut sources = Vec::with_capacity(rows.len());
-    let mut inputs = Vec::with_capacity(rows.len());
-    let mut outputs = Vec::with_capacity(rows.len());
-    let mut latencies = Vec::with_capacity(rows.len());
-    for r in rows {
-        model_ids.push(r.model_id);
-        version_ids.push(r.version_id);
-        user_ids.push(r.user_id);
-        token_ids.push(r.token_id);
-        sources.push(r.source);
-        inputs.push(Json(&r.inputs));
-        outputs.push(Json(&r.outputs));
-        latencies.push(r.latency_us);
+impl NewPredictions {
+    /// One prediction with JSON inputs and outputs (tests and tools).
+    pub fn one_json(
+        model_id: i64,
+        version_id: i64,
+        source: &'static str,
+        inputs: serde_json::Value,
+        outputs: serde_json::Value,
+    ) -> NewPredictions {
+        NewPredictions {
+            model_id,
+            version_id,
+            user_id: None,
+            token_id: None,
+            source,
+            latency_us: 0,
+            n: 1,
+            inputs: StoredInputs::Json(vec![inputs]),
+            outputs: StoredOutputs {
+                json: Some(vec![outputs]),
+                ..StoredOutputs::default()
+            },
+        }
     }
-    // `with ordinality` + `order by` makes the insertion order, and so the order of the
-    // returned identity values, follow the input arrays.
-    let mut ids: Vec<i64> = sqlx::query_scalar(
-        "with input as (
-             select * from unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[],
-                                  $6::jsonb[], $7::jsonb[], $8::int[])
-                 with ordinality as t(model_id, version_id, user_id, token_id, source, inputs, outputs, latency_us, n)
-         ), inserted as (
-             insert into prediction (model_id, version_id, user_id, token_id, source, inputs, outputs, latency_us)
-             select model_id, version_id, user_id, token_id, source, inputs, outputs, latency_us
-             from input order by n
-             returning id
-         )
-         select id from inserted",
-    )
-    .bind(&model_ids)
-    .bind(&version_ids)
-    .bind(&user_ids)
-    .bind(&token_ids)
-    .bind(&sources)
-    .bind(&inputs)
-    .bind(&outputs)
-    .bind(&latencies)
-    .fetch_all(pool)
-    .await?;
-    // Identity values are handed out in insertion order within the statement.
-    ids.sort_unstable();
-    Ok(ids)
+}
+
+/// Reserves `blocks` blocks of [`ID_BLOCK`] ids; returns the first id of each.
+pub async fn reserve_id_blocks(pool: &PgPool, blocks: i64) -> sqlx::Result<Vec<i64>> {
+    sqlx::query_scalar("select nextval('prediction_id_block') from generate_series(1, $1)")
+        .bind(blocks)
+        .fetch_all(pool)
+        .await
+}
+
+/// Stores requests' predictions, one row each, with one binary `COPY` (and one commit). `first`
+/// gives each request's first id (its ids are consecutive).
+pub async fn copy_in(pool: &PgPool, rows: &[(i64, &NewPredictions)]) -> sqlx::Result<u64> {
+    let data = copy_data(rows);
+    let mut conn = pool.acquire().await?;
+    let mut copy = conn
+        .copy_in_raw(
+            "copy prediction (id, n, model_id, version_id, user_id, token_id, latency_us, source,
+                              x, inputs, label, value, proba, outputs)
+             from stdin (format binary)",
+        )
+        .await?;
+    copy.send(data).await?;
+    copy.finish().await
+}
+
+/// The rows in Postgres' binary `COPY` format.
+fn copy_data(rows: &[(i64, &NewPredictions)]) -> Vec<u8> {
+    use copy::*;
+    let mut buf = Vec::with_capacity(64 + rows.len() * 160);
+    buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+    buf.extend_from_slice(&0i32.to_be_bytes());
+    buf.extend_from_slice(&0i32.to_be_bytes());
+    for (id, r) in rows {
+        buf.extend_from_slice(&14i16.to_be_bytes());
+        int8(&mut buf, Some(*id));
+        int4(&mut buf, r.n as i32);
+        int8(&mut buf, Some(r.model_id));
+        int8(&mut buf, Some(r.version_id));
+        int8(&mut buf, r.user_id);
+        int8(&mut buf, r.token_id);
+        int4(&mut buf, r.latency_us);
+        text(&mut buf, r.source);
+        match &r.inputs {
+            StoredInputs::Numbers(x) => {
+                float8_array(&mut buf, Some(x));
+                null(&mut buf);
+            }
+            StoredInputs::Json(rows) => {
+                null(&mut buf);
+                jsonb_array(&mut buf, Some(rows));
+            }
+        }
+        text_array(&mut buf, r.outputs.label.as_deref());
+        float8_array(&mut buf, r.outputs.value.as_deref());
+        float8_array(&mut buf, r.outputs.proba.as_deref());
+        jsonb_array(&mut buf, r.outputs.json.as_deref());
+    }
+    buf.extend_from_slice(&(-1i16).to_be_bytes());
+    buf
+}
+
+/// Field encoders for the binary `COPY` format.
+mod copy {
+    const FLOAT8: u32 = 701;
+    const TEXT: u32 = 25;
+
+    pub fn null(buf: &mut Vec<u8>) {
+        buf.extend_from_slice(&(-1i32).to_be_bytes());
+    }
+
+    pub fn int8(buf: &mut Vec<u8>, v: Option<i64>) {
+        match v {
+            Some(v) => {
+                buf.extend_from_slice(&8i32.to_be_bytes());
+                buf.extend_from_slice(&v.to_be_bytes());
+            }
+            None => null(buf),
+        }
+    }
+
+    pub fn int4(buf: &mut Vec<u8>, v: i32) {
+        buf.extend_from_slice(&4i32.to_be_bytes());
+        buf.extend_from_slice(&v.to_be_bytes());
+    }
+
+    pub fn text(buf: &mut Vec<u8>, v: &str) {
+        buf.extend_from_slice(&(v.len() as i32).to_be_bytes());
+        buf.extend_from_slice(v.as_bytes());
+    }
+
+    /// Writes a field whose length is only known once written.
+    fn sized(buf: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
+        let at = buf.len();
+        buf.extend_from_slice(&0i32.to_be_bytes());
+        body(buf);
+        let len = (buf.len() - at - 4) as i32;
+        buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    }
+
+    fn array_header(buf: &mut Vec<u8>, oid: u32, len: usize) {
+        buf.extend_from_slice(&1i32.to_be_bytes()); // dimensions
+        buf.extend_from_slice(&0i32.to_be_bytes()); // no nulls
+        buf.extend_from_slice(&oid.to_be_bytes());
+        buf.extend_from_slice(&(len as i32).to_be_bytes());
+        buf.extend_from_slice(&1i32.to_be_bytes()); // lower bound
+    }
+
+    pub fn float8_array(buf: &mut Vec<u8>, v: Option<&[f64]>) {
+        let Some(v) = v else { return null(buf) };
+        sized(buf, |buf| {
+            array_header(buf, FLOAT8, v.len());
+            for x in v {
+                buf.extend_from_slice(&8i32.to_be_bytes());
+                buf.extend_from_slice(&x.to_be_bytes());
+            }
+        });
+    }
+
+    pub fn text_array(buf: &mut Vec<u8>, v: Option<&[String]>) {
+        let Some(v) = v else { return null(buf) };
+        sized(buf, |buf| {
+            array_header(buf, TEXT, v.len());
+            for s in v {
+                text(buf, s);
+            }
+        });
+    }
+
+    pub fn jsonb_array(buf: &mut Vec<u8>, v: Option<&[serde_json::Value]>) {
+        let Some(v) = v else { return null(buf) };
+        sized(buf, |buf| {
+            buf.push(1); // jsonb format version
+                         // A Vec<Value> always serialises.
+            let _ = serde_json::to_writer(&mut *buf, v);
+        });
+    }
 }
 
 /// A stored prediction with the names the pages show.
-#[derive(Clone, Debug, sqlx::FromRow)]
+#[derive(Clone, Debug)]
 pub struct PredictionRow {
     pub id: i64,
     pub model: String,
@@ -83,16 +223,197 @@ pub struct PredictionRow {
     pub created_at: OffsetDateTime,
 }
 
-const COLUMNS: &str =
-    "p.id, m.name as model, v.version, p.version_id, p.user_id, u.username, p.source,
-     p.inputs, p.outputs, p.latency_us, p.created_at";
+/// One prediction as read: the slices of its request's row that are its own.
+#[derive(sqlx::FromRow)]
+struct RawRow {
+    id: i64,
+    model: String,
+    version: i32,
+    version_id: i64,
+    user_id: Option<i64>,
+    username: Option<String>,
+    source: String,
+    x: Option<Vec<f64>>,
+    inputs: Option<Json<serde_json::Value>>,
+    label: Option<String>,
+    value: Option<f64>,
+    proba: Option<Vec<f64>>,
+    outputs: Option<Json<serde_json::Value>>,
+    latency_us: i32,
+    created_at: OffsetDateTime,
+}
+
+/// What turns a version's typed arrays back into named values: its card's feature names and
+/// labels.
+struct Names {
+    features: Vec<String>,
+    labels: Vec<String>,
+}
+
+impl Names {
+    fn label(&self, i: usize) -> String {
+        self.labels.get(i).cloned().unwrap_or_else(|| i.to_string())
+    }
+}
+
+async fn names(
+    pool: &PgPool,
+    rows: &[RawRow],
+) -> sqlx::Result<std::collections::HashMap<i64, Names>> {
+    let mut ids: Vec<i64> = rows
+        .iter()
+        .filter(|r| r.x.is_some() || r.proba.is_some())
+        .map(|r| r.version_id)
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let found: Vec<(i64, Vec<String>, Vec<String>)> = sqlx::query_as(
+        "select id,
+                array(select f->>'name' from jsonb_array_elements(coalesce(card->'features', '[]')) f),
+                array(select jsonb_array_elements_text(coalesce(card->'labels', '[]')))
+         from model_version where id = any($1)",
+    )
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(found
+        .into_iter()
+        .map(|(id, features, labels)| (id, Names { features, labels }))
+        .collect())
+}
+
+fn number(x: f64) -> serde_json::Value {
+    serde_json::json!(x)
+}
+
+impl RawRow {
+    fn into_row(self, names: Option<&Names>) -> PredictionRow {
+        let inputs = match (self.x, self.inputs) {
+            (Some(x), _) => {
+                let mut row = serde_json::Map::new();
+                for (i, v) in x.into_iter().enumerate() {
+                    let name = names
+                        .and_then(|n| n.features.get(i).cloned())
+                        .unwrap_or_else(|| format!("x{i}"));
+                    row.insert(name, number(v));
+                }
+                row.into()
+            }
+            (None, Some(json)) => json.0,
+            (None, None) => serde_json::Value::Null,
+        };
+        let outputs = match self.outputs {
+            Some(json) => json.0,
+            None => {
+                let mut out = serde_json::Map::new();
+                if let Some(label) = self.label {
+                    out.insert("label".into(), label.into());
+                }
+                if let Some(value) = self.value {
+                    out.insert("value".into(), number(value));
+                }
+                if let Some(proba) = self.proba {
+                    let probs: serde_json::Map<String, serde_json::Value> = proba
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, p)| {
+                            let name = names.map_or_else(|| i.to_string(), |n| n.label(i));
+                            (name, number(p))
+                        })
+                        .collect();
+                    out.insert("probabilities".into(), probs.into());
+                }
+                out.into()
+            }
+        };
+        PredictionRow {
+            id: self.id,
+            model: self.model,
+            version: self.version,
+            version_id: self.version_id,
+            user_id: self.user_id,
+            username: self.username,
+            source: self.source,
+            inputs: Json(inputs),
+            outputs: Json(outputs),
+            latency_us: self.latency_us,
+            created_at: self.created_at,
+        }
+    }
+}
+
+async fn rows(pool: &PgPool, raw: Vec<RawRow>) -> sqlx::Result<Vec<PredictionRow>> {
+    let names = names(pool, &raw).await?;
+    Ok(raw
+        .into_iter()
+        .map(|r| {
+            let n = names.get(&r.version_id);
+            r.into_row(n)
+        })
+        .collect())
+}
+
+/// Each prediction of a row: `k` counts from 0, its id is `p.id + k`, and its values are the
+/// k-th slices of the row's arrays.
+const COLUMNS: &str = "p.id + k as id, m.name as model, v.version, p.version_id, p.user_id,
+     u.username, p.source,
+     p.x[k * (cardinality(p.x) / p.n) + 1 : (k + 1) * (cardinality(p.x) / p.n)] as x,
+     p.inputs -> k as inputs, p.label[k + 1] as label, p.value[k + 1] as value,
+     p.proba[k * (cardinality(p.proba) / p.n) + 1 : (k + 1) * (cardinality(p.proba) / p.n)] as proba,
+     p.outputs -> k as outputs, p.latency_us, p.created_at";
 const FROM: &str = "from prediction p
+     cross join lateral generate_series(0, p.n - 1) as k
      join model m on m.id = p.model_id
      join model_version v on v.id = p.version_id
      left join app_user u on u.id = p.user_id";
 
+/// The row holding prediction `$1`: its first id is at most `$1` and within one id block.
+const HOLDS: &str = "p.id <= $1 and p.id > $1 - 1024 and $1 < p.id + p.n";
+
 pub async fn find(pool: &PgPool, id: i64) -> sqlx::Result<Option<PredictionRow>> {
-    let sql = format!("select {COLUMNS} {FROM} where p.id = $1");
+    let sql = format!("select {COLUMNS} {FROM} where {HOLDS} and p.id + k = $1");
+    let raw: Vec<RawRow> = sqlx::query_as(&sql).bind(id).fetch_all(pool).await?;
+    Ok(rows(pool, raw).await?.into_iter().next())
+}
+
+/// The inputs of a version's most recent predictions: at most `limit`, made since `since`.
+pub async fn recent_inputs(
+    pool: &PgPool,
+    version_id: i64,
+    since: OffsetDateTime,
+    limit: i64,
+) -> sqlx::Result<Vec<serde_json::Value>> {
+    let sql = format!(
+        "select {COLUMNS} {FROM} where p.version_id = $1 and p.created_at >= $2
+         order by p.created_at desc, p.id desc, k desc limit $3"
+    );
+    let raw = sqlx::query_as(&sql)
+        .bind(version_id)
+        .bind(since)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows(pool, raw)
+        .await?
+        .into_iter()
+        .map(|r| r.inputs.0)
+        .collect())
+}
+
+/// What feedback needs of a prediction: (version, made at, predicted label, predicted value).
+pub async fn predicted(
+    pool: &PgPool,
+    id: i64,
+) -> sqlx::Result<Option<(i64, OffsetDateTime, Option<String>, Option<f64>)>> {
+    let sql = format!(
+        "select p.version_id, p.created_at,
+                coalesce(p.label[($1 - p.id + 1)::int], p.outputs -> ($1 - p.id)::int ->> 'label'),
+                coalesce(p.value[($1 - p.id + 1)::int], (p.outputs -> ($1 - p.id)::int ->> 'value')::float8)
+         from prediction p where {HOLDS}"
+    );
     sqlx::query_as(&sql).bind(id).fetch_optional(pool).await
 }
 
@@ -107,7 +428,8 @@ pub struct Filter {
 }
 
 const WHERE: &str = "where ($1::bigint is null or p.user_id = $1)
-       and ($2::text is null or m.name = $2)
+       and ($2::text is null or p.version_id in
+            (select mv.id from model_version mv join model mm on mm.id = mv.model_id where mm.name = $2))
        and ($3::date is null or p.created_at >= $3::date::timestamptz)
        and ($4::date is null or p.created_at < ($4::date + 1)::timestamptz)
        and ($5::text is null or lower(u.username) = lower($5))";
@@ -120,9 +442,9 @@ pub async fn list(
     limit: i64,
 ) -> sqlx::Result<Vec<PredictionRow>> {
     let sql = format!(
-        "select {COLUMNS} {FROM} {WHERE} order by p.created_at desc, p.id desc offset $6 limit $7"
+        "select {COLUMNS} {FROM} {WHERE} order by p.created_at desc, p.id desc, k desc offset $6 limit $7"
     );
-    sqlx::query_as(&sql)
+    let raw = sqlx::query_as(&sql)
         .bind(filter.user_id)
         .bind(filter.model.as_deref())
         .bind(filter.from)
@@ -131,7 +453,8 @@ pub async fn list(
         .bind(offset)
         .bind(limit)
         .fetch_all(pool)
-        .await
+        .await?;
+    rows(pool, raw).await
 }
 
 /// Where an export's previous page ended: the last row's time and id.
@@ -148,10 +471,10 @@ pub async fn export_page(
 ) -> sqlx::Result<Vec<PredictionRow>> {
     let sql = format!(
         "select {COLUMNS} {FROM} {WHERE}
-           and ($6::timestamptz is null or (p.created_at, p.id) < ($6, $7))
-         order by p.created_at desc, p.id desc limit $8"
+           and ($6::timestamptz is null or (p.created_at, p.id + k) < ($6, $7))
+         order by p.created_at desc, p.id desc, k desc limit $8"
     );
-    let rows = sqlx::query_as(&sql)
+    let raw = sqlx::query_as(&sql)
         .bind(filter.user_id)
         .bind(filter.model.as_deref())
         .bind(filter.from)
@@ -162,14 +485,15 @@ pub async fn export_page(
         .bind(limit)
         .fetch_all(pool)
         .await?;
-    Ok(rows)
+    rows(pool, raw).await
 }
 
 /// Distinct model names in a user's history (all users when `None`), for the filter's select.
 pub async fn models_used(pool: &PgPool, user_id: Option<i64>) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar(
         "select m.name from model m
-         where exists (select 1 from prediction p where p.model_id = m.id and ($1::bigint is null or p.user_id = $1))
+         where exists (select 1 from model_version v join prediction p on p.version_id = v.id
+                      where v.model_id = m.id and ($1::bigint is null or p.user_id = $1))
          order by m.name",
     )
     .bind(user_id)

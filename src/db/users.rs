@@ -156,7 +156,7 @@ pub async fn search(
     sqlx::query_as(
         "select u.id, u.username, u.is_staff, u.is_active, u.created_at, u.last_login_at,
                 (select count(*) from session s where s.user_id = u.id and s.expires_at > now()) as sessions,
-                (select count(*) from prediction p where p.user_id = u.id) as predictions
+                (select coalesce(sum(p.n), 0)::bigint from prediction p where p.user_id = u.id) as predictions
          from app_user u
          where $1 = '' or strpos(lower(u.username), lower($1)) > 0
          order by lower(u.username) offset $2 limit $3",

@@ -309,11 +309,8 @@ pub async fn check(
     let pool = registry.pool();
     let card = crate::registry::card_of(version);
     let since = time::OffsetDateTime::now_utc() - time::Duration::hours(hours);
-    let inputs: Vec<Value> = crate::db::drift::window_inputs(pool, version.id, since, max_rows)
-        .await?
-        .into_iter()
-        .map(|j| j.0)
-        .collect();
+    let inputs: Vec<Value> =
+        crate::db::drift::window_inputs(pool, version.id, since, max_rows).await?;
     let label = format!("last {} predictions, {hours} h", inputs.len());
     let rows_seen = inputs.len();
     let (results, drifted) = if rows_seen < MIN_ROWS {

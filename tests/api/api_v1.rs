@@ -107,11 +107,12 @@ async fn predict_takes_one_row_or_a_batch_and_stores_each(pool: PgPool) {
         .collect();
     assert_eq!(labels, ["setosa", "virginica"]);
 
-    let stored: Vec<(i64, String, Option<i64>)> =
-        sqlx::query_as("select id, source, token_id from prediction order by id")
-            .fetch_all(&app.pool)
-            .await
-            .unwrap();
+    let stored: Vec<(i64, String, Option<i64>)> = sqlx::query_as(
+        "select p.id + k, p.source, p.token_id from prediction p, generate_series(0, p.n - 1) k order by 1",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
     assert_eq!(stored.len(), 3);
     assert!(stored
         .iter()
@@ -273,7 +274,7 @@ async fn bad_input_is_a_4xx_that_names_the_problem(pool: PgPool) {
     )
     .await;
     assert_eq!(status, 404);
-    assert_eq!(app.count("prediction").await, 0, "nothing bad was stored");
+    assert_eq!(app.predictions().await, 0, "nothing bad was stored");
 }
 
 #[sqlx::test]

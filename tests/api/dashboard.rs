@@ -12,8 +12,8 @@ async fn seed(app: &TestApp, n: i64) {
 async fn seed_aged(app: &TestApp, n: i64, age_secs: i64) {
     sqlx::query(
         "insert into prediction (model_id, version_id, source, inputs, outputs, latency_us, created_at)
-         select v.model_id, v.id, case when g % 3 = 0 then 'api' else 'form' end, '{}',
-                jsonb_build_object('label', case when g % 2 = 0 then 'setosa' else 'virginica' end),
+         select v.model_id, v.id, case when g % 3 = 0 then 'api' else 'form' end, '[{}]',
+                jsonb_build_array(jsonb_build_object('label', case when g % 2 = 0 then 'setosa' else 'virginica' end)),
                 (g * 37) % 3000 + 60, now() - make_interval(secs => g % 3000 + $2)
          from generate_series(1, $1) as g, model_version v join model m on m.id = v.model_id
          where m.name = 'iris'",
@@ -26,9 +26,9 @@ async fn seed_aged(app: &TestApp, n: i64, age_secs: i64) {
     // Feedback on every 10th: half of those agree with the prediction.
     sqlx::query(
         "insert into feedback (prediction_id, label, version_id, predicted_at, predicted_label)
-         select id, case when id % 20 = 0 then outputs->>'label' else 'versicolor' end,
-                version_id, created_at, outputs->>'label'
-         from prediction where id % 10 = 0
+         select id, case when r % 20 = 0 then outputs->0->>'label' else 'versicolor' end,
+                version_id, created_at, outputs->0->>'label'
+         from (select *, row_number() over (order by id) as r from prediction) p where r % 10 = 0
          on conflict do nothing",
     )
     .execute(&app.pool)
@@ -66,7 +66,7 @@ async fn the_dashboard_figures_equal_what_sql_says(pool: PgPool) {
     let (count, api, feedback, correct): (i64, i64, i64, i64) = sqlx::query_as(
         "select count(*), count(*) filter (where source = 'api'),
                 (select count(*) from feedback),
-                (select count(*) from feedback f join prediction p on p.id = f.prediction_id where f.label = p.outputs->>'label')
+                (select count(*) from feedback f join prediction p on p.id = f.prediction_id where f.label = p.outputs->0->>'label')
          from prediction",
     )
     .fetch_one(&app.pool)

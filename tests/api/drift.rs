@@ -24,7 +24,7 @@ async fn live_window(app: &TestApp, n: usize, shift: f64) {
         .collect();
     sqlx::query(
         "insert into prediction (model_id, version_id, source, inputs, outputs, latency_us)
-         select v.model_id, v.id, 'api', i, '{\"label\": \"setosa\"}', 100
+         select v.model_id, v.id, 'api', jsonb_build_array(i), '[{\"label\": \"setosa\"}]', 100
          from jsonb_array_elements($1) as i, model_version v join model m on m.id = v.model_id
          where m.name = 'iris'",
     )

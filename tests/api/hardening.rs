@@ -69,7 +69,7 @@ async fn a_huge_declared_shape_is_refused_and_the_server_stays_up(pool: PgPool) 
     // Still serving, and nothing refused was stored.
     let (status, _) = infer(&app, &token, iris_row()).await;
     assert_eq!(status, 200);
-    assert_eq!(app.count("prediction").await, 1);
+    assert_eq!(app.predictions().await, 1);
 }
 
 // --- 2. sessions ------------------------------------------------------------------------------
@@ -270,7 +270,7 @@ async fn the_prediction_form_has_its_own_small_limit_counting_every_byte(pool: P
         .await;
     assert_eq!(res.status().as_u16(), 422);
     assert!(res.text().await.unwrap().contains("too large"));
-    assert_eq!(app.count("prediction").await, 0);
+    assert_eq!(app.predictions().await, 0);
 }
 
 // --- 4. model files ---------------------------------------------------------------------------
@@ -398,7 +398,7 @@ async fn unread_exports_hold_no_connection_and_are_limited_per_user(pool: PgPool
         let user_id = client.sign_in(&format!("user{i}"), false).await;
         sqlx::query(
             "insert into prediction (model_id, version_id, user_id, source, inputs, outputs, latency_us)
-             select v.model_id, v.id, $1, 'form', '{\"sepal_length\": 5.1}', '{\"label\": \"setosa\"}', 100
+             select v.model_id, v.id, $1, 'form', '[{\"sepal_length\": 5.1}]', '[{\"label\": \"setosa\"}]', 100
              from model_version v cross join generate_series(1, 50000)
              where v.id = (select min(id) from model_version)",
         )

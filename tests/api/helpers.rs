@@ -309,11 +309,20 @@ impl TestApp {
 
     /// The inputs stored with prediction `id`.
     pub async fn stored_inputs(&self, id: i64) -> serde_json::Value {
-        sqlx::query_scalar("select inputs from prediction where id = $1")
-            .bind(id)
+        plinth::db::predictions::find(&self.pool, id)
+            .await
+            .expect("the prediction log is readable")
+            .expect("a stored prediction")
+            .inputs
+            .0
+    }
+
+    /// How many predictions the log holds (a row holds a request's predictions).
+    pub async fn predictions(&self) -> i64 {
+        sqlx::query_scalar("select coalesce(sum(n), 0)::bigint from prediction")
             .fetch_one(&self.pool)
             .await
-            .expect("a stored prediction")
+            .expect("the prediction log is readable")
     }
 
     pub async fn count(&self, table: &str) -> i64 {

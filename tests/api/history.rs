@@ -172,7 +172,7 @@ async fn a_hundred_thousand_rows_stream_out_as_csv(pool: PgPool) {
     let user = app.sign_in("ada", false).await;
     sqlx::query(
         "insert into prediction (model_id, version_id, user_id, source, inputs, outputs, latency_us)
-         select v.model_id, v.id, $1, 'form', '{\"petal_length\": 1.4}', '{\"label\": \"setosa\"}', 100
+         select v.model_id, v.id, $1, 'form', '[{\"petal_length\": 1.4}]', '[{\"label\": \"setosa\"}]', 100
          from model_version v join model m on m.id = v.model_id, generate_series(1, 100000)
          where m.name = 'iris'",
     )

@@ -27,6 +27,7 @@ mod metrics;
 mod migrations;
 mod models;
 mod ops;
+mod prediction_log;
 mod registry;
 mod sessions;
 mod tokens;

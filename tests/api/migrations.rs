@@ -20,10 +20,17 @@ async fn trigger_functions(pool: &PgPool) -> Vec<(String, String)> {
 async fn a_database_that_ran_the_edited_0008_migrates_to_the_same_schema(pool: PgPool) {
     // Arrange: the schema and the records of a database migrated by the edited 0008, before
     // 0009 existed (0009 only does what the edit did; 0010 drops a column 0007 added).
-    plinth::db::migrate(&pool).await.unwrap();
-    let expected = trigger_functions(&pool).await;
-    sqlx::query("delete from _sqlx_migrations where version > 20261126000008")
-        .execute(&pool)
+    let expected = {
+        plinth::db::migrate(&pool).await.unwrap();
+        let expected = trigger_functions(&pool).await;
+        sqlx::raw_sql("drop schema public cascade; create schema public")
+            .execute(&pool)
+            .await
+            .unwrap();
+        expected
+    };
+    crate::prediction_log::migrator_up_to(20261126000008)
+        .run(&pool)
         .await
         .unwrap();
     sqlx::query(
@@ -33,10 +40,6 @@ async fn a_database_that_ran_the_edited_0008_migrates_to_the_same_schema(pool: P
     .execute(&pool)
     .await
     .unwrap();
-    sqlx::query("alter table model_version add column reference_profile jsonb")
-        .execute(&pool)
-        .await
-        .unwrap();
 
     // Act
     plinth::db::migrate(&pool)

@@ -14,11 +14,12 @@ fn close(a: f64, b: f64) -> bool {
 }
 
 async fn stored_outputs(pool: &PgPool, id: i64) -> Value {
-    sqlx::query_scalar("select outputs from prediction where id = $1")
-        .bind(id)
-        .fetch_one(pool)
+    plinth::db::predictions::find(pool, id)
         .await
         .unwrap()
+        .expect("a stored prediction")
+        .outputs
+        .0
 }
 
 #[sqlx::test]
@@ -121,7 +122,7 @@ async fn iris_and_diabetes_match_onnxruntime_through_their_forms(pool: PgPool) {
         }
     }
     assert_eq!(
-        app.count("prediction").await,
+        app.predictions().await,
         8,
         "every result page shown has its row"
     );
@@ -181,10 +182,11 @@ async fn uploaded_digit_pictures_are_recognised(pool: PgPool) {
         "{right} of {} recognised",
         rows.len()
     );
-    let inputs: Value = sqlx::query_scalar("select inputs from prediction limit 1")
+    let first: i64 = sqlx::query_scalar("select min(id) from prediction")
         .fetch_one(&app.pool)
         .await
         .unwrap();
+    let inputs = app.stored_inputs(first).await;
     assert_eq!(inputs.as_object().unwrap().len(), 64);
 }
 
@@ -256,7 +258,7 @@ async fn bad_values_re_render_the_form_with_each_field_marked(pool: PgPool) {
         .await;
     assert_eq!(res.status().as_u16(), 422);
     assert_eq!(
-        app.count("prediction").await,
+        app.predictions().await,
         0,
         "nothing was predicted or stored"
     );
@@ -282,7 +284,7 @@ async fn an_unreadable_or_missing_picture_is_a_field_error(pool: PgPool) {
         .await;
     assert_eq!(res.status().as_u16(), 422);
     assert!(res.text().await.unwrap().contains("Draw a digit"));
-    assert_eq!(app.count("prediction").await, 0);
+    assert_eq!(app.predictions().await, 0);
 }
 
 #[sqlx::test]

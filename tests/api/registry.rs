@@ -18,7 +18,7 @@ fn iris_row() -> Vec<(&'static str, String)> {
 
 async fn version_of(app: &TestApp, prediction: i64) -> i32 {
     sqlx::query_scalar(
-        "select v.version from prediction p join model_version v on v.id = p.version_id where p.id = $1",
+        "select v.version from prediction p join model_version v on v.id = p.version_id where p.id <= $1 and $1 < p.id + p.n",
     )
     .bind(prediction)
     .fetch_one(&app.pool)

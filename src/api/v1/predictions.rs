@@ -239,8 +239,9 @@ pub async fn record_feedback(
             ))
         }
     };
-    let replaced =
-        db::feedback::upsert(&state.pool, p.id, label.as_deref(), value, Some(user.id)).await?;
+    let replaced = db::feedback::upsert(&state.pool, p.id, label.as_deref(), value, Some(user.id))
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("There is no prediction {}.", p.id)))?;
     let status = if replaced {
         StatusCode::OK
     } else {

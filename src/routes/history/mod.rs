@@ -97,6 +97,8 @@ struct HistoryPage {
     prev_link: Option<String>,
     next_link: Option<String>,
     csv_link: String,
+    /// "Predictions made before 24 Nov 2026 are no longer kept (retention: 7 days)."
+    retention_note: Option<String>,
 }
 
 pub(crate) async fn listing(
@@ -124,6 +126,16 @@ pub(crate) async fn listing(
         Err(e) => (Vec::new(), Some(e), false),
     };
     let (prev_link, next_link) = pager.links(more, |p| query.link(base, Some(p)));
+    let retention_note =
+        match crate::prediction_log::maintenance::retained_from(&state.pool).await? {
+            (Some(from), days) => Some(format!(
+                "Predictions made before {} are no longer kept{}.",
+                crate::web::fmt_time(&Some(from)),
+                days.map(|d| format!(" (they are kept for {d} days)"))
+                    .unwrap_or_default()
+            )),
+            (None, _) => None,
+        };
     let page_view = HistoryPage {
         staff_view,
         rows: rows
@@ -142,6 +154,7 @@ pub(crate) async fn listing(
         prev_link,
         next_link,
         csv_link: query.link(&format!("{base}.csv"), None),
+        retention_note,
         query,
         error,
         page: pager.page,

@@ -1,0 +1,343 @@
+//! The prediction log: every prediction is committed to Postgres before its result goes out.
+//!
+//! Handlers hand their request's predictions to one writer task and wait for the commit. The
+//! writer takes whatever has queued up while the previous statement ran and writes it with one
+//! binary `COPY` and one commit, one row per request, so under load durability costs a fraction
+//! of a round trip per request and a few microseconds per row whatever the request's size.
+//! Ids come from blocks of [`ID_BLOCK`] the writer reserves ahead; a request's ids are
+//! consecutive and never straddle two blocks.
+
+pub mod maintenance;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::db::predictions::{self, NewPredictions, ID_BLOCK};
+use crate::monitoring::metrics::Metrics;
+
+/// Most predictions written by one statement.
+const MAX_BATCH_ROWS: usize = 8192;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("The prediction could not be stored, so it was not shown. The database is unavailable; try again shortly.")]
+    Unavailable,
+}
+
+struct Pending {
+    rows: NewPredictions,
+    reply: oneshot::Sender<Result<i64, LogError>>,
+}
+
+/// A handle on the writer; cheap to clone.
+#[derive(Clone)]
+pub struct PredictionLog {
+    /// `None` when logging is switched off (`PLINTH_PREDICTION_LOG=off`, benchmarks only).
+    tx: Option<mpsc::Sender<Pending>>,
+    metrics: Arc<Metrics>,
+}
+
+impl PredictionLog {
+    /// Starts the writer on the current Tokio runtime. It stops, after writing what is queued,
+    /// when every handle has been dropped.
+    pub fn start(
+        pool: PgPool,
+        metrics: Arc<Metrics>,
+    ) -> (PredictionLog, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(8192);
+        let handle = tokio::spawn(writer(pool, rx, metrics.clone()));
+        let log = PredictionLog {
+            tx: Some(tx),
+            metrics,
+        };
+        (log, handle)
+    }
+
+    /// A log that stores nothing and answers id 0: for measuring what storing costs.
+    pub fn disabled(metrics: Arc<Metrics>) -> PredictionLog {
+        PredictionLog { tx: None, metrics }
+    }
+
+    /// Stores a request's predictions and returns their ids once committed.
+    pub async fn record(&self, rows: NewPredictions) -> Result<Vec<i64>, LogError> {
+        let n = rows.n;
+        let Some(tx) = &self.tx else {
+            return Ok(vec![0; n]);
+        };
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        // A request larger than an id block is stored as several rows.
+        let mut parts = Vec::new();
+        if n as i64 > ID_BLOCK {
+            for chunk in split(rows, ID_BLOCK as usize) {
+                parts.push(self.send(tx, chunk).await?);
+            }
+        } else {
+            parts.push(self.send(tx, rows).await?);
+        }
+        let mut ids = Vec::with_capacity(n);
+        for (answer, size) in parts {
+            let first = answer.await.map_err(|_| LogError::Unavailable)??;
+            ids.extend(first..first + size as i64);
+        }
+        Ok(ids)
+    }
+
+    async fn send(
+        &self,
+        tx: &mpsc::Sender<Pending>,
+        rows: NewPredictions,
+    ) -> Result<(oneshot::Receiver<Result<i64, LogError>>, usize), LogError> {
+        let (reply, answer) = oneshot::channel();
+        let n = rows.n;
+        self.metrics.log_enqueued(n);
+        tx.send(Pending { rows, reply })
+            .await
+            .map_err(|_| LogError::Unavailable)?;
+        Ok((answer, n))
+    }
+}
+
+/// Splits a request's predictions into parts of at most `size`.
+fn split(rows: NewPredictions, size: usize) -> Vec<NewPredictions> {
+    use crate::db::predictions::{StoredInputs, StoredOutputs};
+    let n = rows.n;
+    // The `len` rows from row `i` of an array holding `n` rows.
+    let part = |v: &[f64], i: usize, len: usize| {
+        let w = v.len() / n.max(1);
+        v[i * w..(i + len) * w].to_vec()
+    };
+    (0..n)
+        .step_by(size)
+        .map(|i| {
+            let len = size.min(n - i);
+            let inputs = match &rows.inputs {
+                StoredInputs::Numbers(x) => StoredInputs::Numbers(part(x, i, len)),
+                StoredInputs::Json(v) => StoredInputs::Json(v[i..i + len].to_vec()),
+            };
+            let o = &rows.outputs;
+            NewPredictions {
+                n: len,
+                inputs,
+                outputs: StoredOutputs {
+                    label: o.label.as_ref().map(|v| v[i..i + len].to_vec()),
+                    value: o.value.as_ref().map(|v| part(v, i, len)),
+                    proba: o.proba.as_ref().map(|v| part(v, i, len)),
+                    json: o.json.as_ref().map(|v| v[i..i + len].to_vec()),
+                },
+                ..rows.clone()
+            }
+        })
+        .collect()
+}
+
+/// The ids the writer has reserved and not handed out yet.
+#[derive(Default)]
+struct Ids {
+    blocks: VecDeque<(i64, i64)>,
+}
+
+impl Ids {
+    /// `n` consecutive ids from one block, if a reserved block has room.
+    fn take(&mut self, n: usize) -> Option<i64> {
+        let n = n as i64;
+        while let Some((next, end)) = self.blocks.front_mut() {
+            if *end - *next >= n {
+                let first = *next;
+                *next += n;
+                return Some(first);
+            }
+            self.blocks.pop_front();
+        }
+        None
+    }
+
+    /// Assigns each request its first id, reserving more blocks as needed.
+    async fn assign(&mut self, pool: &PgPool, sizes: &[usize]) -> sqlx::Result<Vec<i64>> {
+        let mut firsts = Vec::with_capacity(sizes.len());
+        for &n in sizes {
+            let first = match self.take(n) {
+                Some(id) => id,
+                None => {
+                    // Enough blocks for the rest of this batch, at least one.
+                    let rest: usize = sizes[firsts.len()..].iter().sum();
+                    let blocks = (rest as i64 / ID_BLOCK + 1).min(64);
+                    for start in predictions::reserve_id_blocks(pool, blocks).await? {
+                        self.blocks.push_back((start, start + ID_BLOCK));
+                    }
+                    self.take(n).ok_or_else(|| {
+                        sqlx::Error::Protocol("an id block is smaller than a request".into())
+                    })?
+                }
+            };
+            firsts.push(first);
+        }
+        Ok(firsts)
+    }
+}
+
+async fn writer(pool: PgPool, mut rx: mpsc::Receiver<Pending>, metrics: Arc<Metrics>) {
+    // One statement at a time: while it runs, requests queue up and the next statement carries
+    // all of them. (Two or three statements in flight split the queue into smaller batches, and
+    // Postgres spends more per row on statement overhead and the rollup trigger.)
+    let mut ids = Ids::default();
+    while let Some(first) = rx.recv().await {
+        let mut rows = first.rows.n;
+        let mut batch = vec![first];
+        while rows < MAX_BATCH_ROWS {
+            match rx.try_recv() {
+                Ok(next) => {
+                    rows += next.rows.n;
+                    batch.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        write(&pool, &mut ids, batch, rows, &metrics).await;
+    }
+}
+
+/// Writes one batch with one `COPY` and answers each request with its first id.
+async fn write(pool: &PgPool, ids: &mut Ids, batch: Vec<Pending>, n: usize, metrics: &Metrics) {
+    let started = Instant::now();
+    let sizes: Vec<usize> = batch.iter().map(|p| p.rows.n).collect();
+    let written = match ids.assign(pool, &sizes).await {
+        Ok(firsts) => {
+            let rows: Vec<(i64, &NewPredictions)> = firsts
+                .iter()
+                .copied()
+                .zip(batch.iter().map(|p| &p.rows))
+                .collect();
+            predictions::copy_in(pool, &rows).await.map(|_| firsts)
+        }
+        Err(e) => Err(e),
+    };
+    metrics.log_flushed(n, started.elapsed());
+    match written {
+        Ok(firsts) => {
+            for (pending, first) in batch.into_iter().zip(firsts) {
+                let _ = pending.reply.send(Ok(first));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, rows = n, "prediction log write failed");
+            for pending in batch {
+                let _ = pending.reply.send(Err(LogError::Unavailable));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::predictions::{StoredInputs, StoredOutputs};
+
+    fn rows(model_id: i64, version_id: i64, values: &[f64]) -> NewPredictions {
+        NewPredictions {
+            model_id,
+            version_id,
+            user_id: None,
+            token_id: None,
+            source: "form",
+            latency_us: 10,
+            n: values.len(),
+            inputs: StoredInputs::Numbers(values.iter().flat_map(|v| [*v, -v]).collect()),
+            outputs: StoredOutputs {
+                value: Some(values.to_vec()),
+                ..StoredOutputs::default()
+            },
+        }
+    }
+
+    async fn a_version(pool: &PgPool) -> (i64, i64) {
+        let model: i64 = sqlx::query_scalar("insert into model (name) values ('m') returning id")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        let version: i64 = sqlx::query_scalar(
+            "insert into model_version (model_id, version, sha256, size_bytes, card, signature, source)
+             values ($1, 1, 'x', 1, '{\"features\": [{\"name\": \"a\"}, {\"name\": \"b\"}]}', '{}', 'test')
+             returning id",
+        )
+        .bind(model)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        (model, version)
+    }
+
+    #[sqlx::test]
+    async fn concurrent_records_get_their_own_ids_back(pool: PgPool) {
+        let (model, version) = a_version(&pool).await;
+        let (log, _) = PredictionLog::start(pool.clone(), Default::default());
+        let mut tasks = Vec::new();
+        for n in 0..50 {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                let values = [n as f64, n as f64 + 1000.0];
+                (n, log.record(rows(model, version, &values)).await.unwrap())
+            }));
+        }
+        for task in tasks {
+            let (n, ids) = task.await.unwrap();
+            assert_eq!(ids.len(), 2);
+            for (id, expected) in ids.iter().zip([n as f64, n as f64 + 1000.0]) {
+                let stored = predictions::find(&pool, *id).await.unwrap().unwrap();
+                assert_eq!(stored.id, *id);
+                assert_eq!(
+                    stored.inputs.0,
+                    serde_json::json!({"a": expected, "b": -expected})
+                );
+                assert_eq!(stored.outputs.0, serde_json::json!({"value": expected}));
+            }
+        }
+        let rows: i64 = sqlx::query_scalar("select count(*) from prediction")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(rows, 50, "one row per request");
+    }
+
+    #[sqlx::test]
+    async fn a_request_larger_than_an_id_block_is_stored_whole(pool: PgPool) {
+        let (model, version) = a_version(&pool).await;
+        let (log, _) = PredictionLog::start(pool.clone(), Default::default());
+        let values: Vec<f64> = (0..2500).map(f64::from).collect();
+        let ids = log.record(rows(model, version, &values)).await.unwrap();
+        assert_eq!(ids.len(), 2500);
+        let mut unique = ids.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), 2500, "every prediction has its own id");
+        for i in [0, 1023, 1024, 2047, 2048, 2499] {
+            let stored = predictions::find(&pool, ids[i]).await.unwrap().unwrap();
+            assert_eq!(
+                stored.outputs.0["value"],
+                serde_json::json!(i as f64),
+                "row {i}"
+            );
+        }
+        let counted: i64 = sqlx::query_scalar("select sum(n)::bigint from prediction_rollup")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(counted, 2500, "the rollups count predictions, not rows");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_database_is_reported_not_hidden() {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .acquire_timeout(std::time::Duration::from_millis(300))
+            .connect_lazy("postgres://postgres@127.0.0.1:1/none")
+            .unwrap();
+        let (log, _) = PredictionLog::start(pool, Default::default());
+        let err = log.record(rows(1, 1, &[1.0])).await.unwrap_err();
+        assert!(err.to_string().contains("could not be stored"));
+    }
+}
