@@ -1,5 +1,6 @@
 //! What the prediction path would otherwise ask Postgres on every request: whose an API token
-//! is, and which version a model's alias serves.
+//! is, and which version a model's alias serves. (Sessions have their own cache, in
+//! `db::sessions`, told by the same listener which session changed.)
 //!
 //! Entries live at most [`TTL`]. Anything that changes them bumps the cache's [`Epoch`], and an
 //! entry from an older epoch is never served: a revoked token, a disabled user, a change of staff
@@ -25,6 +26,8 @@ const MAX_ENTRIES: usize = 10_000;
 /// The channels the triggers notify.
 pub const AUTH_CHANNEL: &str = "plinth_auth";
 pub const REGISTRY_CHANNEL: &str = "plinth_registry";
+/// Carries the hash of a session that changed or ended (migration 0012).
+pub const SESSION_CHANNEL: &str = "plinth_session";
 
 /// A generation counter: bumping it retires every entry stored before.
 #[derive(Clone, Debug, Default)]
@@ -142,11 +145,16 @@ impl<K: Eq + Hash, V: Clone> Default for Cache<K, V> {
 /// Keeps a connection listening for the triggers' notices, for as long as the runtime lives,
 /// bumping `auth` or `registry` as they arrive.
 pub fn listen(pool: PgPool, auth: Epoch, registry: Epoch) -> tokio::task::JoinHandle<()> {
+    use crate::db::sessions::{cache as sessions, database_of};
+    let db = database_of(&pool);
     tokio::spawn(async move {
         loop {
             let mut listener = loop {
                 match PgListener::connect_with(&pool).await {
-                    Ok(mut l) => match l.listen_all([AUTH_CHANNEL, REGISTRY_CHANNEL]).await {
+                    Ok(mut l) => match l
+                        .listen_all([AUTH_CHANNEL, REGISTRY_CHANNEL, SESSION_CHANNEL])
+                        .await
+                    {
                         Ok(()) => break l,
                         Err(e) => tracing::debug!(error = %e, "cannot listen for cache notices"),
                     },
@@ -159,9 +167,13 @@ pub fn listen(pool: PgPool, auth: Epoch, registry: Epoch) -> tokio::task::JoinHa
             // nothing can change them, and the TTL bounds any other gap.)
             auth.bump();
             registry.bump();
+            sessions::forget_all(&db);
             loop {
                 match listener.try_recv().await {
                     Ok(Some(notice)) if notice.channel() == AUTH_CHANNEL => auth.bump(),
+                    Ok(Some(notice)) if notice.channel() == SESSION_CHANNEL => {
+                        sessions::forget(&db, notice.payload())
+                    }
                     Ok(Some(_)) => registry.bump(),
                     // The connection was lost: listen again on a new one.
                     Ok(None) | Err(_) => break,

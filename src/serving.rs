@@ -206,18 +206,20 @@ pub async fn predict(
     let started = Instant::now();
     let (model, version) = (served.model.name.as_str(), served.version.version);
     let metrics = &state.metrics;
-    let (outputs, times) = inference::run_async(served.loaded.clone(), tensors)
-        .await
-        .map_err(|e| match e {
-            RunError::BadInput(msg) => {
-                failed(state, served, source, "invalid_input");
-                AppError::Unprocessable(msg)
-            }
-            RunError::Failed(msg) => {
-                failed(state, served, source, "model_error");
-                AppError::internal(anyhow::anyhow!(msg))
-            }
-        })?;
+    let run = match served.card.batching {
+        Some(b) => served.loaded.run_batched(b.settings(), tensors).await,
+        None => inference::run_async(served.loaded.clone(), tensors).await,
+    };
+    let (outputs, times) = run.map_err(|e| match e {
+        RunError::BadInput(msg) => {
+            failed(state, served, source, "invalid_input");
+            AppError::Unprocessable(msg)
+        }
+        RunError::Failed(msg) => {
+            failed(state, served, source, "model_error");
+            AppError::internal(anyhow::anyhow!(msg))
+        }
+    })?;
     metrics.latency(model, version, Stage::Queue, times.queue);
     metrics.latency(model, version, Stage::Compute, times.compute);
     let latency_us =

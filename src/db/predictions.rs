@@ -256,19 +256,33 @@ impl Names {
     }
 }
 
+/// Versions' names by (database, version id). A version's card never changes once published,
+/// so entries need no invalidation; the map is bounded all the same.
+static NAMES: std::sync::LazyLock<
+    std::sync::RwLock<std::collections::HashMap<(String, i64), std::sync::Arc<Names>>>,
+> = std::sync::LazyLock::new(Default::default);
+
 async fn names(
     pool: &PgPool,
     rows: &[RawRow],
-) -> sqlx::Result<std::collections::HashMap<i64, Names>> {
-    let mut ids: Vec<i64> = rows
-        .iter()
-        .filter(|r| r.x.is_some() || r.proba.is_some())
-        .map(|r| r.version_id)
-        .collect();
+) -> sqlx::Result<std::collections::HashMap<i64, std::sync::Arc<Names>>> {
+    let db = super::sessions::database_of(pool);
+    let mut known = std::collections::HashMap::new();
+    let mut ids: Vec<i64> = Vec::new();
+    if let Ok(cache) = NAMES.read() {
+        for r in rows.iter().filter(|r| r.x.is_some() || r.proba.is_some()) {
+            match cache.get(&(db.clone(), r.version_id)) {
+                Some(n) => {
+                    known.insert(r.version_id, n.clone());
+                }
+                None => ids.push(r.version_id),
+            }
+        }
+    }
     ids.sort_unstable();
     ids.dedup();
     if ids.is_empty() {
-        return Ok(Default::default());
+        return Ok(known);
     }
     let found: Vec<(i64, Vec<String>, Vec<String>)> = sqlx::query_as(
         "select id,
@@ -279,10 +293,18 @@ async fn names(
     .bind(&ids)
     .fetch_all(pool)
     .await?;
-    Ok(found
-        .into_iter()
-        .map(|(id, features, labels)| (id, Names { features, labels }))
-        .collect())
+    let mut cache = NAMES.write().ok();
+    for (id, features, labels) in found {
+        let names = std::sync::Arc::new(Names { features, labels });
+        if let Some(cache) = cache.as_mut() {
+            if cache.len() >= 10_000 {
+                cache.clear();
+            }
+            cache.insert((db.clone(), id), names.clone());
+        }
+        known.insert(id, names);
+    }
+    Ok(known)
 }
 
 fn number(x: f64) -> serde_json::Value {
@@ -350,7 +372,7 @@ async fn rows(pool: &PgPool, raw: Vec<RawRow>) -> sqlx::Result<Vec<PredictionRow
     Ok(raw
         .into_iter()
         .map(|r| {
-            let n = names.get(&r.version_id);
+            let n = names.get(&r.version_id).map(|n| &**n);
             r.into_row(n)
         })
         .collect())

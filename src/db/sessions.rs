@@ -10,21 +10,104 @@ pub fn key_hash(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
+/// Sessions this process read lately, so a busy session costs no query per request.
+///
+/// An entry is served until the session's expiry as read (or its absolute limit), and for at
+/// most a minute. Every change of a session's state or user, and every
+/// deletion, by any process, reaches this cache through the `plinth_session` notice (migration
+/// 0012) and [`forget`]; this process's own changes forget the entry at once.
+pub mod cache {
+    use std::collections::HashMap;
+    use std::sync::{LazyLock, RwLock};
+    use std::time::{Duration, Instant};
+
+    struct Entry {
+        state: serde_json::Value,
+        until: Instant,
+        stored: Instant,
+    }
+
+    /// Keyed by (database, key hash): tests run many databases in one process.
+    type Map = HashMap<(String, String), Entry>;
+
+    static ENTRIES: LazyLock<RwLock<Map>> = LazyLock::new(Default::default);
+    /// The longest an entry is trusted without asking Postgres again.
+    const TTL: Duration = Duration::from_secs(60);
+    const MAX_ENTRIES: usize = 50_000;
+
+    pub(super) fn get(db: &str, hash: &str) -> Option<serde_json::Value> {
+        let map = ENTRIES.read().ok()?;
+        let entry = map.get(&(db.to_string(), hash.to_string()))?;
+        let now = Instant::now();
+        (now < entry.until && now.duration_since(entry.stored) < TTL).then(|| entry.state.clone())
+    }
+
+    pub(super) fn put(db: &str, hash: &str, state: &serde_json::Value, valid_for: Duration) {
+        if let Ok(mut map) = ENTRIES.write() {
+            if map.len() >= MAX_ENTRIES {
+                map.clear();
+            }
+            let now = Instant::now();
+            map.insert(
+                (db.to_string(), hash.to_string()),
+                Entry {
+                    state: state.clone(),
+                    until: now + valid_for,
+                    stored: now,
+                },
+            );
+        }
+    }
+
+    /// A session changed or ended: its entry is not served again.
+    pub fn forget(db: &str, hash: &str) {
+        if let Ok(mut map) = ENTRIES.write() {
+            map.remove(&(db.to_string(), hash.to_string()));
+        }
+    }
+
+    /// Notices may have been missed: every entry of `db` goes.
+    pub fn forget_all(db: &str) {
+        if let Ok(mut map) = ENTRIES.write() {
+            map.retain(|(d, _), _| d != db);
+        }
+    }
+}
+
+/// The database a pool talks to, naming its cache entries.
+pub fn database_of(pool: &PgPool) -> String {
+    pool.connect_options()
+        .get_database()
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// The state of a live session: not idle past its expiry, not older than `max_age`.
 pub async fn load(
     pool: &PgPool,
     key: &str,
     max_age: Duration,
 ) -> sqlx::Result<Option<serde_json::Value>> {
-    sqlx::query_scalar(
-        "select state from session
+    let hash = key_hash(key);
+    let db = database_of(pool);
+    if let Some(state) = cache::get(&db, &hash) {
+        return Ok(Some(state));
+    }
+    let found: Option<(serde_json::Value, f64)> = sqlx::query_as(
+        "select state,
+                extract(epoch from least(expires_at, created_at + make_interval(secs => $2)) - now())::float8
+         from session
          where key_hash = $1 and expires_at > now()
            and created_at > now() - make_interval(secs => $2)",
     )
-    .bind(key_hash(key))
+    .bind(&hash)
     .bind(max_age.as_secs_f64())
     .fetch_optional(pool)
-    .await
+    .await?;
+    Ok(found.map(|(state, left)| {
+        cache::put(&db, &hash, &state, Duration::from_secs_f64(left.max(0.0)));
+        state
+    }))
 }
 
 /// A new session. `created_at` is `authenticated_at` (unix seconds) when the state carries one,
@@ -60,11 +143,13 @@ pub async fn update(
     state: &serde_json::Value,
     ttl_secs: f64,
 ) -> sqlx::Result<bool> {
+    let hash = key_hash(key);
+    cache::forget(&database_of(pool), &hash);
     let result = sqlx::query(
         "update session set state = $2, user_id = $3, expires_at = now() + make_interval(secs => $4)
          where key_hash = $1 and expires_at > now()",
     )
-    .bind(key_hash(key))
+    .bind(&hash)
     .bind(state)
     .bind(user_id)
     .bind(ttl_secs)
@@ -87,20 +172,27 @@ pub async fn touch(pool: &PgPool, key: &str, ttl_secs: f64) -> sqlx::Result<()> 
 }
 
 pub async fn delete(pool: &PgPool, key: &str) -> sqlx::Result<()> {
+    let hash = key_hash(key);
     sqlx::query("delete from session where key_hash = $1")
-        .bind(key_hash(key))
+        .bind(&hash)
         .execute(pool)
         .await?;
+    cache::forget(&database_of(pool), &hash);
     Ok(())
 }
 
 /// Ends every session of a user (password change, disabling).
 pub async fn delete_for_user(pool: &PgPool, user_id: i64) -> sqlx::Result<u64> {
-    let result = sqlx::query("delete from session where user_id = $1")
-        .bind(user_id)
-        .execute(pool)
-        .await?;
-    Ok(result.rows_affected())
+    let ended: Vec<String> =
+        sqlx::query_scalar("delete from session where user_id = $1 returning key_hash")
+            .bind(user_id)
+            .fetch_all(pool)
+            .await?;
+    let db = database_of(pool);
+    for hash in &ended {
+        cache::forget(&db, hash);
+    }
+    Ok(ended.len() as u64)
 }
 
 /// A live session, as staff see it.
@@ -172,6 +264,8 @@ mod tests {
         sqlx::query("update session set expires_at = now() - interval '1 second'")
             .execute(&pool)
             .await?;
+        // (No listener runs here to pass on the trigger's notice.)
+        cache::forget_all(&database_of(&pool));
         assert_eq!(load(&pool, "k1", day).await?, None);
         assert!(!update(&pool, "k1", None, &state, 60.0).await?);
 
@@ -183,6 +277,7 @@ mod tests {
         .bind(key_hash("k2"))
         .execute(&pool)
         .await?;
+        cache::forget(&database_of(&pool), &key_hash("k2"));
         assert_eq!(load(&pool, "k2", day).await?, None);
         assert_eq!(delete_expired(&pool, day).await?, 2);
 

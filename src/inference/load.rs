@@ -246,6 +246,7 @@ fn load_unguarded(bytes: &[u8]) -> Result<LoadedModel, LoadError> {
         per_batch,
         // Unknown until measured: the first run goes to the blocking pool.
         recent_micros: AtomicU64::new(super::run::INLINE_LIMIT_MICROS + 1),
+        batcher: std::sync::OnceLock::new(),
     })
 }
 

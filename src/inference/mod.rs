@@ -5,6 +5,7 @@
 //! per batch size, built on first use. Inputs are checked against the signature before tract
 //! sees them: given too few columns, some ONNX-ML operators read out of bounds instead of failing.
 
+pub mod batching;
 mod load;
 pub mod ml;
 mod run;
@@ -90,6 +91,8 @@ pub struct LoadedModel {
     per_batch: Option<(InferenceModel, Mutex<HashMap<usize, Plan>>)>,
     /// Recent cost of one run in microseconds, to decide where the next one runs.
     recent_micros: AtomicU64,
+    /// The dynamic batching queue, started by the first batched run.
+    batcher: std::sync::OnceLock<batching::Batcher>,
 }
 
 /// The most values one input row may have (a form field or a card feature each).

@@ -59,6 +59,20 @@ pub async fn run_async(
 }
 
 impl LoadedModel {
+    /// Runs `inputs` together with other requests' that arrive within the batching window
+    /// (see [`batching`](super::batching)). The settings of the first call stay for the life of
+    /// this loaded model.
+    pub async fn run_batched(
+        self: &Arc<Self>,
+        settings: super::batching::Settings,
+        inputs: Vec<NamedTensor>,
+    ) -> Result<(Vec<NamedTensor>, RunTimes), RunError> {
+        self.batcher
+            .get_or_init(|| super::batching::Batcher::start(Arc::downgrade(self), settings))
+            .run(inputs)
+            .await
+    }
+
     /// Runs a batch. Every input of the signature must be given once, with the declared type and
     /// a shape `[n, …]` matching the declared dimensions.
     ///

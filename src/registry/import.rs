@@ -35,7 +35,18 @@ impl Registry {
             .map_err(ImportError::Invalid)?;
         let card = match &upload.card {
             Some(text) if !text.trim().is_empty() => {
-                Card::parse(text).map_err(ImportError::Invalid)?
+                let mut card = Card::parse(text).map_err(ImportError::Invalid)?;
+                // A card that names no features (only a title, or only `[batching]`) takes
+                // them, and the labels, from the signature.
+                if card.features.is_empty() && card.image.is_none() {
+                    let derived = Card::derived(&upload.model, &loaded.signature);
+                    card.features = derived.features;
+                    if card.labels.is_none() {
+                        card.labels = derived.labels;
+                        card.task = derived.task;
+                    }
+                }
+                card
             }
             _ => Card::derived(&upload.model, &loaded.signature),
         };

@@ -159,6 +159,7 @@ async fn renewing_a_session_keeps_its_login_time(pool: PgPool) {
         .execute(&app.pool)
         .await
         .unwrap();
+    app.sessions_edited();
     let res = change_password(&app, GOOD).await;
     assert_eq!(res.status().as_u16(), 303);
     let age: f64 = sqlx::query_scalar(

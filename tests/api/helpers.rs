@@ -317,6 +317,12 @@ impl TestApp {
             .0
     }
 
+    /// After a test edits session rows to move the clock: the trigger's notice reaches the
+    /// session cache a moment later; this makes it now.
+    pub fn sessions_edited(&self) {
+        plinth::db::sessions::cache::forget_all(&plinth::db::sessions::database_of(&self.pool));
+    }
+
     /// How many predictions the log holds (a row holds a request's predictions).
     pub async fn predictions(&self) -> i64 {
         sqlx::query_scalar("select coalesce(sum(n), 0)::bigint from prediction")

@@ -80,6 +80,7 @@ async fn an_idle_session_expires(pool: PgPool) {
         .execute(&app.pool)
         .await
         .unwrap();
+    app.sessions_edited();
 
     let res = app.get("/accounts/password").await;
     assert_eq!(res.status().as_u16(), 303);
@@ -96,6 +97,7 @@ async fn a_session_ends_at_its_absolute_age_even_when_busy(pool: PgPool) {
         .execute(&app.pool)
         .await
         .unwrap();
+    app.sessions_edited();
 
     assert_eq!(app.get("/accounts/password").await.status().as_u16(), 303);
 }

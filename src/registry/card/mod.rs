@@ -179,6 +179,40 @@ pub struct Card {
     /// True when there was no card.toml and this was derived from the signature.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub derived: bool,
+    /// `[batching]`: run concurrent requests as one batch (see `inference::batching`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batching: Option<Batching>,
+}
+
+/// A card's `[batching]` table, as Triton's `dynamic_batching`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Batching {
+    /// The longest a request waits for others to join its batch, in microseconds (default 300,
+    /// at most 10,000).
+    #[serde(default = "Batching::default_wait")]
+    pub max_wait_us: u64,
+    /// The most rows in one batch (default 64, at most 4,096).
+    #[serde(default = "Batching::default_rows")]
+    pub max_rows: usize,
+}
+
+impl Batching {
+    fn default_wait() -> u64 {
+        300
+    }
+
+    fn default_rows() -> usize {
+        64
+    }
+
+    /// The settings the batcher runs with, within the documented bounds.
+    pub fn settings(&self) -> crate::inference::batching::Settings {
+        crate::inference::batching::Settings {
+            max_wait: std::time::Duration::from_micros(self.max_wait_us.min(10_000)),
+            max_rows: self.max_rows.clamp(1, 4096),
+        }
+    }
 }
 
 /// Where the label and the probabilities are among a classifier's outputs.
