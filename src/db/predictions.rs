@@ -258,9 +258,10 @@ impl Names {
 
 /// Versions' names by (database, version id). A version's card never changes once published,
 /// so entries need no invalidation; the map is bounded all the same.
-static NAMES: std::sync::LazyLock<
-    std::sync::RwLock<std::collections::HashMap<(String, i64), std::sync::Arc<Names>>>,
-> = std::sync::LazyLock::new(Default::default);
+static NAMES: std::sync::LazyLock<std::sync::RwLock<NamesByVersion>> =
+    std::sync::LazyLock::new(Default::default);
+
+type NamesByVersion = std::collections::HashMap<(String, i64), std::sync::Arc<Names>>;
 
 async fn names(
     pool: &PgPool,
