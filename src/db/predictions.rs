@@ -397,6 +397,10 @@ const FROM: &str = "from prediction p
 const HOLDS: &str = "p.id <= $1 and p.id > $1 - 1024 and $1 < p.id + p.n";
 
 pub async fn find(pool: &PgPool, id: i64) -> sqlx::Result<Option<PredictionRow>> {
+    // Ids start at 1; below that `$1 - 1024` could leave bigint's range.
+    if id < 1 {
+        return Ok(None);
+    }
     let sql = format!("select {COLUMNS} {FROM} where {HOLDS} and p.id + k = $1");
     let raw: Vec<RawRow> = sqlx::query_as(&sql).bind(id).fetch_all(pool).await?;
     Ok(rows(pool, raw).await?.into_iter().next())
@@ -431,6 +435,9 @@ pub async fn predicted(
     pool: &PgPool,
     id: i64,
 ) -> sqlx::Result<Option<(i64, OffsetDateTime, Option<String>, Option<f64>)>> {
+    if id < 1 {
+        return Ok(None);
+    }
     let sql = format!(
         "select p.version_id, p.created_at,
                 coalesce(p.label[($1 - p.id + 1)::int], p.outputs -> ($1 - p.id)::int ->> 'label'),

@@ -2,21 +2,10 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use crate::helpers::{file_part, spawn_app, spawn_app_with, TestApp};
+use crate::helpers::{file_part, spawn_app, spawn_app_with};
 
 fn setosa() -> Value {
     json!({"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2})
-}
-
-async fn post_json(app: &TestApp, path: &str, token: &str, body: Value) -> (u16, Value) {
-    let res = app
-        .api(Method::POST, path, token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
 }
 
 #[sqlx::test]
@@ -73,13 +62,13 @@ async fn predict_takes_one_row_or_a_batch_and_stores_each(pool: PgPool) {
     app.import_models().await;
     let token = app.token_for("ada", false).await;
 
-    let (status, one) = post_json(
-        &app,
-        "/api/v1/models/iris/predict",
-        &token,
-        json!({"inputs": setosa()}),
-    )
-    .await;
+    let (status, one) = app
+        .post_json(
+            "/api/v1/models/iris/predict",
+            &token,
+            json!({"inputs": setosa()}),
+        )
+        .await;
     assert_eq!(status, 200, "{one}");
     assert_eq!(one["model"], "iris");
     assert_eq!(one["version"], 1);
@@ -91,13 +80,13 @@ async fn predict_takes_one_row_or_a_batch_and_stores_each(pool: PgPool) {
         setosa(),
         json!({"sepal_length": 7.7, "sepal_width": 3.0, "petal_length": 6.1, "petal_width": 2.3}),
     ];
-    let (status, batch) = post_json(
-        &app,
-        "/api/v1/models/iris/predict",
-        &token,
-        json!({"inputs": rows}),
-    )
-    .await;
+    let (status, batch) = app
+        .post_json(
+            "/api/v1/models/iris/predict",
+            &token,
+            json!({"inputs": rows}),
+        )
+        .await;
     assert_eq!(status, 200);
     let labels: Vec<&str> = batch["predictions"]
         .as_array()
@@ -119,9 +108,7 @@ async fn predict_takes_one_row_or_a_batch_and_stores_each(pool: PgPool) {
         .all(|(_, source, token)| source == "api" && token.is_some()));
     assert_eq!(batch["predictions"][1]["id"], stored[2].0);
 
-    let (status, regression) = post_json(
-        &app,
-        "/api/v1/models/diabetes/predict",
+    let (status, regression) = app.post_json("/api/v1/models/diabetes/predict",
         &token,
         json!({"inputs": {"age": 59, "sex": 2, "bmi": 32.1, "bp": 101, "s1": 157, "s2": 93.2, "s3": 38, "s4": 4, "s5": 4.8598, "s6": 87}}),
     )
@@ -155,32 +142,32 @@ async fn a_version_or_alias_can_be_chosen(pool: PgPool) {
         ("?alias=staging", 2),
         ("?alias=production", 1),
     ] {
-        let (status, body) = post_json(
-            &app,
-            &format!("/api/v1/models/iris/predict{query}"),
+        let (status, body) = app
+            .post_json(
+                &format!("/api/v1/models/iris/predict{query}"),
+                &staff,
+                json!({"inputs": setosa()}),
+            )
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(body["version"], version, "{query}");
+    }
+    let (status, body) = app
+        .post_json(
+            "/api/v1/models/iris/predict?version=9",
             &staff,
             json!({"inputs": setosa()}),
         )
         .await;
-        assert_eq!(status, 200);
-        assert_eq!(body["version"], version, "{query}");
-    }
-    let (status, body) = post_json(
-        &app,
-        "/api/v1/models/iris/predict?version=9",
-        &staff,
-        json!({"inputs": setosa()}),
-    )
-    .await;
     assert_eq!(status, 404);
     assert!(body["error"].as_str().unwrap().contains("no version 9"));
-    let (status, _) = post_json(
-        &app,
-        "/api/v1/models/iris/predict?alias=nope",
-        &staff,
-        json!({"inputs": setosa()}),
-    )
-    .await;
+    let (status, _) = app
+        .post_json(
+            "/api/v1/models/iris/predict?alias=nope",
+            &staff,
+            json!({"inputs": setosa()}),
+        )
+        .await;
     assert_eq!(status, 404);
 }
 
@@ -252,7 +239,7 @@ async fn bad_input_is_a_4xx_that_names_the_problem(pool: PgPool) {
         (json!([1, 2]), 400, "JSON"),
     ];
     for (body, status, message) in cases {
-        let (got, answer) = post_json(&app, url, &token, body.clone()).await;
+        let (got, answer) = app.post_json(url, &token, body.clone()).await;
         assert_eq!(got, status, "{body}: {answer}");
         let error = answer["error"].as_str().unwrap_or_default();
         assert!(error.contains(message), "{body}: {error}");
@@ -266,13 +253,13 @@ async fn bad_input_is_a_4xx_that_names_the_problem(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(res.status().as_u16(), 413);
-    let (status, _) = post_json(
-        &app,
-        "/api/v1/models/ghost/predict",
-        &token,
-        json!({"inputs": setosa()}),
-    )
-    .await;
+    let (status, _) = app
+        .post_json(
+            "/api/v1/models/ghost/predict",
+            &token,
+            json!({"inputs": setosa()}),
+        )
+        .await;
     assert_eq!(status, 404);
     assert_eq!(app.predictions().await, 0, "nothing bad was stored");
 }
@@ -284,20 +271,16 @@ async fn history_and_single_predictions_are_the_callers_own(pool: PgPool) {
     let ada = app.token_for("ada", false).await;
     let bob = app.token_for("bob", false).await;
     let rows: Vec<Value> = (0..7).map(|_| setosa()).collect();
-    let (_, mine) = post_json(
-        &app,
-        "/api/v1/models/iris/predict",
-        &ada,
-        json!({"inputs": rows}),
-    )
-    .await;
-    let (_, theirs) = post_json(
-        &app,
-        "/api/v1/models/iris/predict",
-        &bob,
-        json!({"inputs": setosa()}),
-    )
-    .await;
+    let (_, mine) = app
+        .post_json("/api/v1/models/iris/predict", &ada, json!({"inputs": rows}))
+        .await;
+    let (_, theirs) = app
+        .post_json(
+            "/api/v1/models/iris/predict",
+            &bob,
+            json!({"inputs": setosa()}),
+        )
+        .await;
 
     let page: Value = app
         .api(Method::GET, "/api/v1/predictions?per_page=5", &ada)
@@ -362,20 +345,24 @@ async fn feedback_is_recorded_once_and_a_second_call_replaces_it(pool: PgPool) {
     let app = spawn_app(pool).await;
     app.import_models().await;
     let token = app.token_for("ada", false).await;
-    let (_, answer) = post_json(
-        &app,
-        "/api/v1/models/iris/predict",
-        &token,
-        json!({"inputs": setosa()}),
-    )
-    .await;
+    let (_, answer) = app
+        .post_json(
+            "/api/v1/models/iris/predict",
+            &token,
+            json!({"inputs": setosa()}),
+        )
+        .await;
     let id = answer["predictions"][0]["id"].as_i64().unwrap();
     let url = format!("/api/v1/predictions/{id}/feedback");
 
-    let (status, first) = post_json(&app, &url, &token, json!({"label": "setosa"})).await;
+    let (status, first) = app
+        .post_json(&url, &token, json!({"label": "setosa"}))
+        .await;
     assert_eq!(status, 201);
     assert_eq!(first["replaced"], false);
-    let (status, second) = post_json(&app, &url, &token, json!({"label": "versicolor"})).await;
+    let (status, second) = app
+        .post_json(&url, &token, json!({"label": "versicolor"}))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(second["replaced"], true);
     let stored: String = sqlx::query_scalar("select label from feedback where prediction_id = $1")
@@ -386,16 +373,18 @@ async fn feedback_is_recorded_once_and_a_second_call_replaces_it(pool: PgPool) {
     assert_eq!(stored, "versicolor");
     assert_eq!(app.count("feedback").await, 1);
 
-    let (status, bad) = post_json(&app, &url, &token, json!({"label": "rose"})).await;
+    let (status, bad) = app.post_json(&url, &token, json!({"label": "rose"})).await;
     assert_eq!(status, 422);
     assert!(bad["error"]
         .as_str()
         .unwrap()
         .contains("not one of the model's labels"));
-    let (status, _) = post_json(&app, &url, &token, json!({"value": 3.0})).await;
+    let (status, _) = app.post_json(&url, &token, json!({"value": 3.0})).await;
     assert_eq!(status, 422);
     let other = app.token_for("bob", false).await;
-    let (status, _) = post_json(&app, &url, &other, json!({"label": "setosa"})).await;
+    let (status, _) = app
+        .post_json(&url, &other, json!({"label": "setosa"}))
+        .await;
     assert_eq!(status, 404);
 }
 

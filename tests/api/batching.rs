@@ -2,7 +2,6 @@
 //! answers them one by one, and a request that cannot join a batch gets its own answer.
 
 use futures_util::future::join_all;
-use reqwest::Method;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
@@ -28,14 +27,8 @@ fn rows() -> Vec<Vec<f64>> {
 
 async fn infer(app: &TestApp, token: &str, model: &str, row: &[f64]) -> (u16, Value) {
     let body = json!({"inputs": [{"name": "X", "shape": [1, row.len()], "datatype": "FP32", "data": row}]});
-    let res = app
-        .api(Method::POST, &format!("/v2/models/{model}/infer"), token)
-        .json(&body)
-        .send()
+    app.post_json(&format!("/v2/models/{model}/infer"), token, body)
         .await
-        .unwrap();
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
 }
 
 #[sqlx::test]

@@ -317,6 +317,23 @@ impl TestApp {
             .0
     }
 
+    /// POSTs JSON with a token: the status and the JSON answer (null when it is not JSON).
+    pub async fn post_json(
+        &self,
+        path: &str,
+        token: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let res = self
+            .api(reqwest::Method::POST, path, token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request sent");
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
     /// After a test edits session rows to move the clock: the trigger's notice reaches the
     /// session cache a moment later; this makes it now.
     pub fn sessions_edited(&self) {

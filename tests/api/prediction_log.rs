@@ -308,3 +308,30 @@ async fn two_instances_never_run_the_job_twice(pool: PgPool) {
         Run::Done { .. }
     ));
 }
+
+#[sqlx::test]
+async fn ids_outside_the_range_are_not_found_not_errors(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    app.import_models().await;
+    let token = app.token_for("root", true).await;
+    for id in ["0", "-1", "-9223372036854775808", "9223372036854775807"] {
+        let res = app
+            .api(
+                reqwest::Method::GET,
+                &format!("/api/v1/predictions/{id}"),
+                &token,
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 404, "{id}");
+        let (status, body) = app
+            .post_json(
+                &format!("/api/v1/predictions/{id}/feedback"),
+                &token,
+                json!({"label": "setosa"}),
+            )
+            .await;
+        assert_eq!(status, 404, "{id}: {body}");
+    }
+}
