@@ -220,8 +220,9 @@ pub async fn predict(
             AppError::internal(anyhow::anyhow!(msg))
         }
     })?;
-    metrics.latency(model, version, Stage::Queue, times.queue);
-    metrics.latency(model, version, Stage::Compute, times.compute);
+    let series = metrics.version(served.version.id, model, version);
+    series.latency(Stage::Queue, times.queue);
+    series.latency(Stage::Compute, times.compute);
     let latency_us =
         (started.elapsed().as_micros() / n.max(1) as u128).min(i32::MAX as u128) as i32;
     let outcomes = decode(&served.card, &served.loaded.signature, &outputs, n);
@@ -240,8 +241,8 @@ pub async fn predict(
         failed(state, served, source, "storage_unavailable");
         AppError::Unavailable(e.to_string())
     })?;
-    metrics.latency(model, version, Stage::Total, started.elapsed());
-    metrics.success(model, version, n);
+    series.latency(Stage::Total, started.elapsed());
+    series.success(n);
     Ok(Answer {
         outcomes,
         outputs,

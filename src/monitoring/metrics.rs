@@ -88,6 +88,33 @@ pub struct Metrics {
     /// Prediction rows handed to the log and not yet committed.
     log_pending: Gauge<i64, AtomicI64>,
     log_rows: Counter<u64, AtomicU64>,
+    /// Each served version's series, looked up once: the prediction path then counts and times
+    /// without building label strings or taking the families' locks.
+    versions: std::sync::RwLock<std::collections::HashMap<i64, std::sync::Arc<VersionMetrics>>>,
+}
+
+/// One model version's prediction series (clones share their values with the families).
+pub struct VersionMetrics {
+    success: Counter,
+    queue: Histogram,
+    compute: Histogram,
+    total: Histogram,
+}
+
+impl VersionMetrics {
+    pub fn latency(&self, stage: Stage, d: Duration) {
+        let h = match stage {
+            Stage::Queue => &self.queue,
+            Stage::Compute => &self.compute,
+            Stage::Total => &self.total,
+        };
+        h.observe(d.as_secs_f64());
+    }
+
+    /// Predictions answered (and stored), `rows` of them.
+    pub fn success(&self, rows: usize) {
+        self.success.inc_by(rows as u64);
+    }
 }
 
 impl Default for Metrics {
@@ -101,6 +128,7 @@ impl Default for Metrics {
             flush: latency_histogram(),
             log_pending: Gauge::default(),
             log_rows: Counter::default(),
+            versions: Default::default(),
         };
         m.registered()
     }
@@ -164,11 +192,43 @@ fn version_labels(model: &str, version: i32) -> VersionLabels {
 }
 
 impl Metrics {
-    /// Predictions answered (and stored) for a model version, `rows` of them.
-    pub fn success(&self, model: &str, version: i32, rows: usize) {
-        self.success
-            .get_or_create(&version_labels(model, version))
-            .inc_by(rows as u64);
+    /// The series of the version with id `version_id` (`model` `version`).
+    pub fn version(
+        &self,
+        version_id: i64,
+        model: &str,
+        version: i32,
+    ) -> std::sync::Arc<VersionMetrics> {
+        if let Some(found) = self
+            .versions
+            .read()
+            .ok()
+            .and_then(|v| v.get(&version_id).cloned())
+        {
+            return found;
+        }
+        let stage = |stage: Stage| {
+            self.latency
+                .get_or_create(&StageLabels {
+                    model: model.to_string(),
+                    version: version.to_string(),
+                    stage: stage.as_str(),
+                })
+                .clone()
+        };
+        let made = std::sync::Arc::new(VersionMetrics {
+            success: self
+                .success
+                .get_or_create(&version_labels(model, version))
+                .clone(),
+            queue: stage(Stage::Queue),
+            compute: stage(Stage::Compute),
+            total: stage(Stage::Total),
+        });
+        if let Ok(mut versions) = self.versions.write() {
+            versions.insert(version_id, made.clone());
+        }
+        made
     }
 
     /// A request for a model version that failed, by reason.
@@ -179,15 +239,6 @@ impl Metrics {
             reason,
         };
         self.failure.get_or_create(&labels).inc();
-    }
-
-    pub fn latency(&self, model: &str, version: i32, stage: Stage, d: Duration) {
-        let labels = StageLabels {
-            model: model.to_string(),
-            version: version.to_string(),
-            stage: stage.as_str(),
-        };
-        self.latency.get_or_create(&labels).observe(d.as_secs_f64());
     }
 
     /// One HTTP request, by method, route pattern and status. Every label comes from a bounded
@@ -241,9 +292,11 @@ mod tests {
     #[test]
     fn counters_and_histograms_render_in_the_text_format() {
         let m = Metrics::default();
-        m.success("iris", 1, 3);
+        let iris = m.version(7, "iris", 1);
+        iris.success(3);
         m.failure("iris", 1, "invalid_input");
-        m.latency("iris", 1, Stage::Compute, Duration::from_micros(300));
+        iris.latency(Stage::Compute, Duration::from_micros(300));
+        assert!(std::sync::Arc::ptr_eq(&iris, &m.version(7, "iris", 1)));
         m.http("GET", "/models/{name}", 200);
         m.log_enqueued(3);
         m.log_flushed(3, Duration::from_millis(2));
