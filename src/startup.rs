@@ -161,12 +161,23 @@ impl Application {
 
     /// Serves until SIGTERM or Ctrl-C; in-flight requests finish first.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let instance = instance_name();
         let pool = self.pool.clone();
         let max_age = self.settings.session_max_age;
+        let sweep_instance = instance.clone();
         let sweeper = tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(600));
+            let every = Duration::from_secs(600);
+            let mut ticks = tokio::time::interval(every / 4);
             loop {
-                every.tick().await;
+                ticks.tick().await;
+                match db::jobs::claim(&pool, "session_sweep", every, &sweep_instance).await {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not claim the session sweep");
+                        continue;
+                    }
+                }
                 if let Err(e) = db::sessions::delete_expired(&pool, max_age).await {
                     tracing::warn!(error = %e, "could not sweep expired sessions");
                 }
@@ -182,13 +193,25 @@ impl Application {
         // The drift job: every production version, on a schedule.
         let drift_pool = self.pool.clone();
         let drift_settings = self.settings.clone();
+        let drift_instance = instance.clone();
         let drift = tokio::spawn(async move {
             let registry = registry_for(&drift_pool, &drift_settings);
             let heavy = crate::heavy::Heavy::new(1);
+            // Every instance ticks four times an interval; the one that finds the job due runs it
+            // (so it runs once an interval, and within a quarter of one after its runner died).
             let every = Duration::from_secs(drift_settings.drift_interval_minutes * 60);
-            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            let mut ticks =
+                tokio::time::interval_at(tokio::time::Instant::now() + every / 4, every / 4);
             loop {
                 ticks.tick().await;
+                match db::jobs::claim(&drift_pool, "drift", every, &drift_instance).await {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not claim the drift job");
+                        continue;
+                    }
+                }
                 match crate::monitoring::drift::check_all(
                     &registry,
                     &heavy,
@@ -210,7 +233,7 @@ impl Application {
                 days_ahead: 3,
                 interval: Duration::from_secs(self.settings.maintenance_minutes * 60),
             },
-            instance_name(),
+            instance,
         ));
         let result = self.server.await;
         drift.abort();

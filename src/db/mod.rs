@@ -4,6 +4,7 @@ pub mod audit;
 pub mod dashboard;
 pub mod drift;
 pub mod feedback;
+pub mod jobs;
 pub mod login_failures;
 pub mod models;
 pub mod predictions;
