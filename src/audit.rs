@@ -7,10 +7,23 @@ use crate::db::audit::{self, NewEvent};
 use crate::db::users::User;
 use crate::error::AppError;
 
-/// The client's address as the server saw it.
+/// The client's address: the connection's, or, from a trusted proxy (`PLINTH_TRUSTED_PROXIES`),
+/// the one its `X-Forwarded-For` names.
 pub fn client_ip(req: &HttpRequest) -> String {
-    req.peer_addr()
-        .map_or_else(|| "unknown".to_string(), |a| a.ip().to_string())
+    let trusted = req
+        .app_data::<actix_web::web::Data<crate::state::AppState>>()
+        .map(|s| s.settings.trusted_proxies.as_slice())
+        .unwrap_or_default();
+    let forwarded: Vec<&str> = if trusted.is_empty() {
+        Vec::new()
+    } else {
+        req.headers()
+            .get_all("x-forwarded-for")
+            .filter_map(|v| v.to_str().ok())
+            .collect()
+    };
+    crate::domain::proxies::client_addr(req.peer_addr().map(|a| a.ip()), &forwarded, trusted)
+        .map_or_else(|| "unknown".to_string(), |ip| ip.to_string())
 }
 
 /// Records that `actor` did `action` to `target`.

@@ -23,6 +23,9 @@ pub struct Settings {
     pub admin_password: Option<String>,
     /// `PLINTH_SIGNUP=open|closed`, default `open`.
     pub signup: SignupPolicy,
+    /// `PLINTH_TRUSTED_PROXIES`: comma-separated networks (`10.0.0.0/8,127.0.0.1`) of the
+    /// balancers in front of Plinth; only from those is `X-Forwarded-For` believed.
+    pub trusted_proxies: Vec<crate::domain::proxies::Cidr>,
     /// `PLINTH_INSECURE_COOKIES=1` drops the `Secure` cookie attribute (plain-HTTP development).
     pub insecure_cookies: bool,
     /// `PLINTH_SECRET_KEY`: at least 64 bytes signing the session cookie. When unset a key is
@@ -120,6 +123,12 @@ impl Settings {
             _ => Err("expected open or closed".to_string()),
         })?;
         let insecure_cookies = parse_or(&get, "PLINTH_INSECURE_COOKIES", Some(false), parse_bool)?;
+        let trusted_proxies = parse_or(
+            &get,
+            "PLINTH_TRUSTED_PROXIES",
+            Some(Vec::new()),
+            crate::domain::proxies::Cidr::parse_list,
+        )?;
         let secret_key = match get("PLINTH_SECRET_KEY") {
             None => None,
             Some(v) if v.len() >= 64 => Some(v.into_bytes()),
@@ -205,6 +214,7 @@ impl Settings {
             admin_password: get("PLINTH_ADMIN_PASSWORD"),
             signup,
             insecure_cookies,
+            trusted_proxies,
             secret_key,
             session_idle: Duration::from_secs(idle_minutes * 60),
             session_max_age: Duration::from_secs(max_hours * 3600),

@@ -29,6 +29,7 @@ mod migrations;
 mod models;
 mod ops;
 mod prediction_log;
+mod proxies;
 mod registry;
 mod sessions;
 mod tokens;
