@@ -59,6 +59,9 @@ pub struct Settings {
     pub drift_window_rows: i64,
     /// `PLINTH_DRIFT_INTERVAL_MINUTES`, default 60: how often the drift job runs.
     pub drift_interval_minutes: u64,
+    /// `PLINTH_DRAIN_SECONDS`, default 0: after SIGTERM, how long `/readyz` answers 503 (while
+    /// requests are still served) before the server stops accepting.
+    pub drain_seconds: u64,
     /// `PLINTH_RETENTION_DAYS`: predictions (and failed-prediction records) older than this many
     /// days are dropped, a day's partition at a time. Unset keeps everything. Rollups, drift
     /// runs and feedback are kept either way.
@@ -178,6 +181,12 @@ impl Settings {
                     .ok_or_else(|| "expected a number of days up to 36500".to_string())
             })
         })?;
+        let drain_seconds = parse_or(&get, "PLINTH_DRAIN_SECONDS", Some(0), |v| {
+            v.parse::<u64>()
+                .ok()
+                .filter(|n| *n <= 3600)
+                .ok_or_else(|| "expected a number of seconds from 0 to 3600".to_string())
+        })?;
         let maintenance_minutes = parse_or(&get, "PLINTH_MAINTENANCE_MINUTES", Some(60), positive)?;
         let max_picture_bytes = parse_or(&get, "PLINTH_MAX_PICTURE_BYTES", Some(2 << 20), |v| {
             positive(v).map(|n| n as usize)
@@ -195,6 +204,7 @@ impl Settings {
             prediction_log,
             retention_days,
             maintenance_minutes,
+            drain_seconds,
             drift_window_hours,
             drift_window_rows,
             drift_interval_minutes,

@@ -36,6 +36,7 @@ pub struct Application {
     settings: Settings,
     /// The task listening for cache notices, stopped with the server.
     listener: tokio::task::JoinHandle<()>,
+    draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Application {
@@ -76,6 +77,7 @@ impl Application {
         let users = crate::cache::Cache::with_epoch(tokens.epoch_handle());
         let registry = registry_for(&pool, &settings);
         let notices = crate::cache::listen(pool.clone(), tokens.epoch_handle(), registry.changes());
+        let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let state = web::Data::new(AppState {
             tokens,
             users,
@@ -87,6 +89,7 @@ impl Application {
             dummy_hash: password::dummy_hash().await?,
             heavy: crate::heavy::Heavy::new(settings.workers),
             exports: Default::default(),
+            draining: draining.clone(),
         });
         let listener = TcpListener::bind(settings.addr)?;
         let port = listener.local_addr()?.port();
@@ -121,6 +124,8 @@ impl Application {
         })
         .workers(settings.workers)
         .shutdown_timeout(30)
+        // Signals are handled in `run_until_stopped`: drain first, then stop.
+        .disable_signals()
         .listen(listener)?
         .run();
         let metrics_server = match settings.metrics_addr {
@@ -147,6 +152,7 @@ impl Application {
             pool,
             settings,
             listener: notices,
+            draining,
         })
     }
 
@@ -235,7 +241,24 @@ impl Application {
             },
             instance,
         ));
+        // SIGTERM or Ctrl-C: `/readyz` says 503 for the drain period (balancers take the
+        // instance out), then the server stops accepting, closes idle keep-alive connections,
+        // lets in-flight requests finish (up to 30 s) and the log flush.
+        let handle = self.server.handle();
+        let draining = self.draining.clone();
+        let drain = Duration::from_secs(self.settings.drain_seconds);
+        let signals = tokio::spawn(async move {
+            stop_signal().await;
+            draining.store(true, std::sync::atomic::Ordering::SeqCst);
+            if !drain.is_zero() {
+                tracing::info!(seconds = drain.as_secs(), "draining: /readyz answers 503");
+                tokio::time::sleep(drain).await;
+            }
+            tracing::info!("stopping: finishing in-flight requests");
+            handle.stop(true).await;
+        });
         let result = self.server.await;
+        signals.abort();
         drift.abort();
         maintenance.abort();
         if let Some((task, handle)) = metrics {
@@ -336,4 +359,28 @@ fn instance_name() -> String {
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "plinth".into());
     format!("{host}:{}", std::process::id())
+}
+
+/// The first SIGTERM or Ctrl-C.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

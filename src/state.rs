@@ -30,4 +30,7 @@ pub struct AppState {
     pub heavy: Heavy,
     /// CSV exports running, per user.
     pub exports: Exports,
+    /// Set on SIGTERM: `/readyz` answers 503 for `PLINTH_DRAIN_SECONDS` before the server stops
+    /// accepting, so balancers stop sending first.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }

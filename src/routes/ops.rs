@@ -32,6 +32,11 @@ pub async fn healthz() -> HttpResponse {
 /// The database answers, every migration is applied and every version an alias points at can
 /// be loaded (loading it now if it is not in memory yet); 503 with the reason otherwise.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        return HttpResponse::ServiceUnavailable().json(
+            json!({"status": "unavailable", "reason": "draining: this instance is stopping"}),
+        );
+    }
     let database = async {
         crate::db::ping(&state.pool)
             .await

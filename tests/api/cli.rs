@@ -170,3 +170,79 @@ async fn check_says_when_the_database_is_not_created_yet(pool: PgPool) {
     assert!(out.contains("database: not created yet"), "{out}");
     assert!(out.contains("configured by PLINTH_DATABASE_URL"), "{out}");
 }
+
+/// A free loopback port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[sqlx::test]
+async fn sigterm_drains_readyz_first_then_stops(pool: PgPool) {
+    // Arrange: the real binary, with a two-second drain.
+    let url = database_url(&pool).await;
+    let port = free_port();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_plinth"))
+        .arg("serve")
+        .env("PLINTH_DATABASE_URL", &url)
+        .env("PLINTH_ADDR", format!("127.0.0.1:{port}"))
+        .env("PLINTH_ARTIFACTS", scratch.path().join("artifacts"))
+        .env("PLINTH_ADMIN_PASSWORD", "a-staff-secret-9")
+        .env("PLINTH_DRAIN_SECONDS", "2")
+        .env("PLINTH_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary runs");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let status = |path: &'static str| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            client
+                .get(format!("{base}{path}"))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .ok()
+        }
+    };
+    let mut ready = None;
+    for _ in 0..200 {
+        ready = status("/readyz").await;
+        if ready == Some(200) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(ready, Some(200), "Plinth became ready");
+
+    // Act
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    // Assert: while draining, /readyz says 503 and pages are still served.
+    assert_eq!(status("/readyz").await, Some(503));
+    assert_eq!(status("/healthz").await, Some(200));
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+    // Then it stops by itself, cleanly.
+    let mut exited = None;
+    for _ in 0..100 {
+        if let Some(code) = child.try_wait().unwrap() {
+            exited = Some(code);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let code = exited.expect("Plinth stopped after the drain");
+    assert!(code.success(), "{code:?}");
+    assert_eq!(status("/healthz").await, None, "no longer accepting");
+}
