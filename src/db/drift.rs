@@ -4,16 +4,6 @@ use sqlx::types::Json;
 use sqlx::PgPool;
 use time::OffsetDateTime;
 
-/// The inputs of a version's most recent predictions: at most `limit`, made since `since`.
-pub async fn window_inputs(
-    pool: &PgPool,
-    version_id: i64,
-    since: OffsetDateTime,
-    limit: i64,
-) -> sqlx::Result<Vec<serde_json::Value>> {
-    super::predictions::recent_inputs(pool, version_id, since, limit).await
-}
-
 /// One feature's result in a run.
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct FeatureResult {

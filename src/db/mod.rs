@@ -45,6 +45,15 @@ pub fn log_pool(pool: &PgPool) -> PgPool {
         .connect_lazy_with((*pool.connect_options()).clone())
 }
 
+/// The database a pool talks to: names the in-process caches' entries (sessions, prediction
+/// names), since tests run many databases in one process.
+pub fn database_of(pool: &PgPool) -> String {
+    pool.connect_options()
+        .get_database()
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// Creates the database named in `url` when it does not exist yet.
 pub async fn ensure_database(url: &str) -> sqlx::Result<()> {
     if !Postgres::database_exists(url).await? {

@@ -267,7 +267,7 @@ async fn names(
     pool: &PgPool,
     rows: &[RawRow],
 ) -> sqlx::Result<std::collections::HashMap<i64, std::sync::Arc<Names>>> {
-    let db = super::sessions::database_of(pool);
+    let db = super::database_of(pool);
     let mut known = std::collections::HashMap::new();
     let mut ids: Vec<i64> = Vec::new();
     if let Ok(cache) = NAMES.read() {

@@ -5,6 +5,8 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
+use super::database_of;
+
 /// Only the hash of a session key is stored.
 pub fn key_hash(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
@@ -72,14 +74,6 @@ pub mod cache {
             map.retain(|(d, _), _| d != db);
         }
     }
-}
-
-/// The database a pool talks to, naming its cache entries.
-pub fn database_of(pool: &PgPool) -> String {
-    pool.connect_options()
-        .get_database()
-        .unwrap_or_default()
-        .to_string()
 }
 
 /// The state of a live session: not idle past its expiry, not older than `max_age`.

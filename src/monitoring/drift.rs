@@ -310,7 +310,7 @@ pub async fn check(
     let card = crate::registry::card_of(version);
     let since = time::OffsetDateTime::now_utc() - time::Duration::hours(hours);
     let inputs: Vec<Value> =
-        crate::db::drift::window_inputs(pool, version.id, since, max_rows).await?;
+        crate::db::predictions::recent_inputs(pool, version.id, since, max_rows).await?;
     let label = format!("last {} predictions, {hours} h", inputs.len());
     let rows_seen = inputs.len();
     let (results, drifted) = if rows_seen < MIN_ROWS {

@@ -49,18 +49,7 @@ impl PredictionLog {
         metrics: Arc<Metrics>,
     ) -> (PredictionLog, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(8192);
-        let shared = Arc::new(Shared {
-            rx: tokio::sync::Mutex::new(rx),
-            ids: tokio::sync::Mutex::new(Ids::default()),
-        });
-        let writers: Vec<_> = (0..writers())
-            .map(|_| tokio::spawn(writer(pool.clone(), shared.clone(), metrics.clone())))
-            .collect();
-        let handle = tokio::spawn(async move {
-            for w in writers {
-                let _ = w.await;
-            }
-        });
+        let handle = tokio::spawn(writer(pool, rx, metrics.clone()));
         let log = PredictionLog {
             tx: Some(tx),
             metrics,
@@ -192,57 +181,33 @@ impl Ids {
     }
 }
 
-/// What the writers share: the queue, and the ids reserved ahead.
-struct Shared {
-    rx: tokio::sync::Mutex<mpsc::Receiver<Pending>>,
-    ids: tokio::sync::Mutex<Ids>,
-}
-
-/// How many statements may be in flight. One: while it runs, requests queue up and the next
-/// statement carries all of them. (Measured with scripts/bench, iris, one row a request: two or
-/// three writers in flight gave 17,700 and 15,500 predictions/s against 24,700 for one. The
-/// commits' WAL flushes do not overlap, so more writers only split the queue into smaller
-/// batches.)
-fn writers() -> usize {
-    1
-}
-
-async fn writer(pool: PgPool, shared: Arc<Shared>, metrics: Arc<Metrics>) {
-    loop {
-        // Takes whatever has queued up (at least one request), then lets the next writer in.
-        let (batch, rows) = {
-            let mut rx = shared.rx.lock().await;
-            let Some(first) = rx.recv().await else {
-                return;
-            };
-            let mut rows = first.rows.n;
-            let mut batch = vec![first];
-            while rows < MAX_BATCH_ROWS {
-                match rx.try_recv() {
-                    Ok(next) => {
-                        rows += next.rows.n;
-                        batch.push(next);
-                    }
-                    Err(_) => break,
+async fn writer(pool: PgPool, mut rx: mpsc::Receiver<Pending>, metrics: Arc<Metrics>) {
+    // One statement at a time: while it runs, requests queue up and the next statement carries
+    // all of them. (Measured with scripts/bench, iris, one row a request: two or three writers
+    // in flight gave 17,700 and 15,500 predictions/s against 24,700 for one. The commits' WAL
+    // flushes do not overlap, so more writers only split the queue into smaller batches.)
+    let mut ids = Ids::default();
+    while let Some(first) = rx.recv().await {
+        let mut rows = first.rows.n;
+        let mut batch = vec![first];
+        while rows < MAX_BATCH_ROWS {
+            match rx.try_recv() {
+                Ok(next) => {
+                    rows += next.rows.n;
+                    batch.push(next);
                 }
+                Err(_) => break,
             }
-            (batch, rows)
-        };
-        write(&pool, &shared.ids, batch, rows, &metrics).await;
+        }
+        write(&pool, &mut ids, batch, rows, &metrics).await;
     }
 }
 
 /// Writes one batch with one `COPY` and answers each request with its first id.
-async fn write(
-    pool: &PgPool,
-    ids: &tokio::sync::Mutex<Ids>,
-    batch: Vec<Pending>,
-    n: usize,
-    metrics: &Metrics,
-) {
+async fn write(pool: &PgPool, ids: &mut Ids, batch: Vec<Pending>, n: usize, metrics: &Metrics) {
     let started = Instant::now();
     let sizes: Vec<usize> = batch.iter().map(|p| p.rows.n).collect();
-    let assigned = ids.lock().await.assign(pool, &sizes).await;
+    let assigned = ids.assign(pool, &sizes).await;
     let written = match assigned {
         Ok(firsts) => {
             let rows: Vec<(i64, &NewPredictions)> = firsts

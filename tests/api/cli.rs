@@ -3,7 +3,7 @@ use std::process::{Command, Stdio};
 
 use sqlx::PgPool;
 
-use crate::helpers::database_url;
+use crate::helpers::{database_url, free_port};
 
 fn plinth(database_url: &str, args: &[&str], stdin: &str) -> (i32, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_plinth"))
@@ -169,15 +169,6 @@ async fn check_says_when_the_database_is_not_created_yet(pool: PgPool) {
     assert_eq!(code, 4, "{out}");
     assert!(out.contains("database: not created yet"), "{out}");
     assert!(out.contains("configured by PLINTH_DATABASE_URL"), "{out}");
-}
-
-/// A free loopback port.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[sqlx::test]

@@ -836,10 +836,7 @@ async fn a_username_cannot_forge_log_lines(pool: PgPool) {
     // The real binary, logging to its stdout.
     let url = crate::helpers::database_url(&pool).await;
     let scratch = tempfile::tempdir().unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = crate::helpers::free_port();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_plinth"))
         .env("PLINTH_DATABASE_URL", &url)
         .env("PLINTH_ADDR", format!("127.0.0.1:{port}"))

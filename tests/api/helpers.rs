@@ -337,7 +337,7 @@ impl TestApp {
     /// After a test edits session rows to move the clock: the trigger's notice reaches the
     /// session cache a moment later; this makes it now.
     pub fn sessions_edited(&self) {
-        plinth::db::sessions::cache::forget_all(&plinth::db::sessions::database_of(&self.pool));
+        plinth::db::sessions::cache::forget_all(&plinth::db::database_of(&self.pool));
     }
 
     /// How many predictions the log holds (a row holds a request's predictions).
@@ -443,4 +443,13 @@ impl TestApp {
             .request(method, self.url(path))
             .bearer_auth(token)
     }
+}
+
+/// A free loopback port, for a real `plinth serve` a test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a loopback port")
+        .local_addr()
+        .expect("its address")
+        .port()
 }

@@ -7,14 +7,9 @@ use std::time::{Duration, Instant};
 
 use reqwest::Client;
 
-use crate::helpers::{csrf_in, location, new_client};
+use crate::helpers::{csrf_in, free_port, location, new_client};
 
 const PASSWORD: &str = "zero-config-pedestal-42";
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
 
 /// `plinth serve` in `dir`, with no database configured and the local address it would look
 /// for a server at closed.
