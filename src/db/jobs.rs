@@ -29,20 +29,20 @@ pub async fn claim(
     Ok(claimed.rows_affected() == 1)
 }
 
-/// Which instance last ran job `name`, and when.
-pub async fn last_run(
-    pool: &PgPool,
-    name: &str,
-) -> sqlx::Result<Option<(Option<time::OffsetDateTime>, Option<String>)>> {
-    sqlx::query_as("select last_run_at, run_by from job_lease where name = $1")
-        .bind(name)
-        .fetch_optional(pool)
-        .await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Which instance last ran job `name`, and when.
+    async fn last_run(
+        pool: &PgPool,
+        name: &str,
+    ) -> sqlx::Result<Option<(Option<time::OffsetDateTime>, Option<String>)>> {
+        sqlx::query_as("select last_run_at, run_by from job_lease where name = $1")
+            .bind(name)
+            .fetch_optional(pool)
+            .await
+    }
 
     #[sqlx::test]
     async fn one_instance_per_interval_and_another_takes_over(pool: PgPool) -> sqlx::Result<()> {

@@ -44,32 +44,6 @@ pub struct NewPredictions {
     pub outputs: StoredOutputs,
 }
 
-impl NewPredictions {
-    /// One prediction with JSON inputs and outputs (tests and tools).
-    pub fn one_json(
-        model_id: i64,
-        version_id: i64,
-        source: &'static str,
-        inputs: serde_json::Value,
-        outputs: serde_json::Value,
-    ) -> NewPredictions {
-        NewPredictions {
-            model_id,
-            version_id,
-            user_id: None,
-            token_id: None,
-            source,
-            latency_us: 0,
-            n: 1,
-            inputs: StoredInputs::Json(vec![inputs]),
-            outputs: StoredOutputs {
-                json: Some(vec![outputs]),
-                ..StoredOutputs::default()
-            },
-        }
-    }
-}
-
 /// Reserves `blocks` blocks of [`ID_BLOCK`] ids; returns the first id of each.
 pub async fn reserve_id_blocks(pool: &PgPool, blocks: i64) -> sqlx::Result<Vec<i64>> {
     sqlx::query_scalar("select nextval('prediction_id_block') from generate_series(1, $1)")
