@@ -1,6 +1,7 @@
 """Helpers shared by scripts/bench and scripts/faults: building, starting and stopping servers,
 driving them with wrk and reading its figures."""
 
+import glob
 import http.cookiejar
 import json
 import os
@@ -171,3 +172,44 @@ def psql(db, sql):
 def v1_body(rows=1):
     one = dict(zip(FEATURES, ROW))
     return json.dumps({"inputs": one if rows == 1 else [one] * rows})
+
+
+def load_with_ids(url, token, seconds, ids_file, connections=32, delay_ms=0):
+    """wrk in the background (benches/ids.lua), recording every response's status and id in
+    `ids_file`.<thread>; read them back with `answered`."""
+    for f in glob.glob(ids_file + ".*"):
+        os.remove(f)
+    env = dict(ENV, BODY=v1_body(), TOKEN=token, IDS_FILE=ids_file, DELAY_MS=str(delay_ms))
+    return subprocess.Popen(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "--latency",
+         "-s", os.path.join(ROOT, "benches", "ids.lua"), url],
+        env=env, stdout=subprocess.PIPE, text=True,
+    )
+
+
+def answered(ids_file):
+    """(status → count, ids answered 2xx) from a `load_with_ids` run's files."""
+    statuses, ids = {}, []
+    for path in glob.glob(ids_file + ".*"):
+        with open(path) as f:
+            for line in f:
+                status, _, pid = line.strip().partition(" ")
+                statuses[status] = statuses.get(status, 0) + 1
+                if status.startswith("2") and pid != "-":
+                    ids.append(int(pid))
+    return statuses, ids
+
+
+def missing_rows(db, ids):
+    """How many of `ids` have no row in the prediction table (a row holds ids id..id+n-1)."""
+    if not ids:
+        return 0
+    script = ("create temp table answered (id bigint);\n"
+              "copy answered from stdin;\n" + "\n".join(map(str, set(ids))) + "\n\\.\n"
+              "select count(*) from answered a where not exists (select 1 from prediction p\n"
+              "  where p.id <= a.id and p.id > a.id - 1024 and a.id < p.id + p.n);\n")
+    out = subprocess.run(
+        ["psql", "-qAt", "-h", "127.0.0.1", "-U", "postgres", "-d", db],
+        input=script, env=ENV, capture_output=True, text=True, check=True,
+    ).stdout
+    return int(out.strip().splitlines()[-1])

@@ -10,10 +10,7 @@ use crate::error::AppError;
 /// The client's address: the connection's, or, from a trusted proxy (`PLINTH_TRUSTED_PROXIES`),
 /// the one its `X-Forwarded-For` names.
 pub fn client_ip(req: &HttpRequest) -> String {
-    let trusted = req
-        .app_data::<actix_web::web::Data<crate::state::AppState>>()
-        .map(|s| s.settings.trusted_proxies.as_slice())
-        .unwrap_or_default();
+    let trusted = trusted_proxies(req);
     let forwarded: Vec<&str> = if trusted.is_empty() {
         Vec::new()
     } else {
@@ -24,6 +21,30 @@ pub fn client_ip(req: &HttpRequest) -> String {
     };
     crate::domain::proxies::client_addr(req.peer_addr().map(|a| a.ip()), &forwarded, trusted)
         .map_or_else(|| "unknown".to_string(), |ip| ip.to_string())
+}
+
+fn trusted_proxies(req: &HttpRequest) -> &[crate::domain::proxies::Cidr] {
+    req.app_data::<actix_web::web::Data<crate::state::AppState>>()
+        .map(|s| s.settings.trusted_proxies.as_slice())
+        .unwrap_or_default()
+}
+
+/// Whether the client reached Plinth over HTTPS: from a trusted proxy, as its
+/// `X-Forwarded-Proto` says; from anyone else, never (Plinth itself speaks plain HTTP, and a
+/// client's own `X-Forwarded-Proto` proves nothing).
+pub fn is_https(req: &HttpRequest) -> bool {
+    let trusted = trusted_proxies(req);
+    let from_proxy = req
+        .peer_addr()
+        .is_some_and(|peer| trusted.iter().any(|c| c.contains(peer.ip())));
+    from_proxy
+        && req
+            .headers()
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            // A chain of proxies appends: the nearest one's word is the last.
+            .and_then(|v| v.rsplit(',').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
 }
 
 /// Records that `actor` did `action` to `target`.

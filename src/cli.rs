@@ -165,7 +165,7 @@ async fn models(settings: &Settings, command: ModelsCommand) -> anyhow::Result<(
     db::migrate(&pool).await?;
     match command {
         ModelsCommand::Import { path } => {
-            let registry = crate::startup::registry_for(&pool, settings);
+            let registry = crate::startup::registry_for(&pool, settings)?;
             let report = registry.import_repository(&path).await?;
             for imported in report.imported {
                 match imported {
@@ -282,7 +282,20 @@ async fn check_artifacts(settings: &Settings, pool: &sqlx::PgPool) -> ExitCode {
             return ExitCode::from(EXIT_DATABASE);
         }
     };
-    let registry = crate::startup::registry_for(pool, settings);
+    let registry = match crate::startup::registry_for(pool, settings) {
+        Ok(registry) => registry,
+        Err(e) => {
+            println!("artifact store: unusable ({e})");
+            return ExitCode::from(EXIT_ARTIFACTS);
+        }
+    };
+    match registry.artifacts().check().await {
+        Ok(store) => println!("artifact store: ok ({store})"),
+        Err(e) => {
+            println!("artifact store: unreachable ({e})");
+            return ExitCode::from(EXIT_ARTIFACTS);
+        }
+    }
     let mut broken = 0;
     let mut seen = std::collections::HashSet::new();
     for v in &versions {

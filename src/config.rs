@@ -42,8 +42,12 @@ pub struct Settings {
     /// `PLINTH_MODELS`, default `models`: the model repository imported at start (skipped when
     /// the directory does not exist).
     pub models_dir: std::path::PathBuf,
-    /// `PLINTH_ARTIFACTS`, default `data/artifacts`: where model files are stored by hash.
-    pub artifacts_dir: std::path::PathBuf,
+    /// `PLINTH_ARTIFACTS`, default `data/artifacts`: where model files are stored by hash, a
+    /// directory or an object-store URL (`s3://bucket/prefix`, `gs://…`, `az://…`).
+    pub artifacts: String,
+    /// `PLINTH_CACHE_DIR`, default `data/cache`: each instance's copy of the files it fetched
+    /// from an object store (unused with a directory store).
+    pub cache_dir: std::path::PathBuf,
     /// `PLINTH_MAX_UPLOAD_BYTES`, default 64 MiB: the largest model upload accepted.
     pub max_upload_bytes: usize,
     /// `PLINTH_PUBLIC_INFERENCE=1` lets anonymous callers use the inference endpoints.
@@ -187,6 +191,12 @@ impl Settings {
                 .filter(|n| *n <= 3600)
                 .ok_or_else(|| "expected a number of seconds from 0 to 3600".to_string())
         })?;
+        let artifacts = parse_or(
+            &get,
+            "PLINTH_ARTIFACTS",
+            Some("data/artifacts".into()),
+            |v| crate::registry::artifacts::check_location(v).map(|()| v.to_string()),
+        )?;
         let maintenance_minutes = parse_or(&get, "PLINTH_MAINTENANCE_MINUTES", Some(60), positive)?;
         let max_picture_bytes = parse_or(&get, "PLINTH_MAX_PICTURE_BYTES", Some(2 << 20), |v| {
             positive(v).map(|n| n as usize)
@@ -214,8 +224,9 @@ impl Settings {
             models_dir: get("PLINTH_MODELS")
                 .unwrap_or_else(|| "models".into())
                 .into(),
-            artifacts_dir: get("PLINTH_ARTIFACTS")
-                .unwrap_or_else(|| "data/artifacts".into())
+            artifacts,
+            cache_dir: get("PLINTH_CACHE_DIR")
+                .unwrap_or_else(|| "data/cache".into())
                 .into(),
             max_upload_bytes,
             addr,
@@ -298,6 +309,23 @@ mod tests {
         assert_eq!(err.name, "PLINTH_SECRET_KEY");
         let err = settings(&[("PLINTH_SESSION_IDLE_MINUTES", "0")]).unwrap_err();
         assert_eq!(err.name, "PLINTH_SESSION_IDLE_MINUTES");
+        let err = settings(&[("PLINTH_ARTIFACTS", "ftp://host/models")]).unwrap_err();
+        assert_eq!(err.name, "PLINTH_ARTIFACTS");
+        assert!(err.message.contains("ftp://"), "{}", err.message);
+    }
+
+    #[test]
+    fn artifacts_take_a_directory_or_an_object_store_url() {
+        let s = settings(&[]).expect("valid");
+        assert_eq!(s.artifacts, "data/artifacts");
+        assert_eq!(s.cache_dir, std::path::Path::new("data/cache"));
+        let s = settings(&[
+            ("PLINTH_ARTIFACTS", "s3://models/plinth"),
+            ("PLINTH_CACHE_DIR", "/var/cache/plinth"),
+        ])
+        .expect("valid");
+        assert_eq!(s.artifacts, "s3://models/plinth");
+        assert_eq!(s.cache_dir, std::path::Path::new("/var/cache/plinth"));
     }
 
     #[test]

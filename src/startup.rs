@@ -75,7 +75,7 @@ impl Application {
         };
         let tokens = crate::cache::Cache::new();
         let users = crate::cache::Cache::with_epoch(tokens.epoch_handle());
-        let registry = registry_for(&pool, &settings);
+        let registry = registry_for(&pool, &settings)?;
         let notices = crate::cache::listen(pool.clone(), tokens.epoch_handle(), registry.changes());
         let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let state = web::Data::new(AppState {
@@ -201,7 +201,13 @@ impl Application {
         let drift_settings = self.settings.clone();
         let drift_instance = instance.clone();
         let drift = tokio::spawn(async move {
-            let registry = registry_for(&drift_pool, &drift_settings);
+            let registry = match registry_for(&drift_pool, &drift_settings) {
+                Ok(registry) => registry,
+                Err(e) => {
+                    tracing::error!(error = %e, "the drift job cannot reach the artifact store");
+                    return;
+                }
+            };
             let heavy = crate::heavy::Heavy::new(1);
             // Every instance ticks four times an interval; the one that finds the job due runs it
             // (so it runs once an interval, and within a quarter of one after its runner died).
@@ -274,17 +280,21 @@ impl Application {
     }
 }
 
-pub fn registry_for(pool: &PgPool, settings: &Settings) -> Registry {
-    Registry::with_policy(
+/// The registry over the configured artifact store; fails when `PLINTH_ARTIFACTS` names a store
+/// that cannot be configured (a bucket URL without the credentials its builder needs, say).
+pub fn registry_for(pool: &PgPool, settings: &Settings) -> anyhow::Result<Registry> {
+    let artifacts = ArtifactStore::open(&settings.artifacts, &settings.cache_dir)
+        .map_err(anyhow::Error::msg)?;
+    Ok(Registry::with_policy(
         pool.clone(),
-        ArtifactStore::new(&settings.artifacts_dir),
+        artifacts,
         settings.max_upload_bytes,
         crate::registry::LoadPolicy {
             timeout: settings.model_load_timeout,
             max_loaded: settings.max_loaded_versions,
             repository: Some(settings.models_dir.clone()),
         },
-    )
+    ))
 }
 
 /// Imports the model repository (`PLINTH_MODELS`) when it exists: idempotent, by file hash.
@@ -293,7 +303,7 @@ pub async fn import_repository(pool: &PgPool, settings: &Settings) -> anyhow::Re
         tracing::info!(dir = %settings.models_dir.display(), "no model repository to import");
         return Ok(());
     }
-    let registry = registry_for(pool, settings);
+    let registry = registry_for(pool, settings)?;
     let report = registry.import_repository(&settings.models_dir).await?;
     for imported in report.imported {
         if let crate::registry::Imported::New { model, version } = imported {

@@ -61,14 +61,14 @@ pub async fn ensure_model(
 }
 
 pub async fn version_by_sha(
-    tx: &mut Transaction<'_, Postgres>,
+    db: impl sqlx::PgExecutor<'_>,
     model_id: i64,
     sha256: &str,
 ) -> sqlx::Result<Option<i32>> {
     sqlx::query_scalar("select version from model_version where model_id = $1 and sha256 = $2")
         .bind(model_id)
         .bind(sha256)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(db)
         .await
 }
 

@@ -59,20 +59,32 @@ impl Registry {
             _ => None,
         };
 
+        // A file this model has already is answered without the store (which may be down).
+        if let Some(model) = db::models::find_model(&self.pool, &upload.model).await? {
+            if let Some(version) = db::models::version_by_sha(&self.pool, model.id, &sha).await? {
+                return Ok(Imported::AlreadyThere {
+                    model: upload.model,
+                    version,
+                });
+            }
+        }
+        // The files are in the store before the registry names them (content-addressed, so an
+        // upload whose transaction then fails leaves only an unnamed object behind), and no
+        // transaction waits on the store.
+        self.artifacts.put(&onnx).await?;
+        let reference_sha = match &upload.reference_csv {
+            Some(csv) if !csv.is_empty() => Some(self.artifacts.put(csv).await?),
+            _ => None,
+        };
         let mut tx = self.pool.begin().await?;
         let model = db::models::ensure_model(&mut tx, &upload.model, upload.actor).await?;
-        if let Some(version) = db::models::version_by_sha(&mut tx, model.id, &sha).await? {
+        if let Some(version) = db::models::version_by_sha(&mut *tx, model.id, &sha).await? {
             tx.rollback().await?;
             return Ok(Imported::AlreadyThere {
                 model: upload.model,
                 version,
             });
         }
-        self.artifacts.put(&onnx).await?;
-        let reference_sha = match &upload.reference_csv {
-            Some(csv) if !csv.is_empty() => Some(self.artifacts.put(csv).await?),
-            _ => None,
-        };
         let signature = serde_json::to_value(&loaded.signature)
             .map_err(|e| ImportError::Invalid(e.to_string()))?;
         let card_json =

@@ -29,7 +29,7 @@ use card::Card;
 pub enum ImportError {
     #[error("{0}")]
     Invalid(String),
-    #[error("storage failed: {0}")]
+    #[error("the model file could not be stored: {0}")]
     Storage(#[from] std::io::Error),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
@@ -201,6 +201,11 @@ impl Registry {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Where the versions' files are kept.
+    pub fn artifacts(&self) -> &ArtifactStore {
+        &self.artifacts
     }
 
     /// The reference data stored with a version, if it has any.

@@ -77,7 +77,19 @@ pub async fn request_context(
         }
     }
     add_headers(&mut res, &id);
-    if let Some(state) = res.request().app_data::<web::Data<AppState>>() {
+    if let Some(state) = res.request().app_data::<web::Data<AppState>>().cloned() {
+        // Draining before a stop: each kept-alive connection ends after its current answer, so
+        // a balancer's pool moves to the other instances before this one stops listening.
+        if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+            res.response_mut()
+                .head_mut()
+                .set_connection_type(actix_web::http::ConnectionType::Close);
+        }
+        // With PLINTH_INSECURE_COOKIES (plain-HTTP setups), cookies are still `Secure` on
+        // answers to clients that came over HTTPS through a trusted proxy.
+        if state.settings.insecure_cookies && crate::audit::is_https(res.request()) {
+            secure_cookies(&mut res);
+        }
         let route = route_of(res.request());
         state
             .metrics
@@ -87,11 +99,35 @@ pub async fn request_context(
     span.in_scope(|| {
         tracing::info!(
             status = status.as_u16(),
+            client = %crate::audit::client_ip(&http_req),
             elapsed_ms = format_args!("{elapsed_ms:.2}"),
             "request completed"
         )
     });
     Ok(res)
+}
+
+/// Marks every cookie the response sets `Secure`.
+fn secure_cookies(res: &mut ServiceResponse<BoxBody>) {
+    use actix_web::http::header::SET_COOKIE;
+    let cookies: Vec<HeaderValue> = res.headers().get_all(SET_COOKIE).cloned().collect();
+    if cookies.is_empty() {
+        return;
+    }
+    let headers = res.headers_mut();
+    headers.remove(SET_COOKIE);
+    for cookie in cookies {
+        let text = cookie.to_str().unwrap_or_default();
+        let already = text
+            .split(';')
+            .any(|part| part.trim().eq_ignore_ascii_case("secure"));
+        let value = if already || text.is_empty() {
+            cookie
+        } else {
+            HeaderValue::from_str(&format!("{text}; Secure")).unwrap_or(cookie)
+        };
+        headers.append(SET_COOKIE, value);
+    }
 }
 
 /// The security headers and the request id, on every response.

@@ -223,6 +223,12 @@ async fn sigterm_drains_readyz_first_then_stops(pool: PgPool) {
     // Assert: while draining, /readyz says 503 and pages are still served.
     assert_eq!(status("/readyz").await, Some(503));
     assert_eq!(status("/healthz").await, Some(200));
+    // Each answer now closes its connection, so a balancer's kept-alive pool moves away.
+    let res = client.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(
+        res.headers().get("connection").map(|v| v.to_str().unwrap()),
+        Some("close")
+    );
     assert!(child.try_wait().unwrap().is_none(), "still running");
     // Then it stops by itself, cleanly.
     let mut exited = None;

@@ -100,7 +100,7 @@ async fn the_scheduled_job_checks_every_production_version(pool: PgPool) {
     let app = spawn_app(pool).await;
     app.import_models().await;
     live_window(&app, 150, 0.0).await;
-    let registry = plinth::startup::registry_for(&app.pool, &app.settings);
+    let registry = plinth::startup::registry_for(&app.pool, &app.settings).unwrap();
 
     let checked =
         plinth::monitoring::drift::check_all(&registry, &plinth::heavy::Heavy::new(1), 24, 1000)

@@ -351,7 +351,8 @@ async fn concurrent_first_requests_load_a_version_once_and_the_cache_is_bounded(
     app.import_models().await;
     let mut settings = app.settings.clone();
     settings.max_loaded_versions = 1;
-    let registry = std::sync::Arc::new(plinth::startup::registry_for(&app.pool, &settings));
+    let registry =
+        std::sync::Arc::new(plinth::startup::registry_for(&app.pool, &settings).unwrap());
     let (_, iris) = plinth::db::models::by_number(&app.pool, "iris", 1)
         .await
         .unwrap()
@@ -672,7 +673,7 @@ async fn a_generated_admin_password_must_be_changed_at_first_login(pool: PgPool)
 
 /// Removes every stored artifact of the app.
 fn wipe_artifacts(app: &crate::helpers::TestApp) {
-    let _ = std::fs::remove_dir_all(&app.settings.artifacts_dir);
+    let _ = std::fs::remove_dir_all(&app.settings.artifacts);
 }
 
 #[sqlx::test]
@@ -705,7 +706,7 @@ async fn a_missing_artifact_answers_503_with_the_reason_and_readyz_reports_it(po
             "PLINTH_DATABASE_URL",
             crate::helpers::database_url(&app.pool).await,
         )
-        .env("PLINTH_ARTIFACTS", &app.settings.artifacts_dir)
+        .env("PLINTH_ARTIFACTS", &app.settings.artifacts)
         .env("PLINTH_MODELS", "no-such-repository")
         .env("PLINTH_LOG", "warn")
         .output()
@@ -748,7 +749,7 @@ async fn a_repository_import_goes_past_refused_models(pool: PgPool) {
             "PLINTH_DATABASE_URL",
             crate::helpers::database_url(&app.pool).await,
         )
-        .env("PLINTH_ARTIFACTS", &app.settings.artifacts_dir)
+        .env("PLINTH_ARTIFACTS", &app.settings.artifacts)
         .env("PLINTH_LOG", "warn")
         .output()
         .unwrap();
@@ -789,6 +790,7 @@ async fn loading_is_bounded_in_time_and_a_version_that_cannot_load_is_not_promot
         .unwrap()
         .unwrap();
     let err = plinth::startup::registry_for(&app.pool, &settings)
+        .unwrap()
         .load(&forest)
         .await
         .map(|_| ())
@@ -801,12 +803,12 @@ async fn loading_is_bounded_in_time_and_a_version_that_cannot_load_is_not_promot
         .await
         .unwrap()
         .unwrap();
-    let file = std::path::Path::new(&app.settings.artifacts_dir)
+    let file = std::path::Path::new(&app.settings.artifacts)
         .join(&v2.sha256[..2])
         .join(&v2.sha256);
     std::fs::remove_file(file).unwrap();
     let fresh = crate::helpers::spawn_app_with(app.pool.clone(), |s| {
-        s.artifacts_dir = app.settings.artifacts_dir.clone();
+        s.artifacts = app.settings.artifacts.clone();
         s.models_dir = "no-such-repository".into();
     })
     .await;

@@ -51,8 +51,8 @@ pub async fn spawn_app_with(pool: PgPool, tweak: impl FnOnce(&mut Settings)) -> 
         .tempdir()
         .expect("a temporary directory");
     let mut settings = test_settings();
-    let _ = std::fs::remove_dir(&settings.artifacts_dir);
-    settings.artifacts_dir = scratch.path().join("artifacts");
+    settings.artifacts = scratch.path().join("artifacts").display().to_string();
+    settings.cache_dir = scratch.path().join("cache");
     tweak(&mut settings);
     let app = Application::build_with_pool(settings.clone(), pool.clone())
         .await
@@ -225,6 +225,20 @@ pub async fn database_url(pool: &PgPool) -> String {
     }
 }
 
+/// A client for a server started outside the test process (a real `plinth serve`).
+pub fn test_app_at(address: String, pool: PgPool) -> TestApp {
+    let (client, jar) = new_client();
+    TestApp {
+        address,
+        metrics_port: None,
+        pool,
+        settings: test_settings(),
+        client,
+        jar,
+        _scratch: Arc::new(tempfile::tempdir().expect("a temporary directory")),
+    }
+}
+
 /// A second browser on the same server.
 pub fn spawn_client_for(app: &TestApp) -> TestApp {
     let (client, jar) = new_client();
@@ -246,6 +260,7 @@ impl TestApp {
         let mut settings = self.settings.clone();
         settings.max_upload_bytes = 64 << 20;
         plinth::startup::registry_for(&self.pool, &settings)
+            .expect("a registry")
             .import_repository(std::path::Path::new("models"))
             .await
             .expect("the shipped models import");

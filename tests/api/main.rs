@@ -23,6 +23,7 @@ mod drift;
 mod hardening;
 mod helpers;
 mod history;
+mod instances;
 mod layout;
 mod metrics;
 mod migrations;

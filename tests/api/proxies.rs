@@ -48,3 +48,49 @@ async fn without_trusted_proxies_the_header_is_ignored(pool: PgPool) {
     let app = spawn_app_with(pool, |_| {}).await;
     assert_eq!(failed_login_from(&app, "203.0.113.7").await, "127.0.0.1");
 }
+
+/// The `Set-Cookie` headers of a fresh login page fetched with `X-Forwarded-Proto`.
+async fn cookies_over(app: &TestApp, proto: &str) -> Vec<String> {
+    let res = app
+        .client
+        .get(app.url("/accounts/login"))
+        .header("X-Forwarded-Proto", proto)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let cookies: Vec<String> = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    assert!(!cookies.is_empty(), "the login page starts a session");
+    cookies
+}
+
+fn secure(cookie: &str) -> bool {
+    cookie
+        .split(';')
+        .any(|p| p.trim().eq_ignore_ascii_case("secure"))
+}
+
+#[sqlx::test]
+async fn https_at_a_trusted_proxy_makes_cookies_secure_even_on_a_plain_http_setup(pool: PgPool) {
+    // Test servers run with PLINTH_INSECURE_COOKIES (plain HTTP); the balancer says the client
+    // came over HTTPS.
+    let app = spawn_app_with(pool, |s| {
+        s.trusted_proxies = plinth::domain::proxies::Cidr::parse_list("127.0.0.1").unwrap()
+    })
+    .await;
+    assert!(app.settings.insecure_cookies);
+    assert!(cookies_over(&app, "https").await.iter().all(|c| secure(c)));
+    let plain = crate::helpers::spawn_client_for(&app);
+    assert!(!cookies_over(&plain, "http").await.iter().any(|c| secure(c)));
+}
+
+#[sqlx::test]
+async fn a_clients_own_forwarded_proto_is_ignored(pool: PgPool) {
+    let app = spawn_app_with(pool, |_| {}).await;
+    assert!(!cookies_over(&app, "https").await.iter().any(|c| secure(c)));
+}

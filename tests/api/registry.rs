@@ -161,7 +161,7 @@ async fn bad_uploads_say_what_is_wrong_and_store_nothing(pool: PgPool) {
     let app = spawn_app(pool).await;
     app.import_models().await;
     app.sign_in("root", true).await;
-    let artifacts_before = walk(&app.settings.artifacts_dir);
+    let artifacts_before = walk(std::path::Path::new(&app.settings.artifacts));
 
     let html = refused_upload(
         &app,
@@ -237,7 +237,7 @@ async fn bad_uploads_say_what_is_wrong_and_store_nothing(pool: PgPool) {
     assert!(html.contains("Choose the model file"));
 
     assert_eq!(
-        walk(&app.settings.artifacts_dir),
+        walk(std::path::Path::new(&app.settings.artifacts)),
         artifacts_before,
         "no artifact written"
     );

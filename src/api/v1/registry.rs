@@ -5,7 +5,7 @@ use super::ErrorBody;
 use crate::api::json_body;
 use crate::auth::ApiStaff;
 use crate::error::AppError;
-use crate::registry::{ImportError, Imported, Upload};
+use crate::registry::{Imported, Upload};
 use crate::state::AppState;
 use crate::web::forms::read_unchecked;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
@@ -101,8 +101,7 @@ pub async fn publish_version(
                 created: false,
             }))
         }
-        Err(ImportError::Invalid(e)) => Err(AppError::Unprocessable(e)),
-        Err(e) => Err(AppError::internal(e)),
+        Err(e) => Err(AppError::import(e)),
     }
 }
 
@@ -171,7 +170,6 @@ pub async fn set_alias(
                 version: request.version,
             }))
         }
-        Err(ImportError::Invalid(e)) => Err(AppError::Unprocessable(e)),
-        Err(e) => Err(AppError::internal(e)),
+        Err(e) => Err(AppError::import(e)),
     }
 }

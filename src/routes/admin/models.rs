@@ -145,7 +145,7 @@ pub async fn create_model(
             Ok(see_other(&format!("/admin/models/{name}")))
         }
         Err(ImportError::Invalid(e)) => models_index_page(ctx, &state, name, Some(e)).await,
-        Err(e) => Err(AppError::internal(e)),
+        Err(e) => Err(AppError::import(e)),
     }
 }
 
@@ -318,7 +318,7 @@ pub async fn upload_version(
         Err(ImportError::Invalid(e)) => {
             return model_admin_page(ctx, &state, &model, Some(e)).await
         }
-        Err(e) => return Err(AppError::internal(e)),
+        Err(e) => return Err(AppError::import(e)),
     };
     if let Some(session) = ctx.session() {
         flash(session, "success", message);
@@ -366,7 +366,7 @@ pub async fn set_alias(
             Ok(see_other(&format!("/admin/models/{}", model.name)))
         }
         Err(ImportError::Invalid(e)) => model_admin_page(ctx, &state, &model, Some(e)).await,
-        Err(e) => Err(AppError::internal(e)),
+        Err(e) => Err(AppError::import(e)),
     }
 }
 
@@ -422,6 +422,6 @@ pub async fn rollback(
             Ok(see_other(&format!("/admin/models/{}", model.name)))
         }
         Err(ImportError::Invalid(e)) => model_admin_page(ctx, &state, &model, Some(e)).await,
-        Err(e) => Err(AppError::internal(e)),
+        Err(e) => Err(AppError::import(e)),
     }
 }
