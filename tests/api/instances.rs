@@ -446,7 +446,7 @@ async fn sessions_throttles_and_aliases_hold_across_two_instances(pool: PgPool) 
         "PLINTH_ARTIFACTS",
         scratch.path().join("artifacts").display().to_string(),
     );
-    let a = Instance::start(&pool, scratch.path(), &[artifacts.clone()]).await;
+    let a = Instance::start(&pool, scratch.path(), std::slice::from_ref(&artifacts)).await;
     let b = Instance::start(&pool, scratch.path(), &[artifacts]).await;
     a.app.create_user("ada", "plinth-pedestal-42", false).await;
 
