@@ -46,6 +46,9 @@ pub enum Command {
         #[arg(long, default_value = "cli")]
         name: String,
     },
+    /// Ask the running server's /healthz on this machine (a container's HEALTHCHECK, which
+    /// has no curl): exit status 0 when it answers 200, 1 otherwise. Needs no database.
+    Healthcheck,
     /// The model registry.
     Models {
         #[command(subcommand)]
@@ -80,6 +83,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
     };
     let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::Healthcheck = command {
+        return healthcheck(settings.addr);
+    }
     // Which database: configured, a local server, or the private cluster, started now.
     let database = match localdb::resolve(&options, "plinth").await {
         Ok(database) => database,
@@ -105,6 +111,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
         Command::Models { command } => models(&settings, command).await,
         Command::Createtoken { username, name } => createtoken(&settings, &username, &name).await,
+        // Answered before any database is looked for.
+        Command::Healthcheck => Ok(()),
     };
     database.stop().await;
     match result {
@@ -316,6 +324,46 @@ async fn check_artifacts(settings: &Settings, pool: &sqlx::PgPool) -> ExitCode {
     }
     println!("artifacts: ok ({} version(s))", seen.len());
     ExitCode::SUCCESS
+}
+
+/// `GET /healthz` over a plain socket to the configured address (an unspecified address such
+/// as `0.0.0.0` means this machine).
+fn healthcheck(addr: std::net::SocketAddr) -> ExitCode {
+    use std::io::{Read, Write};
+    let mut target = addr;
+    if target.ip().is_unspecified() {
+        target.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let timeout = std::time::Duration::from_secs(3);
+    let answer = (|| -> std::io::Result<String> {
+        let mut stream = std::net::TcpStream::connect_timeout(&target, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut head = [0u8; 64];
+        let n = stream.read(&mut head)?;
+        Ok(String::from_utf8_lossy(&head[..n]).to_string())
+    })();
+    match answer {
+        Ok(text) if text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.0 200") => {
+            println!("healthy ({target})");
+            ExitCode::SUCCESS
+        }
+        Ok(text) => {
+            println!(
+                "unhealthy ({target}): {}",
+                text.lines().next().unwrap_or("")
+            );
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            println!("unreachable ({target}): {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// A database URL with its password, if any, replaced by `***`.

@@ -10,11 +10,76 @@ pub enum SignupPolicy {
     Closed,
 }
 
+/// The ML platform whose serving contract the process speaks, from the variables the platform
+/// sets (or `PLINTH_PLATFORM`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Platform {
+    /// Amazon SageMaker (bring your own container): `/ping`, `/invocations` on port 8080 (or
+    /// `SAGEMAKER_BIND_TO_PORT`), the model in `/opt/ml/model` (or `SM_MODEL_DIR`).
+    SageMaker,
+    /// Vertex AI custom container: `AIP_HTTP_PORT`, `AIP_HEALTH_ROUTE`, `AIP_PREDICT_ROUTE`,
+    /// `AIP_STORAGE_URI`.
+    Vertex,
+    /// Azure Machine Learning online endpoint: `AZUREML_MODEL_DIR`, `/score`.
+    AzureMl,
+}
+
+impl Platform {
+    /// The name stored as a prediction's source.
+    pub fn source(self) -> &'static str {
+        match self {
+            Platform::SageMaker => "sagemaker",
+            Platform::Vertex => "vertex",
+            Platform::AzureMl => "azureml",
+        }
+    }
+}
+
+/// Variables that may be given instead as the path of a file holding the value, in
+/// `NAME_FILE` (secrets mounted as files by Docker, Kubernetes and the clouds' services).
+pub const FILE_VARIABLES: [(&str, &str); 3] = [
+    ("PLINTH_ADMIN_PASSWORD", "PLINTH_ADMIN_PASSWORD_FILE"),
+    ("PLINTH_SECRET_KEY", "PLINTH_SECRET_KEY_FILE"),
+    ("PLINTH_DATABASE_URL", "PLINTH_DATABASE_URL_FILE"),
+];
+
+/// `lookup`, with each of [`FILE_VARIABLES`] read from its `_FILE` when it is itself unset (the
+/// file's content without its final line break).
+pub fn with_files(lookup: impl Fn(&str) -> Option<String>) -> impl Fn(&str) -> Option<String> {
+    move |name| {
+        let direct = lookup(name).filter(|v| !v.trim().is_empty());
+        let Some((_, file_var)) = FILE_VARIABLES.iter().find(|(n, _)| *n == name) else {
+            return direct;
+        };
+        if direct.is_some() {
+            return direct;
+        }
+        let path = lookup(file_var).filter(|v| !v.trim().is_empty())?;
+        std::fs::read_to_string(path.trim())
+            .ok()
+            .map(|text| text.trim_end_matches(['\r', '\n']).to_string())
+    }
+}
+
 /// Everything Plinth can be told, read once at start.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// `PLINTH_ADDR`, default `127.0.0.1:8000`.
+    /// `PLINTH_ADDR`, default `127.0.0.1:8000`; `0.0.0.0:$PORT` when a platform sets `PORT`
+    /// (Cloud Run, App Runner), `AIP_HTTP_PORT` (Vertex AI) or runs SageMaker (8080).
     pub addr: SocketAddr,
+    /// The ML platform detected (`PLINTH_PLATFORM=sagemaker|vertex|azureml|none` overrides).
+    pub platform: Option<Platform>,
+    /// `PLINTH_MIGRATE`, default on: apply pending migrations at start. Off, an instance waits
+    /// for a separate `plinth migrate` (a Kubernetes Job) instead.
+    pub migrate: bool,
+    /// `PLINTH_DEFAULT_MODEL`: the model `/invocations`, `/score` and Vertex's predict route
+    /// serve; unset, the only model there is.
+    pub default_model: Option<String>,
+    /// `AIP_HEALTH_ROUTE` and `AIP_PREDICT_ROUTE` (Vertex AI).
+    pub vertex_routes: (String, String),
+    /// A URL the model repository is fetched from at start (`AIP_STORAGE_URI`, or
+    /// `PLINTH_MODELS` given as `s3://`, `gs://`, `az://`).
+    pub models_uri: Option<String>,
     /// `PLINTH_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/plinth`.
     pub database_url: String,
     /// `PLINTH_ADMIN_USERNAME`, default `admin`: the account created on first start.
@@ -103,11 +168,110 @@ impl Settings {
 
     /// Reads settings through `lookup`, so tests can supply their own variables.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        // A secret file that is named but cannot be read is an error, not an unset variable.
+        for (name, file_var) in FILE_VARIABLES {
+            let set = |n: &str| lookup(n).filter(|v| !v.trim().is_empty());
+            if let (None, Some(path)) = (set(name), set(file_var)) {
+                if let Err(e) = std::fs::read_to_string(path.trim()) {
+                    return Err(ConfigError {
+                        name: file_var,
+                        message: format!("cannot read {path}: {e}"),
+                    });
+                }
+            }
+        }
+        let lookup = with_files(lookup);
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        let addr = parse_or(&get, "PLINTH_ADDR", "127.0.0.1:8000".parse().ok(), |v| {
+        let platform = parse_or(&get, "PLINTH_PLATFORM", Some(None), |v| {
+            match v.to_ascii_lowercase().as_str() {
+                "sagemaker" => Ok(Some(Platform::SageMaker)),
+                "vertex" | "vertexai" => Ok(Some(Platform::Vertex)),
+                "azureml" | "azure" => Ok(Some(Platform::AzureMl)),
+                "none" => Ok(None),
+                _ => Err("expected sagemaker, vertex, azureml or none".to_string()),
+            }
+        })?
+        .or_else(|| {
+            if get("PLINTH_PLATFORM").is_some() {
+                None
+            } else if get("AIP_HTTP_PORT").is_some() || get("AIP_PREDICT_ROUTE").is_some() {
+                Some(Platform::Vertex)
+            } else if get("AZUREML_MODEL_DIR").is_some() {
+                Some(Platform::AzureMl)
+            } else if get("SAGEMAKER_BIND_TO_PORT").is_some()
+                || get("SM_MODEL_DIR").is_some()
+                || std::path::Path::new("/opt/ml/model").is_dir()
+            {
+                Some(Platform::SageMaker)
+            } else {
+                None
+            }
+        });
+        let port_from = |name: &'static str| -> Result<Option<SocketAddr>, ConfigError> {
+            match get(name) {
+                None => Ok(None),
+                Some(v) => v
+                    .trim()
+                    .parse::<u16>()
+                    .map(|port| Some(SocketAddr::from(([0, 0, 0, 0], port))))
+                    .map_err(|_| ConfigError {
+                        name,
+                        message: "expected a port number".into(),
+                    }),
+            }
+        };
+        // A platform's port, then `PORT`; listening on every interface, as containers must.
+        let platform_addr = match platform {
+            Some(Platform::Vertex) => port_from("AIP_HTTP_PORT")?,
+            Some(Platform::SageMaker) => Some(
+                port_from("SAGEMAKER_BIND_TO_PORT")?
+                    .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8080))),
+            ),
+            _ => None,
+        };
+        let default_addr = match platform_addr {
+            Some(addr) => addr,
+            None => port_from("PORT")?.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8000))),
+        };
+        let addr = parse_or(&get, "PLINTH_ADDR", Some(default_addr), |v| {
             v.parse::<SocketAddr>()
                 .map_err(|_| "expected host:port, for example 127.0.0.1:8000".to_string())
         })?;
+        let migrate = parse_or(&get, "PLINTH_MIGRATE", Some(true), parse_bool)?;
+        let vertex_routes = (
+            get("AIP_HEALTH_ROUTE").unwrap_or_else(|| "/health".into()),
+            get("AIP_PREDICT_ROUTE").unwrap_or_else(|| "/predict".into()),
+        );
+        for (name, route) in [
+            ("AIP_HEALTH_ROUTE", &vertex_routes.0),
+            ("AIP_PREDICT_ROUTE", &vertex_routes.1),
+        ] {
+            if !route.starts_with('/') || route.contains(['{', '}']) {
+                return Err(ConfigError {
+                    name,
+                    message: "expected a path starting with /".into(),
+                });
+            }
+        }
+        // Where the models are: a platform's model directory, else PLINTH_MODELS.
+        let platform_models = match platform {
+            Some(Platform::SageMaker) => {
+                Some(get("SM_MODEL_DIR").unwrap_or_else(|| "/opt/ml/model".into()))
+            }
+            Some(Platform::AzureMl) => get("AZUREML_MODEL_DIR"),
+            Some(Platform::Vertex) => get("AIP_STORAGE_URI"),
+            None => None,
+        };
+        let models = get("PLINTH_MODELS")
+            .or(platform_models)
+            .unwrap_or_else(|| "models".into());
+        let models_uri = crate::registry::artifacts::is_url(&models).then(|| models.clone());
+        if let Some(uri) = &models_uri {
+            crate::registry::artifacts::check_location(uri).map_err(|message| ConfigError {
+                name: "PLINTH_MODELS",
+                message,
+            })?;
+        }
         let database_url = get("PLINTH_DATABASE_URL")
             .or_else(|| get("DATABASE_URL"))
             .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/plinth".to_string());
@@ -158,7 +322,13 @@ impl Settings {
         let max_upload_bytes = parse_or(&get, "PLINTH_MAX_UPLOAD_BYTES", Some(64 << 20), |v| {
             positive(v).map(|n| n as usize)
         })?;
-        let public_inference = parse_or(&get, "PLINTH_PUBLIC_INFERENCE", Some(false), parse_bool)?;
+        // Behind an ML platform, the platform authenticates callers (IAM, its endpoint keys).
+        let public_inference = parse_or(
+            &get,
+            "PLINTH_PUBLIC_INFERENCE",
+            Some(platform.is_some()),
+            parse_bool,
+        )?;
         let max_batch_rows = parse_or(&get, "PLINTH_MAX_BATCH_ROWS", Some(1000), |v| {
             positive(v).map(|n| n as usize)
         })?;
@@ -221,9 +391,20 @@ impl Settings {
             metrics_addr,
             public_inference,
             max_batch_rows,
-            models_dir: get("PLINTH_MODELS")
-                .unwrap_or_else(|| "models".into())
-                .into(),
+            models_dir: if models_uri.is_some() {
+                // Fetched into the cache at start.
+                std::path::PathBuf::from(
+                    get("PLINTH_CACHE_DIR").unwrap_or_else(|| "data/cache".into()),
+                )
+                .join("repository")
+            } else {
+                models.into()
+            },
+            models_uri,
+            platform,
+            migrate,
+            default_model: get("PLINTH_DEFAULT_MODEL"),
+            vertex_routes,
             artifacts,
             cache_dir: get("PLINTH_CACHE_DIR")
                 .unwrap_or_else(|| "data/cache".into())
@@ -312,6 +493,87 @@ mod tests {
         let err = settings(&[("PLINTH_ARTIFACTS", "ftp://host/models")]).unwrap_err();
         assert_eq!(err.name, "PLINTH_ARTIFACTS");
         assert!(err.message.contains("ftp://"), "{}", err.message);
+    }
+
+    #[test]
+    fn the_clouds_port_variables_make_plinth_listen_on_every_interface() {
+        let s = settings(&[("PORT", "9000")]).expect("valid");
+        assert_eq!(s.addr.to_string(), "0.0.0.0:9000");
+        assert_eq!(s.platform, None);
+        assert!(!s.public_inference);
+        // PLINTH_ADDR wins.
+        let s = settings(&[("PORT", "9000"), ("PLINTH_ADDR", "127.0.0.1:7000")]).expect("valid");
+        assert_eq!(s.addr.to_string(), "127.0.0.1:7000");
+        let err = settings(&[("PORT", "http")]).unwrap_err();
+        assert_eq!(err.name, "PORT");
+    }
+
+    #[test]
+    fn platforms_are_recognised_by_the_variables_they_set() {
+        let s = settings(&[
+            ("AIP_HTTP_PORT", "8081"),
+            (
+                "AIP_PREDICT_ROUTE",
+                "/v1/endpoints/1/deployedModels/2:predict",
+            ),
+            ("AIP_STORAGE_URI", "gs://bucket/models"),
+        ])
+        .expect("valid");
+        assert_eq!(s.platform, Some(Platform::Vertex));
+        assert_eq!(s.addr.to_string(), "0.0.0.0:8081");
+        assert_eq!(s.vertex_routes.0, "/health");
+        assert_eq!(
+            s.vertex_routes.1,
+            "/v1/endpoints/1/deployedModels/2:predict"
+        );
+        assert_eq!(s.models_uri.as_deref(), Some("gs://bucket/models"));
+        assert!(s.public_inference, "the platform authenticates callers");
+
+        let s = settings(&[("SM_MODEL_DIR", "/opt/ml/model")]).expect("valid");
+        assert_eq!(s.platform, Some(Platform::SageMaker));
+        assert_eq!(s.addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(s.models_dir, std::path::Path::new("/opt/ml/model"));
+
+        let s = settings(&[("AZUREML_MODEL_DIR", "/var/azureml-app/models")]).expect("valid");
+        assert_eq!(s.platform, Some(Platform::AzureMl));
+        assert_eq!(
+            s.models_dir,
+            std::path::Path::new("/var/azureml-app/models")
+        );
+
+        let s =
+            settings(&[("AZUREML_MODEL_DIR", "/m"), ("PLINTH_PLATFORM", "none")]).expect("valid");
+        assert_eq!(s.platform, None);
+        let err = settings(&[("AIP_HTTP_PORT", "1"), ("AIP_HEALTH_ROUTE", "health")]).unwrap_err();
+        assert_eq!(err.name, "AIP_HEALTH_ROUTE");
+    }
+
+    #[test]
+    fn secrets_can_come_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = "k".repeat(64);
+        std::fs::write(dir.path().join("key"), format!("{key}\n")).unwrap();
+        std::fs::write(dir.path().join("url"), "postgres://u:p@db/plinth\r\n").unwrap();
+        let key_file = dir.path().join("key").display().to_string();
+        let url_file = dir.path().join("url").display().to_string();
+        let s = settings(&[
+            ("PLINTH_SECRET_KEY_FILE", &key_file),
+            ("PLINTH_DATABASE_URL_FILE", &url_file),
+            ("PLINTH_MIGRATE", "0"),
+        ])
+        .expect("valid");
+        assert_eq!(s.secret_key.as_deref(), Some(key.as_bytes()));
+        assert_eq!(s.database_url, "postgres://u:p@db/plinth");
+        assert!(!s.migrate);
+        // The variable itself wins over its file.
+        let s = settings(&[
+            ("PLINTH_DATABASE_URL", "postgres://x@y/z"),
+            ("PLINTH_DATABASE_URL_FILE", &url_file),
+        ])
+        .expect("valid");
+        assert_eq!(s.database_url, "postgres://x@y/z");
+        let err = settings(&[("PLINTH_ADMIN_PASSWORD_FILE", "/no/such/file")]).unwrap_err();
+        assert_eq!(err.name, "PLINTH_ADMIN_PASSWORD_FILE");
     }
 
     #[test]

@@ -161,6 +161,10 @@ pub fn is_api_path(path: &str) -> bool {
         || path.starts_with("/v2/")
         || path.starts_with("/v1/")
         || path == "/metrics"
+        || matches!(
+            path,
+            "/invocations" | "/ping" | "/health" | "/version" | "/score" | "/execution-parameters"
+        )
 }
 
 #[cfg(test)]

@@ -102,7 +102,7 @@ impl Options {
     }
 
     pub fn from_env() -> anyhow::Result<Self> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        Self::from_lookup(crate::config::with_files(|name| std::env::var(name).ok()))
     }
 }
 

@@ -43,7 +43,11 @@ impl Application {
     /// Connects (creating the database if needed), migrates, makes sure an admin exists and binds.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let pool = db::connect(&settings.database_url).await?;
-        db::migrate(&pool).await?;
+        if settings.migrate {
+            db::migrate(&pool).await?;
+        } else {
+            wait_for_migrations(&pool).await?;
+        }
         bootstrap_admin(&pool, &settings).await?;
         import_repository(&pool, &settings).await?;
         Self::build_with_pool(settings, pool).await
@@ -98,6 +102,7 @@ impl Application {
         let idle =
             actix_web::cookie::time::Duration::seconds(settings.session_idle.as_secs() as i64);
         let max_body = settings.max_body_bytes;
+        let platform_settings = settings.clone();
         let server = HttpServer::new(move || {
             let sessions = SessionMiddleware::builder(store.clone(), key.clone())
                 .cookie_name("plinth_session".into())
@@ -119,6 +124,7 @@ impl Application {
                 .wrap(from_fn(web_errors::error_pages))
                 .wrap(sessions)
                 .wrap(from_fn(middleware::request_context))
+                .configure(|cfg| urls::platform(cfg, &platform_settings))
                 .configure(urls::configure)
                 .default_service(web::to(HttpResponse::NotFound))
         })
@@ -297,8 +303,48 @@ pub fn registry_for(pool: &PgPool, settings: &Settings) -> anyhow::Result<Regist
     ))
 }
 
-/// Imports the model repository (`PLINTH_MODELS`) when it exists: idempotent, by file hash.
+/// With `PLINTH_MIGRATE=0`: waits until a separate `plinth migrate` (a Kubernetes Job, a
+/// release step) has brought the database to this binary's migrations.
+async fn wait_for_migrations(pool: &PgPool) -> anyhow::Result<()> {
+    let mut told = false;
+    loop {
+        if db::migrations_current(pool).await? {
+            return Ok(());
+        }
+        if !told {
+            tracing::warn!(
+                "PLINTH_MIGRATE=0 and migrations are pending: waiting for `plinth migrate`"
+            );
+            told = true;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// Imports the model repository (`PLINTH_MODELS`) when it exists: idempotent, by file hash. A
+/// repository in a bucket (`AIP_STORAGE_URI`) is fetched into the cache first; a platform's
+/// model directory holding one `model.onnx` (SageMaker's `/opt/ml/model`, Azure ML's
+/// `AZUREML_MODEL_DIR`) is imported as one model.
 pub async fn import_repository(pool: &PgPool, settings: &Settings) -> anyhow::Result<()> {
+    if let Some(uri) = &settings.models_uri {
+        let files = crate::registry::artifacts::fetch_tree(uri, &settings.models_dir)
+            .await
+            .map_err(|e| anyhow::anyhow!("the model repository {uri} cannot be fetched: {e}"))?;
+        tracing::info!(%uri, files, "fetched the model repository");
+    }
+    let single = crate::registry::single_model_dir(&settings.models_dir);
+    if let Some(dir) = single {
+        let name = settings
+            .default_model
+            .clone()
+            .unwrap_or_else(|| "model".into());
+        let registry = registry_for(pool, settings)?;
+        let report = registry.import_single(&dir, &name).await?;
+        if let Some(crate::registry::Imported::New { model, version }) = report {
+            tracing::info!(%model, version, dir = %dir.display(), "imported the platform's model");
+        }
+        return Ok(());
+    }
     if !settings.models_dir.is_dir() {
         tracing::info!(dir = %settings.models_dir.display(), "no model repository to import");
         return Ok(());

@@ -3,16 +3,29 @@
 
 use actix_web::{HttpMessage, HttpRequest};
 
-/// Sets up the global `tracing` subscriber. `PLINTH_LOG` (or `RUST_LOG`) filters, default `info`.
+/// Sets up the global `tracing` subscriber. `PLINTH_LOG` (or `RUST_LOG`) filters, default `info`;
+/// `PLINTH_LOG_FORMAT=json` writes one JSON object per line (for CloudWatch, Cloud Logging and
+/// Azure Monitor), anything else the readable text format.
 pub fn init() {
     let filter = std::env::var("PLINTH_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| "info,sqlx=warn,actix_server=warn".to_string());
-    let _ = tracing_subscriber::fmt()
+    let json = std::env::var("PLINTH_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .try_init();
+        .with_target(false);
+    let _ = if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init()
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .try_init()
+    };
 }
 
 /// The id of one request, shown on error pages and written in its log line.

@@ -9,8 +9,31 @@
 
 use actix_web::web::{get, post, put, resource, scope, ServiceConfig};
 
-use crate::api::{docs, kserve, v1, v2};
+use crate::api::{contracts, docs, kserve, v1, v2};
+use crate::config::{Platform, Settings};
 use crate::routes::{accounts, admin, assets, history, models, ops};
+
+/// The ML platform's own routes, when Plinth runs on one (before [`configure`], so a platform's
+/// configured path wins): Vertex AI's `AIP_HEALTH_ROUTE` and `AIP_PREDICT_ROUTE`, Azure ML's
+/// `/score`, SageMaker's `/execution-parameters`.
+pub fn platform(cfg: &mut ServiceConfig, settings: &Settings) {
+    match settings.platform {
+        Some(Platform::Vertex) => {
+            let (health, predict) = &settings.vertex_routes;
+            cfg.service(resource(health.as_str()).route(get().to(contracts::ping)))
+                .service(resource(predict.as_str()).route(post().to(contracts::vertex_predict)));
+        }
+        Some(Platform::AzureMl) => {
+            cfg.service(resource("/score").route(post().to(contracts::azureml_score)));
+        }
+        Some(Platform::SageMaker) => {
+            cfg.service(
+                resource("/execution-parameters").route(get().to(contracts::execution_parameters)),
+            );
+        }
+        None => {}
+    }
+}
 
 /// The main listener.
 pub fn configure(cfg: &mut ServiceConfig) {
@@ -19,6 +42,11 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(resource("/healthz").route(get().to(ops::healthz)))
         .service(resource("/readyz").route(get().to(ops::readyz)))
         .service(resource("/metrics").route(get().to(ops::metrics)))
+        // MLflow's scoring protocol (and SageMaker's, which shares it): see `api::contracts`.
+        .service(resource("/invocations").route(post().to(contracts::invocations)))
+        .service(resource("/ping").route(get().to(contracts::ping)))
+        .service(resource("/health").route(get().to(contracts::ping)))
+        .service(resource("/version").route(get().to(contracts::version)))
         // Plinth's own JSON API and its documentation.
         .service(
             scope("/api")

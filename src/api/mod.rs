@@ -1,6 +1,7 @@
 //! JSON endpoints for programs: Plinth's own v1, the Open Inference Protocol (V2) as Triton,
 //! KServe and MLServer speak it, KServe V1, and the OpenAPI document describing them.
 
+pub mod contracts;
 pub mod docs;
 pub mod kserve;
 pub mod tensors;

@@ -129,94 +129,7 @@ impl ArtifactStore {
             let dir = location.strip_prefix("file://").unwrap_or(location);
             return Ok(Self::new(dir));
         }
-        let vars: Vec<(String, String)> = vars.into_iter().collect();
-        let var = |name: &str| {
-            vars.iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        };
-        let configs = |prefix: &str| {
-            vars.iter()
-                .filter(|(k, _)| k.starts_with(prefix))
-                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-                .collect::<Vec<_>>()
-        };
-        let (scheme, rest) = location.split_once("://").unwrap_or_default();
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        let bucket_url = format!("{scheme}://{bucket}");
-        // Short retries: a request waiting for a missing file should hear that the store is
-        // down in seconds, not after the crate's default three minutes.
-        let retry = RetryConfig {
-            max_retries: 2,
-            retry_timeout: Duration::from_secs(10),
-            ..Default::default()
-        };
-        let client = ClientOptions::new()
-            .with_connect_timeout(Duration::from_secs(3))
-            .with_timeout(Duration::from_secs(300));
-        let failed = |e: object_store::Error| format!("PLINTH_ARTIFACTS={location:?}: {e}");
-        let store: Arc<dyn ObjectStore> = match Kind::of(scheme) {
-            Some(Kind::S3) => {
-                use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-                let mut builder = AmazonS3Builder::new();
-                for (key, value) in configs("AWS_") {
-                    if let Ok(key) = key.parse::<AmazonS3ConfigKey>() {
-                        builder = builder.with_config(key, value);
-                    }
-                }
-                builder = builder
-                    .with_url(&bucket_url)
-                    .with_retry(retry)
-                    .with_client_options(client);
-                // A plain-http endpoint (a local S3 server) is allowed because it was asked for.
-                let endpoint = var("AWS_ENDPOINT_URL_S3")
-                    .or_else(|| var("AWS_ENDPOINT_URL"))
-                    .or_else(|| var("AWS_ENDPOINT"))
-                    .unwrap_or_default();
-                if endpoint.starts_with("http://") {
-                    builder = builder.with_allow_http(true);
-                }
-                if var("AWS_REGION").is_none() && var("AWS_DEFAULT_REGION").is_none() {
-                    builder = builder.with_region("us-east-1");
-                }
-                Arc::new(builder.build().map_err(failed)?)
-            }
-            Some(Kind::Gcs) => {
-                use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
-                let mut builder = GoogleCloudStorageBuilder::new();
-                for (key, value) in configs("GOOGLE_") {
-                    if let Ok(key) = key.parse::<GoogleConfigKey>() {
-                        builder = builder.with_config(key, value);
-                    }
-                }
-                let builder = builder
-                    .with_url(&bucket_url)
-                    .with_retry(retry)
-                    .with_client_options(client);
-                Arc::new(builder.build().map_err(failed)?)
-            }
-            Some(Kind::Azure) => {
-                use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
-                let mut builder = MicrosoftAzureBuilder::new();
-                for (key, value) in configs("AZURE_") {
-                    if let Ok(key) = key.parse::<AzureConfigKey>() {
-                        builder = builder.with_config(key, value);
-                    }
-                }
-                if let Some(endpoint) = var("IDENTITY_ENDPOINT").or_else(|| var("MSI_ENDPOINT")) {
-                    builder = builder.with_msi_endpoint(endpoint);
-                }
-                let builder = builder
-                    .with_url(&bucket_url)
-                    .with_retry(retry)
-                    .with_client_options(client);
-                Arc::new(builder.build().map_err(failed)?)
-            }
-            None => return Err(format!("PLINTH_ARTIFACTS={location:?}: unknown scheme")),
-        };
-        let prefix = ObjectPath::parse(prefix.trim_matches('/')).map_err(|e| {
-            format!("PLINTH_ARTIFACTS={location:?}: the prefix is not a valid key: {e}")
-        })?;
+        let (store, prefix) = object_store_for(location, vars)?;
         Ok(ArtifactStore {
             backend: Arc::new(Backend::Remote(Remote {
                 store,
@@ -398,6 +311,141 @@ impl Remote {
         }
         Ok(bytes)
     }
+}
+
+/// The object store a URL names and the prefix within it, configured from `vars` (`AWS_*`,
+/// `GOOGLE_*`, `AZURE_*`).
+fn object_store_for(
+    location: &str,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<(Arc<dyn ObjectStore>, ObjectPath), String> {
+    check_location(location)?;
+    let vars: Vec<(String, String)> = vars.into_iter().collect();
+    let var = |name: &str| {
+        vars.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let configs = |prefix: &str| {
+        vars.iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect::<Vec<_>>()
+    };
+    let (scheme, rest) = location.split_once("://").unwrap_or_default();
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let bucket_url = format!("{scheme}://{bucket}");
+    // Short retries: a request waiting for a missing file should hear that the store is
+    // down in seconds, not after the crate's default three minutes.
+    let retry = RetryConfig {
+        max_retries: 2,
+        retry_timeout: Duration::from_secs(10),
+        ..Default::default()
+    };
+    let client = ClientOptions::new()
+        .with_connect_timeout(Duration::from_secs(3))
+        .with_timeout(Duration::from_secs(300));
+    let failed = |e: object_store::Error| format!("PLINTH_ARTIFACTS={location:?}: {e}");
+    let store: Arc<dyn ObjectStore> = match Kind::of(scheme) {
+        Some(Kind::S3) => {
+            use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+            let mut builder = AmazonS3Builder::new();
+            for (key, value) in configs("AWS_") {
+                if let Ok(key) = key.parse::<AmazonS3ConfigKey>() {
+                    builder = builder.with_config(key, value);
+                }
+            }
+            builder = builder
+                .with_url(&bucket_url)
+                .with_retry(retry)
+                .with_client_options(client);
+            // A plain-http endpoint (a local S3 server) is allowed because it was asked for.
+            let endpoint = var("AWS_ENDPOINT_URL_S3")
+                .or_else(|| var("AWS_ENDPOINT_URL"))
+                .or_else(|| var("AWS_ENDPOINT"))
+                .unwrap_or_default();
+            if endpoint.starts_with("http://") {
+                builder = builder.with_allow_http(true);
+            }
+            if var("AWS_REGION").is_none() && var("AWS_DEFAULT_REGION").is_none() {
+                builder = builder.with_region("us-east-1");
+            }
+            Arc::new(builder.build().map_err(failed)?)
+        }
+        Some(Kind::Gcs) => {
+            use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+            let mut builder = GoogleCloudStorageBuilder::new();
+            for (key, value) in configs("GOOGLE_") {
+                if let Ok(key) = key.parse::<GoogleConfigKey>() {
+                    builder = builder.with_config(key, value);
+                }
+            }
+            let builder = builder
+                .with_url(&bucket_url)
+                .with_retry(retry)
+                .with_client_options(client);
+            Arc::new(builder.build().map_err(failed)?)
+        }
+        Some(Kind::Azure) => {
+            use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+            let mut builder = MicrosoftAzureBuilder::new();
+            for (key, value) in configs("AZURE_") {
+                if let Ok(key) = key.parse::<AzureConfigKey>() {
+                    builder = builder.with_config(key, value);
+                }
+            }
+            if let Some(endpoint) = var("IDENTITY_ENDPOINT").or_else(|| var("MSI_ENDPOINT")) {
+                builder = builder.with_msi_endpoint(endpoint);
+            }
+            let builder = builder
+                .with_url(&bucket_url)
+                .with_retry(retry)
+                .with_client_options(client);
+            Arc::new(builder.build().map_err(failed)?)
+        }
+        None => return Err(format!("PLINTH_ARTIFACTS={location:?}: unknown scheme")),
+    };
+    let prefix = ObjectPath::parse(prefix.trim_matches('/')).map_err(|e| {
+        format!("PLINTH_ARTIFACTS={location:?}: the prefix is not a valid key: {e}")
+    })?;
+    Ok((store, prefix))
+}
+
+/// Copies every object under the URL `location` (a model repository in a bucket) into `dest`,
+/// keeping their relative paths; how many files. Used for Vertex AI's `AIP_STORAGE_URI`.
+pub async fn fetch_tree(location: &str, dest: &Path) -> Result<usize, String> {
+    let (store, prefix) = object_store_for(location, std::env::vars())?;
+    let fail = |e: object_store::Error| unreachable(location, &e);
+    let mut listing = store.list(Some(&prefix));
+    let mut count = 0;
+    while let Some(meta) = listing.next().await {
+        let meta = meta.map_err(fail)?;
+        let Some(relative) = meta.location.prefix_match(&prefix) else {
+            continue;
+        };
+        let parts: Vec<String> = relative.map(|p| p.as_ref().to_string()).collect();
+        if parts.is_empty() || parts.iter().any(|p| p == ".." || p.starts_with('.')) {
+            continue;
+        }
+        let path = parts.iter().fold(dest.to_path_buf(), |dir, p| dir.join(p));
+        let bytes = store
+            .get(&meta.location)
+            .await
+            .map_err(fail)?
+            .bytes()
+            .await
+            .map_err(fail)?;
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        tokio::fs::write(&path, &bytes)
+            .await
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        count += 1;
+    }
+    Ok(count)
 }
 
 /// A store error as a sentence: the store, then the crate's own account of it.

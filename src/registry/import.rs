@@ -168,6 +168,30 @@ impl Registry {
         Ok(report)
     }
 
+    /// Imports one model directory (`model.onnx`, and `card.toml` and `reference.csv` when
+    /// present) as a version of `name`: a platform's model directory. A refused file is an
+    /// error here, since there is nothing else to serve.
+    pub async fn import_single(&self, dir: &Path, name: &str) -> anyhow::Result<Option<Imported>> {
+        check_model_name(name).map_err(|e| anyhow::anyhow!("PLINTH_DEFAULT_MODEL: {e}"))?;
+        let onnx = std::fs::read(dir.join("model.onnx"))
+            .map_err(|e| anyhow::anyhow!("{}/model.onnx cannot be read: {e}", dir.display()))?;
+        let upload = Upload {
+            model: name.to_string(),
+            onnx,
+            card: std::fs::read_to_string(dir.join("card.toml")).ok(),
+            reference_csv: std::fs::read(dir.join("reference.csv")).ok(),
+            source: "repository",
+            actor: None,
+        };
+        match self.import(upload).await {
+            Ok(imported) => Ok(Some(imported)),
+            Err(ImportError::Invalid(msg)) => {
+                anyhow::bail!("the model in {} was refused: {msg}", dir.display())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Points `alias` at version `number` of `model`, recording who moved it. Returns the
     /// version it pointed at before.
     pub async fn move_alias(
@@ -221,4 +245,23 @@ pub(super) fn index_repository(dir: &Path) -> HashMap<String, PathBuf> {
         }
     }
     index
+}
+
+/// The directory holding a platform's single model: `dir` itself when it has a `model.onnx`,
+/// or its only subdirectory that has one (Azure ML mounts a registered model's folder inside
+/// `AZUREML_MODEL_DIR`). `None` for a repository of `<name>/<version>/` folders.
+pub fn single_model_dir(dir: &Path) -> Option<PathBuf> {
+    if dir.join("model.onnx").is_file() {
+        return Some(dir.to_path_buf());
+    }
+    let subdirs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    match subdirs.as_slice() {
+        [only] if only.join("model.onnx").is_file() => Some(only.clone()),
+        _ => None,
+    }
 }

@@ -8,6 +8,7 @@ pub mod picture;
 pub mod reference;
 
 mod import;
+pub use import::single_model_dir;
 mod load;
 
 use std::collections::HashMap;

@@ -26,8 +26,17 @@ impl Instance {
     /// Starts the binary on a free port with `env` on top of a test configuration, and waits
     /// until `/readyz` answers 200.
     pub async fn start(pool: &PgPool, scratch: &Path, env: &[(&str, String)]) -> Instance {
+        let instance = Instance::spawn(pool, scratch, env).await;
+        instance.wait_ready().await;
+        instance
+    }
+
+    /// Starts the binary without waiting for it. The port is a free one given as `PLINTH_ADDR`,
+    /// unless `env` names one through a platform's variable (`PORT`, `AIP_HTTP_PORT`,
+    /// `SAGEMAKER_BIND_TO_PORT`), which is then left for Plinth to read. An empty value in
+    /// `env` unsets a default.
+    pub async fn spawn(pool: &PgPool, scratch: &Path, env: &[(&str, String)]) -> Instance {
         let url = database_url(pool).await;
-        let port = free_port();
         let mut all: Vec<(String, String)> = vec![
             ("PLINTH_DATABASE_URL".into(), url),
             ("PLINTH_INSECURE_COOKIES".into(), "1".into()),
@@ -35,26 +44,45 @@ impl Instance {
             ("PLINTH_ADMIN_PASSWORD".into(), ADMIN_PASSWORD.into()),
             ("PLINTH_MODELS".into(), "no-such-repository".into()),
             ("PLINTH_LOG".into(), "warn".into()),
+            // Every instance a test starts shares the test's store unless told otherwise.
+            (
+                "PLINTH_ARTIFACTS".into(),
+                scratch.join("artifacts").display().to_string(),
+            ),
+            (
+                "PLINTH_CACHE_DIR".into(),
+                scratch.join("cache").display().to_string(),
+            ),
         ];
         for (k, v) in env {
             all.retain(|(name, _)| name != k);
             all.push((k.to_string(), v.clone()));
         }
+        let named = ["PORT", "AIP_HTTP_PORT", "SAGEMAKER_BIND_TO_PORT"]
+            .iter()
+            .find_map(|var| all.iter().find(|(k, _)| k == var))
+            .and_then(|(_, v)| v.parse::<u16>().ok());
+        let port = match named {
+            Some(port) => port,
+            None => {
+                let port = free_port();
+                all.push(("PLINTH_ADDR".into(), format!("127.0.0.1:{port}")));
+                port
+            }
+        };
         let log = scratch.join(format!("plinth-{port}.log"));
         let app = test_app_at(format!("http://127.0.0.1:{port}"), pool.clone());
-        let child = spawn(port, &all, &log);
-        let instance = Instance {
+        let child = spawn(&all, &log);
+        Instance {
             app,
             child,
             env: all,
             port,
             log,
-        };
-        instance.wait_ready().await;
-        instance
+        }
     }
 
-    async fn wait_ready(&self) {
+    pub async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if let Ok(res) = self.app.client.get(self.app.url("/readyz")).send().await {
@@ -75,8 +103,13 @@ impl Instance {
     pub async fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.child = spawn(self.port, &self.env, &self.log);
+        self.child = spawn(&self.env, &self.log);
         self.wait_ready().await;
+    }
+
+    /// Whether the process has exited.
+    pub fn exited(&mut self) -> bool {
+        self.child.try_wait().ok().flatten().is_some()
     }
 
     pub fn log_text(&self) -> String {
@@ -84,7 +117,7 @@ impl Instance {
     }
 }
 
-fn spawn(port: u16, env: &[(String, String)], log: &Path) -> Child {
+fn spawn(env: &[(String, String)], log: &Path) -> Child {
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -92,9 +125,8 @@ fn spawn(port: u16, env: &[(String, String)], log: &Path) -> Child {
         .expect("a log file");
     Command::new(env!("CARGO_BIN_EXE_plinth"))
         .arg("serve")
-        .env("PLINTH_ADDR", format!("127.0.0.1:{port}"))
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdout(Stdio::null())
+        .stdout(out.try_clone().expect("the log file again"))
         .stderr(out)
         .spawn()
         .expect("the plinth binary runs")

@@ -18,6 +18,7 @@ mod api_v2;
 mod batching;
 mod caches;
 mod cli;
+mod cloud;
 mod dashboard;
 mod drift;
 mod hardening;
