@@ -19,6 +19,7 @@ mod batching;
 mod caches;
 mod cli;
 mod cloud;
+mod container;
 mod dashboard;
 mod drift;
 mod hardening;
