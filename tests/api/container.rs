@@ -147,11 +147,13 @@ async fn the_images_build_and_start_commands_work_outside_a_container(pool: PgPo
     let args: Vec<String> = entrypoint[1..].iter().chain(&cmd).cloned().collect();
     let log = root.path().join("plinth.log");
     let out = std::fs::File::create(&log).unwrap();
-    let mut server = command(&args)
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
+    let mut server = Server(
+        command(&args)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap(),
+    );
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut ready = false;
@@ -162,7 +164,7 @@ async fn the_images_build_and_start_commands_work_outside_a_container(pool: PgPo
         );
         if !ready {
             assert!(
-                server.try_wait().unwrap().is_none(),
+                server.0.try_wait().unwrap().is_none(),
                 "the server exited:\n{}",
                 std::fs::read_to_string(&log).unwrap_or_default()
             );
@@ -177,7 +179,7 @@ async fn the_images_build_and_start_commands_work_outside_a_container(pool: PgPo
 
     // It runs as the image's user, logs JSON, serves the shipped models, and its HEALTHCHECK
     // command says healthy.
-    let status = std::fs::read_to_string(format!("/proc/{}/status", server.id())).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.0.id())).unwrap();
     if as_user {
         let uids = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
         assert!(
@@ -199,7 +201,7 @@ async fn the_images_build_and_start_commands_work_outside_a_container(pool: PgPo
         401,
         "a token is needed outside a platform"
     );
-    let check = command(&healthcheck[1..].to_vec()).output().unwrap();
+    let check = command(&healthcheck[1..]).output().unwrap();
     assert!(
         check.status.success(),
         "{}",
@@ -215,18 +217,27 @@ async fn the_images_build_and_start_commands_work_outside_a_container(pool: PgPo
 
     // SIGTERM: it drains and stops by itself.
     let sent = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
+        .args(["-TERM", &server.0.id().to_string()])
         .status()
         .unwrap();
     assert!(sent.success());
     let stopped = Instant::now() + Duration::from_secs(45);
     let mut code = None;
     while Instant::now() < stopped && code.is_none() {
-        code = server.try_wait().unwrap();
+        code = server.0.try_wait().unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let _ = server.kill();
     assert!(code.is_some_and(|c| c.success()), "{code:?}");
+}
+
+/// The server process, killed and reaped whatever happens.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn copy_tree(from: &Path, to: &Path) {
