@@ -339,8 +339,8 @@ pub async fn import_repository(pool: &PgPool, settings: &Settings) -> anyhow::Re
             .clone()
             .unwrap_or_else(|| "model".into());
         let registry = registry_for(pool, settings)?;
-        let report = registry.import_single(&dir, &name).await?;
-        if let Some(crate::registry::Imported::New { model, version }) = report {
+        let imported = registry.import_single(&dir, &name).await?;
+        if let crate::registry::Imported::New { model, version } = imported {
             tracing::info!(%model, version, dir = %dir.display(), "imported the platform's model");
         }
         return Ok(());

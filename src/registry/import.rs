@@ -150,15 +150,7 @@ impl Registry {
                         continue;
                     }
                 };
-                let upload = Upload {
-                    model: name.clone(),
-                    onnx,
-                    card: std::fs::read_to_string(path.join("card.toml")).ok(),
-                    reference_csv: std::fs::read(path.join("reference.csv")).ok(),
-                    source: "repository",
-                    actor: None,
-                };
-                match self.import(upload).await {
+                match self.import(from_directory(&name, &path, onnx)).await {
                     Ok(imported) => report.imported.push(imported),
                     Err(ImportError::Invalid(msg)) => report.refused.push((path, msg)),
                     Err(e) => return Err(e.into()),
@@ -171,20 +163,12 @@ impl Registry {
     /// Imports one model directory (`model.onnx`, and `card.toml` and `reference.csv` when
     /// present) as a version of `name`: a platform's model directory. A refused file is an
     /// error here, since there is nothing else to serve.
-    pub async fn import_single(&self, dir: &Path, name: &str) -> anyhow::Result<Option<Imported>> {
+    pub async fn import_single(&self, dir: &Path, name: &str) -> anyhow::Result<Imported> {
         check_model_name(name).map_err(|e| anyhow::anyhow!("PLINTH_DEFAULT_MODEL: {e}"))?;
         let onnx = std::fs::read(dir.join("model.onnx"))
             .map_err(|e| anyhow::anyhow!("{}/model.onnx cannot be read: {e}", dir.display()))?;
-        let upload = Upload {
-            model: name.to_string(),
-            onnx,
-            card: std::fs::read_to_string(dir.join("card.toml")).ok(),
-            reference_csv: std::fs::read(dir.join("reference.csv")).ok(),
-            source: "repository",
-            actor: None,
-        };
-        match self.import(upload).await {
-            Ok(imported) => Ok(Some(imported)),
+        match self.import(from_directory(name, dir, onnx)).await {
+            Ok(imported) => Ok(imported),
             Err(ImportError::Invalid(msg)) => {
                 anyhow::bail!("the model in {} was refused: {msg}", dir.display())
             }
@@ -245,6 +229,19 @@ pub(super) fn index_repository(dir: &Path) -> HashMap<String, PathBuf> {
         }
     }
     index
+}
+
+/// A version directory's files as an upload from the repository: `onnx` (read by the caller,
+/// who reports it missing its own way) with the `card.toml` and `reference.csv` beside it.
+fn from_directory(name: &str, dir: &Path, onnx: Vec<u8>) -> Upload {
+    Upload {
+        model: name.to_string(),
+        onnx,
+        card: std::fs::read_to_string(dir.join("card.toml")).ok(),
+        reference_csv: std::fs::read(dir.join("reference.csv")).ok(),
+        source: "repository",
+        actor: None,
+    }
 }
 
 /// The directory holding a platform's single model: `dir` itself when it has a `model.onnx`,

@@ -541,24 +541,11 @@ async fn sessions_throttles_and_aliases_hold_across_two_instances(pool: PgPool) 
             400
         );
     }
-    let fresh = crate::helpers::spawn_client_for(&a.app);
-    assert_eq!(
-        fresh
-            .login("ada", "plinth-pedestal-42")
-            .await
-            .status()
-            .as_u16(),
-        429
-    );
-    let fresh = crate::helpers::spawn_client_for(&b.app);
-    assert_eq!(
-        fresh
-            .login("ada", "plinth-pedestal-42")
-            .await
-            .status()
-            .as_u16(),
-        429
-    );
+    for on in [&a.app, &b.app] {
+        let fresh = crate::helpers::spawn_client_for(on);
+        let res = fresh.login("ada", "plinth-pedestal-42").await;
+        assert_eq!(res.status().as_u16(), 429, "throttled on {}", on.address);
+    }
 
     // An alias moved on A is followed by B within a second.
     let staff = a.app.token_for("root", true).await;
