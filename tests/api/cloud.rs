@@ -218,8 +218,14 @@ async fn sagemaker_ping_invocations_in_csv_and_json_and_execution_parameters(poo
     let (status, _) = send(app, "/invocations", "application/xml", "text/csv", "<a/>").await;
     assert_eq!(status, 400);
 
-    // Every prediction answered is stored, as SageMaker's.
+    // Every prediction answered is stored, as SageMaker's, and counts on the dashboard.
     assert_eq!(stored(&pool, "sagemaker").await, 5);
+    assert_eq!(
+        app.login("admin", crate::instances::ADMIN_PASSWORD).await.status().as_u16(),
+        303
+    );
+    let dashboard = app.get_html("/admin").await;
+    assert!(dashboard.contains("sagemaker 5"), "{dashboard}");
 }
 
 #[sqlx::test]

@@ -11,7 +11,7 @@ use sqlx::PgPool;
 
 use crate::helpers::{database_url, file_part, free_port, test_app_at, TestApp};
 
-const ADMIN_PASSWORD: &str = "a-staff-secret-9";
+pub const ADMIN_PASSWORD: &str = "a-staff-secret-9";
 
 /// A `plinth serve` process; killed when dropped.
 pub struct Instance {
