@@ -221,7 +221,10 @@ async fn sagemaker_ping_invocations_in_csv_and_json_and_execution_parameters(poo
     // Every prediction answered is stored, as SageMaker's, and counts on the dashboard.
     assert_eq!(stored(&pool, "sagemaker").await, 5);
     assert_eq!(
-        app.login("admin", crate::instances::ADMIN_PASSWORD).await.status().as_u16(),
+        app.login("admin", crate::instances::ADMIN_PASSWORD)
+            .await
+            .status()
+            .as_u16(),
         303
     );
     let dashboard = app.get_html("/admin").await;
