@@ -196,6 +196,13 @@ async fn sagemaker_ping_invocations_in_csv_and_json_and_execution_parameters(poo
     assert_eq!(status, 200, "{text}");
     assert_eq!(json_of(&text)["predictions"], json!(["setosa"]));
 
+    // A Batch Transform payload holds more rows than one API request may: the body limit
+    // bounds it instead.
+    let many = "5.1,3.5,1.4,0.2\n".repeat(5000);
+    let (status, text) = send(app, "/invocations", "text/csv", "text/csv", many).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(text.lines().filter(|l| *l == "setosa").count(), 5000);
+
     // Batch Transform's parameters.
     let params: Value = app.get("/execution-parameters").await.json().await.unwrap();
     assert_eq!(params["BatchStrategy"], "MULTI_RECORD");
@@ -219,7 +226,7 @@ async fn sagemaker_ping_invocations_in_csv_and_json_and_execution_parameters(poo
     assert_eq!(status, 400);
 
     // Every prediction answered is stored, as SageMaker's, and counts on the dashboard.
-    assert_eq!(stored(&pool, "sagemaker").await, 5);
+    assert_eq!(stored(&pool, "sagemaker").await, 5005);
     assert_eq!(
         app.login("admin", crate::instances::ADMIN_PASSWORD)
             .await
@@ -228,7 +235,7 @@ async fn sagemaker_ping_invocations_in_csv_and_json_and_execution_parameters(poo
         303
     );
     let dashboard = app.get_html("/admin").await;
-    assert!(dashboard.contains("sagemaker 5"), "{dashboard}");
+    assert!(dashboard.contains("sagemaker 5005"), "{dashboard}");
 }
 
 #[sqlx::test]
