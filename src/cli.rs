@@ -246,7 +246,11 @@ async fn check(settings: &Settings, database: &localdb::Database) -> ExitCode {
         redacted(&database.url),
         database.describe()
     );
-    let pool = match db::pool_options().connect(&settings.database_url).await {
+    let connected = match db::connect_options(&settings.database_url) {
+        Ok(options) => db::pool_options().connect_with(options).await,
+        Err(e) => Err(e),
+    };
+    let pool = match connected {
         Ok(pool) => pool,
         // The server answers but the database is not made yet: a first `plinth` or
         // `plinth migrate` creates it.
