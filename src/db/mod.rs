@@ -168,7 +168,10 @@ mod tests {
         assert_eq!(mode("postgres://u@127.0.0.1:5432/db"), "Disable");
         assert_eq!(mode("postgres://u@localhost/db"), "Disable");
         assert_eq!(mode("postgres://u@[::1]:5432/db"), "Disable");
-        assert_eq!(mode("postgres://u@localhost/db?host=/run/postgresql"), "Disable");
+        assert_eq!(
+            mode("postgres://u@localhost/db?host=/run/postgresql"),
+            "Disable"
+        );
         assert_eq!(mode("postgres://u@db.example.com/db"), "Prefer");
         assert_eq!(mode("postgres://u@127.0.0.1/db?sslmode=require"), "Require");
     }
