@@ -208,13 +208,15 @@ async fn model_name(state: &AppState) -> Result<String, AppError> {
     if let Some(name) = &state.settings.default_model {
         return Ok(name.clone());
     }
-    let models = crate::db::models::catalogue(&state.pool).await?;
-    match models.as_slice() {
-        [only] => Ok(only.name.clone()),
+    // Every request asks, so only as much as the answer needs: a name per model, up to a few.
+    let names = crate::db::models::model_names(&state.pool, 6).await?;
+    match names.as_slice() {
+        [only] => Ok(only.clone()),
         [] => Err(AppError::Unavailable("No model is registered yet.".into())),
         many => Err(AppError::NotFound(format!(
-            "Several models are registered ({}); set PLINTH_DEFAULT_MODEL to the one to serve here.",
-            many.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
+            "Several models are registered ({}{}); set PLINTH_DEFAULT_MODEL to the one to serve here.",
+            many[..many.len().min(5)].join(", "),
+            if many.len() > 5 { ", …" } else { "" }
         ))),
     }
 }

@@ -34,6 +34,15 @@ const VERSION_COLUMNS: &str =
     "v.id, v.model_id, v.version, v.sha256, v.size_bytes, v.card, v.signature, v.metadata,
      v.reference_sha256, v.reference_rows, v.source, v.created_at, u.username as created_by_name";
 
+/// At most `limit` model names, in name order: enough to tell "none", "only this one" and
+/// "several" without reading the catalogue.
+pub async fn model_names(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar("select name from model order by name limit $1")
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+}
+
 pub async fn find_model(pool: &PgPool, name: &str) -> sqlx::Result<Option<ModelRow>> {
     sqlx::query_as("select id, name, created_at from model where name = $1")
         .bind(name)

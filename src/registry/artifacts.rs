@@ -224,7 +224,7 @@ impl ArtifactStore {
                 Ok(self.describe())
             }
             Backend::Remote(remote) => {
-                let key = remote.key(&probe);
+                let key = remote.key(&[&probe]);
                 let fail = |e: object_store::Error| unreachable(&remote.url, &e);
                 remote
                     .store
@@ -248,26 +248,18 @@ impl ArtifactStore {
 }
 
 impl Remote {
-    fn key(&self, name: &str) -> ObjectPath {
-        let mut parts: Vec<String> = self
-            .prefix
-            .parts()
-            .map(|p| p.as_ref().to_string())
-            .collect();
-        parts.push(name.to_string());
-        ObjectPath::from_iter(parts)
+    /// `parts` under the store's prefix.
+    fn key(&self, parts: &[&str]) -> ObjectPath {
+        ObjectPath::from_iter(
+            self.prefix
+                .parts()
+                .chain(parts.iter().map(|p| object_store::path::PathPart::from(*p))),
+        )
     }
 
+    /// Where a file lives: `prefix/ab/abcd…`, as in a directory store.
     fn artifact_key(&self, sha: &str) -> ObjectPath {
-        let prefix = sha.get(..2).unwrap_or("xx");
-        let mut parts: Vec<String> = self
-            .prefix
-            .parts()
-            .map(|p| p.as_ref().to_string())
-            .collect();
-        parts.push(prefix.to_string());
-        parts.push(sha.to_string());
-        ObjectPath::from_iter(parts)
+        self.key(&[sha.get(..2).unwrap_or("xx"), sha])
     }
 
     async fn upload(&self, sha: &str, bytes: &[u8]) -> std::io::Result<()> {
