@@ -49,6 +49,26 @@ pub enum Command {
     /// Ask the running server's /healthz on this machine (a container's HEALTHCHECK, which
     /// has no curl): exit status 0 when it answers 200, 1 otherwise. Needs no database.
     Healthcheck,
+    /// Score a CSV or Parquet file with a model, the batch jobs' code without a server: MODEL
+    /// is a model directory (`model.onnx` with its `card.toml`) or an `.onnx` file, which needs
+    /// no database, or the name of a model in the registry. Results (the input's columns, then
+    /// the prediction) go to OUTPUT (`.parquet` for Parquet), or as CSV to standard output.
+    /// Nothing is stored. Exit status 1 when the error budget is spent.
+    Score {
+        model: String,
+        input: std::path::PathBuf,
+        #[arg(long, short)]
+        output: Option<std::path::PathBuf>,
+        /// A registry model's version (default: production).
+        #[arg(long)]
+        version: Option<i32>,
+        /// Refused rows tolerated before stopping.
+        #[arg(long, default_value_t = 1000)]
+        max_errors: u64,
+        /// Threads scoring chunks (default: one per core).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
     /// The model registry.
     Models {
         #[command(subcommand)]
@@ -86,6 +106,12 @@ pub async fn run(cli: Cli) -> ExitCode {
     if let Command::Healthcheck = command {
         return healthcheck(settings.addr);
     }
+    // A model on disk needs no database.
+    if let Command::Score { model, .. } = &command {
+        if std::path::Path::new(model).exists() {
+            return score(None, command);
+        }
+    }
     // Which database: configured, a local server, or the private cluster, started now.
     let database = match localdb::resolve(&options, "plinth").await {
         Ok(database) => database,
@@ -111,6 +137,17 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
         Command::Models { command } => models(&settings, command).await,
         Command::Createtoken { username, name } => createtoken(&settings, &username, &name).await,
+        Command::Score { .. } => {
+            let code = match registry_model(&settings, &command).await {
+                Ok(found) => score(Some(found), command),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+            database.stop().await;
+            return code;
+        }
         // Answered before any database is looked for.
         Command::Healthcheck => Ok(()),
     };
@@ -119,6 +156,107 @@ pub async fn run(cli: Cli) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A registry model's card and loaded version, for `plinth score NAME`.
+async fn registry_model(
+    settings: &Settings,
+    command: &Command,
+) -> anyhow::Result<(crate::registry::card::Card, std::sync::Arc<crate::inference::LoadedModel>)> {
+    let Command::Score { model, version, .. } = command else {
+        anyhow::bail!("not a score command");
+    };
+    let pool = db::connect(&settings.database_url).await?;
+    let registry = crate::startup::registry_for(&pool, settings)?;
+    let selector = match version {
+        Some(n) => crate::registry::Selector::Number(*n),
+        None => crate::registry::Selector::default(),
+    };
+    let served = registry
+        .resolve(model, &selector)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{model:?} is neither a model directory or .onnx file nor a model in the registry (with that version)"
+            )
+        })?;
+    Ok(((*served.card).clone(), served.loaded.clone()))
+}
+
+/// `plinth score`: scores the file and reports on standard error.
+fn score(
+    found: Option<(crate::registry::card::Card, std::sync::Arc<crate::inference::LoadedModel>)>,
+    command: Command,
+) -> ExitCode {
+    use crate::batch::local::{load_model, score_file, Output};
+    use crate::batch::Format;
+    let Command::Score {
+        model,
+        input,
+        output,
+        max_errors,
+        threads,
+        ..
+    } = command
+    else {
+        return ExitCode::FAILURE;
+    };
+    let (card, loaded) = match found {
+        Some((card, loaded)) => (card, loaded),
+        None => match load_model(std::path::Path::new(&model)) {
+            Ok((card, loaded)) => (card, std::sync::Arc::new(loaded)),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let format = Format::from_name(&input.to_string_lossy());
+    let sink: Box<dyn std::io::Write + Send> = match &output {
+        Some(path) => match std::fs::File::create(path) {
+            Ok(f) => Box::new(std::io::BufWriter::with_capacity(1 << 20, f)),
+            Err(e) => {
+                eprintln!("error: {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        None => Box::new(std::io::BufWriter::with_capacity(1 << 20, std::io::stdout())),
+    };
+    let sink = match output.as_ref().map(|p| Format::from_name(&p.to_string_lossy())) {
+        Some(Format::Parquet) => Output::Parquet(sink),
+        _ => Output::Csv(sink),
+    };
+    let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    match score_file(&card, &loaded, &input, format, sink, threads, max_errors) {
+        Ok(report) => {
+            let place = format.place();
+            for (line, reason) in &report.first_errors {
+                eprintln!("{place} {line}: {reason}");
+            }
+            if report.refused as usize > report.first_errors.len() {
+                eprintln!("… and {} more refused rows", report.refused as usize - report.first_errors.len());
+            }
+            let secs = report.elapsed.as_secs_f64();
+            eprintln!(
+                "scored {} rows ({} refused) in {secs:.2} s, {:.0} rows/s",
+                report.rows - report.refused,
+                report.refused,
+                report.rows as f64 / secs.max(1e-9)
+            );
+            match report.stopped {
+                Some(why) => {
+                    eprintln!("{why}");
+                    ExitCode::FAILURE
+                }
+                None => ExitCode::SUCCESS,
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }

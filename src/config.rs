@@ -150,6 +150,23 @@ pub struct Settings {
     pub model_load_timeout: Duration,
     /// `PLINTH_MAX_LOADED_VERSIONS`, default 32: loaded versions kept in memory at once.
     pub max_loaded_versions: usize,
+    /// `PLINTH_JOB_WORKERS`, default half the cores (at least one): batch-job chunks this
+    /// instance scores at once, so jobs never take every core from interactive requests.
+    /// 0 runs no jobs here.
+    pub job_workers: usize,
+    /// `PLINTH_JOB_CHUNK_ROWS`, default 8192: rows per chunk of a batch job.
+    pub job_chunk_rows: usize,
+    /// `PLINTH_JOB_LEASE_SECONDS`, default 30: a worker that stops renewing its chunk for this
+    /// long (it died) loses it to another.
+    pub job_lease: Duration,
+    /// `PLINTH_MAX_JOB_BYTES`, default 1 GiB: the largest file a batch job takes.
+    pub max_job_bytes: u64,
+    /// `PLINTH_JOB_MAX_ERRORS`, default 1000: refused rows a job tolerates before it stops,
+    /// unless the submission says otherwise.
+    pub job_max_errors: i64,
+    /// `PLINTH_JOB_URLS`: comma-separated object-store prefixes (`s3://bucket/in/`) that batch
+    /// jobs may read their input from and write results to. Unset, jobs take uploads only.
+    pub job_urls: Vec<String>,
 }
 
 /// A variable that is set but cannot be understood.
@@ -376,7 +393,47 @@ impl Settings {
         let max_loaded_versions = parse_or(&get, "PLINTH_MAX_LOADED_VERSIONS", Some(32), |v| {
             positive(v).map(|n| n as usize)
         })?;
+        let default_job_workers =
+            (std::thread::available_parallelism().map_or(2, |n| n.get()) / 2).max(1);
+        let job_workers = parse_or(&get, "PLINTH_JOB_WORKERS", Some(default_job_workers), |v| {
+            v.parse::<usize>()
+                .ok()
+                .filter(|n| *n <= 256)
+                .ok_or_else(|| "expected a number of workers from 0 to 256".to_string())
+        })?;
+        let job_chunk_rows = parse_or(&get, "PLINTH_JOB_CHUNK_ROWS", Some(8192), |v| {
+            positive(v)
+                .ok()
+                .filter(|n| *n <= 1 << 20)
+                .map(|n| n as usize)
+                .ok_or_else(|| "expected a number of rows from 1 to 1048576".to_string())
+        })?;
+        let job_lease = parse_or(&get, "PLINTH_JOB_LEASE_SECONDS", Some(30), positive)?;
+        let max_job_bytes = parse_or(&get, "PLINTH_MAX_JOB_BYTES", Some(1 << 30), positive)?;
+        let job_max_errors = parse_or(&get, "PLINTH_JOB_MAX_ERRORS", Some(1000), |v| {
+            v.parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| "expected a number of rows, 0 or more".to_string())
+        })?;
+        let job_urls = parse_or(&get, "PLINTH_JOB_URLS", Some(Vec::new()), |v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    crate::registry::artifacts::check_object_url(p)
+                        .map(|()| p.to_string())
+                        .map_err(|e| format!("{p}: {e}"))
+                })
+                .collect()
+        })?;
         Ok(Settings {
+            job_workers,
+            job_chunk_rows,
+            job_lease: Duration::from_secs(job_lease),
+            max_job_bytes,
+            job_max_errors,
+            job_urls,
             max_picture_bytes,
             hsts,
             model_load_timeout: Duration::from_secs(load_seconds),

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod batch;
 pub mod auth;
 pub mod cache;
 pub mod cli;

@@ -41,36 +41,9 @@ pub struct Batch {
 impl Batch {
     /// From rows of the card's features (forms, JSON v1, KServe v1), already checked.
     pub fn from_rows(card: &Card, specs: &[TensorSpec], rows: &[Vec<f64>]) -> Batch {
-        let text = text_columns(specs);
-        let width = card.features.len();
-        let stored = if text.is_empty() && rows.iter().all(|r| r.len() == width) {
-            StoredInputs::Numbers(rows.iter().flatten().copied().collect())
-        } else {
-            StoredInputs::Json(
-                rows.iter()
-                    .map(|row| {
-                        card.features
-                            .iter()
-                            .zip(row)
-                            .enumerate()
-                            .map(|(c, (f, v))| {
-                                let value = if text.contains(&c) {
-                                    f.choice_text(*v)
-                                        .map_or(serde_json::Value::Null, |t| t.to_string().into())
-                                } else {
-                                    serde_json::json!(v)
-                                };
-                                (f.name.clone(), value)
-                            })
-                            .collect::<serde_json::Map<_, _>>()
-                            .into()
-                    })
-                    .collect(),
-            )
-        };
         Batch {
             tensors: input_tensors(card, specs, rows),
-            stored,
+            stored: stored_inputs(card, specs, rows),
             n: rows.len(),
         }
     }
@@ -128,6 +101,38 @@ impl Batch {
     }
 }
 
+/// Rows of the card's features as the prediction log stores them: numbers when they all are,
+/// otherwise per row feature name → value (a number, or the text a text input received).
+pub fn stored_inputs(card: &Card, specs: &[TensorSpec], rows: &[Vec<f64>]) -> StoredInputs {
+    let text = text_columns(specs);
+        let width = card.features.len();
+        if text.is_empty() && rows.iter().all(|r| r.len() == width) {
+            StoredInputs::Numbers(rows.iter().flatten().copied().collect())
+        } else {
+            StoredInputs::Json(
+                rows.iter()
+                    .map(|row| {
+                        card.features
+                            .iter()
+                            .zip(row)
+                            .enumerate()
+                            .map(|(c, (f, v))| {
+                                let value = if text.contains(&c) {
+                                    f.choice_text(*v)
+                                        .map_or(serde_json::Value::Null, |t| t.to_string().into())
+                                } else {
+                                    serde_json::json!(v)
+                                };
+                                (f.name.clone(), value)
+                            })
+                            .collect::<serde_json::Map<_, _>>()
+                            .into()
+                    })
+                    .collect(),
+            )
+        }
+}
+
 /// The feature positions that feed text inputs.
 fn text_columns(specs: &[TensorSpec]) -> Vec<usize> {
     let mut offset = 0;
@@ -144,7 +149,7 @@ fn text_columns(specs: &[TensorSpec]) -> Vec<usize> {
 
 /// The model's input tensors for rows of the card's features: the features are the inputs'
 /// columns in signature order; a text input receives the text of the chosen category.
-fn input_tensors(card: &Card, specs: &[TensorSpec], rows: &[Vec<f64>]) -> Vec<NamedTensor> {
+pub fn input_tensors(card: &Card, specs: &[TensorSpec], rows: &[Vec<f64>]) -> Vec<NamedTensor> {
     let n = rows.len();
     let mut offset = 0;
     specs
@@ -252,7 +257,7 @@ pub async fn predict(
 
 /// Outcomes as stored: typed arrays when every row has the same shape (probabilities named by
 /// the card's labels, in order), otherwise one JSON object per row.
-fn stored_outputs(card: &Card, outcomes: &[Outcome]) -> StoredOutputs {
+pub fn stored_outputs(card: &Card, outcomes: &[Outcome]) -> StoredOutputs {
     fn all_or_none<T>(items: impl Iterator<Item = Option<T>>) -> Result<Option<Vec<T>>, ()> {
         let mut out = Vec::new();
         let mut missing = 0;

@@ -37,6 +37,8 @@ pub struct Application {
     /// The task listening for cache notices, stopped with the server.
     listener: tokio::task::JoinHandle<()>,
     draining: Arc<std::sync::atomic::AtomicBool>,
+    /// What the handlers share, for the batch workers.
+    state: web::Data<AppState>,
 }
 
 impl Application {
@@ -103,6 +105,7 @@ impl Application {
             actix_web::cookie::time::Duration::seconds(settings.session_idle.as_secs() as i64);
         let max_body = settings.max_body_bytes;
         let platform_settings = settings.clone();
+        let app_state = state.clone();
         let server = HttpServer::new(move || {
             let sessions = SessionMiddleware::builder(store.clone(), key.clone())
                 .cookie_name("plinth_session".into())
@@ -159,6 +162,7 @@ impl Application {
             settings,
             listener: notices,
             draining,
+            state: app_state,
         })
     }
 
@@ -243,6 +247,8 @@ impl Application {
                 }
             }
         });
+        // Batch jobs: this instance's workers claim chunks of any instance's jobs.
+        let batch_workers = crate::batch::worker::start(&self.state, &instance);
         // The prediction log's partitions and retention, now and on a schedule.
         let maintenance = tokio::spawn(crate::prediction_log::maintenance::schedule(
             self.pool.clone(),
@@ -270,6 +276,16 @@ impl Application {
             handle.stop(true).await;
         });
         let result = self.server.await;
+        // The batch workers stop claiming once draining; a chunk being scored gets a few seconds
+        // to commit (else its lease runs out and another instance scores it).
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        for worker in batch_workers {
+            let abort = worker.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(10), worker).await.is_err() {
+                abort.abort();
+            }
+        }
         signals.abort();
         drift.abort();
         maintenance.abort();

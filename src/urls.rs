@@ -11,7 +11,7 @@ use actix_web::web::{get, post, put, resource, scope, ServiceConfig};
 
 use crate::api::{contracts, docs, kserve, v1, v2};
 use crate::config::{Platform, Settings};
-use crate::routes::{accounts, admin, assets, history, models, ops};
+use crate::routes::{accounts, admin, assets, history, jobs, models, ops};
 
 /// The ML platform's own routes, when Plinth runs on one (before [`configure`], so a platform's
 /// configured path wins): Vertex AI's `AIP_HEALTH_ROUTE` and `AIP_PREDICT_ROUTE`, Azure ML's
@@ -55,6 +55,12 @@ pub fn configure(cfg: &mut ServiceConfig) {
                 .service(
                     resource("/v1/models/{name}/predict").route(post().to(v1::predict::predict)),
                 )
+                .service(resource("/v1/models/{name}/jobs").route(post().to(v1::jobs::submit)))
+                .service(resource("/v1/jobs").route(get().to(v1::jobs::list)))
+                .service(resource("/v1/jobs/{id}").route(get().to(v1::jobs::get)))
+                .service(resource("/v1/jobs/{id}/cancel").route(post().to(v1::jobs::cancel)))
+                .service(resource("/v1/jobs/{id}/results").route(get().to(v1::jobs::results)))
+                .service(resource("/v1/jobs/{id}/errors").route(get().to(v1::jobs::errors)))
                 .service(
                     resource("/v1/models/{name}/versions")
                         .route(post().to(v1::registry::publish_version)),
@@ -115,7 +121,16 @@ pub fn configure(cfg: &mut ServiceConfig) {
                 .route(get().to(models::form::model_page))
                 .route(post().to(models::form::predict)),
         )
+        .service(resource("/models/{name}/batch").route(get().to(jobs::batch_page)))
+        .service(resource("/models/{name}/jobs").route(post().to(jobs::submit)))
         .service(resource("/predictions/{id}").route(get().to(models::result::prediction_page)))
+        // Batch jobs.
+        .service(resource("/jobs").route(get().to(jobs::jobs_page)))
+        .service(resource("/jobs/{id}").route(get().to(jobs::job_page)))
+        .service(resource("/jobs/{id}/progress").route(get().to(jobs::progress)))
+        .service(resource("/jobs/{id}/cancel").route(post().to(jobs::cancel)))
+        .service(resource("/jobs/{id}/results.csv").route(get().to(jobs::results_csv)))
+        .service(resource("/jobs/{id}/results.parquet").route(get().to(jobs::results_parquet)))
         .service(resource("/history").route(get().to(history::history_page)))
         .service(resource("/history.csv").route(get().to(history::export::history_csv)))
         // Accounts.

@@ -71,6 +71,8 @@ impl Modify for BearerAuth {
         v1::models::list_models, v1::models::get_model, v1::predict::predict,
         v1::predictions::list_predictions, v1::predictions::get_prediction,
         v1::predictions::record_feedback, v1::registry::publish_version, v1::registry::set_alias,
+        v1::jobs::submit, v1::jobs::list, v1::jobs::get, v1::jobs::cancel, v1::jobs::results,
+        v1::jobs::errors,
         v2::server_metadata, v2::live, v2::ready, v2::model_metadata, v2::version_metadata,
         v2::model_ready, v2::version_ready, v2::infer, v2::version_infer,
         kserve::model_status, kserve::predict,

@@ -1,6 +1,7 @@
 //! All SQL lives here, one file per table family.
 
 pub mod audit;
+pub mod batch;
 pub mod dashboard;
 pub mod drift;
 pub mod feedback;

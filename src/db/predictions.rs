@@ -55,8 +55,16 @@ pub async fn reserve_id_blocks(pool: &PgPool, blocks: i64) -> sqlx::Result<Vec<i
 /// Stores requests' predictions, one row each, with one binary `COPY` (and one commit). `first`
 /// gives each request's first id (its ids are consecutive).
 pub async fn copy_in(pool: &PgPool, rows: &[(i64, &NewPredictions)]) -> sqlx::Result<u64> {
-    let data = copy_data(rows);
     let mut conn = pool.acquire().await?;
+    copy_in_on(&mut conn, rows).await
+}
+
+/// [`copy_in`] on a connection (inside a transaction: a batch job's chunk).
+pub async fn copy_in_on(
+    conn: &mut sqlx::PgConnection,
+    rows: &[(i64, &NewPredictions)],
+) -> sqlx::Result<u64> {
+    let data = copy_data(rows);
     let mut copy = conn
         .copy_in_raw(
             "copy prediction (id, n, model_id, version_id, user_id, token_id, latency_us, source,

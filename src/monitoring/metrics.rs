@@ -48,6 +48,11 @@ struct VersionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabels {
+    model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FailureLabels {
     model: String,
     version: String,
@@ -88,6 +93,9 @@ pub struct Metrics {
     /// Prediction rows handed to the log and not yet committed.
     log_pending: Gauge<i64, AtomicI64>,
     log_rows: Counter<u64, AtomicU64>,
+    /// Batch-job rows scored and refused, by model.
+    batch_scored: Family<ModelLabels, Counter>,
+    batch_refused: Family<ModelLabels, Counter>,
     /// Each served version's series, looked up once: the prediction path then counts and times
     /// without building label strings or taking the families' locks.
     versions: std::sync::RwLock<std::collections::HashMap<i64, std::sync::Arc<VersionMetrics>>>,
@@ -128,6 +136,8 @@ impl Default for Metrics {
             flush: latency_histogram(),
             log_pending: Gauge::default(),
             log_rows: Counter::default(),
+            batch_scored: Family::default(),
+            batch_refused: Family::default(),
             versions: Default::default(),
         };
         m.registered()
@@ -179,6 +189,16 @@ impl Metrics {
             "plinth_prediction_log_rows",
             "Prediction rows committed",
             self.log_rows.clone(),
+        );
+        r.register(
+            "plinth_batch_rows_scored",
+            "Rows of batch jobs scored and stored, by model",
+            self.batch_scored.clone(),
+        );
+        r.register(
+            "plinth_batch_rows_refused",
+            "Rows of batch jobs refused (reported in the job), by model",
+            self.batch_refused.clone(),
         );
         self
     }
@@ -232,6 +252,15 @@ impl Metrics {
     }
 
     /// A request for a model version that failed, by reason.
+    /// A batch chunk's rows, scored and refused.
+    pub fn batch_rows(&self, model: &str, scored: usize, refused: usize) {
+        let labels = ModelLabels {
+            model: model.to_string(),
+        };
+        self.batch_scored.get_or_create(&labels).inc_by(scored as u64);
+        self.batch_refused.get_or_create(&labels).inc_by(refused as u64);
+    }
+
     pub fn failure(&self, model: &str, version: i32, reason: &'static str) {
         let labels = FailureLabels {
             model: model.to_string(),

@@ -103,8 +103,8 @@ impl PredictionLog {
     }
 }
 
-/// Splits a request's predictions into parts of at most `size`.
-fn split(rows: NewPredictions, size: usize) -> Vec<NewPredictions> {
+/// Splits a request's predictions into parts of at most `size` (each one row of the log).
+pub fn split(rows: NewPredictions, size: usize) -> Vec<NewPredictions> {
     use crate::db::predictions::{StoredInputs, StoredOutputs};
     let n = rows.n;
     // The `len` rows from row `i` of an array holding `n` rows.

@@ -440,6 +440,94 @@ pub async fn fetch_tree(location: &str, dest: &Path) -> Result<usize, String> {
     Ok(count)
 }
 
+/// The store and key an object URL (`s3://bucket/key`, `gs://…`, `az://…`) names, with the
+/// process's credentials (the same variables as `PLINTH_ARTIFACTS`).
+fn object_at(url: &str) -> Result<(Arc<dyn ObjectStore>, ObjectPath), String> {
+    if !is_url(url) {
+        return Err(format!(
+            "{url:?} is not an object-store URL (s3://bucket/key, gs://bucket/key, az://container/key)."
+        ));
+    }
+    let (store, key) = object_store_for(url, std::env::vars())
+        .map_err(|e| e.replacen("PLINTH_ARTIFACTS=", "", 1))?;
+    if key.as_ref().is_empty() {
+        return Err(format!("{url:?} names a bucket but no object in it."));
+    }
+    Ok((store, key))
+}
+
+/// Copies the object at `url` into the file `dest`, a piece at a time; refuses an object
+/// larger than `max_bytes`.
+pub async fn download_to_file(url: &str, dest: &Path, max_bytes: u64) -> Result<u64, String> {
+    use tokio::io::AsyncWriteExt;
+    let (store, key) = object_at(url)?;
+    let fail = |e: object_store::Error| match e {
+        object_store::Error::NotFound { .. } => format!("There is no object at {url}."),
+        e => format!("{url} could not be read: {e}"),
+    };
+    let found = store.get(&key).await.map_err(fail)?;
+    if found.meta.size > max_bytes {
+        return Err(format!(
+            "The object at {url} is {} MiB; at most {} MiB is accepted (PLINTH_MAX_JOB_BYTES).",
+            found.meta.size >> 20,
+            max_bytes >> 20
+        ));
+    }
+    let mut file = tokio::fs::File::create(dest)
+        .await
+        .map_err(|e| format!("{}: {e}", dest.display()))?;
+    let mut stream = found.into_stream();
+    let mut written = 0u64;
+    while let Some(piece) = stream.next().await {
+        let piece = piece.map_err(fail)?;
+        written += piece.len() as u64;
+        if written > max_bytes {
+            return Err(format!("The object at {url} is larger than {} MiB.", max_bytes >> 20));
+        }
+        file.write_all(&piece)
+            .await
+            .map_err(|e| format!("{}: {e}", dest.display()))?;
+    }
+    file.flush()
+        .await
+        .map_err(|e| format!("{}: {e}", dest.display()))?;
+    Ok(written)
+}
+
+/// Checks that `url` names an object Plinth could write (the store can be configured); does
+/// not reach it.
+pub fn check_object_url(url: &str) -> Result<(), String> {
+    object_at(url).map(|_| ())
+}
+
+/// Writes the pieces `rx` receives to the object at `url` (a multipart upload, so nothing
+/// holds the whole object); an error piece aborts the upload.
+pub async fn upload_stream(
+    url: &str,
+    mut rx: tokio::sync::mpsc::Receiver<Result<actix_web::web::Bytes, String>>,
+) -> Result<u64, String> {
+    let (store, key) = object_at(url)?;
+    let fail = |e: object_store::Error| format!("{url} could not be written: {e}");
+    let upload = store.put_multipart(&key).await.map_err(fail)?;
+    let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+    let mut written = 0u64;
+    while let Some(piece) = rx.recv().await {
+        match piece {
+            Ok(bytes) => {
+                writer.wait_for_capacity(2).await.map_err(fail)?;
+                written += bytes.len() as u64;
+                writer.write(&bytes);
+            }
+            Err(e) => {
+                let _ = writer.abort().await;
+                return Err(e);
+            }
+        }
+    }
+    writer.finish().await.map_err(fail)?;
+    Ok(written)
+}
+
 /// A store error as a sentence: the store, then the crate's own account of it.
 fn unreachable(url: &str, e: &object_store::Error) -> String {
     format!("the artifact store {url} cannot be reached or refused the request: {e}")

@@ -33,24 +33,7 @@ impl Registry {
             .load_bytes(onnx.clone())
             .await
             .map_err(ImportError::Invalid)?;
-        let card = match &upload.card {
-            Some(text) if !text.trim().is_empty() => {
-                let mut card = Card::parse(text).map_err(ImportError::Invalid)?;
-                // A card that names no features (only a title, or only `[batching]`) takes
-                // them, and the labels, from the signature.
-                if card.features.is_empty() && card.image.is_none() {
-                    let derived = Card::derived(&upload.model, &loaded.signature);
-                    card.features = derived.features;
-                    if card.labels.is_none() {
-                        card.labels = derived.labels;
-                        card.task = derived.task;
-                    }
-                }
-                card
-            }
-            _ => Card::derived(&upload.model, &loaded.signature),
-        };
-        card.check_against(&loaded.signature)
+        let card = card_for(&upload.model, upload.card.as_deref(), &loaded.signature)
             .map_err(ImportError::Invalid)?;
         let reference_rows = match &upload.reference_csv {
             Some(csv) if !csv.is_empty() => {
@@ -242,6 +225,32 @@ fn from_directory(name: &str, dir: &Path, onnx: Vec<u8>) -> Upload {
         source: "repository",
         actor: None,
     }
+}
+
+/// A version's card: `card.toml`'s text when given (a card naming no features takes them, and
+/// the labels, from the signature), else one derived from the signature; checked against it.
+pub fn card_for(
+    model: &str,
+    text: Option<&str>,
+    signature: &crate::inference::Signature,
+) -> Result<Card, String> {
+    let card = match text {
+        Some(text) if !text.trim().is_empty() => {
+            let mut card = Card::parse(text)?;
+            if card.features.is_empty() && card.image.is_none() {
+                let derived = Card::derived(model, signature);
+                card.features = derived.features;
+                if card.labels.is_none() {
+                    card.labels = derived.labels;
+                    card.task = derived.task;
+                }
+            }
+            card
+        }
+        _ => Card::derived(model, signature),
+    };
+    card.check_against(signature)?;
+    Ok(card)
 }
 
 /// The directory holding a platform's single model: `dir` itself when it has a `model.onnx`,

@@ -7,7 +7,7 @@ pub mod decode;
 pub mod picture;
 pub mod reference;
 
-mod import;
+pub mod import;
 pub use import::single_model_dir;
 mod load;
 

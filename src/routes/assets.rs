@@ -18,6 +18,11 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../static/draw.js"),
     ),
     (
+        "jobs.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../static/jobs.js"),
+    ),
+    (
         "favicon.svg",
         "image/svg+xml",
         include_bytes!("../../static/favicon.svg"),

@@ -5,5 +5,6 @@ pub mod accounts;
 pub mod admin;
 pub mod assets;
 pub mod history;
+pub mod jobs;
 pub mod models;
 pub mod ops;

@@ -32,6 +32,21 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 pub struct Submitted {
     pub fields: HashMap<String, String>,
     pub files: HashMap<String, Vec<u8>>,
+    /// With [`read_form_spooled`]: files written to disk as they arrived, with their names.
+    pub spooled: HashMap<String, (String, Spooled)>,
+}
+
+/// An uploaded file on disk, removed when dropped.
+#[derive(Debug)]
+pub struct Spooled {
+    pub path: std::path::PathBuf,
+    pub size: u64,
+}
+
+impl Drop for Spooled {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 impl Submitted {
@@ -76,11 +91,39 @@ pub async fn read_unchecked(
     read(req, payload, limit, Csrf::NotNeeded).await
 }
 
+/// Reads a form whose files may be large (a batch job's input): each file is written to a new
+/// file under `dir` as it arrives, so memory holds a piece at a time. Checked as
+/// [`read_form`] (or, for API callers, as [`read_unchecked`]).
+pub async fn read_form_spooled(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+    dir: &std::path::Path,
+    check_csrf: bool,
+) -> Result<Submitted, AppError> {
+    let mode = if check_csrf {
+        Csrf::Required
+    } else {
+        Csrf::NotNeeded
+    };
+    read_with(req, payload, limit, mode, Some(dir)).await
+}
+
 async fn read(
     req: &HttpRequest,
     payload: web::Payload,
     limit: usize,
     csrf_mode: Csrf,
+) -> Result<Submitted, AppError> {
+    read_with(req, payload, limit, csrf_mode, None).await
+}
+
+async fn read_with(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+    csrf_mode: Csrf,
+    spool: Option<&std::path::Path>,
 ) -> Result<Submitted, AppError> {
     let declared = req
         .headers()
@@ -105,14 +148,14 @@ async fn read(
         overflowed: overflowed.clone(),
     };
     if content_type == "multipart/form-data" {
-        read_multipart(req, body, limit, header_ok, overflowed).await
+        read_multipart(req, body, limit, header_ok, overflowed, spool).await
     } else if content_type == "application/x-www-form-urlencoded" || content_type.is_empty() {
         let body = read_all(body, limit).await?;
         let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&body)
             .map_err(|_| AppError::BadRequest("The form could not be read.".into()))?;
         let submitted = Submitted {
             fields: pairs.into_iter().collect(),
-            files: HashMap::new(),
+            ..Submitted::default()
         };
         if !header_ok && !csrf::verify(&req.get_session(), submitted.field(csrf::FIELD)) {
             return Err(AppError::Csrf);
@@ -191,6 +234,7 @@ async fn read_multipart<S>(
     limit: usize,
     mut csrf_ok: bool,
     overflowed: Rc<Cell<bool>>,
+    spool: Option<&std::path::Path>,
 ) -> Result<Submitted, AppError>
 where
     S: Stream<Item = Result<web::Bytes, PayloadError>> + Unpin + 'static,
@@ -223,9 +267,41 @@ where
             // The token must have come already: refuse before reading the file.
             return Err(AppError::Csrf);
         }
+        if let (true, Some(dir)) = (is_file, spool) {
+            use tokio::io::AsyncWriteExt;
+            let filename = field
+                .content_disposition()
+                .and_then(|cd| cd.get_filename())
+                .unwrap_or_default()
+                .to_string();
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(AppError::internal)?;
+            let mut spooled = Spooled {
+                path: dir.join(format!("upload-{}", uuid::Uuid::new_v4().simple())),
+                size: 0,
+            };
+            let mut file = tokio::fs::File::create(&spooled.path)
+                .await
+                .map_err(AppError::internal)?;
+            while let Some(chunk) = field.next().await {
+                let chunk = chunk.map_err(unreadable)?;
+                spooled.size += chunk.len() as u64;
+                file.write_all(&chunk).await.map_err(AppError::internal)?;
+            }
+            file.flush().await.map_err(AppError::internal)?;
+            out.spooled.insert(name, (filename, spooled));
+            continue;
+        }
         let mut bytes = Vec::new();
         while let Some(chunk) = field.next().await {
             bytes.extend_from_slice(&chunk.map_err(unreadable)?);
+            // A form with a large file keeps its other fields small.
+            if spool.is_some() && bytes.len() > 64 << 10 {
+                return Err(AppError::PayloadTooLarge(format!(
+                    "The field {name} is longer than 64 KiB."
+                )));
+            }
         }
         if is_file {
             out.files.insert(name, bytes);

@@ -107,6 +107,16 @@ impl Instance {
         self.wait_ready().await;
     }
 
+    /// Kills the process (SIGKILL: no draining, nothing finished) and waits for it to go.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the process has exited.
     pub fn exited(&mut self) -> bool {
         self.child.try_wait().ok().flatten().is_some()

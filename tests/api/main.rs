@@ -26,6 +26,7 @@ mod hardening;
 mod helpers;
 mod history;
 mod instances;
+mod jobs;
 mod layout;
 mod metrics;
 mod migrations;

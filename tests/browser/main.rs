@@ -251,3 +251,89 @@ async fn the_back_office_renders_the_dashboard_and_drift(pool: PgPool) {
     b.screenshot("admin-dashboard").await;
     b.quit().await;
 }
+
+#[sqlx::test]
+#[ignore = "needs chromium and chromedriver (apt-get install chromium chromium-driver); .ci/run runs it"]
+async fn a_file_scored_from_the_model_page_shows_its_progress_moving(pool: PgPool) {
+    require_browser();
+    // The server the browser talks to runs no batch workers; a second one on the same database
+    // does, started once the job's page is open: the page follows a job another instance runs.
+    let app = helpers::spawn_app_with(pool.clone(), |s| s.job_workers = 0).await;
+    app.import_models().await;
+    app.create_user("ada", "plinth-pedestal-42", false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("flowers.csv");
+    let n = 300_000;
+    let mut text = String::from("id,sepal_length,sepal_width,petal_length,petal_width\n");
+    for i in 0..n {
+        let sl = if i == 12 { "tall".to_string() } else { format!("{:.1}", 4.3 + (i % 36) as f64 / 10.0) };
+        text.push_str(&format!("{i},{sl},{:.1},{:.1},{:.1}\n", 2.0 + (i % 24) as f64 / 10.0, 1.0 + (i % 59) as f64 / 10.0, 0.1 + (i % 24) as f64 / 10.0));
+    }
+    std::fs::write(&input, text).unwrap();
+
+    let driver = Driver::start().await;
+    let b = driver.browser().await;
+    b.goto(&app.url("/accounts/login?next=/models/iris/batch")).await;
+    b.fill("#username", "ada").await;
+    b.fill("#password", "plinth-pedestal-42").await;
+    b.click("form.form button[type=submit]").await;
+    b.wait_for_path("/models/iris/batch").await;
+    b.fill("#file", &input.display().to_string()).await;
+    b.screenshot("batch-upload").await;
+    b.click("form[action='/models/iris/jobs'] button[type=submit]").await;
+    let path = b.wait_for_path("/jobs/").await;
+    let id: i64 = path.trim_start_matches("/jobs/").parse().unwrap();
+    b.wait_for_text("queued").await;
+    // A mark that a reload would wipe.
+    b.execute("window.plinthMark = 42;").await;
+
+    let _workers = helpers::spawn_app_with(pool.clone(), |s| {
+        s.job_workers = 1;
+        s.job_chunk_rows = 4096;
+    })
+    .await;
+    // The bar moves without a reload: a figure strictly between 0 and the total, mark intact.
+    let started = std::time::Instant::now();
+    loop {
+        let done = b
+            .execute("return document.querySelector('[data-field=done]').textContent;")
+            .await;
+        let done: i64 = done.as_str().unwrap_or("0").trim().parse().unwrap_or(0);
+        let mark = b.execute("return window.plinthMark || null;").await;
+        if done > 0 && done < n {
+            assert_eq!(mark, serde_json::json!(42), "the page was reloaded");
+            let bar = b.execute("return document.querySelector('progress').value;").await;
+            assert_eq!(bar.as_i64(), Some(done));
+            b.screenshot("job-progress").await;
+            break;
+        }
+        assert!(done < n, "the job finished before the page saw it move");
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "no progress shown");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // At the end the page shows the downloads and the refused row, at its line.
+    let started = std::time::Instant::now();
+    let page = loop {
+        let source = b.source().await;
+        if source.contains("Download results (CSV)") {
+            break source;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(120), "{source}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(page.contains("sepal_length: Enter a number."), "{page}");
+    assert!(page.contains("<td>14</td>"), "line 14 (header, then rows 0..12): {page}");
+    b.screenshot("job-done").await;
+    let stored: i64 = sqlx::query_scalar(
+        "select coalesce(sum(n), 0)::bigint from prediction where source = 'batch'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(stored, n - 1);
+    // The list of jobs.
+    b.goto(&app.url("/jobs")).await;
+    let list = b.source().await;
+    assert!(list.contains(&format!("href=\"/jobs/{id}\"")), "{list}");
+    b.quit().await;
+}

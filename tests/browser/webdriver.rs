@@ -255,6 +255,16 @@ impl Browser<'_> {
         .await;
     }
 
+    /// Runs a script in the page and returns its value.
+    pub async fn execute(&self, script: &str) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({"script": script, "args": []})),
+        )
+        .await
+    }
+
     /// Saves a PNG of the window under `target/…/screenshots/`.
     pub async fn screenshot(&self, name: &str) {
         let data = self.call(reqwest::Method::GET, "/screenshot", None).await;

@@ -1,0 +1,500 @@
+//! Batch scoring: a file of rows in, a file of predictions out.
+//!
+//! A file is read as chunks of whole records ([`files`]); each chunk is parsed against the
+//! card, scored in one run of the model and written back as CSV records: the input's fields,
+//! then the outputs ([`Layout`]). The same code serves the durable jobs ([`jobs`], [`worker`])
+//! and `plinth score`, which runs without a server or a database.
+
+pub mod files;
+pub mod local;
+pub mod jobs;
+pub mod worker;
+
+use crate::db::predictions::StoredInputs;
+use crate::inference::{LoadedModel, RunError};
+use crate::registry::card::{classifier_outputs, Card, FeatureKind, Task};
+use crate::registry::decode::{decode, Outcome};
+
+/// Rows per chunk unless configured (`PLINTH_JOB_CHUNK_ROWS`).
+pub const DEFAULT_CHUNK_ROWS: usize = 8192;
+/// A chunk ends early once it holds this many bytes (wide rows).
+pub const MAX_CHUNK_BYTES: usize = 8 << 20;
+/// The longest record a file may have.
+pub const MAX_RECORD_BYTES: usize = 1 << 20;
+/// The most columns a file may have.
+pub const MAX_COLUMNS: usize = crate::inference::MAX_INPUT_COLUMNS;
+
+/// The file formats a job reads and writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Csv,
+    Parquet,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Parquet => "parquet",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Format> {
+        match s.to_ascii_lowercase().as_str() {
+            "csv" => Some(Format::Csv),
+            "parquet" => Some(Format::Parquet),
+            _ => None,
+        }
+    }
+
+    /// From a file name or URL: `.parquet` or `.pq` is Parquet, anything else CSV.
+    pub fn from_name(name: &str) -> Format {
+        let path = name.split(['?', '#']).next().unwrap_or(name).to_ascii_lowercase();
+        if path.ends_with(".parquet") || path.ends_with(".pq") {
+            Format::Parquet
+        } else {
+            Format::Csv
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Csv => "text/csv; charset=utf-8",
+            Format::Parquet => "application/vnd.apache.parquet",
+        }
+    }
+
+    /// What a place in the file is called in messages.
+    pub fn place(self) -> &'static str {
+        match self {
+            Format::Csv => "line",
+            Format::Parquet => "row",
+        }
+    }
+}
+
+/// How a file's columns meet a model: which column feeds each of the card's features, and the
+/// output columns written after the input's.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    /// The input's columns, in order.
+    pub columns: Vec<String>,
+    /// For each of the card's features, its column.
+    feature_at: Vec<usize>,
+    /// The output columns, after the input's.
+    pub outputs: Vec<String>,
+    /// Whether the outputs start with `prediction_id` (jobs store their predictions).
+    with_ids: bool,
+    /// Probability columns (classifiers with a probability output).
+    classes: usize,
+}
+
+impl Layout {
+    /// Matches `columns` to the card's features by name. Refuses, naming them, features that
+    /// have no column and columns given twice.
+    pub fn new(
+        card: &Card,
+        model: &LoadedModel,
+        columns: Vec<String>,
+        with_ids: bool,
+    ) -> Result<Layout, String> {
+        if columns.len() > MAX_COLUMNS {
+            return Err(format!(
+                "The file has {} columns; at most {MAX_COLUMNS} are accepted.",
+                columns.len()
+            ));
+        }
+        let mut feature_at = Vec::with_capacity(card.features.len());
+        let mut missing = Vec::new();
+        for f in &card.features {
+            let mut at = columns.iter().enumerate().filter(|(_, c)| **c == f.name);
+            match (at.next(), at.next()) {
+                (Some((i, _)), None) => feature_at.push(i),
+                (Some(_), Some(_)) => {
+                    return Err(format!("The column {:?} appears more than once.", f.name))
+                }
+                (None, _) => missing.push(f.name.as_str()),
+            }
+        }
+        if !missing.is_empty() {
+            let names = quoted_list(&missing);
+            let noun = if missing.len() == 1 {
+                "a column"
+            } else {
+                "columns"
+            };
+            return Err(format!(
+                "The file has no {noun} for {names}: the model needs every one of its features ({}), by name, in the first line.",
+                quoted_list(&card.features.iter().map(|f| f.name.as_str()).collect::<Vec<_>>())
+            ));
+        }
+        let classes = match card.task {
+            Task::Classification => {
+                let which = classifier_outputs(&model.signature);
+                which
+                    .probabilities
+                    .and_then(|i| model.signature.outputs.get(i))
+                    .and_then(|o| o.shape.get(1).copied().flatten())
+                    .or_else(|| {
+                        which
+                            .probabilities
+                            .and_then(|_| card.labels.as_ref().map(Vec::len))
+                    })
+                    .unwrap_or(0)
+            }
+            Task::Regression => 0,
+        };
+        let mut outputs = Vec::new();
+        if with_ids {
+            outputs.push("prediction_id".to_string());
+        }
+        outputs.push("prediction".to_string());
+        for c in 0..classes {
+            outputs.push(format!("probability_{}", card.label_name(c)));
+        }
+        outputs.push("error".to_string());
+        // An input column with an output's name keeps its name; the output gets a suffix.
+        for out in &mut outputs {
+            while columns.contains(out) {
+                out.push('_');
+            }
+        }
+        Ok(Layout {
+            columns,
+            feature_at,
+            outputs,
+            with_ids,
+            classes,
+        })
+    }
+
+    /// The output file's columns.
+    pub fn header(&self) -> Vec<String> {
+        self.columns
+            .iter()
+            .chain(&self.outputs)
+            .cloned()
+            .collect()
+    }
+
+    /// The output header as a CSV line.
+    pub fn header_csv(&self) -> Vec<u8> {
+        let mut w = csv::WriterBuilder::new().from_writer(Vec::new());
+        // Writing to a Vec cannot fail.
+        let _ = w.write_record(self.header());
+        w.into_inner().unwrap_or_default()
+    }
+
+    /// Positions (in the output) of the numeric columns: the card's numeric features, the
+    /// ids, the probabilities, and the prediction of a regressor.
+    pub fn output_kinds(&self, card: &Card) -> Vec<ColumnKind> {
+        let mut kinds = vec![ColumnKind::Text; self.columns.len()];
+        for (f, &at) in card.features.iter().zip(&self.feature_at) {
+            if !matches!(f.kind, FeatureKind::Category) {
+                kinds[at] = ColumnKind::Float;
+            }
+        }
+        if self.with_ids {
+            kinds.push(ColumnKind::Int);
+        }
+        kinds.push(match card.task {
+            Task::Classification => ColumnKind::Text,
+            Task::Regression => ColumnKind::Float,
+        });
+        kinds.extend(std::iter::repeat_n(ColumnKind::Float, self.classes));
+        kinds.push(ColumnKind::Text);
+        kinds
+    }
+}
+
+/// A column's type in a Parquet output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnKind {
+    Text,
+    Float,
+    Int,
+}
+
+fn quoted_list(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("{n:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What became of one record.
+#[derive(Clone, Debug)]
+enum Verdict {
+    /// Scored: its position among the chunk's predictions (before scoring, among its rows).
+    Row(usize),
+    Refused(String),
+}
+
+/// A chunk of records read and checked: the rows the model can take, and why the others were
+/// refused.
+pub struct Parsed {
+    records: Vec<csv::ByteRecord>,
+    /// Each record's place in the file (its line, or its row in a Parquet file).
+    places: Vec<i64>,
+    verdicts: Vec<Verdict>,
+    /// The good records' rows of the card's features.
+    pub rows: Vec<Vec<f64>>,
+}
+
+impl Parsed {
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Refused records: their place in the file and the reason.
+    pub fn errors(&self) -> Vec<(i64, String)> {
+        self.places
+            .iter()
+            .zip(&self.verdicts)
+            .filter_map(|(place, v)| match v {
+                Verdict::Refused(reason) => Some((*place, reason.clone())),
+                Verdict::Row(_) => None,
+            })
+            .collect()
+    }
+}
+
+/// Reads a chunk's records (CSV without a header, in the layout's columns) and checks each row
+/// the way the form does. `first_line` is the place of the chunk's first record in the file:
+/// for CSV the line, counted as the chunk's own lines go; for Parquet the row, one a record.
+pub fn parse_chunk(
+    card: &Card,
+    layout: &Layout,
+    format: Format,
+    bytes: &[u8],
+    first_line: i64,
+) -> Result<Parsed, String> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(bytes);
+    let mut parsed = Parsed {
+        records: Vec::new(),
+        places: Vec::new(),
+        verdicts: Vec::new(),
+        rows: Vec::new(),
+    };
+    let mut record = csv::ByteRecord::new();
+    // For CSV: the line the byte at `seen` is on.
+    let (mut seen, mut line) = (0usize, first_line);
+    loop {
+        match reader.read_byte_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => return Err(format!("the file could not be read as CSV: {e}")),
+        }
+        let place = match format {
+            Format::Csv => {
+                // The record starts after any blank lines its reported position includes.
+                let mut start = record.position().map_or(seen, |p| p.byte() as usize);
+                while matches!(bytes.get(start), Some(b'\n' | b'\r')) {
+                    start += 1;
+                }
+                let start = start.clamp(seen, bytes.len());
+                line += files::newlines(&bytes[seen..start]);
+                seen = start;
+                line
+            }
+            Format::Parquet => first_line + parsed.records.len() as i64,
+        };
+        let verdict = match check_record(card, layout, &record) {
+            Ok(row) => {
+                parsed.rows.push(row);
+                Verdict::Row(parsed.rows.len() - 1)
+            }
+            Err(reason) => Verdict::Refused(reason),
+        };
+        parsed.places.push(place);
+        parsed.verdicts.push(verdict);
+        parsed.records.push(record.clone());
+    }
+    Ok(parsed)
+}
+
+/// One record as a row of the card's features, or every problem with it, each naming its
+/// column, in the form's words.
+fn check_record(
+    card: &Card,
+    layout: &Layout,
+    record: &csv::ByteRecord,
+) -> Result<Vec<f64>, String> {
+    if record.len() != layout.columns.len() {
+        return Err(format!(
+            "It has {} fields; the first line names {} columns.",
+            record.len(),
+            layout.columns.len()
+        ));
+    }
+    let mut row = Vec::with_capacity(card.features.len());
+    let mut problems = Vec::new();
+    for (f, &at) in card.features.iter().zip(&layout.feature_at) {
+        let raw = record.get(at).unwrap_or_default();
+        let text = std::str::from_utf8(raw).map(str::trim);
+        let value = match text {
+            Err(_) => Err("Enter a number.".to_string()),
+            Ok("") => Err("This field is required.".to_string()),
+            Ok(t) => parse_value(f, t),
+        };
+        match value.and_then(|v| f.check(v)) {
+            Ok(v) => row.push(v),
+            Err(e) => problems.push(format!("{}: {e}", f.name)),
+        }
+    }
+    if problems.is_empty() {
+        Ok(row)
+    } else {
+        Err(problems.join(" "))
+    }
+}
+
+/// A field's value: a number, a category's text (or its position), yes/no for a boolean.
+fn parse_value(f: &crate::registry::card::Feature, text: &str) -> Result<f64, String> {
+    match f.kind {
+        FeatureKind::Category => {
+            if let Some(i) = f.choice_index(text) {
+                return Ok(i as f64);
+            }
+            text.parse::<f64>()
+                .map_err(|_| "Choose one of the listed values.".to_string())
+        }
+        FeatureKind::Boolean => match text.to_ascii_lowercase().as_str() {
+            "true" | "yes" | "1" | "1.0" => Ok(1.0),
+            "false" | "no" | "0" | "0.0" => Ok(0.0),
+            _ => Err("Choose yes or no.".to_string()),
+        },
+        _ => text.parse::<f64>().map_err(|_| "Enter a number.".to_string()),
+    }
+}
+
+/// Rows given to the model in one run.
+const RUN_ROWS: usize = 1024;
+
+/// A chunk's predictions, one per row the model scored.
+pub struct Scored {
+    pub outcomes: Vec<Outcome>,
+    /// The scored rows as the prediction log stores them.
+    pub stored: StoredInputs,
+}
+
+impl Scored {
+    pub fn len(&self) -> usize {
+        self.outcomes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.outcomes.is_empty()
+    }
+}
+
+/// Runs the model over a chunk's good rows, [`RUN_ROWS`] at a time, on the calling thread. A
+/// run that fails is retried a row at a time, so a row the model cannot score is refused alone
+/// (with the model's reason) and the others are scored.
+pub fn score(card: &Card, model: &LoadedModel, parsed: &mut Parsed) -> Scored {
+    let specs = &model.signature.inputs;
+    let mut results: Vec<Result<Outcome, String>> = Vec::with_capacity(parsed.rows.len());
+    let run = |rows: &[Vec<f64>]| -> Result<Vec<Outcome>, RunError> {
+        let outputs = model.run(crate::serving::input_tensors(card, specs, rows))?;
+        Ok(decode(card, &model.signature, &outputs, rows.len()))
+    };
+    for rows in parsed.rows.chunks(RUN_ROWS) {
+        match run(rows) {
+            Ok(outcomes) => results.extend(outcomes.into_iter().map(Ok)),
+            Err(_) => {
+                for row in rows {
+                    results.push(match run(std::slice::from_ref(row)) {
+                        Ok(mut o) if o.len() == 1 => Ok(o.remove(0)),
+                        Ok(_) => Err("The model gave no prediction for this row.".into()),
+                        Err(e) => Err(format!("The model could not score this row: {e}")),
+                    });
+                }
+            }
+        }
+    }
+    // Renumber the scored rows among the predictions; the others become refused.
+    let mut outcomes = Vec::with_capacity(results.len());
+    let mut scored_rows = Vec::with_capacity(results.len());
+    let mut results: Vec<Option<Result<Outcome, String>>> = results.into_iter().map(Some).collect();
+    for verdict in &mut parsed.verdicts {
+        if let Verdict::Row(r) = *verdict {
+            match results.get_mut(r).and_then(Option::take) {
+                Some(Ok(o)) => {
+                    outcomes.push(o);
+                    scored_rows.push(std::mem::take(&mut parsed.rows[r]));
+                    *verdict = Verdict::Row(outcomes.len() - 1);
+                }
+                Some(Err(reason)) => *verdict = Verdict::Refused(reason),
+                None => *verdict = Verdict::Refused("The row was not scored.".into()),
+            }
+        }
+    }
+    parsed.rows = scored_rows;
+    Scored {
+        stored: crate::serving::stored_inputs(card, specs, &parsed.rows),
+        outcomes,
+    }
+}
+
+/// The chunk's output records: each input record's fields (as read; a short record padded,
+/// a long one cut to the header's columns), then its prediction or its error. `ids` are the
+/// scored rows' prediction ids, when stored.
+pub fn write_output(
+    layout: &Layout,
+    parsed: &Parsed,
+    scored: &Scored,
+    ids: Option<&[i64]>,
+) -> Vec<u8> {
+    let mut w = csv::WriterBuilder::new()
+        .flexible(true)
+        .from_writer(Vec::with_capacity(parsed.len() * 64));
+    let width = layout.columns.len();
+    let mut out = csv::ByteRecord::new();
+    for (record, verdict) in parsed.records.iter().zip(&parsed.verdicts) {
+        out.clear();
+        for i in 0..width {
+            out.push_field(record.get(i).unwrap_or_default());
+        }
+        match verdict {
+            Verdict::Row(row) => {
+                if layout.with_ids {
+                    let id = ids.and_then(|ids| ids.get(*row)).copied().unwrap_or(0);
+                    out.push_field(id.to_string().as_bytes());
+                }
+                let outcome = scored.outcomes.get(*row);
+                match outcome.map(|o| (&o.label, o.value)) {
+                    Some((Some(label), _)) => out.push_field(label.as_bytes()),
+                    Some((None, Some(v))) => out.push_field(v.to_string().as_bytes()),
+                    _ => out.push_field(b""),
+                }
+                for c in 0..layout.classes {
+                    match outcome.and_then(|o| o.probabilities.get(c)) {
+                        Some((_, p)) => out.push_field(p.to_string().as_bytes()),
+                        None => out.push_field(b""),
+                    }
+                }
+                out.push_field(b"");
+            }
+            Verdict::Refused(reason) => {
+                for _ in 1..layout.outputs.len() {
+                    out.push_field(b"");
+                }
+                out.push_field(reason.as_bytes());
+            }
+        }
+        // Writing to a Vec cannot fail.
+        let _ = w.write_byte_record(&out);
+    }
+    w.into_inner().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;
