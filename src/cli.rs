@@ -165,7 +165,10 @@ pub async fn run(cli: Cli) -> ExitCode {
 async fn registry_model(
     settings: &Settings,
     command: &Command,
-) -> anyhow::Result<(crate::registry::card::Card, std::sync::Arc<crate::inference::LoadedModel>)> {
+) -> anyhow::Result<(
+    crate::registry::card::Card,
+    std::sync::Arc<crate::inference::LoadedModel>,
+)> {
     let Command::Score { model, version, .. } = command else {
         anyhow::bail!("not a score command");
     };
@@ -189,7 +192,10 @@ async fn registry_model(
 
 /// `plinth score`: scores the file and reports on standard error.
 fn score(
-    found: Option<(crate::registry::card::Card, std::sync::Arc<crate::inference::LoadedModel>)>,
+    found: Option<(
+        crate::registry::card::Card,
+        std::sync::Arc<crate::inference::LoadedModel>,
+    )>,
     command: Command,
 ) -> ExitCode {
     use crate::batch::local::{load_model, score_file, Output};
@@ -224,13 +230,20 @@ fn score(
                 return ExitCode::FAILURE;
             }
         },
-        None => Box::new(std::io::BufWriter::with_capacity(1 << 20, std::io::stdout())),
+        None => Box::new(std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::io::stdout(),
+        )),
     };
-    let sink = match output.as_ref().map(|p| Format::from_name(&p.to_string_lossy())) {
+    let sink = match output
+        .as_ref()
+        .map(|p| Format::from_name(&p.to_string_lossy()))
+    {
         Some(Format::Parquet) => Output::Parquet(sink),
         _ => Output::Csv(sink),
     };
-    let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let threads =
+        threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     match score_file(&card, &loaded, &input, format, sink, threads, max_errors) {
         Ok(report) => {
             let place = format.place();
@@ -238,7 +251,10 @@ fn score(
                 eprintln!("{place} {line}: {reason}");
             }
             if report.refused as usize > report.first_errors.len() {
-                eprintln!("… and {} more refused rows", report.refused as usize - report.first_errors.len());
+                eprintln!(
+                    "… and {} more refused rows",
+                    report.refused as usize - report.first_errors.len()
+                );
             }
             let secs = report.elapsed.as_secs_f64();
             eprintln!(

@@ -2,8 +2,8 @@
 
 pub mod api;
 pub mod audit;
-pub mod batch;
 pub mod auth;
+pub mod batch;
 pub mod cache;
 pub mod cli;
 pub mod config;

@@ -105,32 +105,32 @@ impl Batch {
 /// otherwise per row feature name → value (a number, or the text a text input received).
 pub fn stored_inputs(card: &Card, specs: &[TensorSpec], rows: &[Vec<f64>]) -> StoredInputs {
     let text = text_columns(specs);
-        let width = card.features.len();
-        if text.is_empty() && rows.iter().all(|r| r.len() == width) {
-            StoredInputs::Numbers(rows.iter().flatten().copied().collect())
-        } else {
-            StoredInputs::Json(
-                rows.iter()
-                    .map(|row| {
-                        card.features
-                            .iter()
-                            .zip(row)
-                            .enumerate()
-                            .map(|(c, (f, v))| {
-                                let value = if text.contains(&c) {
-                                    f.choice_text(*v)
-                                        .map_or(serde_json::Value::Null, |t| t.to_string().into())
-                                } else {
-                                    serde_json::json!(v)
-                                };
-                                (f.name.clone(), value)
-                            })
-                            .collect::<serde_json::Map<_, _>>()
-                            .into()
-                    })
-                    .collect(),
-            )
-        }
+    let width = card.features.len();
+    if text.is_empty() && rows.iter().all(|r| r.len() == width) {
+        StoredInputs::Numbers(rows.iter().flatten().copied().collect())
+    } else {
+        StoredInputs::Json(
+            rows.iter()
+                .map(|row| {
+                    card.features
+                        .iter()
+                        .zip(row)
+                        .enumerate()
+                        .map(|(c, (f, v))| {
+                            let value = if text.contains(&c) {
+                                f.choice_text(*v)
+                                    .map_or(serde_json::Value::Null, |t| t.to_string().into())
+                            } else {
+                                serde_json::json!(v)
+                            };
+                            (f.name.clone(), value)
+                        })
+                        .collect::<serde_json::Map<_, _>>()
+                        .into()
+                })
+                .collect(),
+        )
+    }
 }
 
 /// The feature positions that feed text inputs.

@@ -282,7 +282,10 @@ impl Application {
             .store(true, std::sync::atomic::Ordering::SeqCst);
         for worker in batch_workers {
             let abort = worker.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(10), worker).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(10), worker)
+                .await
+                .is_err()
+            {
                 abort.abort();
             }
         }

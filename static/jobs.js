@@ -21,10 +21,10 @@
         bar.textContent = p.percent + "%";
         set("state", p.state);
         set("percent", p.percent);
-        set("done", p.done);
+        set("done", p.done_text);
         set("rate", p.rate);
         set("left", p.left);
-        set("failed", p.failed);
+        set("failed", p.failed_text);
         if (p.message) {
           var m = box.querySelector("[data-field=message]");
           m.textContent = p.message;

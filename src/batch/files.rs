@@ -130,19 +130,24 @@ impl ChunkSource for CsvSource {
         let mut rows = 0;
         let mut end = start.byte();
         while rows < self.chunk_rows && (end - start.byte()) < MAX_CHUNK_BYTES as u64 {
-            let found = self.reader.read_byte_record(&mut self.record).map_err(|e| {
-                format!(
-                    "Line {}: the file could not be read as CSV: {e}",
-                    self.reader.position().line()
-                )
-            })?;
+            let found = self
+                .reader
+                .read_byte_record(&mut self.record)
+                .map_err(|e| {
+                    format!(
+                        "Line {}: the file could not be read as CSV: {e}",
+                        self.reader.position().line()
+                    )
+                })?;
             if !found {
                 break;
             }
             let next = self.reader.position().byte();
             if next - end > MAX_RECORD_BYTES as u64 {
                 let line = self.reader.position().line();
-                return Err(format!("The record before line {line} is longer than 1 MiB."));
+                return Err(format!(
+                    "The record before line {line} is longer than 1 MiB."
+                ));
             }
             end = next;
             rows += 1;
@@ -334,9 +339,7 @@ impl<W: Write + Send> ParquetWriter<W> {
                 match column {
                     Column::Text(b) => match text {
                         Some(t) => b.append_value(t),
-                        None if !field.is_empty() => {
-                            b.append_value(String::from_utf8_lossy(field))
-                        }
+                        None if !field.is_empty() => b.append_value(String::from_utf8_lossy(field)),
                         None => b.append_null(),
                     },
                     Column::Float(b) => {

@@ -45,7 +45,9 @@ pub fn allowed_url(state: &AppState, url: &str) -> Result<(), AppError> {
         ));
     }
     if url.contains("/../") || url.ends_with("/..") {
-        return Err(AppError::Unprocessable(format!("{url:?} is not a plain object URL.")));
+        return Err(AppError::Unprocessable(format!(
+            "{url:?} is not a plain object URL."
+        )));
     }
     if !state
         .settings
@@ -113,7 +115,8 @@ pub async fn spool_body(
         .await
         .map_err(AppError::internal)?;
     while let Some(piece) = payload.next().await {
-        let piece = piece.map_err(|e| AppError::BadRequest(format!("The request body broke off: {e}")))?;
+        let piece =
+            piece.map_err(|e| AppError::BadRequest(format!("The request body broke off: {e}")))?;
         spooled.size += piece.len() as u64;
         if spooled.size > limit {
             return Err(too_large());
@@ -327,10 +330,7 @@ pub fn results(
 }
 
 /// The layout a job's results were written in.
-async fn layout_for(
-    registry: &crate::registry::Registry,
-    job: &JobRow,
-) -> Result<Layout, String> {
+async fn layout_for(registry: &crate::registry::Registry, job: &JobRow) -> Result<Layout, String> {
     let served = registry
         .resolve(&job.model, &Selector::Number(job.version))
         .await

@@ -72,7 +72,7 @@ pub fn score_file(
     let layout = Layout::new(card, model, source.columns().to_vec(), false)?;
     enum Sink<'a> {
         Csv(Box<dyn Write + Send + 'a>),
-        Parquet(ParquetWriter<Box<dyn Write + Send + 'a>>),
+        Parquet(Box<ParquetWriter<Box<dyn Write + Send + 'a>>>),
     }
     let mut sink = match output {
         Output::Csv(mut w) => {
@@ -80,11 +80,11 @@ pub fn score_file(
                 .map_err(|e| format!("the results could not be written: {e}"))?;
             Sink::Csv(w)
         }
-        Output::Parquet(w) => Sink::Parquet(ParquetWriter::new(
+        Output::Parquet(w) => Sink::Parquet(Box::new(ParquetWriter::new(
             w,
             &layout.header(),
             &layout.output_kinds(card),
-        )?),
+        )?)),
     };
     let threads = threads.max(1);
     let mut report = Report {
@@ -97,10 +97,10 @@ pub fn score_file(
     std::thread::scope(|scope| -> Result<(), String> {
         let (work_tx, work_rx) = mpsc::sync_channel::<(usize, files::Chunk)>(threads * 2);
         let work_rx = std::sync::Arc::new(std::sync::Mutex::new(work_rx));
-        let (done_tx, done_rx) =
-            mpsc::sync_channel::<(usize, Result<(Vec<u8>, u64, Vec<(i64, String)>), String>)>(
-                threads * 2,
-            );
+        let (done_tx, done_rx) = mpsc::sync_channel::<(
+            usize,
+            Result<(Vec<u8>, u64, Vec<(i64, String)>), String>,
+        )>(threads * 2);
         for _ in 0..threads {
             let (work_rx, done_tx, layout) = (work_rx.clone(), done_tx.clone(), &layout);
             scope.spawn(move || loop {
@@ -108,12 +108,13 @@ pub fn score_file(
                 let Ok(Ok((seq, chunk))) = next else {
                     return;
                 };
-                let result = parse_chunk(card, layout, format, &chunk.bytes, chunk.first_line)
-                    .map(|mut parsed| {
+                let result = parse_chunk(card, layout, format, &chunk.bytes, chunk.first_line).map(
+                    |mut parsed| {
                         let scored = score(card, model, &mut parsed);
                         let out = write_output(layout, &parsed, &scored, None);
                         (out, parsed.len() as u64, parsed.errors())
-                    });
+                    },
+                );
                 if done_tx.send((seq, result)).is_err() {
                     return;
                 }

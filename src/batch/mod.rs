@@ -6,8 +6,8 @@
 //! and `plinth score`, which runs without a server or a database.
 
 pub mod files;
-pub mod local;
 pub mod jobs;
+pub mod local;
 pub mod worker;
 
 use crate::db::predictions::StoredInputs;
@@ -49,7 +49,11 @@ impl Format {
 
     /// From a file name or URL: `.parquet` or `.pq` is Parquet, anything else CSV.
     pub fn from_name(name: &str) -> Format {
-        let path = name.split(['?', '#']).next().unwrap_or(name).to_ascii_lowercase();
+        let path = name
+            .split(['?', '#'])
+            .next()
+            .unwrap_or(name)
+            .to_ascii_lowercase();
         if path.ends_with(".parquet") || path.ends_with(".pq") {
             Format::Parquet
         } else {
@@ -170,11 +174,7 @@ impl Layout {
 
     /// The output file's columns.
     pub fn header(&self) -> Vec<String> {
-        self.columns
-            .iter()
-            .chain(&self.outputs)
-            .cloned()
-            .collect()
+        self.columns.iter().chain(&self.outputs).cloned().collect()
     }
 
     /// The output header as a CSV line.
@@ -372,7 +372,9 @@ fn parse_value(f: &crate::registry::card::Feature, text: &str) -> Result<f64, St
             "false" | "no" | "0" | "0.0" => Ok(0.0),
             _ => Err("Choose yes or no.".to_string()),
         },
-        _ => text.parse::<f64>().map_err(|_| "Enter a number.".to_string()),
+        _ => text
+            .parse::<f64>()
+            .map_err(|_| "Enter a number.".to_string()),
     }
 }
 

@@ -35,7 +35,8 @@ fn fixture() -> (Vec<Vec<f64>>, Vec<i64>, Vec<Vec<f64>>) {
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     let rows: Vec<Vec<f64>> = serde_json::from_value(v["rows"].clone()).unwrap();
     let labels: Vec<i64> = serde_json::from_value(v["outputs"]["label"].clone()).unwrap();
-    let probs: Vec<Vec<f64>> = serde_json::from_value(v["outputs"]["probabilities"].clone()).unwrap();
+    let probs: Vec<Vec<f64>> =
+        serde_json::from_value(v["outputs"]["probabilities"].clone()).unwrap();
     (rows, labels, probs)
 }
 
@@ -45,7 +46,11 @@ fn a_csv_file_is_cut_into_whole_records_whatever_their_quoting_and_line_endings(
     let text = "\u{feff}id,note,x\r\n1,plain,1.5\r\n2,\"two\nlines\",2.5\r\n\r\n3,\"a \"\"quote\"\", and a comma\",3.5\r\n4,last,4.5";
     let path = write(dir.path(), "in.csv", text);
     let (columns, got) = chunks(&path, Format::Csv, 2);
-    assert_eq!(columns, ["id", "note", "x"], "the byte-order mark is not part of a name");
+    assert_eq!(
+        columns,
+        ["id", "note", "x"],
+        "the byte-order mark is not part of a name"
+    );
     assert_eq!(got.iter().map(|c| c.rows).collect::<Vec<_>>(), [2, 2]);
     // The chunks' bytes are the file's, back to back, after the header.
     let joined: Vec<u8> = got.iter().flat_map(|c| c.bytes.clone()).collect();
@@ -91,9 +96,22 @@ fn refused_rows_are_reported_at_their_line_in_the_file_with_the_forms_words() {
         assert_eq!(total, 5, "chunks of {rows}");
         assert_eq!(errors.len(), 2, "{errors:?}");
         assert_eq!(errors[0].0, 6, "chunks of {rows}: {errors:?}");
-        assert!(errors[0].1.contains("sepal_length: Enter a value between 4.3 and 7.9"), "{errors:?}");
-        assert!(errors[0].1.contains("petal_length: This field is required."), "{errors:?}");
-        assert!(errors[0].1.contains("petal_width: Enter a number."), "{errors:?}");
+        assert!(
+            errors[0]
+                .1
+                .contains("sepal_length: Enter a value between 4.3 and 7.9"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[0]
+                .1
+                .contains("petal_length: This field is required."),
+            "{errors:?}"
+        );
+        assert!(
+            errors[0].1.contains("petal_width: Enter a number."),
+            "{errors:?}"
+        );
         assert_eq!(errors[1].0, 7, "chunks of {rows}: {errors:?}");
         assert!(errors[1].1.contains("2 fields"), "{errors:?}");
     }
@@ -103,13 +121,24 @@ fn refused_rows_are_reported_at_their_line_in_the_file_with_the_forms_words() {
 fn columns_are_matched_by_name_and_missing_ones_are_named() {
     let (card, model) = iris();
     let cols = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    let e = Layout::new(&card, &model, cols(&["sepal_length", "petal_width", "id"]), true)
-        .unwrap_err();
+    let e = Layout::new(
+        &card,
+        &model,
+        cols(&["sepal_length", "petal_width", "id"]),
+        true,
+    )
+    .unwrap_err();
     assert!(e.contains("\"sepal_width\", \"petal_length\""), "{e}");
     let e = Layout::new(
         &card,
         &model,
-        cols(&["sepal_length", "sepal_width", "petal_length", "petal_width", "petal_width"]),
+        cols(&[
+            "sepal_length",
+            "sepal_width",
+            "petal_length",
+            "petal_width",
+            "petal_width",
+        ]),
         true,
     )
     .unwrap_err();
@@ -118,7 +147,13 @@ fn columns_are_matched_by_name_and_missing_ones_are_named() {
     let layout = Layout::new(
         &card,
         &model,
-        cols(&["prediction", "petal_width", "petal_length", "sepal_width", "sepal_length"]),
+        cols(&[
+            "prediction",
+            "petal_width",
+            "petal_length",
+            "sepal_width",
+            "sepal_length",
+        ]),
         true,
     )
     .unwrap();
@@ -148,7 +183,13 @@ fn scored_rows_match_onnxruntime_and_keep_their_other_columns() {
     for (i, r) in rows.iter().enumerate() {
         text.push_str(&format!("{},row-{i},{},{},{}\n", r[3], r[0], r[1], r[2]));
     }
-    let columns: Vec<String> = text.lines().next().unwrap().split(',').map(String::from).collect();
+    let columns: Vec<String> = text
+        .lines()
+        .next()
+        .unwrap()
+        .split(',')
+        .map(String::from)
+        .collect();
     let layout = Layout::new(&card, &model, columns, true).unwrap();
     let body = text.split_once('\n').unwrap().1;
     let mut parsed = parse_chunk(&card, &layout, Format::Csv, body.as_bytes(), 2).unwrap();
@@ -166,7 +207,11 @@ fn scored_rows_match_onnxruntime_and_keep_their_other_columns() {
         assert_eq!(&rec[6], card.label_name(labels[i] as usize));
         for c in 0..3 {
             let p: f64 = rec[7 + c].parse().unwrap();
-            assert!((p - probs[i][c]).abs() < 1e-5, "row {i} class {c}: {p} vs {}", probs[i][c]);
+            assert!(
+                (p - probs[i][c]).abs() < 1e-5,
+                "row {i} class {c}: {p} vs {}",
+                probs[i][c]
+            );
         }
         assert_eq!(&rec[10], "");
     }
@@ -192,10 +237,12 @@ fn a_parquet_file_in_and_out() {
         Field::new("petal_width", DataType::Float64, false),
     ]));
     let col = |c: usize| -> Arc<dyn Array> {
-        Arc::new(Float64Array::from_iter(rows.iter().enumerate().map(|(i, r)| {
-            // The last row has a gap where sepal_length should be.
-            (c != 0 || i + 1 < rows.len()).then_some(r[c])
-        })))
+        Arc::new(Float64Array::from_iter(rows.iter().enumerate().map(
+            |(i, r)| {
+                // The last row has a gap where sepal_length should be.
+                (c != 0 || i + 1 < rows.len()).then_some(r[c])
+            },
+        )))
     };
     let batch = RecordBatch::try_new(
         schema.clone(),
@@ -209,12 +256,9 @@ fn a_parquet_file_in_and_out() {
     )
     .unwrap();
     let input = dir.path().join("in.parquet");
-    let mut w = parquet::arrow::ArrowWriter::try_new(
-        std::fs::File::create(&input).unwrap(),
-        schema,
-        None,
-    )
-    .unwrap();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&input).unwrap(), schema, None)
+            .unwrap();
     w.write(&batch).unwrap();
     w.close().unwrap();
 
@@ -238,7 +282,9 @@ fn a_parquet_file_in_and_out() {
     assert_eq!(report.rows, rows.len() as u64);
     assert_eq!(report.refused, 1);
     assert_eq!(report.first_errors[0].0, rows.len() as i64, "{report:?}");
-    assert!(report.first_errors[0].1.contains("sepal_length: This field is required."));
+    assert!(report.first_errors[0]
+        .1
+        .contains("sepal_length: This field is required."));
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
         std::fs::File::open(&output).unwrap(),
     )
@@ -247,14 +293,27 @@ fn a_parquet_file_in_and_out() {
     .unwrap();
     let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
     let out = arrow_select_concat(&batches);
-    let names: Vec<String> = out.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let names: Vec<String> = out
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
     assert_eq!(names[5], "prediction");
     assert_eq!(out.schema().field(1).data_type(), &DataType::Float64);
     assert_eq!(out.schema().field(6).data_type(), &DataType::Float64);
-    let predicted = out.column(5).as_any().downcast_ref::<StringArray>().unwrap();
-    let errors = out.column(9).as_any().downcast_ref::<StringArray>().unwrap();
-    for i in 0..rows.len() - 1 {
-        assert_eq!(predicted.value(i), card.label_name(labels[i] as usize));
+    let predicted = out
+        .column(5)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap();
+    let errors = out
+        .column(9)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap();
+    for (i, label) in labels.iter().enumerate().take(rows.len() - 1) {
+        assert_eq!(predicted.value(i), card.label_name(*label as usize));
         assert!(errors.is_null(i));
     }
     assert!(predicted.is_null(rows.len() - 1));

@@ -94,10 +94,20 @@ async fn score_chunk(state: &Data<AppState>, me: &str, chunk: Claimed) -> sqlx::
     {
         Ok(Some(served)) => served,
         Ok(None) => {
-            return fail(state, job.id, "The model version this job was scoring is gone.").await
+            return fail(
+                state,
+                job.id,
+                "The model version this job was scoring is gone.",
+            )
+            .await
         }
         Err(ServeError::Unavailable(reason)) => {
-            return fail(state, job.id, &format!("The model could not be loaded: {reason}")).await
+            return fail(
+                state,
+                job.id,
+                &format!("The model could not be loaded: {reason}"),
+            )
+            .await
         }
         Err(ServeError::Database(e)) => return Err(e),
     };
@@ -108,7 +118,8 @@ async fn score_chunk(state: &Data<AppState>, me: &str, chunk: Claimed) -> sqlx::
     let format = Format::parse(&job.input_format).unwrap_or(Format::Csv);
     let _renewal = renew_chunk(state, me, chunk.job_id, chunk.seq);
     // Enough ids for every row; a refused row's ids are simply never used.
-    let blocks = predictions::reserve_id_blocks(pool, (chunk.rows as i64 + ID_BLOCK - 1) / ID_BLOCK).await?;
+    let blocks =
+        predictions::reserve_id_blocks(pool, (chunk.rows as i64 + ID_BLOCK - 1) / ID_BLOCK).await?;
     let (model_id, version_id) = (job.model_id, job.version_id);
     let work_served = served.clone();
     let work = move || {
@@ -118,7 +129,9 @@ async fn score_chunk(state: &Data<AppState>, me: &str, chunk: Claimed) -> sqlx::
         let scored = score(card, loaded, &mut parsed);
         let compute = started.elapsed();
         let ids: Vec<i64> = (0..scored.len())
-            .map(|k| blocks.get(k / ID_BLOCK as usize).copied().unwrap_or(0) + (k as i64 % ID_BLOCK))
+            .map(|k| {
+                blocks.get(k / ID_BLOCK as usize).copied().unwrap_or(0) + (k as i64 % ID_BLOCK)
+            })
             .collect();
         let output = write_output(&layout, &parsed, &scored, Some(&ids));
         let n = scored.len();
@@ -171,9 +184,7 @@ async fn score_chunk(state: &Data<AppState>, me: &str, chunk: Claimed) -> sqlx::
     .await?;
     match committed {
         Committed::Stored { state: job_state } => {
-            let series = state
-                .metrics
-                .version(version_id, &job.model, job.version);
+            let series = state.metrics.version(version_id, &job.model, job.version);
             series.latency(Stage::Compute, compute);
             series.success(n);
             state.metrics.batch_rows(&job.model, n, errors.len());
@@ -182,7 +193,11 @@ async fn score_chunk(state: &Data<AppState>, me: &str, chunk: Claimed) -> sqlx::
             }
         }
         Committed::LeaseLost => {
-            tracing::warn!(job = job.id, seq = chunk.seq, "a chunk's lease ran out before its commit; another worker scores it");
+            tracing::warn!(
+                job = job.id,
+                seq = chunk.seq,
+                "a chunk's lease ran out before its commit; another worker scores it"
+            );
         }
         Committed::JobClosed => {}
     }
@@ -207,7 +222,10 @@ async fn write_out(state: &Data<AppState>, me: &str, id: i64) -> sqlx::Result<()
     let _renewal = Renewal(tokio::spawn(async move {
         loop {
             tokio::time::sleep(lease / 3).await;
-            if !matches!(db::renew_finishing(&pool, id, &owner, lease).await, Ok(true)) {
+            if !matches!(
+                db::renew_finishing(&pool, id, &owner, lease).await,
+                Ok(true)
+            ) {
                 return;
             }
         }
@@ -217,7 +235,9 @@ async fn write_out(state: &Data<AppState>, me: &str, id: i64) -> sqlx::Result<()
     let written = crate::registry::artifacts::upload_stream(&url, pieces).await;
     match &written {
         Ok(bytes) => tracing::info!(job = id, url = %url, bytes, "batch results written"),
-        Err(e) => tracing::warn!(job = id, url = %url, error = %e, "batch results could not be written"),
+        Err(e) => {
+            tracing::warn!(job = id, url = %url, error = %e, "batch results could not be written")
+        }
     }
     let failure = written
         .err()

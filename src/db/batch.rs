@@ -180,7 +180,11 @@ pub struct Claimed {
 
 /// Claims the oldest open job's next chunk that nobody holds (or whose holder's lease ran
 /// out), for `lease`.
-pub async fn claim(pool: &PgPool, instance: &str, lease: Duration) -> sqlx::Result<Option<Claimed>> {
+pub async fn claim(
+    pool: &PgPool,
+    instance: &str,
+    lease: Duration,
+) -> sqlx::Result<Option<Claimed>> {
     let claimed: Option<Claimed> = sqlx::query_as(
         "update batch_chunk c
             set state = 'running', leased_by = $1,

@@ -257,8 +257,12 @@ impl Metrics {
         let labels = ModelLabels {
             model: model.to_string(),
         };
-        self.batch_scored.get_or_create(&labels).inc_by(scored as u64);
-        self.batch_refused.get_or_create(&labels).inc_by(refused as u64);
+        self.batch_scored
+            .get_or_create(&labels)
+            .inc_by(scored as u64);
+        self.batch_refused
+            .get_or_create(&labels)
+            .inc_by(refused as u64);
     }
 
     pub fn failure(&self, model: &str, version: i32, reason: &'static str) {

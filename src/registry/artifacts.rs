@@ -482,7 +482,10 @@ pub async fn download_to_file(url: &str, dest: &Path, max_bytes: u64) -> Result<
         let piece = piece.map_err(fail)?;
         written += piece.len() as u64;
         if written > max_bytes {
-            return Err(format!("The object at {url} is larger than {} MiB.", max_bytes >> 20));
+            return Err(format!(
+                "The object at {url} is larger than {} MiB.",
+                max_bytes >> 20
+            ));
         }
         file.write_all(&piece)
             .await

@@ -8,8 +8,8 @@ use askama::Template;
 use serde::Deserialize;
 
 use crate::api::v1::jobs::{pace, results_response, visible_job};
-use crate::auth::csrf::CsrfForm;
 use crate::auth::context::flash;
+use crate::auth::csrf::CsrfForm;
 use crate::auth::{LoggedIn, PageCtx};
 use crate::batch::jobs::{self, Submission};
 use crate::batch::Format;
@@ -37,6 +37,10 @@ pub struct JobView {
     pub done: i64,
     pub failed: i64,
     pub max_errors: i64,
+    /// The counts with thousands separators.
+    pub done_text: String,
+    pub total_text: String,
+    pub failed_text: String,
     pub percent: String,
     pub rate: String,
     pub left: String,
@@ -74,8 +78,11 @@ impl From<&JobRow> for JobView {
             done: j.rows_done,
             failed: j.rows_failed,
             max_errors: j.max_errors,
+            done_text: thousands(j.rows_done),
+            total_text: thousands(j.total_rows),
+            failed_text: thousands(j.rows_failed),
             percent: fmt_num(percent),
-            rate: rate.map_or_else(|| "—".into(), |r| format!("{}", r.round() as i64)),
+            rate: rate.map_or_else(|| "—".into(), |r| thousands(r.round() as i64)),
             left: left.map_or_else(|| "—".into(), duration_text),
             message: j.message.clone().unwrap_or_default(),
             output_url: j.output_url.clone().unwrap_or_default(),
@@ -83,6 +90,33 @@ impl From<&JobRow> for JobView {
             started: fmt_time(&j.started_at),
             finished: fmt_time(&j.finished_at),
         }
+    }
+}
+
+/// `1234567` as `1,234,567`.
+pub fn thousands(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    if n < 0 {
+        out.push('-');
+    }
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Bytes as "1 GiB" or "64 MiB".
+fn size_text(bytes: u64) -> String {
+    if bytes >= 1 << 30 && bytes % (1 << 30) == 0 {
+        format!("{} GiB", bytes >> 30)
+    } else if bytes >= 1 << 20 {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{} KiB", bytes.div_ceil(1024))
     }
 }
 
@@ -110,7 +144,7 @@ struct BatchPage {
     header_line: String,
     example_line: String,
     max_errors: i64,
-    max_mib: u64,
+    max_size: String,
     error: Option<String>,
     jobs: Vec<JobView>,
 }
@@ -144,7 +178,7 @@ async fn batch_page_for(
         example_line: truncate(&example.join(","), 400),
         columns,
         max_errors: state.settings.job_max_errors,
-        max_mib: state.settings.max_job_bytes >> 20,
+        max_size: size_text(state.settings.max_job_bytes),
         error,
         jobs: mine
             .iter()
@@ -316,6 +350,8 @@ pub async fn progress(
             "failed": view.failed,
             "percent": view.percent,
             "rate": view.rate,
+            "done_text": view.done_text,
+            "failed_text": view.failed_text,
             "left": view.left,
             "message": view.message,
         })))
@@ -391,4 +427,21 @@ pub async fn jobs_page(
         jobs: jobs.iter().map(JobView::from).collect(),
     };
     render(&page, StatusCode::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_durations_read_easily() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(thousands(-45_000), "-45,000");
+        assert_eq!(duration_text(0.2), "1 s");
+        assert_eq!(duration_text(125.0), "2 min 5 s");
+        assert_eq!(duration_text(7300.0), "2 h 1 min");
+    }
 }

@@ -20,7 +20,11 @@ const IRIS_HEADER: &str = "id,sepal_length,sepal_width,petal_length,petal_width"
 fn iris_csv(n: usize, bad: impl Fn(usize) -> bool) -> String {
     let mut text = format!("{IRIS_HEADER}\n");
     for i in 0..n {
-        let sl = if bad(i) { 99.0 } else { 4.3 + (i % 36) as f64 / 10.0 };
+        let sl = if bad(i) {
+            99.0
+        } else {
+            4.3 + (i % 36) as f64 / 10.0
+        };
         let sw = 2.0 + (i % 24) as f64 / 10.0;
         let pl = 1.0 + (i % 59) as f64 / 10.0;
         let pw = 0.1 + (i % 24) as f64 / 10.0;
@@ -29,9 +33,19 @@ fn iris_csv(n: usize, bad: impl Fn(usize) -> bool) -> String {
     text
 }
 
-async fn submit_csv(app: &TestApp, token: &str, model: &str, csv: String, query: &str) -> (u16, Value) {
+async fn submit_csv(
+    app: &TestApp,
+    token: &str,
+    model: &str,
+    csv: String,
+    query: &str,
+) -> (u16, Value) {
     let res = app
-        .api(Method::POST, &format!("/api/v1/models/{model}/jobs{query}"), token)
+        .api(
+            Method::POST,
+            &format!("/api/v1/models/{model}/jobs{query}"),
+            token,
+        )
         .header("content-type", "text/csv")
         .body(csv)
         .send()
@@ -56,7 +70,10 @@ async fn wait_over(app: &TestApp, token: &str, id: i64, within: Duration) -> Val
     let deadline = Instant::now() + within;
     loop {
         let j = job(app, token, id).await;
-        if !matches!(j["state"].as_str(), Some("queued" | "running" | "finishing")) {
+        if !matches!(
+            j["state"].as_str(),
+            Some("queued" | "running" | "finishing")
+        ) {
             return j;
         }
         assert!(Instant::now() < deadline, "job {id} still {j}");
@@ -79,7 +96,10 @@ async fn results(app: &TestApp, token: &str, id: i64, format: &str) -> reqwest::
 async fn result_rows(app: &TestApp, token: &str, id: i64) -> Vec<Vec<String>> {
     let res = results(app, token, id, "csv").await;
     assert_eq!(res.status().as_u16(), 200);
-    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/csv"));
     let body = res.bytes().await.unwrap();
     csv::ReaderBuilder::new()
         .has_headers(false)
@@ -103,7 +123,14 @@ async fn a_csv_job_scores_every_row_stores_each_once_and_gives_the_file_back(poo
     let token = app.token_for("ada", false).await;
     let n = 1000;
     let bad = |i: usize| i % 250 == 7;
-    let (status, created) = submit_csv(&app, &token, "iris", iris_csv(n, bad), "?filename=flowers.csv").await;
+    let (status, created) = submit_csv(
+        &app,
+        &token,
+        "iris",
+        iris_csv(n, bad),
+        "?filename=flowers.csv",
+    )
+    .await;
     assert_eq!(status, 201, "{created}");
     assert_eq!(created["total_rows"], n);
     assert_eq!(created["input"], "flowers.csv");
@@ -118,8 +145,16 @@ async fn a_csv_job_scores_every_row_stores_each_once_and_gives_the_file_back(poo
     assert_eq!(
         rows[0],
         [
-            "id", "sepal_length", "sepal_width", "petal_length", "petal_width", "prediction_id",
-            "prediction", "probability_setosa", "probability_versicolor", "probability_virginica",
+            "id",
+            "sepal_length",
+            "sepal_width",
+            "petal_length",
+            "petal_width",
+            "prediction_id",
+            "prediction",
+            "probability_setosa",
+            "probability_versicolor",
+            "probability_virginica",
             "error"
         ]
     );
@@ -129,7 +164,10 @@ async fn a_csv_job_scores_every_row_stores_each_once_and_gives_the_file_back(poo
         assert_eq!(row[0], format!("r{i}"));
         if bad(i) {
             assert_eq!(row[5], "");
-            assert!(row[10].contains("sepal_length: Enter a value between 4.3 and 7.9"), "{row:?}");
+            assert!(
+                row[10].contains("sepal_length: Enter a value between 4.3 and 7.9"),
+                "{row:?}"
+            );
         } else {
             assert_eq!(row[10], "", "{row:?}");
         }
@@ -152,9 +190,15 @@ async fn a_csv_job_scores_every_row_stores_each_once_and_gives_the_file_back(poo
     // A stored prediction is the one in the file, and the one the API gives for its inputs.
     for row in rows[1..].iter().filter(|r| !r[5].is_empty()).step_by(97) {
         let id: i64 = row[5].parse().unwrap();
-        let stored = plinth::db::predictions::find(&app.pool, id).await.unwrap().unwrap();
+        let stored = plinth::db::predictions::find(&app.pool, id)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(stored.source, "batch");
-        assert_eq!(stored.inputs.0["sepal_length"], row[1].parse::<f64>().unwrap());
+        assert_eq!(
+            stored.inputs.0["sepal_length"],
+            row[1].parse::<f64>().unwrap()
+        );
         let (status, answer) = app
             .post_json(
                 "/api/v1/models/iris/predict",
@@ -216,10 +260,20 @@ async fn files_that_do_not_fit_are_refused_before_a_job_starts(pool: PgPool) {
     assert!(body["error"].as_str().unwrap().contains("empty"), "{body}");
     let (status, body) = submit_csv(&app, &token, "iris", format!("{IRIS_HEADER}\n"), "").await;
     assert_eq!(status, 422);
-    assert!(body["error"].as_str().unwrap().contains("no rows"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("no rows"),
+        "{body}"
+    );
     let (status, _) = submit_csv(&app, &token, "no-such-model", iris_csv(3, |_| false), "").await;
     assert_eq!(status, 404);
-    let (status, body) = submit_csv(&app, &token, "iris", iris_csv(3, |_| false), "?max_errors=-1").await;
+    let (status, body) = submit_csv(
+        &app,
+        &token,
+        "iris",
+        iris_csv(3, |_| false),
+        "?max_errors=-1",
+    )
+    .await;
     assert_eq!(status, 422, "{body}");
     // Not a file format.
     let res = app
@@ -239,7 +293,10 @@ async fn files_that_do_not_fit_are_refused_before_a_job_starts(pool: PgPool) {
         )
         .await;
     assert_eq!(status, 422);
-    assert!(body["error"].as_str().unwrap().contains("PLINTH_JOB_URLS"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("PLINTH_JOB_URLS"),
+        "{body}"
+    );
     // No token.
     let res = app
         .client
@@ -263,13 +320,29 @@ async fn a_job_stops_when_its_error_budget_is_spent_and_says_so(pool: PgPool) {
     let app = spawn_app_with(pool, |s| s.job_chunk_rows = 20).await;
     app.import_models().await;
     let token = app.token_for("ada", false).await;
-    let (status, created) = submit_csv(&app, &token, "iris", iris_csv(400, |i| i % 3 == 0), "?max_errors=5").await;
+    let (status, created) = submit_csv(
+        &app,
+        &token,
+        "iris",
+        iris_csv(400, |i| i % 3 == 0),
+        "?max_errors=5",
+    )
+    .await;
     assert_eq!(status, 201, "{created}");
     let id = created["id"].as_i64().unwrap();
     let over = wait_over(&app, &token, id, Duration::from_secs(60)).await;
     assert_eq!(over["state"], "failed", "{over}");
-    assert!(over["message"].as_str().unwrap().contains("error budget of 5"), "{over}");
-    assert!(over["rows_done"].as_i64().unwrap() < 400, "it stopped early: {over}");
+    assert!(
+        over["message"]
+            .as_str()
+            .unwrap()
+            .contains("error budget of 5"),
+        "{over}"
+    );
+    assert!(
+        over["rows_done"].as_i64().unwrap() < 400,
+        "it stopped early: {over}"
+    );
     // What was scored is kept and downloadable.
     let rows = result_rows(&app, &token, id).await;
     assert_eq!(rows.len() as i64 - 1, over["rows_done"].as_i64().unwrap());
@@ -290,23 +363,56 @@ async fn a_job_can_be_cancelled_and_is_only_its_owners_and_staffs(pool: PgPool) 
     let id = created["id"].as_i64().unwrap();
     assert_eq!(created["state"], "queued");
     // Results wait for the end.
-    assert_eq!(results(&app, &token, id, "csv").await.status().as_u16(), 409);
+    assert_eq!(
+        results(&app, &token, id, "csv").await.status().as_u16(),
+        409
+    );
     // Someone else's job is not there for them; staff see it.
-    let res = app.api(Method::GET, &format!("/api/v1/jobs/{id}"), &other).send().await.unwrap();
+    let res = app
+        .api(Method::GET, &format!("/api/v1/jobs/{id}"), &other)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status().as_u16(), 404);
-    let listed: Vec<Value> = app.api(Method::GET, "/api/v1/jobs", &other).send().await.unwrap().json().await.unwrap();
+    let listed: Vec<Value> = app
+        .api(Method::GET, "/api/v1/jobs", &other)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(listed.is_empty());
-    let listed: Vec<Value> = app.api(Method::GET, "/api/v1/jobs", &staff).send().await.unwrap().json().await.unwrap();
+    let listed: Vec<Value> = app
+        .api(Method::GET, "/api/v1/jobs", &staff)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(listed.len(), 1);
-    let res = app.api(Method::POST, &format!("/api/v1/jobs/{id}/cancel"), &other).send().await.unwrap();
+    let res = app
+        .api(Method::POST, &format!("/api/v1/jobs/{id}/cancel"), &other)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status().as_u16(), 404);
 
-    let res = app.api(Method::POST, &format!("/api/v1/jobs/{id}/cancel"), &token).send().await.unwrap();
+    let res = app
+        .api(Method::POST, &format!("/api/v1/jobs/{id}/cancel"), &token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status().as_u16(), 200);
     let j: Value = res.json().await.unwrap();
     assert_eq!(j["state"], "cancelled");
     assert!(j["message"].as_str().unwrap().contains("ada"));
-    let res = app.api(Method::POST, &format!("/api/v1/jobs/{id}/cancel"), &token).send().await.unwrap();
+    let res = app
+        .api(Method::POST, &format!("/api/v1/jobs/{id}/cancel"), &token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status().as_u16(), 409);
     // Over: the (empty) results come, header only.
     let rows = result_rows(&app, &token, id).await;
@@ -337,7 +443,9 @@ async fn a_parquet_file_in_gives_parquet_and_csv_out(pool: PgPool) {
     let batch = RecordBatch::try_new(
         schema.clone(),
         vec![
-            Arc::new(StringArray::from_iter_values((0..n).map(|i| format!("c{i}")))),
+            Arc::new(StringArray::from_iter_values(
+                (0..n).map(|i| format!("c{i}")),
+            )),
             f(4.3, 36),
             f(2.0, 24),
             f(1.0, 59),
@@ -371,7 +479,12 @@ async fn a_parquet_file_in_gives_parquet_and_csv_out(pool: PgPool) {
     let body = res.bytes().await.unwrap();
     let reader =
         parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(body).unwrap();
-    let names: Vec<String> = reader.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let names: Vec<String> = reader
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
     assert_eq!(names[0], "customer");
     assert_eq!(names[6], "prediction");
     assert_eq!(reader.schema().field(5).data_type(), &DataType::Int64);
@@ -407,7 +520,9 @@ async fn a_job_outlives_a_killed_instance_and_no_row_is_scored_twice(pool: PgPoo
     // Digits: 64 columns a row, slow enough to be caught mid-job.
     let n = 60_000;
     let mut text = String::new();
-    let names: Vec<String> = (0..64).map(|i| format!("pixel_{}_{}", i / 8, i % 8)).collect();
+    let names: Vec<String> = (0..64)
+        .map(|i| format!("pixel_{}_{}", i / 8, i % 8))
+        .collect();
     text.push_str("row,");
     text.push_str(&names.join(","));
     text.push('\n');
@@ -430,7 +545,11 @@ async fn a_job_outlives_a_killed_instance_and_no_row_is_scored_twice(pool: PgPoo
             assert!(done < n, "the job finished before the kill: make it longer");
             break;
         }
-        assert!(Instant::now() < deadline, "no progress: {j}\n{}", first.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "no progress: {j}\n{}",
+            first.log_text()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     first.kill();
@@ -473,7 +592,11 @@ async fn a_job_reads_and_writes_object_store_urls(pool: PgPool) {
     let token = app.token_for("ada", false).await;
     let csv = iris_csv(500, |i| i == 3);
     let put = reqwest::Client::new()
-        .put(format!("{}/{}/jobs/in/flowers.csv", weed.endpoint(), Weed::BUCKET))
+        .put(format!(
+            "{}/{}/jobs/in/flowers.csv",
+            weed.endpoint(),
+            Weed::BUCKET
+        ))
         .body(csv)
         .send()
         .await
@@ -502,7 +625,11 @@ async fn a_job_reads_and_writes_object_store_urls(pool: PgPool) {
     let done = wait_over(app, &token, id, Duration::from_secs(60)).await;
     assert_eq!(done["state"], "done", "{done}\n{}", instance.log_text());
     let written = reqwest::Client::new()
-        .get(format!("{}/{}/jobs/out/flowers.parquet", weed.endpoint(), Weed::BUCKET))
+        .get(format!(
+            "{}/{}/jobs/out/flowers.parquet",
+            weed.endpoint(),
+            Weed::BUCKET
+        ))
         .send()
         .await
         .unwrap();

@@ -266,21 +266,32 @@ async fn a_file_scored_from_the_model_page_shows_its_progress_moving(pool: PgPoo
     let n = 300_000;
     let mut text = String::from("id,sepal_length,sepal_width,petal_length,petal_width\n");
     for i in 0..n {
-        let sl = if i == 12 { "tall".to_string() } else { format!("{:.1}", 4.3 + (i % 36) as f64 / 10.0) };
-        text.push_str(&format!("{i},{sl},{:.1},{:.1},{:.1}\n", 2.0 + (i % 24) as f64 / 10.0, 1.0 + (i % 59) as f64 / 10.0, 0.1 + (i % 24) as f64 / 10.0));
+        let sl = if i == 12 {
+            "tall".to_string()
+        } else {
+            format!("{:.1}", 4.3 + (i % 36) as f64 / 10.0)
+        };
+        text.push_str(&format!(
+            "{i},{sl},{:.1},{:.1},{:.1}\n",
+            2.0 + (i % 24) as f64 / 10.0,
+            1.0 + (i % 59) as f64 / 10.0,
+            0.1 + (i % 24) as f64 / 10.0
+        ));
     }
     std::fs::write(&input, text).unwrap();
 
     let driver = Driver::start().await;
     let b = driver.browser().await;
-    b.goto(&app.url("/accounts/login?next=/models/iris/batch")).await;
+    b.goto(&app.url("/accounts/login?next=/models/iris/batch"))
+        .await;
     b.fill("#username", "ada").await;
     b.fill("#password", "plinth-pedestal-42").await;
     b.click("form.form button[type=submit]").await;
     b.wait_for_path("/models/iris/batch").await;
     b.fill("#file", &input.display().to_string()).await;
     b.screenshot("batch-upload").await;
-    b.click("form[action='/models/iris/jobs'] button[type=submit]").await;
+    b.click("form[action='/models/iris/jobs'] button[type=submit]")
+        .await;
     let path = b.wait_for_path("/jobs/").await;
     let id: i64 = path.trim_start_matches("/jobs/").parse().unwrap();
     b.wait_for_text("queued").await;
@@ -298,17 +309,28 @@ async fn a_file_scored_from_the_model_page_shows_its_progress_moving(pool: PgPoo
         let done = b
             .execute("return document.querySelector('[data-field=done]').textContent;")
             .await;
-        let done: i64 = done.as_str().unwrap_or("0").trim().parse().unwrap_or(0);
+        let done: i64 = done
+            .as_str()
+            .unwrap_or("0")
+            .trim()
+            .replace(',', "")
+            .parse()
+            .unwrap_or(0);
         let mark = b.execute("return window.plinthMark || null;").await;
         if done > 0 && done < n {
             assert_eq!(mark, serde_json::json!(42), "the page was reloaded");
-            let bar = b.execute("return document.querySelector('progress').value;").await;
+            let bar = b
+                .execute("return document.querySelector('progress').value;")
+                .await;
             assert_eq!(bar.as_i64(), Some(done));
             b.screenshot("job-progress").await;
             break;
         }
         assert!(done < n, "the job finished before the page saw it move");
-        assert!(started.elapsed() < std::time::Duration::from_secs(60), "no progress shown");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "no progress shown"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     // At the end the page shows the downloads and the refused row, at its line.
@@ -318,11 +340,17 @@ async fn a_file_scored_from_the_model_page_shows_its_progress_moving(pool: PgPoo
         if source.contains("Download results (CSV)") {
             break source;
         }
-        assert!(started.elapsed() < std::time::Duration::from_secs(120), "{source}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "{source}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     };
     assert!(page.contains("sepal_length: Enter a number."), "{page}");
-    assert!(page.contains("<td>14</td>"), "line 14 (header, then rows 0..12): {page}");
+    assert!(
+        page.contains("<td>14</td>"),
+        "line 14 (header, then rows 0..12): {page}"
+    );
     b.screenshot("job-done").await;
     let stored: i64 = sqlx::query_scalar(
         "select coalesce(sum(n), 0)::bigint from prediction where source = 'batch'",

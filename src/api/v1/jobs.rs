@@ -60,14 +60,16 @@ pub fn pace(job: &JobRow) -> (Option<f64>, Option<f64>) {
     let Some(started) = job.started_at else {
         return (None, None);
     };
-    let end = job.finished_at.unwrap_or_else(time::OffsetDateTime::now_utc);
+    let end = job
+        .finished_at
+        .unwrap_or_else(time::OffsetDateTime::now_utc);
     let seconds = (end - started).as_seconds_f64();
     if seconds <= 0.0 || job.rows_done == 0 {
         return (None, None);
     }
     let rate = job.rows_done as f64 / seconds;
-    let left = (job.state == "running")
-        .then(|| (job.total_rows - job.rows_done).max(0) as f64 / rate);
+    let left =
+        (job.state == "running").then(|| (job.total_rows - job.rows_done).max(0) as f64 / rate);
     (Some(rate), left)
 }
 
@@ -261,7 +263,9 @@ fn parse_max_errors(text: &str) -> Result<Option<i64>, AppError> {
         .ok()
         .filter(|n| *n >= 0)
         .map(Some)
-        .ok_or_else(|| AppError::Unprocessable("max_errors must be a whole number, 0 or more.".into()))
+        .ok_or_else(|| {
+            AppError::Unprocessable("max_errors must be a whole number, 0 or more.".into())
+        })
 }
 
 async fn read_small(mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, AppError> {
@@ -437,7 +441,7 @@ pub fn results_response(
     let stream = futures_util::stream::unfold(pieces, |mut rx| async move {
         rx.recv().await.map(|piece| {
             (
-                piece.map_err(|e| actix_web::error::ErrorInternalServerError(e)),
+                piece.map_err(actix_web::error::ErrorInternalServerError),
                 rx,
             )
         })
