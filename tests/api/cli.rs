@@ -243,3 +243,75 @@ async fn sigterm_drains_readyz_first_then_stops(pool: PgPool) {
     assert!(code.success(), "{code:?}");
     assert_eq!(status("/healthz").await, None, "no longer accepting");
 }
+
+#[sqlx::test]
+async fn score_scores_a_file_from_a_model_directory_or_the_registry(pool: PgPool) {
+    let url = database_url(&pool).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let input = scratch.path().join("flowers.csv");
+    std::fs::write(
+        &input,
+        "petal_width,name,sepal_length,sepal_width,petal_length\n\
+         0.2,first,5.1,3.5,1.4\n\
+         2.3,second,6.9,3.1,5.4\n\
+         0.2,third,nine,3.5,1.4\n",
+    )
+    .unwrap();
+    let output = scratch.path().join("out.csv");
+    let run = |args: &[&str], database: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_plinth"));
+        cmd.args(args)
+            .env("PLINTH_ARTIFACTS", scratch.path().join("artifacts"))
+            .env("PLINTH_LOG", "warn");
+        match database {
+            Some(url) => cmd.env("PLINTH_DATABASE_URL", url),
+            // A model on disk needs no database at all.
+            None => cmd
+                .env("PLINTH_DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+                .env("PLINTH_LOCAL_POSTGRES", "off"),
+        };
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let out_path = output.display().to_string();
+    let in_path = input.display().to_string();
+    let (code, _, err) = run(&["score", "models/iris/1", &in_path, "--output", &out_path], None);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("line 4: sepal_length: Enter a number."), "{err}");
+    assert!(err.contains("scored 2 rows (1 refused)"), "{err}");
+    let text = std::fs::read_to_string(&output).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "petal_width,name,sepal_length,sepal_width,petal_length,prediction,\
+         probability_setosa,probability_versicolor,probability_virginica,error"
+    );
+    assert!(lines[1].starts_with("0.2,first,5.1,3.5,1.4,setosa,"), "{text}");
+    assert!(lines[2].starts_with("2.3,second,6.9,3.1,5.4,virginica,"), "{text}");
+    assert!(lines[3].ends_with(",,,,,sepal_length: Enter a number."), "{text}");
+
+    // With no output, CSV on standard output; a budget of 0 refused rows stops it (status 1).
+    let (code, stdout, err) = run(&["score", "models/iris/1", &in_path, "--max-errors", "0"], None);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("error budget of 0"), "{err}");
+    assert!(stdout.starts_with("petal_width,name,"), "{stdout}");
+
+    // A registry model by name, from the database and the artifact store.
+    let (code, _, err) = run(&["models", "import", "models"], Some(&url));
+    assert_eq!(code, Some(0), "{err}");
+    let (code, stdout, err) = run(&["score", "iris", &in_path], Some(&url));
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(stdout, text, "the same results either way");
+    let (code, _, err) = run(&["score", "no-such-model", &in_path], Some(&url));
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no-such-model"), "{err}");
+    // A file that does not fit.
+    std::fs::write(&input, "sepal_length\n5.1\n").unwrap();
+    let (code, _, err) = run(&["score", "models/iris/1", &in_path], None);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("\"sepal_width\", \"petal_length\", \"petal_width\""), "{err}");
+}
