@@ -160,6 +160,7 @@ async fn score_chunk(state: &Data<AppState>, me: &str, chunk: Claimed) -> sqlx::
             .collect();
         Ok::<_, String>((output, parsed.errors(), parts, firsts, n, compute))
     };
+    let phase = Instant::now();
     let done = match tokio::task::spawn_blocking(work).await {
         Ok(Ok(done)) => done,
         Ok(Err(e)) => return fail(state, job.id, &format!("A chunk could not be read: {e}")).await,
@@ -168,6 +169,7 @@ async fn score_chunk(state: &Data<AppState>, me: &str, chunk: Claimed) -> sqlx::
         }
     };
     let (output, errors, parts, firsts, n, compute) = done;
+    let worked = phase.elapsed();
     let predictions: Vec<(i64, &NewPredictions)> = firsts.iter().copied().zip(&parts).collect();
     let committed = db::commit_chunk(
         pool,
@@ -182,6 +184,14 @@ async fn score_chunk(state: &Data<AppState>, me: &str, chunk: Claimed) -> sqlx::
         },
     )
     .await?;
+    tracing::debug!(
+        job = job.id,
+        seq = chunk.seq,
+        work_ms = worked.as_secs_f64() * 1e3,
+        model_ms = compute.as_secs_f64() * 1e3,
+        commit_ms = (phase.elapsed() - worked).as_secs_f64() * 1e3,
+        "chunk scored"
+    );
     match committed {
         Committed::Stored { state: job_state } => {
             let series = state.metrics.version(version_id, &job.model, job.version);

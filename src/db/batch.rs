@@ -312,7 +312,12 @@ pub async fn commit_chunk(pool: &PgPool, r: &ChunkResult<'_>) -> sqlx::Result<Co
         .await?;
     }
     if !r.predictions.is_empty() {
+        let started = std::time::Instant::now();
         copy_in_on(&mut tx, r.predictions).await?;
+        tracing::debug!(
+            copy_ms = started.elapsed().as_secs_f64() * 1e3,
+            "chunk predictions copied"
+        );
     }
     let remaining: i64 = sqlx::query_scalar(
         "select count(*) from batch_chunk where job_id = $1 and state <> 'done'",

@@ -279,9 +279,15 @@ async fn score_scores_a_file_from_a_model_directory_or_the_registry(pool: PgPool
     };
     let out_path = output.display().to_string();
     let in_path = input.display().to_string();
-    let (code, _, err) = run(&["score", "models/iris/1", &in_path, "--output", &out_path], None);
+    let (code, _, err) = run(
+        &["score", "models/iris/1", &in_path, "--output", &out_path],
+        None,
+    );
     assert_eq!(code, Some(0), "{err}");
-    assert!(err.contains("line 4: sepal_length: Enter a number."), "{err}");
+    assert!(
+        err.contains("line 4: sepal_length: Enter a number."),
+        "{err}"
+    );
     assert!(err.contains("scored 2 rows (1 refused)"), "{err}");
     let text = std::fs::read_to_string(&output).unwrap();
     let lines: Vec<&str> = text.lines().collect();
@@ -290,12 +296,24 @@ async fn score_scores_a_file_from_a_model_directory_or_the_registry(pool: PgPool
         "petal_width,name,sepal_length,sepal_width,petal_length,prediction,\
          probability_setosa,probability_versicolor,probability_virginica,error"
     );
-    assert!(lines[1].starts_with("0.2,first,5.1,3.5,1.4,setosa,"), "{text}");
-    assert!(lines[2].starts_with("2.3,second,6.9,3.1,5.4,virginica,"), "{text}");
-    assert!(lines[3].ends_with(",,,,,sepal_length: Enter a number."), "{text}");
+    assert!(
+        lines[1].starts_with("0.2,first,5.1,3.5,1.4,setosa,"),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with("2.3,second,6.9,3.1,5.4,virginica,"),
+        "{text}"
+    );
+    assert!(
+        lines[3].ends_with(",,,,,sepal_length: Enter a number."),
+        "{text}"
+    );
 
     // With no output, CSV on standard output; a budget of 0 refused rows stops it (status 1).
-    let (code, stdout, err) = run(&["score", "models/iris/1", &in_path, "--max-errors", "0"], None);
+    let (code, stdout, err) = run(
+        &["score", "models/iris/1", &in_path, "--max-errors", "0"],
+        None,
+    );
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("error budget of 0"), "{err}");
     assert!(stdout.starts_with("petal_width,name,"), "{stdout}");
@@ -313,5 +331,8 @@ async fn score_scores_a_file_from_a_model_directory_or_the_registry(pool: PgPool
     std::fs::write(&input, "sepal_length\n5.1\n").unwrap();
     let (code, _, err) = run(&["score", "models/iris/1", &in_path], None);
     assert_eq!(code, Some(1));
-    assert!(err.contains("\"sepal_width\", \"petal_length\", \"petal_width\""), "{err}");
+    assert!(
+        err.contains("\"sepal_width\", \"petal_length\", \"petal_width\""),
+        "{err}"
+    );
 }
