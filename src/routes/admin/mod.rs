@@ -80,6 +80,8 @@ struct AdminIndex {
     window_label: &'static str,
     panels: Vec<Panel>,
     windows: Vec<(&'static str, &'static str)>,
+    /// Batch jobs queued or running, and their rows left.
+    jobs_open: (i64, i64),
 }
 
 #[derive(Deserialize, Default)]
@@ -107,6 +109,7 @@ pub async fn admin_index(
         counts: db::users::counts(&state.pool).await?,
         sessions: db::sessions::count_signed_in(&state.pool).await?,
         recent: db::users::recent_logins(&state.pool, 10).await?,
+        jobs_open: db::batch::backlog(&state.pool).await?,
     };
     crate::web::render(&page, StatusCode::OK)
 }
