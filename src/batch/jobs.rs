@@ -65,14 +65,9 @@ pub fn allowed_url(state: &AppState, url: &str) -> Result<(), AppError> {
 
 /// A new spool file's name.
 async fn new_spooled(state: &AppState) -> Result<Spooled, AppError> {
-    let dir = spool_dir(state);
-    tokio::fs::create_dir_all(&dir)
+    Spooled::create_in(&spool_dir(state))
         .await
-        .map_err(AppError::internal)?;
-    Ok(Spooled {
-        path: dir.join(format!("upload-{}", uuid::Uuid::new_v4().simple())),
-        size: 0,
-    })
+        .map_err(AppError::internal)
 }
 
 /// Fetches the object at `url` into a spooled file.

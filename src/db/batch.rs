@@ -32,8 +32,6 @@ pub struct JobRow {
     pub created_at: OffsetDateTime,
     pub started_at: Option<OffsetDateTime>,
     pub finished_at: Option<OffsetDateTime>,
-    /// When asked for: the job's chunks.
-    pub chunks: i64,
 }
 
 impl JobRow {
@@ -46,8 +44,7 @@ impl JobRow {
 const SELECT: &str = "select j.id, m.name as model, j.model_id, v.version, j.version_id, j.user_id,
         u.username, j.token_id, j.state, j.input_name, j.input_format, j.columns, j.output_url,
         j.total_rows, j.rows_done, j.rows_failed, j.max_errors, j.message, j.created_at,
-        j.started_at, j.finished_at,
-        (select count(*) from batch_chunk c where c.job_id = j.id) as chunks
+        j.started_at, j.finished_at
     from batch_job j
     join model m on m.id = j.model_id
     join model_version v on v.id = j.version_id
@@ -147,24 +144,37 @@ pub async fn errors(pool: &PgPool, id: i64, limit: i64) -> sqlx::Result<Vec<(i64
 /// Cancels a job that is not over; its unscored chunks' rows are let go. False when it was
 /// already over.
 pub async fn cancel(pool: &PgPool, id: i64, by: &str) -> sqlx::Result<bool> {
+    close(pool, id, "cancelled", &format!("Cancelled by {by}.")).await
+}
+
+/// Ends an open job as `state` with `message`, letting go of its unscored chunks' rows; false
+/// when it was already over.
+async fn close(pool: &PgPool, id: i64, state: &str, message: &str) -> sqlx::Result<bool> {
     let mut tx = pool.begin().await?;
     let done = sqlx::query(
-        "update batch_job set state = 'cancelled', finished_at = now(), message = $2
+        "update batch_job set state = $2, finished_at = now(), message = $3
          where id = $1 and state in ('queued', 'running', 'finishing')",
     )
     .bind(id)
-    .bind(format!("Cancelled by {by}."))
+    .bind(state)
+    .bind(message)
     .execute(&mut *tx)
     .await?;
     if done.rows_affected() == 0 {
         return Ok(false);
     }
-    sqlx::query("update batch_chunk set input = null where job_id = $1 and state <> 'done'")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    release_inputs(&mut tx, id).await?;
     tx.commit().await?;
     Ok(true)
+}
+
+/// Drops the input of a job's chunks that will not be scored now.
+async fn release_inputs(conn: &mut sqlx::PgConnection, id: i64) -> sqlx::Result<()> {
+    sqlx::query("update batch_chunk set input = null where job_id = $1 and state <> 'done'")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// A chunk a worker holds.
@@ -336,10 +346,7 @@ pub async fn commit_chunk(pool: &PgPool, r: &ChunkResult<'_>) -> sqlx::Result<Co
         ))
         .execute(&mut *tx)
         .await?;
-        sqlx::query("update batch_chunk set input = null where job_id = $1 and state <> 'done'")
-            .bind(r.job_id)
-            .execute(&mut *tx)
-            .await?;
+        release_inputs(&mut tx, r.job_id).await?;
         "failed"
     } else if remaining == 0 && has_output_url {
         sqlx::query("update batch_job set state = 'finishing' where id = $1")
@@ -450,18 +457,5 @@ pub async fn backlog(pool: &PgPool) -> sqlx::Result<(i64, i64)> {
 
 /// Stops an open job with the reason; its unscored chunks' rows are let go.
 pub async fn fail(pool: &PgPool, id: i64, reason: &str) -> sqlx::Result<()> {
-    let mut tx = pool.begin().await?;
-    sqlx::query(
-        "update batch_job set state = 'failed', finished_at = now(), message = $2
-         where id = $1 and state in ('queued', 'running', 'finishing')",
-    )
-    .bind(id)
-    .bind(reason)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("update batch_chunk set input = null where job_id = $1 and state <> 'done'")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await
+    close(pool, id, "failed", reason).await.map(drop)
 }

@@ -266,14 +266,7 @@ pub async fn submit(
             user_id: Some(user.id),
             token_id: None,
         },
-        input_name: filename
-            .rsplit(['/', '\\'])
-            .next()
-            .unwrap_or("upload")
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(200)
-            .collect(),
+        input_name: crate::api::v1::jobs::clean_name(&filename),
         format: Format::from_name(&filename),
         output_url: None,
         max_errors,

@@ -43,6 +43,17 @@ pub struct Spooled {
     pub size: u64,
 }
 
+impl Spooled {
+    /// A new, empty file's name under `dir` (created if needed).
+    pub async fn create_in(dir: &std::path::Path) -> std::io::Result<Spooled> {
+        tokio::fs::create_dir_all(dir).await?;
+        Ok(Spooled {
+            path: dir.join(format!("upload-{}", uuid::Uuid::new_v4().simple())),
+            size: 0,
+        })
+    }
+}
+
 impl Drop for Spooled {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
@@ -274,13 +285,7 @@ where
                 .and_then(|cd| cd.get_filename())
                 .unwrap_or_default()
                 .to_string();
-            tokio::fs::create_dir_all(dir)
-                .await
-                .map_err(AppError::internal)?;
-            let mut spooled = Spooled {
-                path: dir.join(format!("upload-{}", uuid::Uuid::new_v4().simple())),
-                size: 0,
-            };
+            let mut spooled = Spooled::create_in(dir).await.map_err(AppError::internal)?;
             let mut file = tokio::fs::File::create(&spooled.path)
                 .await
                 .map_err(AppError::internal)?;

@@ -243,7 +243,7 @@ pub async fn submit(
 
 /// A file name as shown: its last path segment, without control characters, at most 200
 /// characters.
-fn clean_name(name: &str) -> String {
+pub fn clean_name(name: &str) -> String {
     let last = name.rsplit(['/', '\\']).next().unwrap_or(name);
     let base = if name.contains("://") { name } else { last };
     let clean: String = base.chars().filter(|c| !c.is_control()).take(200).collect();
