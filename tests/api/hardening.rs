@@ -432,7 +432,7 @@ async fn unread_exports_hold_no_connection_and_are_limited_per_user(pool: PgPool
         .await
         .unwrap()
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(90);
     let mut quiet_since = None;
     while Instant::now() < deadline {
         if busy().await == 0 {
