@@ -167,6 +167,12 @@ pub struct Settings {
     /// `PLINTH_JOB_URLS`: comma-separated object-store prefixes (`s3://bucket/in/`) that batch
     /// jobs may read their input from and write results to. Unset, jobs take uploads only.
     pub job_urls: Vec<String>,
+    /// `PLINTH_KAFKA_BROKERS`: the Kafka bootstrap servers (`host:9092,host2:9092`). When set,
+    /// this instance runs the streams defined on the models' admin pages.
+    pub kafka_brokers: Option<String>,
+    /// `PLINTH_KAFKA_CONFIG`: more librdkafka properties for the streams' clients,
+    /// comma-separated `key=value` (`security.protocol=SASL_SSL,sasl.mechanism=PLAIN,…`).
+    pub kafka_config: Vec<(String, String)>,
 }
 
 /// A variable that is set but cannot be understood.
@@ -428,6 +434,19 @@ impl Settings {
                 .collect()
         })?;
         Ok(Settings {
+            kafka_brokers: get("PLINTH_KAFKA_BROKERS").map(|v| v.trim().to_string()),
+            kafka_config: parse_or(&get, "PLINTH_KAFKA_CONFIG", Some(Vec::new()), |v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(|p| {
+                        p.split_once('=')
+                            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                            .filter(|(k, _)| !k.is_empty())
+                            .ok_or_else(|| format!("{p:?} is not key=value"))
+                    })
+                    .collect()
+            })?,
             job_workers,
             job_chunk_rows,
             job_lease: Duration::from_secs(job_lease),

@@ -21,6 +21,7 @@ pub mod routes;
 pub mod serving;
 pub mod startup;
 pub mod state;
+pub mod stream;
 pub mod telemetry;
 pub mod urls;
 pub mod web;

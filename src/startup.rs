@@ -249,6 +249,8 @@ impl Application {
         });
         // Batch jobs: this instance's workers claim chunks of any instance's jobs.
         let batch_workers = crate::batch::worker::start(&self.state, &instance);
+        // Kafka streams, when a broker is configured.
+        let streams = tokio::spawn(crate::stream::supervise(self.state.clone()));
         // The prediction log's partitions and retention, now and on a schedule.
         let maintenance = tokio::spawn(crate::prediction_log::maintenance::schedule(
             self.pool.clone(),
@@ -280,6 +282,12 @@ impl Application {
         // to commit (else its lease runs out and another instance scores it).
         self.draining
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        if tokio::time::timeout(Duration::from_secs(15), streams)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the streams did not stop in time");
+        }
         for worker in batch_workers {
             let abort = worker.abort_handle();
             if tokio::time::timeout(Duration::from_secs(10), worker)

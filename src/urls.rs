@@ -187,6 +187,14 @@ pub fn configure(cfg: &mut ServiceConfig) {
                     resource("/models/{name}/rollback").route(post().to(admin::models::rollback)),
                 )
                 .service(
+                    resource("/models/{name}/streams")
+                        .route(post().to(admin::models::create_stream)),
+                )
+                .service(
+                    resource("/streams/{id}/state")
+                        .route(post().to(admin::models::set_stream_state)),
+                )
+                .service(
                     resource("/models/{name}/drift")
                         .route(get().to(admin::drift::drift_page))
                         .route(post().to(admin::drift::run_now)),

@@ -53,6 +53,12 @@ struct ModelLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StreamLabels {
+    model: String,
+    topic: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FailureLabels {
     model: String,
     version: String,
@@ -96,6 +102,10 @@ pub struct Metrics {
     /// Batch-job rows scored and refused, by model.
     batch_scored: Family<ModelLabels, Counter>,
     batch_refused: Family<ModelLabels, Counter>,
+    /// Kafka streams: records scored, dead letters, consumer lag.
+    stream_records: Family<StreamLabels, Counter>,
+    stream_dead_letters: Family<StreamLabels, Counter>,
+    stream_lag: Family<StreamLabels, Gauge>,
     /// Each served version's series, looked up once: the prediction path then counts and times
     /// without building label strings or taking the families' locks.
     versions: std::sync::RwLock<std::collections::HashMap<i64, std::sync::Arc<VersionMetrics>>>,
@@ -138,6 +148,9 @@ impl Default for Metrics {
             log_rows: Counter::default(),
             batch_scored: Family::default(),
             batch_refused: Family::default(),
+            stream_records: Family::default(),
+            stream_dead_letters: Family::default(),
+            stream_lag: Family::default(),
             versions: Default::default(),
         };
         m.registered()
@@ -200,6 +213,21 @@ impl Metrics {
             "Rows of batch jobs refused (reported in the job), by model",
             self.batch_refused.clone(),
         );
+        r.register(
+            "plinth_stream_records",
+            "Kafka records scored and stored, by model and input topic",
+            self.stream_records.clone(),
+        );
+        r.register(
+            "plinth_stream_dead_letters",
+            "Kafka records sent to the dead-letter topic, by model and input topic",
+            self.stream_dead_letters.clone(),
+        );
+        r.register(
+            "plinth_stream_consumer_lag",
+            "Records behind on the partitions this instance consumes, by model and input topic",
+            self.stream_lag.clone(),
+        );
         self
     }
 }
@@ -252,6 +280,24 @@ impl Metrics {
     }
 
     /// A request for a model version that failed, by reason.
+    /// A batch of stream records: rows scored and records dead-lettered.
+    pub fn stream_records(&self, model: &str, topic: &str, scored: u64, dead: u64) {
+        let labels = StreamLabels {
+            model: model.to_string(),
+            topic: topic.to_string(),
+        };
+        self.stream_records.get_or_create(&labels).inc_by(scored);
+        self.stream_dead_letters.get_or_create(&labels).inc_by(dead);
+    }
+
+    pub fn stream_lag(&self, model: &str, topic: &str, lag: i64) {
+        let labels = StreamLabels {
+            model: model.to_string(),
+            topic: topic.to_string(),
+        };
+        self.stream_lag.get_or_create(&labels).set(lag);
+    }
+
     /// A batch chunk's rows, scored and refused.
     pub fn batch_rows(&self, model: &str, scored: usize, refused: usize) {
         let labels = ModelLabels {

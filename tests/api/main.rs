@@ -36,6 +36,7 @@ mod prediction_log;
 mod proxies;
 mod registry;
 mod sessions;
+mod streams;
 mod tokens;
 mod triton;
 mod zero_config;

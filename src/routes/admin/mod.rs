@@ -80,6 +80,7 @@ struct AdminIndex {
     window_label: &'static str,
     panels: Vec<Panel>,
     windows: Vec<(&'static str, &'static str)>,
+    streams: Vec<db::streams::StreamRow>,
     /// Batch jobs queued or running, and their rows left.
     jobs_open: (i64, i64),
 }
@@ -109,6 +110,7 @@ pub async fn admin_index(
         counts: db::users::counts(&state.pool).await?,
         sessions: db::sessions::count_signed_in(&state.pool).await?,
         recent: db::users::recent_logins(&state.pool, 10).await?,
+        streams: db::streams::all(&state.pool).await?,
         jobs_open: db::batch::backlog(&state.pool).await?,
     };
     crate::web::render(&page, StatusCode::OK)
