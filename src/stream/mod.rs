@@ -129,6 +129,10 @@ impl ConsumerContext for StreamContext {
                     }
                 }
             }
+<<<<<<< Updated upstream
+=======
+            tracing::info!(topic = %self.topic, assigned = ?tpl.to_topic_map(), "partitions assigned");
+>>>>>>> Stashed changes
             if let Err(e) = consumer.assign(tpl) {
                 tracing::warn!(topic = %self.topic, error = %e, "could not take the partitions assigned");
             }
@@ -222,6 +226,12 @@ async fn run(
         }
         for m in &batch {
             let last = delivered.insert(m.partition(), m.offset());
+<<<<<<< Updated upstream
+=======
+            if last.is_none() {
+                tracing::info!(topic = %stream.input_topic, partition = m.partition(), offset = m.offset(), "first record read");
+            }
+>>>>>>> Stashed changes
             if last.is_some_and(|l| m.offset() != l + 1) {
                 tracing::info!(topic = %stream.input_topic, partition = m.partition(), from = ?last, to = m.offset(), "the consumer's position jumped");
             }
