@@ -200,6 +200,7 @@ async fn run(
     tracing::info!(topic = %stream.input_topic, model = %stream.model, config = ?state.settings.kafka_config, "stream started");
     let mut last_lag = Instant::now();
     let mut delivered: HashMap<i32, i64> = HashMap::new();
+    let mut retries: HashMap<i32, u32> = HashMap::new();
     // Since when this consumer has held no partition, and the stream's stored offsets then.
     let mut idle: Option<(Instant, i64)> = None;
     loop {
@@ -221,13 +222,76 @@ async fn run(
                 Err(_) => break,
             }
         }
+        // Each partition's records follow on from the last one read (or from the offset stored
+        // in Postgres). A forward jump is legal in Kafka (compaction, transaction markers) but a
+        // broker can also leave records out of a fetch (tansu 0.6 on S3 after a restart): the
+        // partition is read again from where it should be, a few times, before the jump is
+        // taken as the log's own.
+        let expected: HashMap<i32, i64> = match stored.lock() {
+            Ok(s) => s.clone(),
+            Err(_) => HashMap::new(),
+        };
+        let before = delivered.clone();
+        let mut reread: HashMap<i32, i64> = HashMap::new();
         for m in &batch {
-            let last = delivered.insert(m.partition(), m.offset());
-            if last.is_none() {
-                tracing::info!(topic = %stream.input_topic, partition = m.partition(), offset = m.offset(), "first record read");
+            let p = m.partition();
+            if reread.contains_key(&p) {
+                continue;
             }
-            if last.is_some_and(|l| m.offset() != l + 1) {
-                tracing::info!(topic = %stream.input_topic, partition = m.partition(), from = ?last, to = m.offset(), "the consumer's position jumped");
+            let want = delivered
+                .get(&p)
+                .map(|l| l + 1)
+                .or(expected.get(&p).copied());
+            match want {
+                Some(want) if m.offset() > want => {
+                    let tries = retries.entry(p).or_insert(0);
+                    if *tries < 3 {
+                        *tries += 1;
+                        tracing::info!(topic = %stream.input_topic, partition = p, want, got = m.offset(), "records left out of a fetch; reading the partition again");
+                        // From the first of this partition's records in the batch: they are
+                        // all dropped and read again.
+                        let first = batch
+                            .iter()
+                            .find(|r| r.partition() == p)
+                            .map(|r| r.offset());
+                        let at = before
+                            .get(&p)
+                            .map(|l| l + 1)
+                            .or(expected.get(&p).copied())
+                            .or(first)
+                            .unwrap_or(want);
+                        // Further back on each try: a broker that leaves out the records of
+                        // a fetch starting inside one of its stored batches (tansu on S3,
+                        // after a restart) serves them to a fetch starting before it. What
+                        // is read twice is below the stored offset and skipped as seen.
+                        let back = 1_000 * 10i64.pow(*tries - 1);
+                        reread.insert(p, (at.min(want) - back).max(0));
+                        match before.get(&p) {
+                            Some(&l) => delivered.insert(p, l),
+                            None => delivered.remove(&p),
+                        };
+                        continue;
+                    }
+                    tracing::warn!(topic = %stream.input_topic, partition = p, from = want, to = m.offset(), "the partition's offsets jump; taken as the log's own gap");
+                }
+                _ => {}
+            }
+            retries.remove(&p);
+            delivered.insert(p, m.offset());
+        }
+        if !reread.is_empty() {
+            batch.retain(|m| !reread.contains_key(&m.partition()));
+            for (&p, &at) in &reread {
+                let (consumer, topic) = (consumer.clone(), stream.input_topic.clone());
+                tokio::task::spawn_blocking(move || {
+                    consumer.seek(&topic, p, Offset::Offset(at), Duration::from_secs(5))
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("could not read partition {p} again: {e}"))?;
+            }
+            if batch.is_empty() {
+                continue;
             }
         }
         process(state, &consumer, &producer, &stream, batch, &stored).await?;
