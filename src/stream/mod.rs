@@ -129,7 +129,7 @@ impl ConsumerContext for StreamContext {
                     }
                 }
             }
-            tracing::info!(topic = %self.topic, assigned = ?tpl.to_topic_map(), "partitions assigned");
+            tracing::debug!(topic = %self.topic, assigned = ?tpl.to_topic_map(), "partitions assigned");
             if let Err(e) = consumer.assign(tpl) {
                 tracing::warn!(topic = %self.topic, error = %e, "could not take the partitions assigned");
             }
@@ -199,8 +199,7 @@ async fn run(
     let consumer = Arc::new(consumer);
     tracing::info!(topic = %stream.input_topic, model = %stream.model, config = ?state.settings.kafka_config, "stream started");
     let mut last_lag = Instant::now();
-    let mut delivered: HashMap<i32, i64> = HashMap::new();
-    let mut retries: HashMap<i32, u32> = HashMap::new();
+    let mut positions = Positions::default();
     // Since when this consumer has held no partition, and the stream's stored offsets then.
     let mut idle: Option<(Instant, i64)> = None;
     loop {
@@ -222,63 +221,11 @@ async fn run(
                 Err(_) => break,
             }
         }
-        // Each partition's records follow on from the last one read (or from the offset stored
-        // in Postgres). A forward jump is legal in Kafka (compaction, transaction markers) but a
-        // broker can also leave records out of a fetch (tansu 0.6 on S3 after a restart): the
-        // partition is read again from where it should be, a few times, before the jump is
-        // taken as the log's own.
         let expected: HashMap<i32, i64> = match stored.lock() {
             Ok(s) => s.clone(),
             Err(_) => HashMap::new(),
         };
-        let before = delivered.clone();
-        let mut reread: HashMap<i32, i64> = HashMap::new();
-        for m in &batch {
-            let p = m.partition();
-            if reread.contains_key(&p) {
-                continue;
-            }
-            let want = delivered
-                .get(&p)
-                .map(|l| l + 1)
-                .or(expected.get(&p).copied());
-            match want {
-                Some(want) if m.offset() > want => {
-                    let tries = retries.entry(p).or_insert(0);
-                    if *tries < 3 {
-                        *tries += 1;
-                        tracing::info!(topic = %stream.input_topic, partition = p, want, got = m.offset(), "records left out of a fetch; reading the partition again");
-                        // From the first of this partition's records in the batch: they are
-                        // all dropped and read again.
-                        let first = batch
-                            .iter()
-                            .find(|r| r.partition() == p)
-                            .map(|r| r.offset());
-                        let at = before
-                            .get(&p)
-                            .map(|l| l + 1)
-                            .or(expected.get(&p).copied())
-                            .or(first)
-                            .unwrap_or(want);
-                        // Further back on each try: a broker that leaves out the records of
-                        // a fetch starting inside one of its stored batches (tansu on S3,
-                        // after a restart) serves them to a fetch starting before it. What
-                        // is read twice is below the stored offset and skipped as seen.
-                        let back = 1_000 * 10i64.pow(*tries - 1);
-                        reread.insert(p, (at.min(want) - back).max(0));
-                        match before.get(&p) {
-                            Some(&l) => delivered.insert(p, l),
-                            None => delivered.remove(&p),
-                        };
-                        continue;
-                    }
-                    tracing::warn!(topic = %stream.input_topic, partition = p, from = want, to = m.offset(), "the partition's offsets jump; taken as the log's own gap");
-                }
-                _ => {}
-            }
-            retries.remove(&p);
-            delivered.insert(p, m.offset());
-        }
+        let reread = positions.follow(&batch, &expected, &stream.input_topic);
         if !reread.is_empty() {
             batch.retain(|m| !reread.contains_key(&m.partition()));
             for (&p, &at) in &reread {
@@ -299,6 +246,86 @@ async fn run(
             last_lag = Instant::now();
             measure_lag(state, &consumer, &stream).await;
         }
+    }
+}
+
+/// Where this consumer is in each partition: the last offset read, and how many times in a row
+/// the partition was read again after records were left out.
+#[derive(Default)]
+struct Positions {
+    delivered: HashMap<i32, i64>,
+    retries: HashMap<i32, u32>,
+}
+
+impl Positions {
+    /// Follows a batch: each partition's records must carry on from the last one read (or from
+    /// the offset stored in Postgres, `expected`). A forward jump is legal in Kafka (compaction,
+    /// transaction markers), but a broker can also leave records out of a fetch (tansu 0.6 on
+    /// S3 after a restart leaves out those of a fetch that starts inside one of its stored
+    /// batches, and serves them to a fetch that starts before it). Such a partition is read
+    /// again, from further back on each of three tries (what is read twice is below the stored
+    /// offset and skipped as seen), before the jump is taken as the log's own. Returns the
+    /// partitions to read again and from where; their records in this batch are to be dropped.
+    fn follow(
+        &mut self,
+        batch: &[OwnedMessage],
+        expected: &HashMap<i32, i64>,
+        topic: &str,
+    ) -> HashMap<i32, i64> {
+        let before = self.delivered.clone();
+        let mut reread: HashMap<i32, i64> = HashMap::new();
+        for m in batch {
+            let p = m.partition();
+            if reread.contains_key(&p) {
+                continue;
+            }
+            let want = self
+                .delivered
+                .get(&p)
+                .map(|l| l + 1)
+                .or(expected.get(&p).copied());
+            if let Some(want) = want.filter(|w| m.offset() > *w) {
+                let tries = self.retries.entry(p).or_insert(0);
+                if *tries < 3 {
+                    *tries += 1;
+                    tracing::info!(
+                        topic,
+                        partition = p,
+                        want,
+                        got = m.offset(),
+                        "records left out of a fetch; reading the partition again"
+                    );
+                    // From where this batch's records of the partition start: all are dropped.
+                    let first = batch
+                        .iter()
+                        .find(|r| r.partition() == p)
+                        .map(|r| r.offset());
+                    let start = before
+                        .get(&p)
+                        .map(|l| l + 1)
+                        .or(expected.get(&p).copied())
+                        .or(first)
+                        .unwrap_or(want);
+                    let back = 1_000 * 10i64.pow(*tries - 1);
+                    reread.insert(p, (start.min(want) - back).max(0));
+                    match before.get(&p) {
+                        Some(&l) => self.delivered.insert(p, l),
+                        None => self.delivered.remove(&p),
+                    };
+                    continue;
+                }
+                tracing::warn!(
+                    topic,
+                    partition = p,
+                    from = want,
+                    to = m.offset(),
+                    "the partition's offsets jump; taken as the log's own gap"
+                );
+            }
+            self.retries.remove(&p);
+            self.delivered.insert(p, m.offset());
+        }
+        reread
     }
 }
 

@@ -215,7 +215,6 @@ async fn a_stream_scores_every_record_once_through_crashes_and_dead_letters(pool
     let env = [
         ("PLINTH_MODELS", "models".to_string()),
         ("PLINTH_KAFKA_BROKERS", b.clone()),
-        ("PLINTH_LOG", "info".to_string()),
     ];
     let mut plinth = Instance::start(&pool, scratch.path(), &env).await;
     add_stream(&plinth.app, "flowers", "predictions", "flowers.dead").await;
@@ -224,18 +223,24 @@ async fn a_stream_scores_every_record_once_through_crashes_and_dead_letters(pool
     let n = 100_000;
     let half = n / 2;
     let bad = 10_000;
-    let produced = client(
-        &b,
-        &[
-            "produce",
-            "flowers",
-            "--count",
-            &half.to_string(),
-            "--bad",
-            &bad.to_string(),
-        ],
-    );
-    assert_eq!(produced["produced"], half);
+    // Half of the records from `start`, every one acknowledged by the broker.
+    let produce_half = |start: i64| {
+        let produced = client(
+            &b,
+            &[
+                "produce",
+                "flowers",
+                "--count",
+                &half.to_string(),
+                "--start",
+                &start.to_string(),
+                "--bad",
+                &bad.to_string(),
+            ],
+        );
+        assert_eq!(produced["produced"], half);
+    };
+    produce_half(0);
     let good = n - n / bad;
     // Plinth killed (SIGKILL) mid-stream; the broker killed and started again while records
     // wait to be read; Plinth started again.
@@ -245,20 +250,7 @@ async fn a_stream_scores_every_record_once_through_crashes_and_dead_letters(pool
     assert!(mid < good / 2, "the first half was stored before the kill");
     broker.restart().await;
     plinth.restart().await;
-    let produced = client(
-        &b,
-        &[
-            "produce",
-            "flowers",
-            "--count",
-            &half.to_string(),
-            "--start",
-            &half.to_string(),
-            "--bad",
-            &bad.to_string(),
-        ],
-    );
-    assert_eq!(produced["produced"], half);
+    produce_half(half);
     wait_stored(&pool, good, Duration::from_secs(300), || plinth.log_text()).await;
 
     // Every record stored once; every good record's result on the output topic (at least
