@@ -116,3 +116,42 @@ pub async fn alias_moved(
     )
     .await
 }
+
+/// Records that `user` started or changed a canary.
+pub async fn canary_set(
+    pool: &PgPool,
+    req: &HttpRequest,
+    user: &User,
+    model: &str,
+    candidate: i32,
+    share: f64,
+) -> Result<(), AppError> {
+    record(
+        pool,
+        Some(req),
+        Some(user),
+        "canary.set",
+        model.to_string(),
+        serde_json::json!({"model": model, "candidate": candidate, "share": share}),
+    )
+    .await
+}
+
+/// Records that `user` ended a canary.
+pub async fn canary_ended(
+    pool: &PgPool,
+    req: &HttpRequest,
+    user: &User,
+    model: &str,
+    candidate: i32,
+) -> Result<(), AppError> {
+    record(
+        pool,
+        Some(req),
+        Some(user),
+        "canary.ended",
+        model.to_string(),
+        serde_json::json!({"model": model, "candidate": candidate}),
+    )
+    .await
+}

@@ -13,11 +13,24 @@ use crate::registry::decode::{decode, Outcome};
 use crate::registry::{Selector, Served};
 use crate::state::AppState;
 
+/// The header that says which version answered, where the protocol's body cannot (KServe V1,
+/// the cloud contracts).
+pub const VERSION_HEADER: &str = "plinth-model-version";
+
 /// Who is asking: a signed-in user, a token, or nobody (public inference).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Caller {
     pub user_id: Option<i64>,
     pub token_id: Option<i64>,
+}
+
+impl Caller {
+    pub fn user(id: i64) -> Caller {
+        Caller {
+            user_id: Some(id),
+            token_id: None,
+        }
+    }
 }
 
 /// A batch, answered and stored.
@@ -334,6 +347,40 @@ fn failed(state: &AppState, served: &Served, source: &'static str, reason: &'sta
             tracing::warn!(error = %e, "could not record a failed prediction");
         }
     });
+}
+
+/// The version that answers `caller` when it asks for `selector`: what [`served`] finds, except
+/// that a request for the `production` alias of a model with a canary goes to the candidate when
+/// the caller falls in its share (see [`crate::registry::traffic`]). A candidate that cannot be
+/// served just now leaves the request with production, and says so in the log.
+pub async fn routed(
+    state: &AppState,
+    name: &str,
+    selector: &Selector,
+    caller: Caller,
+) -> Result<Served, AppError> {
+    use crate::registry::traffic::{candidate_arm, Sticky};
+    if *selector == Selector::default() {
+        if let Some(policy) = state.registry.policy(name).await? {
+            let sticky = match (caller.user_id, caller.token_id) {
+                (Some(user), _) => Sticky::User(user),
+                (None, Some(token)) => Sticky::Token(token),
+                (None, None) => Sticky::Anonymous,
+            };
+            if candidate_arm(name, sticky, policy.share) {
+                match served(state, name, &Selector::Number(policy.candidate)).await {
+                    Ok(candidate) => return Ok(candidate),
+                    Err(e) => tracing::warn!(
+                        model = name,
+                        candidate = policy.candidate,
+                        error = %e,
+                        "the canary's candidate cannot answer; production answers instead"
+                    ),
+                }
+            }
+        }
+    }
+    served(state, name, selector).await
 }
 
 /// The version a request asks for, loaded; 404 naming what is missing.

@@ -7,7 +7,7 @@
 //! scope answers every path under its prefix, so no page may share a scope's prefix.
 //! Handlers live in `routes/<area>/` (pages, mirroring `templates/<area>/`) and `api/` (JSON).
 
-use actix_web::web::{get, post, put, resource, scope, ServiceConfig};
+use actix_web::web::{delete, get, post, put, resource, scope, ServiceConfig};
 
 use crate::api::{contracts, docs, kserve, v1, v2};
 use crate::config::{Platform, Settings};
@@ -68,6 +68,12 @@ pub fn configure(cfg: &mut ServiceConfig) {
                 .service(
                     resource("/v1/models/{name}/aliases/{alias}")
                         .route(put().to(v1::registry::set_alias)),
+                )
+                .service(
+                    resource("/v1/models/{name}/traffic")
+                        .route(get().to(v1::registry::traffic))
+                        .route(put().to(v1::registry::set_canary))
+                        .route(delete().to(v1::registry::end_canary)),
                 )
                 .service(
                     resource("/v1/predictions").route(get().to(v1::predictions::list_predictions)),
@@ -185,6 +191,13 @@ pub fn configure(cfg: &mut ServiceConfig) {
                 )
                 .service(
                     resource("/models/{name}/rollback").route(post().to(admin::models::rollback)),
+                )
+                .service(
+                    resource("/models/{name}/canary").route(post().to(admin::models::set_canary)),
+                )
+                .service(
+                    resource("/models/{name}/canary/end")
+                        .route(post().to(admin::models::end_canary)),
                 )
                 .service(
                     resource("/models/{name}/streams")

@@ -154,7 +154,7 @@ async fn score(
         Ok(name) => name,
         Err(e) => return contract.app_error(&e),
     };
-    let served = match serving::served(state, &name, &Selector::default()).await {
+    let served = match serving::routed(state, &name, &Selector::default(), caller).await {
         Ok(served) => served,
         Err(e) => return contract.app_error(&e),
     };
@@ -186,8 +186,12 @@ async fn score(
             (None, None) => Value::Null,
         })
         .collect();
+    // The contracts' bodies have no place for it: which version answered (a canary's candidate
+    // or production) goes in a header.
+    let mut ok = HttpResponse::Ok();
+    ok.insert_header((serving::VERSION_HEADER, served.version.version.to_string()));
     match contract {
-        Contract::AzureMl => HttpResponse::Ok().json(predictions),
+        Contract::AzureMl => ok.json(predictions),
         Contract::SageMaker | Contract::Mlflow if wants_csv(req) => {
             let mut text = String::new();
             for p in &predictions {
@@ -197,9 +201,9 @@ async fn score(
                 }
                 text.push('\n');
             }
-            HttpResponse::Ok().content_type("text/csv").body(text)
+            ok.content_type("text/csv").body(text)
         }
-        _ => HttpResponse::Ok().json(json!({"predictions": predictions})),
+        _ => ok.json(json!({"predictions": predictions})),
     }
 }
 

@@ -74,7 +74,7 @@ pub async fn predict(
 ) -> Result<HttpResponse, AppError> {
     let InferenceCaller(caller, _) = inference_caller;
     let request: KServeRequest = json_body(&req, &body)?;
-    let served = crate::serving::served(&state, &name, &Selector::default()).await?;
+    let served = crate::serving::routed(&state, &name, &Selector::default(), caller).await?;
     check_rows(&state, request.instances.len())?;
     let card = &served.card;
     let rows = request
@@ -119,5 +119,7 @@ pub async fn predict(
             _ => Value::Null,
         })
         .collect();
-    Ok(HttpResponse::Ok().json(KServeResponse { predictions }))
+    Ok(HttpResponse::Ok()
+        .insert_header((serving::VERSION_HEADER, served.version.version.to_string()))
+        .json(KServeResponse { predictions }))
 }

@@ -343,7 +343,7 @@ async fn run_infer(
     }
     let request: InferRequest = serde_json::from_slice(head)
         .map_err(|e| bad(format!("The inference request is not valid: {e}")))?;
-    let served = crate::serving::served(state, name, &selector).await?;
+    let served = crate::serving::routed(state, name, &selector, caller).await?;
     let signature = &served.loaded.signature;
     if let Some(outputs) = &request.outputs {
         if let Some(unknown) = outputs

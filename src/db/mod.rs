@@ -13,6 +13,7 @@ pub mod secrets;
 pub mod sessions;
 pub mod streams;
 pub mod tokens;
+pub mod traffic;
 pub mod users;
 
 use std::collections::HashSet;

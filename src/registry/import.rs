@@ -185,6 +185,10 @@ impl Registry {
             .map(|(_, v)| v);
         let mut tx = self.pool.begin().await?;
         db::models::set_alias(&mut tx, model.id, alias, version.id, actor).await?;
+        if alias == super::PRODUCTION {
+            // The canary's candidate promoted: the canary is over.
+            db::traffic::end_if_candidate(&mut tx, model.id, version.id).await?;
+        }
         tx.commit().await?;
         self.resolved.changed();
         tracing::info!(model = %model.name, alias, version = number, "alias moved");

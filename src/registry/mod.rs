@@ -10,6 +10,7 @@ pub mod reference;
 pub mod import;
 pub use import::single_model_dir;
 mod load;
+pub mod traffic;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -141,6 +142,8 @@ pub struct Registry {
     loading: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
     /// What (model, alias or number) resolved to lately; see [`crate::cache`].
     resolved: Cache<(String, Selector), Served>,
+    /// Each model's canary, if it has one; forgotten with `resolved`.
+    policies: Cache<String, Option<Arc<crate::db::traffic::PolicyRow>>>,
     /// The model repository's files by SHA-256, read once on the first lost artifact: a version
     /// that stays broken must not rescan and rehash the repository on every request.
     repository_index: tokio::sync::OnceCell<HashMap<String, PathBuf>>,
@@ -181,6 +184,8 @@ impl Registry {
         max_model_bytes: usize,
         policy: LoadPolicy,
     ) -> Self {
+        let resolved = Cache::new();
+        let policies = Cache::with_epoch(resolved.epoch_handle());
         Registry {
             pool,
             artifacts,
@@ -190,7 +195,8 @@ impl Registry {
             ticks: AtomicU64::new(0),
             loads: AtomicU64::new(0),
             loading: Mutex::new(HashMap::new()),
-            resolved: Cache::new(),
+            resolved,
+            policies,
             repository_index: tokio::sync::OnceCell::new(),
         }
     }
@@ -198,6 +204,27 @@ impl Registry {
     /// The resolution cache's epoch, bumped when another process moves an alias.
     pub fn changes(&self) -> crate::cache::Epoch {
         self.resolved.epoch_handle()
+    }
+
+    /// The model's canary, if it has one (cached until a policy or an alias changes).
+    pub async fn policy(
+        &self,
+        name: &str,
+    ) -> sqlx::Result<Option<Arc<crate::db::traffic::PolicyRow>>> {
+        // "No canary" is kept too: it is what nearly every request finds.
+        let found = self
+            .policies
+            .get_or_fetch(name.to_string(), || async {
+                let row = crate::db::traffic::policy(&self.pool, name).await?;
+                Ok::<_, sqlx::Error>(Some(row.map(Arc::new)))
+            })
+            .await?;
+        Ok(found.flatten())
+    }
+
+    /// Forgets what requests resolved to, here and (through the trigger's notice) everywhere.
+    pub fn forget_resolutions(&self) {
+        self.resolved.changed();
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -17,6 +17,7 @@ mod api_v1;
 mod api_v2;
 mod batching;
 mod caches;
+mod canary;
 mod cli;
 mod cloud;
 mod container;

@@ -84,7 +84,7 @@ pub async fn predict(
 ) -> Result<HttpResponse, AppError> {
     let InferenceCaller(caller, _) = inference_caller;
     let request: PredictRequest = json_body(&req, &body)?;
-    let served = crate::serving::served(&state, &name, &query.selector()?).await?;
+    let served = crate::serving::routed(&state, &name, &query.selector()?, caller).await?;
     let rows: Vec<Vec<f64>> = match &request.inputs {
         Value::Array(items) => {
             check_rows(&state, items.len())?;

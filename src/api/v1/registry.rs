@@ -5,7 +5,7 @@ use super::ErrorBody;
 use crate::api::json_body;
 use crate::auth::ApiStaff;
 use crate::error::AppError;
-use crate::registry::{Imported, Upload};
+use crate::registry::{Imported, Upload, PRODUCTION};
 use crate::state::AppState;
 use crate::web::forms::read_unchecked;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
@@ -172,4 +172,141 @@ pub async fn set_alias(
         }
         Err(e) => Err(AppError::import(e)),
     }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryRequest {
+    /// The candidate version.
+    pub candidate: i32,
+    /// The candidate's share of the callers of `production`, above 0 and below 1 (0.1: 10%).
+    pub share: f64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TrafficResponse {
+    pub model: String,
+    /// The version `production` points at.
+    pub production: Option<i32>,
+    /// The canary and its arms' figures since it started; null without one.
+    pub canary: Option<crate::registry::traffic::Report>,
+}
+
+async fn traffic_response(
+    state: &AppState,
+    model: &crate::db::models::ModelRow,
+) -> Result<TrafficResponse, AppError> {
+    let production = crate::db::models::by_alias(&state.pool, &model.name, PRODUCTION)
+        .await?
+        .map(|(_, v)| (v.id, v.version));
+    let canary = match crate::db::traffic::policy(&state.pool, &model.name).await? {
+        Some(policy) => {
+            Some(crate::registry::traffic::report(&state.pool, &policy, production).await?)
+        }
+        None => None,
+    };
+    Ok(TrafficResponse {
+        model: model.name.clone(),
+        production: production.map(|(_, v)| v),
+        canary,
+    })
+}
+
+/// Staff: the model's canary, if any, with each arm's requests, failures, latency and live
+/// accuracy since it started, and the differences with 95% intervals.
+#[utoipa::path(
+    get,
+    path = "/api/v1/models/{name}/traffic",
+    tag = "v1 registry",
+    params(("name" = String, Path, description = "Model name", example = "iris")),
+    responses(
+        (status = 200, description = "The traffic policy and its figures", body = TrafficResponse),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not a staff token", body = ErrorBody),
+        (status = 404, description = "No such model", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn traffic(
+    _staff: ApiStaff,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let model = model_or_404(&state, &name).await?;
+    Ok(HttpResponse::Ok().json(traffic_response(&state, &model).await?))
+}
+
+/// Staff: starts or changes a canary: the candidate answers its share of the callers of
+/// `production` (the same callers each time: a hash of the user or token; anonymous callers at
+/// random). Recorded in the audit log.
+#[utoipa::path(
+    put,
+    path = "/api/v1/models/{name}/traffic",
+    tag = "v1 registry",
+    params(("name" = String, Path, description = "Model name", example = "iris")),
+    request_body = CanaryRequest,
+    responses(
+        (status = 200, description = "The canary is on", body = TrafficResponse),
+        (status = 400, description = "Invalid JSON", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not a staff token", body = ErrorBody),
+        (status = 404, description = "No such model", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "No such version, the production version, or a share outside (0, 1)", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn set_canary(
+    req: HttpRequest,
+    body: web::Bytes,
+    api_staff: ApiStaff,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let ApiStaff(caller, staff) = api_staff;
+    let request: CanaryRequest = json_body(&req, &body)?;
+    let model = model_or_404(&state, &name).await?;
+    state
+        .registry
+        .set_canary(&model, request.candidate, request.share, caller.user_id)
+        .await
+        .map_err(AppError::import)?;
+    crate::audit::canary_set(
+        &state.pool,
+        &req,
+        &staff,
+        &model.name,
+        request.candidate,
+        request.share,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(traffic_response(&state, &model).await?))
+}
+
+/// Staff: ends the canary; every caller gets `production` again. Recorded in the audit log.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/models/{name}/traffic",
+    tag = "v1 registry",
+    params(("name" = String, Path, description = "Model name", example = "iris")),
+    responses(
+        (status = 200, description = "Ended (or there was none)", body = TrafficResponse),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not a staff token", body = ErrorBody),
+        (status = 404, description = "No such model", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn end_canary(
+    req: HttpRequest,
+    api_staff: ApiStaff,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let ApiStaff(_, staff) = api_staff;
+    let model = model_or_404(&state, &name).await?;
+    if let Some(candidate) = state.registry.end_canary(&model).await? {
+        crate::audit::canary_ended(&state.pool, &req, &staff, &model.name, candidate).await?;
+    }
+    Ok(HttpResponse::Ok().json(traffic_response(&state, &model).await?))
 }

@@ -183,6 +183,10 @@ struct ModelAdmin {
     streams: Vec<StreamView>,
     /// Whether this instance has a Kafka broker configured.
     kafka: bool,
+    /// The canary and its figures, if one runs.
+    canary: Option<crate::registry::traffic::Report>,
+    /// The versions a canary may try: all but production's.
+    candidates: Vec<i32>,
 }
 
 /// A Kafka stream as the model's admin page shows it.
@@ -304,6 +308,14 @@ async fn model_admin_page(
             lag: s.lag.map_or_else(|| "—".into(), |l| l.to_string()),
         })
         .collect();
+    let production_row = versions
+        .iter()
+        .find(|v| Some(v.version) == production)
+        .map(|v| (v.id, v.version));
+    let canary = match db::traffic::policy(&state.pool, &model.name).await? {
+        Some(p) => Some(crate::registry::traffic::report(&state.pool, &p, production_row).await?),
+        None => None,
+    };
     let page = ModelAdmin {
         ctx,
         name: model.name.clone(),
@@ -315,6 +327,12 @@ async fn model_admin_page(
         error,
         streams,
         kafka: state.settings.kafka_brokers.is_some(),
+        canary,
+        candidates: versions
+            .iter()
+            .map(|v| v.version)
+            .filter(|v| Some(*v) != production)
+            .collect(),
     };
     render(&page, status)
 }
@@ -459,6 +477,75 @@ pub async fn rollback(
         Err(ImportError::Invalid(e)) => model_admin_page(ctx, &state, &model, Some(e)).await,
         Err(e) => Err(AppError::import(e)),
     }
+}
+
+/// Starts or changes the canary: `candidate` answers `share` percent of production's callers.
+pub async fn set_canary(
+    req: HttpRequest,
+    payload: web::Payload,
+    StaffOnly(ctx, user): StaffOnly,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let form = read_form(&req, payload, state.settings.max_body_bytes).await?;
+    let model = find_model(&state, &name).await?;
+    let Ok(candidate) = form.field("candidate").trim().parse::<i32>() else {
+        let e = "Choose the candidate version.".to_string();
+        return model_admin_page(ctx, &state, &model, Some(e)).await;
+    };
+    let percent = form
+        .field("share")
+        .trim()
+        .trim_end_matches('%')
+        .parse::<f64>();
+    let Ok(percent) = percent else {
+        let e = "The candidate's share is a percentage, such as 10.".to_string();
+        return model_admin_page(ctx, &state, &model, Some(e)).await;
+    };
+    let share = percent / 100.0;
+    match state
+        .registry
+        .set_canary(&model, candidate, share, Some(user.id))
+        .await
+    {
+        Ok(()) => {
+            crate::audit::canary_set(&state.pool, &req, &user, &model.name, candidate, share)
+                .await?;
+            if let Some(session) = ctx.session() {
+                flash(
+                    session,
+                    "success",
+                    format!("Version {candidate} now answers {percent}% of production's callers."),
+                );
+            }
+            Ok(see_other(&format!("/admin/models/{}#canary", model.name)))
+        }
+        Err(ImportError::Invalid(e)) => model_admin_page(ctx, &state, &model, Some(e)).await,
+        Err(e) => Err(AppError::import(e)),
+    }
+}
+
+/// Ends the canary: everyone gets production again.
+pub async fn end_canary(
+    req: HttpRequest,
+    payload: web::Payload,
+    StaffOnly(ctx, user): StaffOnly,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    read_form(&req, payload, state.settings.max_body_bytes).await?;
+    let model = find_model(&state, &name).await?;
+    if let Some(candidate) = state.registry.end_canary(&model).await? {
+        crate::audit::canary_ended(&state.pool, &req, &user, &model.name, candidate).await?;
+        if let Some(session) = ctx.session() {
+            flash(
+                session,
+                "success",
+                format!("Canary ended: version {candidate} no longer answers; production answers everyone."),
+            );
+        }
+    }
+    Ok(see_other(&format!("/admin/models/{}#canary", model.name)))
 }
 
 /// A topic name as Kafka allows it: letters, digits, `.`, `_`, `-`, at most 249.

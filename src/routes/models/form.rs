@@ -190,7 +190,8 @@ pub async fn model_page(
     query: web::Query<ModelQuery>,
 ) -> Result<HttpResponse, AppError> {
     let (selector, trying) = selector_for(&ctx, query.version.as_deref())?;
-    let served = serving::served(&state, &name, &selector).await?;
+    // The version this user's predictions go to (a canary's candidate, for its share).
+    let served = serving::routed(&state, &name, &selector, Caller::user(user.id)).await?;
     // "Predict again" fills the form with an earlier prediction's inputs.
     let previous = match query.from {
         Some(id) => db::predictions::find(&state.pool, id)
@@ -319,7 +320,8 @@ pub async fn predict(
     let limit = state.settings.max_picture_bytes.saturating_mul(3) / 2 + (64 << 10);
     let form = read_form(&req, payload, limit).await?;
     let (selector, trying) = selector_for(&ctx, query.version.as_deref())?;
-    let served = serving::served(&state, &name, &selector).await?;
+    let caller = Caller::user(user.id);
+    let served = serving::routed(&state, &name, &selector, caller).await?;
     let row = match parse_row(&state, &served.card, &form).await? {
         Ok(row) => row,
         Err((errors, image_error)) => {
@@ -345,10 +347,6 @@ pub async fn predict(
             );
             return render(&page, StatusCode::UNPROCESSABLE_ENTITY);
         }
-    };
-    let caller = Caller {
-        user_id: Some(user.id),
-        token_id: None,
     };
     let answer = serving::predict_rows(&state, &served, &[row], caller, "form").await?;
     let id = answer

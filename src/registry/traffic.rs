@@ -1,0 +1,336 @@
+//! Canary routing: which arm of a model's traffic policy a caller falls in.
+//!
+//! A caller that can be named (a signed-in user, a token) always lands in the same arm: the arm
+//! is a hash of the model's name and the caller, so it holds across requests, instances and
+//! restarts, and a caller can be in the candidate arm of one model and not of another. Anonymous
+//! callers are assigned at random, request by request.
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use utoipa::ToSchema;
+
+use crate::db::traffic::{ArmFigures, PolicyRow};
+
+/// Who is asking, as far as routing cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sticky {
+    User(i64),
+    Token(i64),
+    Anonymous,
+}
+
+/// Whether the caller is answered by the candidate, given the candidate's share (0 to 1).
+pub fn candidate_arm(model: &str, caller: Sticky, share: f64) -> bool {
+    let draw = match caller {
+        Sticky::User(id) => unit_hash(model, 'u', id),
+        Sticky::Token(id) => unit_hash(model, 't', id),
+        Sticky::Anonymous => rand::random::<f64>(),
+    };
+    draw < share
+}
+
+/// A number in [0, 1) from the model and the caller, the same everywhere.
+fn unit_hash(model: &str, kind: char, id: i64) -> f64 {
+    let digest = Sha256::new()
+        .chain_update(model.as_bytes())
+        .chain_update([0, kind as u8])
+        .chain_update(id.to_be_bytes())
+        .finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    // The top 53 bits, as a double's mantissa holds them.
+    (u64::from_be_bytes(first) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+impl super::Registry {
+    /// Starts (or changes) a model's canary: version `number` answers `share` of the callers of
+    /// `production`. Refused, saying why, for a share outside (0, 1), an unknown version, the
+    /// version already in production, or one that does not load.
+    pub async fn set_canary(
+        &self,
+        model: &crate::db::models::ModelRow,
+        number: i32,
+        share: f64,
+        actor: Option<i64>,
+    ) -> Result<(), super::ImportError> {
+        use super::ImportError::Invalid;
+        if !(share > 0.0 && share < 1.0) {
+            return Err(Invalid(
+                "The candidate's share is a percentage above 0 and below 100.".into(),
+            ));
+        }
+        let (_, version) = crate::db::models::by_number(&self.pool, &model.name, number)
+            .await?
+            .ok_or_else(|| Invalid(format!("{} has no version {number}.", model.name)))?;
+        let production = crate::db::models::aliases(&self.pool, model.id)
+            .await?
+            .into_iter()
+            .find(|(a, _)| a == super::PRODUCTION)
+            .map(|(_, v)| v);
+        match production {
+            None => {
+                return Err(Invalid(format!(
+                    "{} has no production version for a canary to share with.",
+                    model.name
+                )))
+            }
+            Some(p) if p == number => {
+                return Err(Invalid(format!(
+                    "Version {number} is production already; choose another candidate."
+                )))
+            }
+            Some(_) => {}
+        }
+        self.load(&version)
+            .await
+            .map_err(|e| Invalid(format!("version {number} cannot be loaded: {e}")))?;
+        crate::db::traffic::set_policy(&self.pool, model.id, version.id, share, actor).await?;
+        self.resolved.changed();
+        tracing::info!(model = %model.name, candidate = number, share, "canary set");
+        Ok(())
+    }
+
+    /// Ends a model's canary: everyone gets production again. The candidate it had, if any.
+    pub async fn end_canary(
+        &self,
+        model: &crate::db::models::ModelRow,
+    ) -> sqlx::Result<Option<i32>> {
+        let ended = crate::db::traffic::clear_policy(&self.pool, model.id).await?;
+        self.resolved.changed();
+        Ok(ended)
+    }
+}
+
+/// One arm of a canary as the admin page and the API show it.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Arm {
+    /// `production` or `candidate`.
+    pub arm: &'static str,
+    pub version: i32,
+    /// Requests answered and predictions stored (a request may hold several rows).
+    pub requests: i64,
+    pub predictions: i64,
+    /// Requests that failed (invalid input, model error, storage unavailable).
+    pub failures: i64,
+    /// failures / (requests + failures).
+    pub error_rate: Option<f64>,
+    /// Latency per request, in milliseconds.
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    /// Predictions with feedback, and the share of them the model got right (classifiers).
+    pub judged: i64,
+    pub accuracy: Option<f64>,
+}
+
+/// Candidate minus production, with a 95% confidence interval.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, ToSchema)]
+pub struct Difference {
+    pub estimate: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+/// A canary and how its arms compare since it started.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Report {
+    pub candidate: i32,
+    /// The candidate's share of the callers (0 to 1).
+    pub share: f64,
+    /// When the candidate started (RFC 3339); the figures count from then.
+    pub started_at: String,
+    pub arms: Vec<Arm>,
+    /// Error rate, candidate minus production.
+    pub error_rate_difference: Option<Difference>,
+    /// Live accuracy, candidate minus production, where both arms have feedback.
+    pub accuracy_difference: Option<Difference>,
+}
+
+fn percent(v: Option<f64>) -> String {
+    v.map_or_else(|| "—".into(), |v| format!("{:.2}%", v * 100.0))
+}
+
+fn millis(v: Option<f64>) -> String {
+    v.map_or_else(|| "—".into(), |v| format!("{v:.2} ms"))
+}
+
+/// For the admin page.
+impl Arm {
+    pub fn error_text(&self) -> String {
+        percent(self.error_rate)
+    }
+    pub fn p50_text(&self) -> String {
+        millis(self.p50_ms)
+    }
+    pub fn p99_text(&self) -> String {
+        millis(self.p99_ms)
+    }
+    pub fn accuracy_text(&self) -> String {
+        match self.accuracy {
+            Some(_) => format!("{} of {}", percent(self.accuracy), self.judged),
+            None => "no feedback yet".into(),
+        }
+    }
+}
+
+impl Difference {
+    /// In percentage points: "+1.20 points (−0.50 to +2.90)".
+    pub fn text(&self) -> String {
+        format!(
+            "{:+.2} points (95% interval {:+.2} to {:+.2})",
+            self.estimate * 100.0,
+            self.low * 100.0,
+            self.high * 100.0
+        )
+    }
+}
+
+impl Report {
+    pub fn share_text(&self) -> String {
+        let p = self.share * 100.0;
+        if (p - p.round()).abs() < 1e-9 {
+            format!("{p:.0}%")
+        } else {
+            format!("{p}%")
+        }
+    }
+}
+
+/// The difference of two proportions (`a` minus `b`) with its 95% interval (Wald), when both
+/// have observations.
+pub fn difference(a: (i64, i64), b: (i64, i64)) -> Option<Difference> {
+    let ((ka, na), (kb, nb)) = (a, b);
+    if na <= 0 || nb <= 0 {
+        return None;
+    }
+    let (pa, pb) = (ka as f64 / na as f64, kb as f64 / nb as f64);
+    let se = (pa * (1.0 - pa) / na as f64 + pb * (1.0 - pb) / nb as f64).sqrt();
+    let estimate = pa - pb;
+    Some(Difference {
+        estimate,
+        low: estimate - 1.96 * se,
+        high: estimate + 1.96 * se,
+    })
+}
+
+fn arm(name: &'static str, version: i32, f: &ArmFigures) -> Arm {
+    let attempts = f.requests + f.failures;
+    Arm {
+        arm: name,
+        version,
+        requests: f.requests,
+        predictions: f.predictions,
+        failures: f.failures,
+        error_rate: (attempts > 0).then(|| f.failures as f64 / attempts as f64),
+        p50_ms: f.p50_us.map(|us| us / 1000.0),
+        p99_ms: f.p99_us.map(|us| us / 1000.0),
+        judged: f.judged,
+        accuracy: (f.judged > 0).then(|| f.correct as f64 / f.judged as f64),
+    }
+}
+
+/// The canary's figures: SQL over the prediction log, failures and feedback since it started.
+pub async fn report(
+    pool: &PgPool,
+    policy: &PolicyRow,
+    production: Option<(i64, i32)>,
+) -> sqlx::Result<Report> {
+    let mut ids = vec![policy.candidate_version_id];
+    ids.extend(production.map(|(id, _)| id));
+    let figures =
+        crate::db::traffic::arm_figures(pool, policy.model_id, &ids, policy.started_at).await?;
+    let of = |id: i64| {
+        figures
+            .iter()
+            .find(|f| f.version_id == id)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let candidate = of(policy.candidate_version_id);
+    let mut arms = Vec::new();
+    let mut error_rate_difference = None;
+    let mut accuracy_difference = None;
+    if let Some((id, version)) = production {
+        let live = of(id);
+        arms.push(arm("production", version, &live));
+        error_rate_difference = difference(
+            (candidate.failures, candidate.requests + candidate.failures),
+            (live.failures, live.requests + live.failures),
+        );
+        accuracy_difference = difference(
+            (candidate.correct, candidate.judged),
+            (live.correct, live.judged),
+        );
+    }
+    arms.push(arm("candidate", policy.candidate, &candidate));
+    Ok(Report {
+        candidate: policy.candidate,
+        share: policy.share,
+        started_at: policy
+            .started_at
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        arms,
+        error_rate_difference,
+        accuracy_difference,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_difference_of_proportions_and_its_interval() {
+        // 10/100 against 20/200: no difference, interval ±1.96·sqrt(.09/100 + .09/200).
+        let d = difference((10, 100), (20, 200)).unwrap();
+        assert!(d.estimate.abs() < 1e-12);
+        let half = 1.96 * (0.09f64 / 100.0 + 0.09 / 200.0).sqrt();
+        assert!((d.high - half).abs() < 1e-12 && (d.low + half).abs() < 1e-12);
+        assert_eq!(difference((1, 0), (1, 10)), None);
+        let d = difference((30, 100), (10, 100)).unwrap();
+        assert!((d.estimate - 0.2).abs() < 1e-12 && d.low > 0.0);
+    }
+
+    #[test]
+    fn a_named_caller_always_lands_in_the_same_arm() {
+        for id in 0..200 {
+            let first = candidate_arm("iris", Sticky::User(id), 0.3);
+            assert!((0..5).all(|_| candidate_arm("iris", Sticky::User(id), 0.3) == first));
+        }
+    }
+
+    #[test]
+    fn the_share_of_named_callers_is_the_policys() {
+        // 20,000 users at 10%: the count is binomial (mean 2,000, sd 42); 5 sd either side.
+        let n = (0..20_000)
+            .filter(|id| candidate_arm("iris", Sticky::User(*id), 0.1))
+            .count();
+        assert!(
+            (1790..=2210).contains(&n),
+            "{n} of 20,000 in the candidate arm"
+        );
+        // Tokens and users with the same id, and other models, are drawn apart.
+        let both = (0..20_000)
+            .filter(|id| {
+                candidate_arm("iris", Sticky::User(*id), 0.5)
+                    == candidate_arm("iris", Sticky::Token(*id), 0.5)
+            })
+            .count();
+        assert!((9_600..=10_400).contains(&both), "{both}");
+        let other = (0..20_000)
+            .filter(|id| {
+                candidate_arm("iris", Sticky::User(*id), 0.5)
+                    == candidate_arm("wine", Sticky::User(*id), 0.5)
+            })
+            .count();
+        assert!((9_600..=10_400).contains(&other), "{other}");
+    }
+
+    #[test]
+    fn the_edges_of_the_share() {
+        assert!(!(0..1000).any(|id| candidate_arm("m", Sticky::User(id), 0.0)));
+        assert!((0..1000).all(|id| candidate_arm("m", Sticky::User(id), 1.0)));
+        assert!((0..1000).all(|_| candidate_arm("m", Sticky::Anonymous, 1.0)));
+    }
+}
