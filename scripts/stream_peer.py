@@ -8,7 +8,7 @@ one onnxruntime call, their results produced to the output topic with the input'
 acknowledged), the predictions copied into Postgres in one transaction (psycopg COPY, unique on
 topic/partition/offset), and only then the offsets committed. Run one per core, as the peers are.
 
-Usage: stream_peer.py BROKER INPUT OUTPUT MODEL DSN [--group G]
+Usage: stream_peer.py BROKER INPUT OUTPUT MODEL DSN [--group G] [--fetch-wait-ms MS]
 """
 
 import argparse
@@ -34,6 +34,7 @@ def main():
     for name in ("broker", "input", "output", "model", "dsn"):
         ap.add_argument(name)
     ap.add_argument("--group", default="python-peer")
+    ap.add_argument("--fetch-wait-ms", type=int, default=500)
     args = ap.parse_args()
 
     opts = ort.SessionOptions()
@@ -42,9 +43,12 @@ def main():
     input_name = session.get_inputs()[0].name
     db = psycopg.connect(args.dsn)
     with db.transaction():
+        # One process a core starts at once: one of them creates the table.
+        db.execute("select pg_advisory_xact_lock(4242)")
         db.execute(TABLE)
     consumer = KafkaConsumer(args.input, bootstrap_servers=args.broker, group_id=args.group,
-                             auto_offset_reset="earliest", enable_auto_commit=False)
+                             auto_offset_reset="earliest", enable_auto_commit=False,
+                             fetch_max_wait_ms=args.fetch_wait_ms)
     producer = KafkaProducer(bootstrap_servers=args.broker, linger_ms=2, acks=1)
     print("ready", file=sys.stderr, flush=True)
     while True:

@@ -137,6 +137,30 @@ pub async fn canary_set(
     .await
 }
 
+/// Records that `user` started (`on`) or stopped shadowing a version.
+pub async fn shadow_changed(
+    pool: &PgPool,
+    req: &HttpRequest,
+    user: &User,
+    model: &str,
+    version: i32,
+    on: bool,
+) -> Result<(), AppError> {
+    record(
+        pool,
+        Some(req),
+        Some(user),
+        if on {
+            "shadow.started"
+        } else {
+            "shadow.stopped"
+        },
+        format!("{model} v{version}"),
+        serde_json::json!({"model": model, "version": version}),
+    )
+    .await
+}
+
 /// Records that `user` ended a canary.
 pub async fn canary_ended(
     pool: &PgPool,

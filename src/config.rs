@@ -150,6 +150,9 @@ pub struct Settings {
     pub model_load_timeout: Duration,
     /// `PLINTH_MAX_LOADED_VERSIONS`, default 32: loaded versions kept in memory at once.
     pub max_loaded_versions: usize,
+    /// `PLINTH_SHADOW_QUEUE`, default 1024: live requests waiting for the shadow versions; a copy
+    /// that finds the queue full is dropped and counted.
+    pub shadow_queue: usize,
     /// `PLINTH_JOB_WORKERS`, default half the cores (at least one): batch-job chunks this
     /// instance scores at once, so jobs never take every core from interactive requests.
     /// 0 runs no jobs here.
@@ -399,6 +402,9 @@ impl Settings {
         let max_loaded_versions = parse_or(&get, "PLINTH_MAX_LOADED_VERSIONS", Some(32), |v| {
             positive(v).map(|n| n as usize)
         })?;
+        let shadow_queue = parse_or(&get, "PLINTH_SHADOW_QUEUE", Some(1024), |v| {
+            positive(v).map(|n| n as usize)
+        })?;
         let default_job_workers =
             (std::thread::available_parallelism().map_or(2, |n| n.get()) / 2).max(1);
         let job_workers = parse_or(&get, "PLINTH_JOB_WORKERS", Some(default_job_workers), |v| {
@@ -457,6 +463,7 @@ impl Settings {
             hsts,
             model_load_timeout: Duration::from_secs(load_seconds),
             max_loaded_versions,
+            shadow_queue,
             prediction_log,
             retention_days,
             maintenance_minutes,

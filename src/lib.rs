@@ -19,6 +19,7 @@ pub mod prediction_log;
 pub mod registry;
 pub mod routes;
 pub mod serving;
+pub mod shadow;
 pub mod startup;
 pub mod state;
 pub mod stream;

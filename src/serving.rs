@@ -224,6 +224,16 @@ pub async fn predict(
     let started = Instant::now();
     let (model, version) = (served.model.name.as_str(), served.version.version);
     let metrics = &state.metrics;
+    // Shadow versions get a copy of the live traffic (what production or a canary's candidate
+    // answers, not a request for another version by number or alias), after it is stored.
+    let shadows = match live_shadows(state, served).await {
+        Ok(list) => list,
+        Err(e) => {
+            tracing::debug!(error = %e, "could not read the shadow versions");
+            None
+        }
+    };
+    let copy = shadows.as_ref().map(|_| (tensors.clone(), stored.clone()));
     let run = match served.card.batching {
         Some(b) => served.loaded.run_batched(b.settings(), tensors).await,
         None => inference::run_async(served.loaded.clone(), tensors).await,
@@ -254,6 +264,7 @@ pub async fn predict(
         n,
         inputs: stored,
         outputs: stored_outputs(&served.card, &outcomes),
+        shadow_of: None,
     };
     let ids = state.log.record(records).await.map_err(|e| {
         failed(state, served, source, "storage_unavailable");
@@ -261,11 +272,46 @@ pub async fn predict(
     })?;
     series.latency(Stage::Total, started.elapsed());
     series.success(n);
+    if let (Some(shadows), Some((tensors, stored)), Some(first)) = (shadows, copy, ids.first()) {
+        let copy = crate::shadow::Copy {
+            model: model.to_string(),
+            live_version_id: served.version.id,
+            shadows,
+            tensors,
+            stored,
+            n,
+            caller,
+            live_first_id: *first,
+        };
+        state.shadow.offer(copy, metrics);
+    }
     Ok(Answer {
         outcomes,
         outputs,
         ids,
     })
+}
+
+/// The shadow versions that get a copy of a request `served` answers: none unless the model has
+/// shadows and `served` is the live answer (production, or the canary's candidate).
+async fn live_shadows(
+    state: &AppState,
+    served: &Served,
+) -> Result<Option<std::sync::Arc<Vec<i32>>>, AppError> {
+    let name = served.model.name.as_str();
+    let version = served.version.version;
+    let Some(list) = state.registry.shadows(name).await? else {
+        return Ok(None);
+    };
+    if !list.iter().any(|v| *v != version) {
+        return Ok(None);
+    }
+    let candidate = state.registry.policy(name).await?.map(|p| p.candidate);
+    let live = candidate == Some(version)
+        || self::served(state, name, &Selector::default())
+            .await
+            .is_ok_and(|p| p.version.id == served.version.id);
+    Ok(live.then_some(list))
 }
 
 /// Outcomes as stored: typed arrays when every row has the same shape (probabilities named by
@@ -330,6 +376,16 @@ pub async fn predict_rows(
 /// Counts a request the model never saw because its input did not fit.
 pub fn rejected(state: &AppState, served: &Served, source: &'static str) {
     failed(state, served, source, "invalid_input");
+}
+
+/// Counts a failed prediction (of any source) in the metrics and the database.
+pub fn record_failure(
+    state: &AppState,
+    served: &Served,
+    source: &'static str,
+    reason: &'static str,
+) {
+    failed(state, served, source, reason);
 }
 
 /// Counts a failed prediction in the metrics and, for the dashboard's error rate, in the

@@ -96,6 +96,7 @@ impl Application {
             heavy: crate::heavy::Heavy::new(settings.workers),
             exports: Default::default(),
             draining: draining.clone(),
+            shadow: crate::shadow::Queue::new(settings.shadow_queue),
         });
         let listener = TcpListener::bind(settings.addr)?;
         let port = listener.local_addr()?.port();
@@ -206,6 +207,20 @@ impl Application {
             let handle = server.handle();
             (tokio::spawn(server), handle)
         });
+        // The production versions' latest drift verdicts, on every instance's /metrics (whichever
+        // instance ran the check), read every 10 s (one row per model).
+        let verdict_pool = self.pool.clone();
+        let verdict_metrics = self.state.metrics.clone();
+        let verdicts = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                ticks.tick().await;
+                match db::drift::production_verdicts(&verdict_pool).await {
+                    Ok(found) => verdict_metrics.drift_verdicts(&found),
+                    Err(e) => tracing::debug!(error = %e, "could not read the drift verdicts"),
+                }
+            }
+        });
         // The drift job: every production version, on a schedule.
         let drift_pool = self.pool.clone();
         let drift_settings = self.settings.clone();
@@ -251,6 +266,8 @@ impl Application {
         let batch_workers = crate::batch::worker::start(&self.state, &instance);
         // Kafka streams, when a broker is configured.
         let streams = tokio::spawn(crate::stream::supervise(self.state.clone()));
+        // The shadow versions' worker.
+        let shadows = tokio::spawn(crate::shadow::work(self.state.clone()));
         // The prediction log's partitions and retention, now and on a schedule.
         let maintenance = tokio::spawn(crate::prediction_log::maintenance::schedule(
             self.pool.clone(),
@@ -299,6 +316,8 @@ impl Application {
         }
         signals.abort();
         drift.abort();
+        verdicts.abort();
+        shadows.abort();
         maintenance.abort();
         if let Some((task, handle)) = metrics {
             handle.stop(true).await;

@@ -33,4 +33,6 @@ pub struct AppState {
     /// Set on SIGTERM: `/readyz` answers 503 for `PLINTH_DRAIN_SECONDS` before the server stops
     /// accepting, so balancers stop sending first.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
+    /// Copies of live requests for the shadow versions.
+    pub shadow: crate::shadow::Queue,
 }

@@ -76,6 +76,14 @@ pub fn configure(cfg: &mut ServiceConfig) {
                         .route(delete().to(v1::registry::end_canary)),
                 )
                 .service(
+                    resource("/v1/models/{name}/shadows").route(get().to(v1::registry::shadows)),
+                )
+                .service(
+                    resource("/v1/models/{name}/shadows/{version}")
+                        .route(put().to(v1::registry::start_shadow))
+                        .route(delete().to(v1::registry::stop_shadow)),
+                )
+                .service(
                     resource("/v1/predictions").route(get().to(v1::predictions::list_predictions)),
                 )
                 .service(
@@ -198,6 +206,14 @@ pub fn configure(cfg: &mut ServiceConfig) {
                 .service(
                     resource("/models/{name}/canary/end")
                         .route(post().to(admin::models::end_canary)),
+                )
+                .service(
+                    resource("/models/{name}/shadows")
+                        .route(post().to(admin::models::start_shadow)),
+                )
+                .service(
+                    resource("/models/{name}/shadows/{version}/stop")
+                        .route(post().to(admin::models::stop_shadow)),
                 )
                 .service(
                     resource("/models/{name}/streams")

@@ -70,7 +70,7 @@ impl Modify for BearerAuth {
     paths(
         v1::models::list_models, v1::models::get_model, v1::predict::predict,
         v1::predictions::list_predictions, v1::predictions::get_prediction,
-        v1::predictions::record_feedback, v1::registry::publish_version, v1::registry::set_alias, v1::registry::traffic, v1::registry::set_canary, v1::registry::end_canary,
+        v1::predictions::record_feedback, v1::registry::publish_version, v1::registry::set_alias, v1::registry::traffic, v1::registry::set_canary, v1::registry::end_canary, v1::registry::shadows, v1::registry::start_shadow, v1::registry::stop_shadow,
         v1::jobs::submit, v1::jobs::list, v1::jobs::get, v1::jobs::cancel, v1::jobs::results,
         v1::jobs::errors,
         v2::server_metadata, v2::live, v2::ready, v2::model_metadata, v2::version_metadata,

@@ -151,6 +151,7 @@ async fn score_chunk(state: &Data<AppState>, me: &str, chunk: Claimed) -> sqlx::
                     n,
                     inputs: scored.stored,
                     outputs,
+                    shadow_of: None,
                 },
                 ID_BLOCK as usize,
             )

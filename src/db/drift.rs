@@ -134,3 +134,21 @@ pub async fn drifting_versions(pool: &PgPool) -> sqlx::Result<Vec<i64>> {
     .fetch_all(pool)
     .await
 }
+
+/// Each production version's latest drift verdict (versions never checked, or whose latest
+/// check had too few rows for one, are left out): model, version, flagged.
+pub async fn production_verdicts(pool: &PgPool) -> sqlx::Result<Vec<(String, i32, bool)>> {
+    sqlx::query_as(
+        "select m.name, v.version, r.drifted
+         from model_alias a
+         join model m on m.id = a.model_id
+         join model_version v on v.id = a.version_id
+         join lateral (select drifted from drift_run
+                       where version_id = a.version_id and drifted is not null
+                       order by created_at desc, id desc limit 1) r on true
+         where a.alias = 'production'
+         order by m.name",
+    )
+    .fetch_all(pool)
+    .await
+}

@@ -11,6 +11,7 @@ pub mod models;
 pub mod predictions;
 pub mod secrets;
 pub mod sessions;
+pub mod shadow;
 pub mod streams;
 pub mod tokens;
 pub mod traffic;

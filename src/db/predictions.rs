@@ -42,6 +42,8 @@ pub struct NewPredictions {
     pub n: usize,
     pub inputs: StoredInputs,
     pub outputs: StoredOutputs,
+    /// For a shadow's answers: the first id of the live predictions they shadow.
+    pub shadow_of: Option<i64>,
 }
 
 /// Reserves `blocks` blocks of [`ID_BLOCK`] ids; returns the first id of each.
@@ -68,7 +70,7 @@ pub async fn copy_in_on(
     let mut copy = conn
         .copy_in_raw(
             "copy prediction (id, n, model_id, version_id, user_id, token_id, latency_us, source,
-                              x, inputs, label, value, proba, outputs)
+                              x, inputs, label, value, proba, outputs, shadow_of)
              from stdin (format binary)",
         )
         .await?;
@@ -84,7 +86,7 @@ fn copy_data(rows: &[(i64, &NewPredictions)]) -> Vec<u8> {
     buf.extend_from_slice(&0i32.to_be_bytes());
     buf.extend_from_slice(&0i32.to_be_bytes());
     for (id, r) in rows {
-        buf.extend_from_slice(&14i16.to_be_bytes());
+        buf.extend_from_slice(&15i16.to_be_bytes());
         int8(&mut buf, Some(*id));
         int4(&mut buf, r.n as i32);
         int8(&mut buf, Some(r.model_id));
@@ -107,6 +109,7 @@ fn copy_data(rows: &[(i64, &NewPredictions)]) -> Vec<u8> {
         float8_array(&mut buf, r.outputs.value.as_deref());
         float8_array(&mut buf, r.outputs.proba.as_deref());
         jsonb_array(&mut buf, r.outputs.json.as_deref());
+        int8(&mut buf, r.shadow_of);
     }
     buf.extend_from_slice(&(-1i16).to_be_bytes());
     buf

@@ -106,6 +106,10 @@ pub struct Metrics {
     stream_records: Family<StreamLabels, Counter>,
     stream_dead_letters: Family<StreamLabels, Counter>,
     stream_lag: Family<StreamLabels, Gauge>,
+    /// Live requests whose copy for the shadow versions was dropped (the queue was full).
+    shadow_dropped: Family<ModelLabels, Counter>,
+    /// Production versions whose latest drift check flagged them (1) or not (0).
+    drift_flagged: Family<VersionLabels, Gauge>,
     /// Each served version's series, looked up once: the prediction path then counts and times
     /// without building label strings or taking the families' locks.
     versions: std::sync::RwLock<std::collections::HashMap<i64, std::sync::Arc<VersionMetrics>>>,
@@ -151,6 +155,8 @@ impl Default for Metrics {
             stream_records: Family::default(),
             stream_dead_letters: Family::default(),
             stream_lag: Family::default(),
+            drift_flagged: Family::default(),
+            shadow_dropped: Family::default(),
             versions: Default::default(),
         };
         m.registered()
@@ -228,6 +234,16 @@ impl Metrics {
             "Records behind on the partitions this instance consumes, by model and input topic",
             self.stream_lag.clone(),
         );
+        r.register(
+            "plinth_shadow_dropped",
+            "Live requests not copied to the shadow versions because their queue was full",
+            self.shadow_dropped.clone(),
+        );
+        r.register(
+            "plinth_drift_flagged",
+            "1 when the latest drift check of a production version flagged it, else 0",
+            self.drift_flagged.clone(),
+        );
         self
     }
 }
@@ -288,6 +304,25 @@ impl Metrics {
         };
         self.stream_records.get_or_create(&labels).inc_by(scored);
         self.stream_dead_letters.get_or_create(&labels).inc_by(dead);
+    }
+
+    pub fn shadow_dropped(&self, model: &str) {
+        self.shadow_dropped
+            .get_or_create(&ModelLabels {
+                model: model.to_string(),
+            })
+            .inc();
+    }
+
+    /// The latest drift verdicts of the production versions (model, version, flagged); versions
+    /// no longer listed leave the family.
+    pub fn drift_verdicts(&self, verdicts: &[(String, i32, bool)]) {
+        self.drift_flagged.clear();
+        for (model, version, flagged) in verdicts {
+            self.drift_flagged
+                .get_or_create(&version_labels(model, *version))
+                .set(i64::from(*flagged));
+        }
     }
 
     pub fn stream_lag(&self, model: &str, topic: &str, lag: i64) {

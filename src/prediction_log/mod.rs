@@ -254,6 +254,7 @@ mod tests {
                 value: Some(values.to_vec()),
                 ..StoredOutputs::default()
             },
+            shadow_of: None,
         }
     }
 

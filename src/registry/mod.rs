@@ -144,6 +144,8 @@ pub struct Registry {
     resolved: Cache<(String, Selector), Served>,
     /// Each model's canary, if it has one; forgotten with `resolved`.
     policies: Cache<String, Option<Arc<crate::db::traffic::PolicyRow>>>,
+    /// Each model's shadow versions (numbers); forgotten with `resolved`.
+    shadows: Cache<String, Option<Arc<Vec<i32>>>>,
     /// The model repository's files by SHA-256, read once on the first lost artifact: a version
     /// that stays broken must not rescan and rehash the repository on every request.
     repository_index: tokio::sync::OnceCell<HashMap<String, PathBuf>>,
@@ -186,6 +188,7 @@ impl Registry {
     ) -> Self {
         let resolved = Cache::new();
         let policies = Cache::with_epoch(resolved.epoch_handle());
+        let shadows = Cache::with_epoch(resolved.epoch_handle());
         Registry {
             pool,
             artifacts,
@@ -197,6 +200,7 @@ impl Registry {
             loading: Mutex::new(HashMap::new()),
             resolved,
             policies,
+            shadows,
             repository_index: tokio::sync::OnceCell::new(),
         }
     }
@@ -217,6 +221,18 @@ impl Registry {
             .get_or_fetch(name.to_string(), || async {
                 let row = crate::db::traffic::policy(&self.pool, name).await?;
                 Ok::<_, sqlx::Error>(Some(row.map(Arc::new)))
+            })
+            .await?;
+        Ok(found.flatten())
+    }
+
+    /// The model's shadow versions, if it has any (cached like [`Registry::policy`]).
+    pub async fn shadows(&self, name: &str) -> sqlx::Result<Option<Arc<Vec<i32>>>> {
+        let found = self
+            .shadows
+            .get_or_fetch(name.to_string(), || async {
+                let list = crate::db::shadow::versions(&self.pool, name).await?;
+                Ok::<_, sqlx::Error>(Some((!list.is_empty()).then(|| Arc::new(list))))
             })
             .await?;
         Ok(found.flatten())

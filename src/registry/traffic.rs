@@ -102,6 +102,169 @@ impl super::Registry {
     }
 }
 
+impl super::Registry {
+    /// Starts sending a copy of the model's live requests to version `number`. Refused, saying
+    /// why, for an unknown version, the production version, or one that does not load. False
+    /// when it was a shadow already.
+    pub async fn start_shadow(
+        &self,
+        model: &crate::db::models::ModelRow,
+        number: i32,
+        actor: Option<i64>,
+    ) -> Result<bool, super::ImportError> {
+        use super::ImportError::Invalid;
+        let (_, version) = crate::db::models::by_number(&self.pool, &model.name, number)
+            .await?
+            .ok_or_else(|| Invalid(format!("{} has no version {number}.", model.name)))?;
+        let production = crate::db::models::aliases(&self.pool, model.id)
+            .await?
+            .into_iter()
+            .find(|(a, _)| a == super::PRODUCTION)
+            .map(|(_, v)| v);
+        if production == Some(number) {
+            return Err(Invalid(format!(
+                "Version {number} is production: it answers the live traffic a shadow copies."
+            )));
+        }
+        self.load(&version)
+            .await
+            .map_err(|e| Invalid(format!("version {number} cannot be loaded: {e}")))?;
+        let started = crate::db::shadow::start(&self.pool, model.id, version.id, actor).await?;
+        self.resolved.changed();
+        Ok(started)
+    }
+
+    /// Stops shadowing version `number`; false when it was not a shadow.
+    pub async fn stop_shadow(
+        &self,
+        model: &crate::db::models::ModelRow,
+        number: i32,
+    ) -> Result<bool, super::ImportError> {
+        let (_, version) = crate::db::models::by_number(&self.pool, &model.name, number)
+            .await?
+            .ok_or_else(|| {
+                super::ImportError::Invalid(format!("{} has no version {number}.", model.name))
+            })?;
+        let stopped = crate::db::shadow::stop(&self.pool, model.id, version.id).await?;
+        self.resolved.changed();
+        Ok(stopped)
+    }
+}
+
+/// A live prediction a shadow answered differently.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Disagreement {
+    pub prediction_id: i64,
+    pub live: Option<String>,
+    pub shadow: Option<String>,
+    /// The row's features by name (or as stored).
+    #[schema(value_type = Object)]
+    pub inputs: serde_json::Value,
+    /// Classifiers: the shadow's probability for its own label; regressors: |shadow − live|.
+    pub gap: Option<f64>,
+}
+
+/// A shadow version and how its answers compare with the live ones since it started.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ShadowReport {
+    pub version: i32,
+    /// RFC 3339.
+    pub started_at: String,
+    /// Classifiers: live predictions the shadow answered, and the share where the labels agree.
+    pub label_pairs: i64,
+    pub agreement: Option<f64>,
+    /// Regressors: pairs of values and the absolute differences.
+    pub value_pairs: i64,
+    pub mean_abs_difference: Option<f64>,
+    pub p50_abs_difference: Option<f64>,
+    pub p95_abs_difference: Option<f64>,
+    pub max_abs_difference: Option<f64>,
+    /// The inputs where they disagree most (latest 5,000 pairs, at most 10).
+    pub disagreements: Vec<Disagreement>,
+}
+
+impl ShadowReport {
+    pub fn agreement_text(&self) -> String {
+        match self.agreement {
+            Some(a) => format!("{} of {} labels", percent(Some(a)), self.label_pairs),
+            None if self.value_pairs > 0 => format!(
+                "mean |difference| {:.4}, p95 {:.4}, max {:.4} over {} values",
+                self.mean_abs_difference.unwrap_or(0.0),
+                self.p95_abs_difference.unwrap_or(0.0),
+                self.max_abs_difference.unwrap_or(0.0),
+                self.value_pairs
+            ),
+            None => "no copies answered yet".into(),
+        }
+    }
+}
+
+impl Disagreement {
+    pub fn inputs_text(&self) -> String {
+        match &self.inputs {
+            serde_json::Value::Object(map) => map
+                .iter()
+                .map(|(k, v)| format!("{k} = {v}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// Every shadow of a model with its figures; `features` names the columns of stored rows.
+pub async fn shadow_reports(
+    pool: &PgPool,
+    model_id: i64,
+    features: &[String],
+) -> sqlx::Result<Vec<ShadowReport>> {
+    let mut reports = Vec::new();
+    for row in crate::db::shadow::of_model(pool, model_id).await? {
+        let a = crate::db::shadow::agreement(pool, row.version_id, row.started_at).await?;
+        let disagreements =
+            crate::db::shadow::disagreements(pool, row.version_id, row.started_at, 10)
+                .await?
+                .into_iter()
+                .map(|d| Disagreement {
+                    prediction_id: d.prediction_id,
+                    live: d.live,
+                    shadow: d.shadow,
+                    inputs: named(d.inputs.unwrap_or_default(), features),
+                    gap: d.gap,
+                })
+                .collect();
+        reports.push(ShadowReport {
+            version: row.version,
+            started_at: row
+                .started_at
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            label_pairs: a.label_pairs,
+            agreement: (a.label_pairs > 0).then(|| a.agree as f64 / a.label_pairs as f64),
+            value_pairs: a.value_pairs,
+            mean_abs_difference: a.mean_abs_difference,
+            p50_abs_difference: a.p50_abs_difference,
+            p95_abs_difference: a.p95_abs_difference,
+            max_abs_difference: a.max_abs_difference,
+            disagreements,
+        });
+    }
+    Ok(reports)
+}
+
+/// A stored row of numbers as an object of the card's features, when the widths match.
+fn named(inputs: serde_json::Value, features: &[String]) -> serde_json::Value {
+    match inputs {
+        serde_json::Value::Array(values) if values.len() == features.len() => features
+            .iter()
+            .cloned()
+            .zip(values)
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+        other => other,
+    }
+}
+
 /// One arm of a canary as the admin page and the API show it.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct Arm {

@@ -613,6 +613,7 @@ async fn process(
                     &kept_rows,
                 ),
                 outputs: serving::stored_outputs(&served.card, &outcomes),
+                shadow_of: None,
             },
             ID_BLOCK as usize,
         )

@@ -37,6 +37,7 @@ mod prediction_log;
 mod proxies;
 mod registry;
 mod sessions;
+mod shadow;
 mod streams;
 mod tokens;
 mod triton;

@@ -116,7 +116,7 @@ def throughput(args):
     import threading
     consumer = KafkaConsumer(args.output, bootstrap_servers=args.broker,
                              group_id=f"plinth-bench-{time.time()}", auto_offset_reset="latest",
-                             enable_auto_commit=False)
+                             enable_auto_commit=False, fetch_max_wait_ms=args.fetch_wait_ms)
     # Joined and positioned before anything is produced.
     while not consumer.assignment():
         consumer.poll(timeout_ms=200)
@@ -186,6 +186,7 @@ def main():
     t.add_argument("--count", type=int, required=True)
     t.add_argument("--rate", type=float, default=0)
     t.add_argument("--timeout", type=float, default=300)
+    t.add_argument("--fetch-wait-ms", type=int, default=500)
     args = ap.parse_args()
     {"create": create, "produce": produce, "consume": consume,
      "throughput": throughput}[args.cmd](args)

@@ -310,3 +310,128 @@ pub async fn end_canary(
     }
     Ok(HttpResponse::Ok().json(traffic_response(&state, &model).await?))
 }
+
+#[derive(Serialize, ToSchema)]
+pub struct ShadowsResponse {
+    pub model: String,
+    pub production: Option<i32>,
+    /// Each shadow version and how its answers compare with the live ones since it started.
+    pub shadows: Vec<crate::registry::traffic::ShadowReport>,
+    /// Live requests this instance could not copy because the shadow queue was full.
+    pub dropped_here: u64,
+}
+
+async fn shadows_response(
+    state: &AppState,
+    model: &crate::db::models::ModelRow,
+) -> Result<ShadowsResponse, AppError> {
+    let production = crate::db::models::by_alias(&state.pool, &model.name, PRODUCTION).await?;
+    let features: Vec<String> = production
+        .as_ref()
+        .map(|(_, v)| crate::registry::card_of(v))
+        .map(|card| card.features.iter().map(|f| f.name.clone()).collect())
+        .unwrap_or_default();
+    Ok(ShadowsResponse {
+        model: model.name.clone(),
+        production: production.map(|(_, v)| v.version),
+        shadows: crate::registry::traffic::shadow_reports(&state.pool, model.id, &features).await?,
+        dropped_here: state.shadow.dropped(),
+    })
+}
+
+/// Staff: the model's shadow versions with their agreement with the live answers (same label,
+/// for classifiers; the distribution of differences, for regressors) and the inputs where they
+/// disagree most. SQL over the stored pairs.
+#[utoipa::path(
+    get,
+    path = "/api/v1/models/{name}/shadows",
+    tag = "v1 registry",
+    params(("name" = String, Path, description = "Model name", example = "iris")),
+    responses(
+        (status = 200, description = "The shadows and their figures", body = ShadowsResponse),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not a staff token", body = ErrorBody),
+        (status = 404, description = "No such model", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn shadows(
+    _staff: ApiStaff,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let model = model_or_404(&state, &name).await?;
+    Ok(HttpResponse::Ok().json(shadows_response(&state, &model).await?))
+}
+
+/// Staff: version N receives a copy of the model's live requests from now on; its answers are
+/// stored (source `shadow`) and never returned. Recorded in the audit log.
+#[utoipa::path(
+    put,
+    path = "/api/v1/models/{name}/shadows/{version}",
+    tag = "v1 registry",
+    params(("name" = String, Path, description = "Model name", example = "iris"), ("version" = i32, Path, description = "Version number")),
+    responses(
+        (status = 200, description = "Shadowing (or was already)", body = ShadowsResponse),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not a staff token", body = ErrorBody),
+        (status = 404, description = "No such model", body = ErrorBody),
+        (status = 422, description = "No such version, or the production version", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn start_shadow(
+    req: HttpRequest,
+    api_staff: ApiStaff,
+    state: web::Data<AppState>,
+    path: web::Path<(String, i32)>,
+) -> Result<HttpResponse, AppError> {
+    let ApiStaff(caller, staff) = api_staff;
+    let (name, version) = path.into_inner();
+    let model = model_or_404(&state, &name).await?;
+    let started = state
+        .registry
+        .start_shadow(&model, version, caller.user_id)
+        .await
+        .map_err(AppError::import)?;
+    if started {
+        crate::audit::shadow_changed(&state.pool, &req, &staff, &model.name, version, true).await?;
+    }
+    Ok(HttpResponse::Ok().json(shadows_response(&state, &model).await?))
+}
+
+/// Staff: version N stops receiving copies; what it answered stays stored. Audited.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/models/{name}/shadows/{version}",
+    tag = "v1 registry",
+    params(("name" = String, Path, description = "Model name", example = "iris"), ("version" = i32, Path, description = "Version number")),
+    responses(
+        (status = 200, description = "Stopped (or was not a shadow)", body = ShadowsResponse),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not a staff token", body = ErrorBody),
+        (status = 404, description = "No such model", body = ErrorBody),
+        (status = 422, description = "No such version", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn stop_shadow(
+    req: HttpRequest,
+    api_staff: ApiStaff,
+    state: web::Data<AppState>,
+    path: web::Path<(String, i32)>,
+) -> Result<HttpResponse, AppError> {
+    let ApiStaff(_, staff) = api_staff;
+    let (name, version) = path.into_inner();
+    let model = model_or_404(&state, &name).await?;
+    let stopped = state
+        .registry
+        .stop_shadow(&model, version)
+        .await
+        .map_err(AppError::import)?;
+    if stopped {
+        crate::audit::shadow_changed(&state.pool, &req, &staff, &model.name, version, false)
+            .await?;
+    }
+    Ok(HttpResponse::Ok().json(shadows_response(&state, &model).await?))
+}

@@ -187,6 +187,10 @@ struct ModelAdmin {
     canary: Option<crate::registry::traffic::Report>,
     /// The versions a canary may try: all but production's.
     candidates: Vec<i32>,
+    /// The shadow versions and their figures.
+    shadows: Vec<crate::registry::traffic::ShadowReport>,
+    /// Live requests this instance could not copy to the shadows (queue full).
+    shadow_dropped: u64,
 }
 
 /// A Kafka stream as the model's admin page shows it.
@@ -316,6 +320,19 @@ async fn model_admin_page(
         Some(p) => Some(crate::registry::traffic::report(&state.pool, &p, production_row).await?),
         None => None,
     };
+    let features: Vec<String> = versions
+        .iter()
+        .find(|v| Some(v.version) == production)
+        .map(|v| {
+            crate::registry::card_of(v)
+                .features
+                .iter()
+                .map(|f| f.name.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let shadows =
+        crate::registry::traffic::shadow_reports(&state.pool, model.id, &features).await?;
     let page = ModelAdmin {
         ctx,
         name: model.name.clone(),
@@ -333,6 +350,8 @@ async fn model_admin_page(
             .map(|v| v.version)
             .filter(|v| Some(*v) != production)
             .collect(),
+        shadows,
+        shadow_dropped: state.shadow.dropped(),
     };
     render(&page, status)
 }
@@ -546,6 +565,77 @@ pub async fn end_canary(
         }
     }
     Ok(see_other(&format!("/admin/models/{}#canary", model.name)))
+}
+
+/// Starts shadowing the version the form names.
+pub async fn start_shadow(
+    req: HttpRequest,
+    payload: web::Payload,
+    StaffOnly(ctx, user): StaffOnly,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let form = read_form(&req, payload, state.settings.max_body_bytes).await?;
+    let model = find_model(&state, &name).await?;
+    let Ok(version) = form.field("version").trim().parse::<i32>() else {
+        let e = "Choose the version to shadow.".to_string();
+        return model_admin_page(ctx, &state, &model, Some(e)).await;
+    };
+    match state
+        .registry
+        .start_shadow(&model, version, Some(user.id))
+        .await
+    {
+        Ok(started) => {
+            if started {
+                crate::audit::shadow_changed(&state.pool, &req, &user, &model.name, version, true)
+                    .await?;
+            }
+            if let Some(session) = ctx.session() {
+                flash(
+                    session,
+                    "success",
+                    format!("Version {version} now receives a copy of the live requests."),
+                );
+            }
+            Ok(see_other(&format!("/admin/models/{}#shadows", model.name)))
+        }
+        Err(ImportError::Invalid(e)) => model_admin_page(ctx, &state, &model, Some(e)).await,
+        Err(e) => Err(AppError::import(e)),
+    }
+}
+
+/// Stops shadowing a version.
+pub async fn stop_shadow(
+    req: HttpRequest,
+    payload: web::Payload,
+    StaffOnly(ctx, user): StaffOnly,
+    state: web::Data<AppState>,
+    path: web::Path<(String, i32)>,
+) -> Result<HttpResponse, AppError> {
+    read_form(&req, payload, state.settings.max_body_bytes).await?;
+    let (name, version) = path.into_inner();
+    let model = find_model(&state, &name).await?;
+    match state.registry.stop_shadow(&model, version).await {
+        Ok(stopped) => {
+            if stopped {
+                crate::audit::shadow_changed(&state.pool, &req, &user, &model.name, version, false)
+                    .await?;
+            }
+            if let Some(session) = ctx.session() {
+                flash(
+                    session,
+                    "success",
+                    format!(
+                        "Version {version} no longer receives copies; its answers stay stored."
+                    ),
+                );
+            }
+            Ok(see_other(&format!("/admin/models/{}#shadows", model.name)))
+        }
+        Err(ImportError::Invalid(e)) => model_admin_page(ctx, &state, &model, Some(e)).await,
+        Err(e) => Err(AppError::import(e)),
+    }
 }
 
 /// A topic name as Kafka allows it: letters, digits, `.`, `_`, `-`, at most 249.
