@@ -4,8 +4,8 @@
 //!
 //! A live request hands its inputs to a bounded queue and goes on; when the queue is full the
 //! copy is dropped and counted (`plinth_shadow_dropped_total`), so a slow or broken shadow never
-//! holds up the answer. One worker per instance takes copies in turn and runs every shadow
-//! version on each.
+//! holds up the answer. One worker per instance answers up to eight copies at once (every shadow
+//! version on each), so their rows share the prediction log's commits.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -69,18 +69,33 @@ impl Queue {
     }
 }
 
+/// Copies answered at once: their rows share the prediction log's commits.
+const IN_FLIGHT: usize = 8;
+
 /// Runs the shadow worker until the queue closes (the state is dropped) or the task is aborted.
 pub async fn work(state: actix_web::web::Data<AppState>) {
+    use futures_util::stream::{FuturesUnordered, StreamExt};
     let Some(mut rx) = state.shadow.take_receiver() else {
         return;
     };
-    while let Some(copy) = rx.recv().await {
-        for &number in copy.shadows.iter() {
-            if let Err(e) = answer(&state, &copy, number).await {
-                tracing::debug!(model = %copy.model, version = number, error = %e, "a shadow did not answer");
+    let mut running = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            copy = rx.recv(), if running.len() < IN_FLIGHT => {
+                let Some(copy) = copy else { break };
+                let state = state.clone();
+                running.push(async move {
+                    for &number in copy.shadows.iter() {
+                        if let Err(e) = answer(&state, &copy, number).await {
+                            tracing::debug!(model = %copy.model, version = number, error = %e, "a shadow did not answer");
+                        }
+                    }
+                });
             }
+            Some(()) = running.next(), if !running.is_empty() => {}
         }
     }
+    while running.next().await.is_some() {}
 }
 
 /// One shadow version's answer to one copy, stored.
