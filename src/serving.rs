@@ -273,14 +273,13 @@ pub async fn predict(
     series.latency(Stage::Total, started.elapsed());
     series.success(n);
     if let (Some(shadows), Some((tensors, stored)), Some(first)) = (shadows, copy, ids.first()) {
-        let copy = crate::shadow::Copy {
+        let copy = crate::shadow::LiveCopy {
             model: model.to_string(),
             live_version_id: served.version.id,
             shadows,
             tensors,
             stored,
             n,
-            caller,
             live_first_id: *first,
         };
         state.shadow.offer(copy, metrics);

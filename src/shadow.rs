@@ -16,11 +16,11 @@ use crate::db::predictions::{NewPredictions, StoredInputs};
 use crate::inference::{self, NamedTensor};
 use crate::registry::decode::decode;
 use crate::registry::Selector;
-use crate::serving::{stored_outputs, Caller};
+use crate::serving::stored_outputs;
 use crate::state::AppState;
 
 /// One live request's copy: what the model received and where its answers were stored.
-pub struct Copy {
+pub struct LiveCopy {
     pub model: String,
     /// The live version (a shadow that is also the live answerer is skipped).
     pub live_version_id: i64,
@@ -28,15 +28,14 @@ pub struct Copy {
     pub tensors: Vec<NamedTensor>,
     pub stored: StoredInputs,
     pub n: usize,
-    pub caller: Caller,
     /// The live row's first prediction id.
     pub live_first_id: i64,
 }
 
 /// The queue between live requests and the shadow worker.
 pub struct Queue {
-    tx: mpsc::Sender<Copy>,
-    rx: Mutex<Option<mpsc::Receiver<Copy>>>,
+    tx: mpsc::Sender<LiveCopy>,
+    rx: Mutex<Option<mpsc::Receiver<LiveCopy>>>,
     dropped: AtomicU64,
 }
 
@@ -51,7 +50,7 @@ impl Queue {
     }
 
     /// Hands a copy to the worker, or drops it (and counts it) when the queue is full.
-    pub fn offer(&self, copy: Copy, metrics: &crate::monitoring::metrics::Metrics) {
+    pub fn offer(&self, copy: LiveCopy, metrics: &crate::monitoring::metrics::Metrics) {
         let model = copy.model.clone();
         if self.tx.try_send(copy).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -64,7 +63,7 @@ impl Queue {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    fn take_receiver(&self) -> Option<mpsc::Receiver<Copy>> {
+    fn take_receiver(&self) -> Option<mpsc::Receiver<LiveCopy>> {
         self.rx.lock().ok().and_then(|mut rx| rx.take())
     }
 }
@@ -99,7 +98,7 @@ pub async fn work(state: actix_web::web::Data<AppState>) {
 }
 
 /// One shadow version's answer to one copy, stored.
-async fn answer(state: &AppState, copy: &Copy, number: i32) -> anyhow::Result<()> {
+async fn answer(state: &AppState, copy: &LiveCopy, number: i32) -> anyhow::Result<()> {
     let served = crate::serving::served(state, &copy.model, &Selector::Number(number))
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -126,8 +125,10 @@ async fn answer(state: &AppState, copy: &Copy, number: i32) -> anyhow::Result<()
         .record(NewPredictions {
             model_id: served.model.id,
             version_id: served.version.id,
-            user_id: copy.caller.user_id,
-            token_id: copy.caller.token_id,
+            // Nobody's: a caller's history and API list never show what a shadow answered (the
+            // live row, through `shadow_of`, says whose request it was).
+            user_id: None,
+            token_id: None,
             source: "shadow",
             latency_us,
             n: copy.n,

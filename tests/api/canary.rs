@@ -32,13 +32,15 @@ async fn a_canary_splits_callers_by_its_share_sticks_to_each_and_counts_what_was
 
     // Refusals name what is wrong and change nothing.
     let user = app.token_for("ada", false).await;
-    let res = app
-        .api(Method::PUT, traffic, &user)
-        .json(&json!({"candidate": 2, "share": 0.1}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 403);
+    let (status, _) = app
+        .call_json(
+            Method::PUT,
+            traffic,
+            &user,
+            Some(json!({"candidate": 2, "share": 0.1})),
+        )
+        .await;
+    assert_eq!(status, 403);
     for (body, words) in [
         (
             json!({"candidate": 2, "share": 0.0}),
@@ -51,46 +53,38 @@ async fn a_canary_splits_callers_by_its_share_sticks_to_each_and_counts_what_was
         (json!({"candidate": 1, "share": 0.1}), "production already"),
         (json!({"candidate": 9, "share": 0.1}), "no version 9"),
     ] {
-        let res = app
-            .api(Method::PUT, traffic, &staff)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status().as_u16(), 422, "{body}");
-        let error: Value = res.json().await.unwrap();
+        let (status, error) = app
+            .call_json(Method::PUT, traffic, &staff, Some(body.clone()))
+            .await;
+        assert_eq!(status, 422, "{body}");
         assert!(
             error["error"].as_str().unwrap().contains(words),
             "{body}: {error}"
         );
     }
-    let res = app
-        .api(Method::PUT, traffic, &staff)
-        .json(&json!({"candidate": 2, "share": 0.1, "extra": 1}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 400);
-    let none: Value = app
-        .api(Method::GET, traffic, &staff)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, _) = app
+        .call_json(
+            Method::PUT,
+            traffic,
+            &staff,
+            Some(json!({"candidate": 2, "share": 0.1, "extra": 1})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let (_, none) = app.call_json(Method::GET, traffic, &staff, None).await;
     assert_eq!(none["canary"], Value::Null);
     assert_eq!(none["production"], 1);
 
     // 10% to version 2.
-    let res = app
-        .api(Method::PUT, traffic, &staff)
-        .json(&json!({"candidate": 2, "share": 0.1}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 200);
-    let on: Value = res.json().await.unwrap();
+    let (status, on) = app
+        .call_json(
+            Method::PUT,
+            traffic,
+            &staff,
+            Some(json!({"candidate": 2, "share": 0.1})),
+        )
+        .await;
+    assert_eq!(status, 200);
     assert_eq!(on["canary"]["candidate"], 2);
     assert_eq!(on["canary"]["share"], 0.1);
     assert_eq!(
@@ -132,15 +126,14 @@ async fn a_canary_splits_callers_by_its_share_sticks_to_each_and_counts_what_was
 
     // Named callers stick: at 50%, 40 tokens of 40 users, 5 requests each, each token always
     // answered by one version, and both versions among them.
-    let on: Value = app
-        .api(Method::PUT, traffic, &staff)
-        .json(&json!({"candidate": 2, "share": 0.5}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, on) = app
+        .call_json(
+            Method::PUT,
+            traffic,
+            &staff,
+            Some(json!({"candidate": 2, "share": 0.5})),
+        )
+        .await;
     assert_eq!(on["canary"]["share"], 0.5);
     let mut arms = std::collections::BTreeMap::new();
     for i in 0..40 {
@@ -210,14 +203,7 @@ async fn a_canary_splits_callers_by_its_share_sticks_to_each_and_counts_what_was
     }
 
     // The arms' figures are SQL over the stored rows.
-    let report: Value = app
-        .api(Method::GET, traffic, &staff)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, report) = app.call_json(Method::GET, traffic, &staff, None).await;
     let canary = &report["canary"];
     let arms = canary["arms"].as_array().unwrap();
     assert_eq!(arms.len(), 2);
@@ -276,13 +262,9 @@ async fn a_canary_splits_callers_by_its_share_sticks_to_each_and_counts_what_was
     assert!(diff["estimate"].as_f64().unwrap() <= diff["high"].as_f64().unwrap());
 
     // Ended: everyone gets production again.
-    let res = app
-        .api(Method::DELETE, traffic, &staff)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 200);
-    assert_eq!(res.json::<Value>().await.unwrap()["canary"], Value::Null);
+    let (status, ended) = app.call_json(Method::DELETE, traffic, &staff, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(ended["canary"], Value::Null);
     assert_eq!(
         audit_actions(&app.pool, "canary.ended").await,
         [json!({"model": "iris", "candidate": 2})]
@@ -299,32 +281,21 @@ async fn a_canary_splits_callers_by_its_share_sticks_to_each_and_counts_what_was
     }
 
     // Promoting the candidate ends its canary.
-    let res = app
-        .api(Method::PUT, traffic, &staff)
-        .json(&json!({"candidate": 2, "share": 0.2}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 200);
-    let res = app
-        .api(
+    let (status, _) = app
+        .call_json(
             Method::PUT,
-            "/api/v1/models/iris/aliases/production",
+            traffic,
             &staff,
+            Some(json!({"candidate": 2, "share": 0.2})),
         )
-        .json(&json!({"version": 2}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 200);
-    let after: Value = app
-        .api(Method::GET, traffic, &staff)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .await;
+    assert_eq!(status, 200);
+    let production = "/api/v1/models/iris/aliases/production";
+    let (status, _) = app
+        .call_json(Method::PUT, production, &staff, Some(json!({"version": 2})))
+        .await;
+    assert_eq!(status, 200);
+    let (_, after) = app.call_json(Method::GET, traffic, &staff, None).await;
     assert_eq!(after["canary"], Value::Null);
     assert_eq!(after["production"], 2);
 }

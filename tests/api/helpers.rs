@@ -339,12 +339,24 @@ impl TestApp {
         token: &str,
         body: serde_json::Value,
     ) -> (u16, serde_json::Value) {
-        let res = self
-            .api(reqwest::Method::POST, path, token)
-            .json(&body)
-            .send()
+        self.call_json(reqwest::Method::POST, path, token, Some(body))
             .await
-            .expect("request sent");
+    }
+
+    /// Any method with a token and, when given, a JSON body: the status and the JSON answer
+    /// (null when it is not JSON).
+    pub async fn call_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = self.api(method, path, token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let res = req.send().await.expect("request sent");
         let status = res.status().as_u16();
         (status, res.json().await.unwrap_or(serde_json::Value::Null))
     }

@@ -35,6 +35,7 @@ mod models;
 mod ops;
 mod prediction_log;
 mod proxies;
+mod publishing;
 mod registry;
 mod sessions;
 mod shadow;

@@ -69,39 +69,23 @@ async fn shadows_answer_copies_of_live_requests_and_never_the_caller(pool: PgPoo
 
     // Refusals.
     let user = app.token_for("ada", false).await;
-    let res = app
-        .api(Method::PUT, "/api/v1/models/iris/shadows/2", &user)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 403);
+    let shadow = |version: i32| format!("/api/v1/models/iris/shadows/{version}");
+    let (status, _) = app.call_json(Method::PUT, &shadow(2), &user, None).await;
+    assert_eq!(status, 403);
     for (version, words) in [(1, "is production"), (9, "no version 9")] {
-        let res = app
-            .api(
-                Method::PUT,
-                &format!("/api/v1/models/iris/shadows/{version}"),
-                &staff,
-            )
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status().as_u16(), 422);
-        let error: Value = res.json().await.unwrap();
+        let (status, error) = app
+            .call_json(Method::PUT, &shadow(version), &staff, None)
+            .await;
+        assert_eq!(status, 422);
         assert!(error["error"].as_str().unwrap().contains(words), "{error}");
     }
 
     // Two shadows at once.
     for version in [2, 3] {
-        let res = app
-            .api(
-                Method::PUT,
-                &format!("/api/v1/models/iris/shadows/{version}"),
-                &staff,
-            )
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status().as_u16(), 200);
+        let (status, _) = app
+            .call_json(Method::PUT, &shadow(version), &staff, None)
+            .await;
+        assert_eq!(status, 200);
     }
     let audit: Vec<Value> = sqlx::query_scalar(
         "select detail from audit_event where action = 'shadow.started' order by id",
@@ -146,6 +130,16 @@ async fn shadows_answer_copies_of_live_requests_and_never_the_caller(pool: PgPoo
     }
     wait_for_shadow_rows(&app, 2, requests).await;
     wait_for_shadow_rows(&app, 3, requests).await;
+    // Nor does the caller find a shadow's answer in its history or its API list, which show
+    // the caller's own rows: shadow rows belong to nobody.
+    let owned: i64 = sqlx::query_scalar(
+        "select count(*) from prediction where source = 'shadow'
+         and (user_id is not null or token_id is not null)",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(owned, 0);
 
     // Each shadow row answers one live row: same rows, same inputs, its own version's answers.
     let mismatched: i64 = sqlx::query_scalar(
@@ -197,14 +191,9 @@ async fn shadows_answer_copies_of_live_requests_and_never_the_caller(pool: PgPoo
     }
 
     // Agreement is SQL over the stored pairs, row by row.
-    let report: Value = app
-        .api(Method::GET, "/api/v1/models/iris/shadows", &staff)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, report) = app
+        .call_json(Method::GET, "/api/v1/models/iris/shadows", &staff, None)
+        .await;
     let shadows = report["shadows"].as_array().unwrap();
     assert_eq!(shadows.len(), 2);
     let mut some_disagree = false;
@@ -250,12 +239,10 @@ async fn shadows_answer_copies_of_live_requests_and_never_the_caller(pool: PgPoo
     assert!(page.contains(" of 300 labels"));
 
     // Stopped: version 3 gets no more copies; version 2 still does.
-    let res = app
-        .api(Method::DELETE, "/api/v1/models/iris/shadows/3", &staff)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 200);
+    let (status, _) = app
+        .call_json(Method::DELETE, &shadow(3), &staff, None)
+        .await;
+    assert_eq!(status, 200);
     for i in 0..20 {
         let (status, _) = app
             .post_json(
@@ -277,12 +264,10 @@ async fn copies_that_find_the_queue_full_are_dropped_and_counted(pool: PgPool) {
     app.import_models().await;
     let staff = app.token_for("grace", true).await;
     assert_eq!(publish_zoo(&app, &staff, "knn_classifier").await, 2);
-    let res = app
-        .api(Method::PUT, "/api/v1/models/iris/shadows/2", &staff)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 200);
+    let (status, _) = app
+        .call_json(Method::PUT, "/api/v1/models/iris/shadows/2", &staff, None)
+        .await;
+    assert_eq!(status, 200);
     let url = app.url("/api/v1/models/iris/predict");
     let answered: Vec<u16> = stream::iter(0..600)
         .map(|i| {
@@ -306,14 +291,9 @@ async fn copies_that_find_the_queue_full_are_dropped_and_counted(pool: PgPool) {
     // Every live request was either answered by the shadow or dropped and counted.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let report: Value = app
-            .api(Method::GET, "/api/v1/models/iris/shadows", &staff)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (_, report) = app
+            .call_json(Method::GET, "/api/v1/models/iris/shadows", &staff, None)
+            .await;
         let dropped = report["dropped_here"].as_i64().unwrap();
         let copied = shadow_rows(&app, 2).await;
         if dropped + copied == 600 {

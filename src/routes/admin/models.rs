@@ -356,6 +356,27 @@ async fn model_admin_page(
     render(&page, status)
 }
 
+/// Where a model admin form lands: the model's page (at `anchor`) with `message` flashed, or
+/// the page again saying why the change was refused.
+async fn form_done(
+    ctx: PageCtx,
+    state: &AppState,
+    model: &ModelRow,
+    outcome: Result<String, ImportError>,
+    anchor: &str,
+) -> Result<HttpResponse, AppError> {
+    match outcome {
+        Ok(message) => {
+            if let Some(session) = ctx.session() {
+                flash(session, "success", message);
+            }
+            Ok(see_other(&format!("/admin/models/{}{anchor}", model.name)))
+        }
+        Err(ImportError::Invalid(e)) => model_admin_page(ctx, state, model, Some(e)).await,
+        Err(e) => Err(AppError::import(e)),
+    }
+}
+
 pub async fn model_admin(
     StaffOnly(ctx, _): StaffOnly,
     state: web::Data<AppState>,
@@ -412,34 +433,17 @@ pub async fn set_alias(
         return model_admin_page(ctx, &state, &model, Some("Choose a version number.".into()))
             .await;
     };
-    match state
+    let outcome = state
         .registry
         .move_alias(&model, &alias, version, Some(user.id))
-        .await
-    {
-        Ok(previous) => {
-            crate::audit::alias_moved(
-                &state.pool,
-                &req,
-                &user,
-                &model.name,
-                &alias,
-                previous,
-                version,
-            )
+        .await;
+    if let Ok(previous) = &outcome {
+        let pool = &state.pool;
+        crate::audit::alias_moved(pool, &req, &user, &model.name, &alias, *previous, version)
             .await?;
-            if let Some(session) = ctx.session() {
-                flash(
-                    session,
-                    "success",
-                    format!("{alias} now points at version {version}."),
-                );
-            }
-            Ok(see_other(&format!("/admin/models/{}", model.name)))
-        }
-        Err(ImportError::Invalid(e)) => model_admin_page(ctx, &state, &model, Some(e)).await,
-        Err(e) => Err(AppError::import(e)),
     }
+    let outcome = outcome.map(|_| format!("{alias} now points at version {version}."));
+    form_done(ctx, &state, &model, outcome, "").await
 }
 
 pub async fn rollback(
@@ -465,37 +469,26 @@ pub async fn rollback(
         )
         .await;
     };
-    match state
+    let number = version.version;
+    let outcome = state
         .registry
-        .move_alias(&model, PRODUCTION, version.version, Some(user.id))
-        .await
-    {
-        Ok(previous) => {
-            crate::audit::alias_moved(
-                &state.pool,
-                &req,
-                &user,
-                &model.name,
-                PRODUCTION,
-                previous,
-                version.version,
-            )
-            .await?;
-            if let Some(session) = ctx.session() {
-                flash(
-                    session,
-                    "success",
-                    format!(
-                        "Rolled back: production is version {} again.",
-                        version.version
-                    ),
-                );
-            }
-            Ok(see_other(&format!("/admin/models/{}", model.name)))
-        }
-        Err(ImportError::Invalid(e)) => model_admin_page(ctx, &state, &model, Some(e)).await,
-        Err(e) => Err(AppError::import(e)),
+        .move_alias(&model, PRODUCTION, number, Some(user.id))
+        .await;
+    if let Ok(previous) = &outcome {
+        let pool = &state.pool;
+        crate::audit::alias_moved(
+            pool,
+            &req,
+            &user,
+            &model.name,
+            PRODUCTION,
+            *previous,
+            number,
+        )
+        .await?;
     }
+    let outcome = outcome.map(|_| format!("Rolled back: production is version {number} again."));
+    form_done(ctx, &state, &model, outcome, "").await
 }
 
 /// Starts or changes the canary: `candidate` answers `share` percent of production's callers.
@@ -522,26 +515,16 @@ pub async fn set_canary(
         return model_admin_page(ctx, &state, &model, Some(e)).await;
     };
     let share = percent / 100.0;
-    match state
+    let outcome = state
         .registry
         .set_canary(&model, candidate, share, Some(user.id))
-        .await
-    {
-        Ok(()) => {
-            crate::audit::canary_set(&state.pool, &req, &user, &model.name, candidate, share)
-                .await?;
-            if let Some(session) = ctx.session() {
-                flash(
-                    session,
-                    "success",
-                    format!("Version {candidate} now answers {percent}% of production's callers."),
-                );
-            }
-            Ok(see_other(&format!("/admin/models/{}#canary", model.name)))
-        }
-        Err(ImportError::Invalid(e)) => model_admin_page(ctx, &state, &model, Some(e)).await,
-        Err(e) => Err(AppError::import(e)),
+        .await;
+    if outcome.is_ok() {
+        crate::audit::canary_set(&state.pool, &req, &user, &model.name, candidate, share).await?;
     }
+    let outcome = outcome
+        .map(|()| format!("Version {candidate} now answers {percent}% of production's callers."));
+    form_done(ctx, &state, &model, outcome, "#canary").await
 }
 
 /// Ends the canary: everyone gets production again.
@@ -581,28 +564,16 @@ pub async fn start_shadow(
         let e = "Choose the version to shadow.".to_string();
         return model_admin_page(ctx, &state, &model, Some(e)).await;
     };
-    match state
+    let outcome = state
         .registry
         .start_shadow(&model, version, Some(user.id))
-        .await
-    {
-        Ok(started) => {
-            if started {
-                crate::audit::shadow_changed(&state.pool, &req, &user, &model.name, version, true)
-                    .await?;
-            }
-            if let Some(session) = ctx.session() {
-                flash(
-                    session,
-                    "success",
-                    format!("Version {version} now receives a copy of the live requests."),
-                );
-            }
-            Ok(see_other(&format!("/admin/models/{}#shadows", model.name)))
-        }
-        Err(ImportError::Invalid(e)) => model_admin_page(ctx, &state, &model, Some(e)).await,
-        Err(e) => Err(AppError::import(e)),
+        .await;
+    if let Ok(true) = outcome {
+        crate::audit::shadow_changed(&state.pool, &req, &user, &model.name, version, true).await?;
     }
+    let outcome =
+        outcome.map(|_| format!("Version {version} now receives a copy of the live requests."));
+    form_done(ctx, &state, &model, outcome, "#shadows").await
 }
 
 /// Stops shadowing a version.
@@ -616,26 +587,13 @@ pub async fn stop_shadow(
     read_form(&req, payload, state.settings.max_body_bytes).await?;
     let (name, version) = path.into_inner();
     let model = find_model(&state, &name).await?;
-    match state.registry.stop_shadow(&model, version).await {
-        Ok(stopped) => {
-            if stopped {
-                crate::audit::shadow_changed(&state.pool, &req, &user, &model.name, version, false)
-                    .await?;
-            }
-            if let Some(session) = ctx.session() {
-                flash(
-                    session,
-                    "success",
-                    format!(
-                        "Version {version} no longer receives copies; its answers stay stored."
-                    ),
-                );
-            }
-            Ok(see_other(&format!("/admin/models/{}#shadows", model.name)))
-        }
-        Err(ImportError::Invalid(e)) => model_admin_page(ctx, &state, &model, Some(e)).await,
-        Err(e) => Err(AppError::import(e)),
+    let outcome = state.registry.stop_shadow(&model, version).await;
+    if let Ok(true) = outcome {
+        crate::audit::shadow_changed(&state.pool, &req, &user, &model.name, version, false).await?;
     }
+    let outcome = outcome
+        .map(|_| format!("Version {version} no longer receives copies; its answers stay stored."));
+    form_done(ctx, &state, &model, outcome, "#shadows").await
 }
 
 /// A topic name as Kafka allows it: letters, digits, `.`, `_`, `-`, at most 249.
