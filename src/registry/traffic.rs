@@ -200,15 +200,39 @@ impl ShadowReport {
 }
 
 impl Disagreement {
+    /// `feature = value, …`, numbers to at most four decimals.
     pub fn inputs_text(&self) -> String {
+        fn short(v: &serde_json::Value) -> String {
+            match v.as_f64() {
+                Some(x) if v.is_f64() => {
+                    let t = format!("{x:.4}");
+                    t.trim_end_matches('0').trim_end_matches('.').to_string()
+                }
+                _ => v.to_string(),
+            }
+        }
         match &self.inputs {
             serde_json::Value::Object(map) => map
                 .iter()
-                .map(|(k, v)| format!("{k} = {v}"))
+                .map(|(k, v)| format!("{k} = {}", short(v)))
                 .collect::<Vec<_>>()
                 .join(", "),
             other => other.to_string(),
         }
+    }
+}
+
+/// "2026-12-02 12:20 UTC" from an RFC 3339 time, for the pages.
+fn minute_text(rfc3339: &str) -> String {
+    match rfc3339.get(..16) {
+        Some(minute) => format!("{} UTC", minute.replace('T', " ")),
+        None => rfc3339.to_string(),
+    }
+}
+
+impl ShadowReport {
+    pub fn started_text(&self) -> String {
+        minute_text(&self.started_at)
     }
 }
 
@@ -349,6 +373,10 @@ impl Difference {
 }
 
 impl Report {
+    pub fn started_text(&self) -> String {
+        minute_text(&self.started_at)
+    }
+
     pub fn share_text(&self) -> String {
         let p = self.share * 100.0;
         if (p - p.round()).abs() < 1e-9 {

@@ -211,6 +211,103 @@ async fn staff_upload_and_promote_a_version_in_the_browser(pool: PgPool) {
 
 #[sqlx::test]
 #[ignore = "needs chromium and chromedriver (apt-get install chromium chromium-driver); .ci/run runs it"]
+async fn staff_run_a_canary_and_a_shadow_from_the_model_page(pool: PgPool) {
+    require_browser();
+    let app = spawn_app(pool).await;
+    app.import_models().await;
+    let staff = app.token_for("root", true).await;
+    let res = app
+        .publish(
+            &staff,
+            "iris",
+            "tests/fixtures/zoo/decision_tree_classifier.onnx",
+            Some("models/iris/1/card.toml"),
+        )
+        .await;
+    assert_eq!(res.status().as_u16(), 201);
+    let res = app
+        .publish(
+            &staff,
+            "iris",
+            "tests/fixtures/zoo/logistic_regression.onnx",
+            Some("models/iris/1/card.toml"),
+        )
+        .await;
+    assert_eq!(res.status().as_u16(), 201);
+    let driver = Driver::start().await;
+    let b = driver.browser().await;
+    b.goto(&app.url("/accounts/login?next=/admin/models/iris"))
+        .await;
+    b.fill("#username", "root").await;
+    b.fill("#password", "plinth-pedestal-42").await;
+    b.click("form.form button[type=submit]").await;
+    b.wait_for_path("/admin/models/iris").await;
+
+    // Version 2 as a canary at 20% and version 3 as a shadow, both from the page's forms.
+    b.execute("document.querySelector('#candidate').value = '2';")
+        .await;
+    b.fill("#share", "20").await;
+    b.click("form[action='/admin/models/iris/canary'] button[type=submit]")
+        .await;
+    b.wait_for_text("Version 2 now answers 20% of production")
+        .await;
+    b.execute("document.querySelector('#shadow_version').value = '3';")
+        .await;
+    b.click("form[action='/admin/models/iris/shadows'] button[type=submit]")
+        .await;
+    b.wait_for_text("Version 3 now receives a copy of the live requests")
+        .await;
+
+    // Live traffic from forty callers; each one's copies reach the shadow.
+    for i in 0..40 {
+        let token = app.token_for(&format!("caller{i}"), false).await;
+        for k in 0..5 {
+            let x = 4.4 + ((i * 5 + k) % 30) as f64 * 0.12;
+            let (status, _) = app
+                .post_json(
+                    "/api/v1/models/iris/predict",
+                    &token,
+                    serde_json::json!({"inputs": {"sepal_length": x, "sepal_width": 3.0,
+                        "petal_length": 1.0 + ((i * 7 + k) % 50) as f64 * 0.11,
+                        "petal_width": 0.2 + (k as f64) * 0.4}}),
+                )
+                .await;
+            assert_eq!(status, 200);
+        }
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let copies: i64 =
+            sqlx::query_scalar("select count(*) from prediction where source = 'shadow'")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        let live: i64 = sqlx::query_scalar("select count(*) from prediction where source = 'api'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        if copies == live {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{copies} of {live}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // (Another page first: a new fragment alone would only scroll the page already shown.)
+    b.goto(&app.url("/admin")).await;
+    b.goto(&app.url("/admin/models/iris#canary")).await;
+    let page = b.wait_for_text("Candidate minus production").await;
+    assert!(page.contains("answers <strong>20%</strong>"), "{page}");
+    assert!(!page.contains("not enough requests yet"), "{page}");
+    b.screenshot("admin-canary").await;
+    b.goto(&app.url("/admin/models/iris#shadows")).await;
+    let page = b.wait_for_text(" of 200 labels").await;
+    assert!(page.contains("Stop shadowing version 3"), "{page}");
+    b.screenshot("admin-shadow").await;
+    b.quit().await;
+}
+
+#[sqlx::test]
+#[ignore = "needs chromium and chromedriver (apt-get install chromium chromium-driver); .ci/run runs it"]
 async fn the_back_office_renders_the_dashboard_and_drift(pool: PgPool) {
     require_browser();
     let app = spawn_app(pool).await;
