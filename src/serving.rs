@@ -377,19 +377,9 @@ pub fn rejected(state: &AppState, served: &Served, source: &'static str) {
     failed(state, served, source, "invalid_input");
 }
 
-/// Counts a failed prediction (of any source) in the metrics and the database.
-pub fn record_failure(
-    state: &AppState,
-    served: &Served,
-    source: &'static str,
-    reason: &'static str,
-) {
-    failed(state, served, source, reason);
-}
-
 /// Counts a failed prediction in the metrics and, for the dashboard's error rate, in the
 /// database (without holding up the response).
-fn failed(state: &AppState, served: &Served, source: &'static str, reason: &'static str) {
+pub fn failed(state: &AppState, served: &Served, source: &'static str, reason: &'static str) {
     state
         .metrics
         .failure(&served.model.name, served.version.version, reason);

@@ -113,7 +113,7 @@ async fn answer(state: &AppState, copy: &LiveCopy, number: i32) -> anyhow::Resul
                 inference::RunError::BadInput(_) => "invalid_input",
                 inference::RunError::Failed(_) => "model_error",
             };
-            crate::serving::record_failure(state, &served, "shadow", reason);
+            crate::serving::failed(state, &served, "shadow", reason);
             anyhow::bail!("{e:?}");
         }
     };

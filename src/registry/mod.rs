@@ -238,11 +238,6 @@ impl Registry {
         Ok(found.flatten())
     }
 
-    /// Forgets what requests resolved to, here and (through the trigger's notice) everywhere.
-    pub fn forget_resolutions(&self) {
-        self.resolved.changed();
-    }
-
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }

@@ -63,12 +63,7 @@ impl super::Registry {
         let (_, version) = crate::db::models::by_number(&self.pool, &model.name, number)
             .await?
             .ok_or_else(|| Invalid(format!("{} has no version {number}.", model.name)))?;
-        let production = crate::db::models::aliases(&self.pool, model.id)
-            .await?
-            .into_iter()
-            .find(|(a, _)| a == super::PRODUCTION)
-            .map(|(_, v)| v);
-        match production {
+        match self.production_number(model).await? {
             None => {
                 return Err(Invalid(format!(
                     "{} has no production version for a canary to share with.",
@@ -89,6 +84,18 @@ impl super::Registry {
         self.resolved.changed();
         tracing::info!(model = %model.name, candidate = number, share, "canary set");
         Ok(())
+    }
+
+    /// The version number `production` points at, if any.
+    async fn production_number(
+        &self,
+        model: &crate::db::models::ModelRow,
+    ) -> sqlx::Result<Option<i32>> {
+        Ok(crate::db::models::aliases(&self.pool, model.id)
+            .await?
+            .into_iter()
+            .find(|(a, _)| a == super::PRODUCTION)
+            .map(|(_, v)| v))
     }
 
     /// Ends a model's canary: everyone gets production again. The candidate it had, if any.
@@ -116,12 +123,7 @@ impl super::Registry {
         let (_, version) = crate::db::models::by_number(&self.pool, &model.name, number)
             .await?
             .ok_or_else(|| Invalid(format!("{} has no version {number}.", model.name)))?;
-        let production = crate::db::models::aliases(&self.pool, model.id)
-            .await?
-            .into_iter()
-            .find(|(a, _)| a == super::PRODUCTION)
-            .map(|(_, v)| v);
-        if production == Some(number) {
+        if self.production_number(model).await? == Some(number) {
             return Err(Invalid(format!(
                 "Version {number} is production: it answers the live traffic a shadow copies."
             )));
