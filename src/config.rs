@@ -150,6 +150,14 @@ pub struct Settings {
     pub model_load_timeout: Duration,
     /// `PLINTH_MAX_LOADED_VERSIONS`, default 32: loaded versions kept in memory at once.
     pub max_loaded_versions: usize,
+    /// `PLINTH_AUTOMATION_SECONDS`, default 60: how often the promotion and rollback rules are
+    /// evaluated (by one instance at a time).
+    pub automation_interval: Duration,
+    /// `PLINTH_WEBHOOK_RETRY_SECONDS`, default 10: the wait before a failed webhook delivery's
+    /// first retry; each later retry waits twice as long (at most an hour).
+    pub webhook_first_retry: Duration,
+    /// `PLINTH_WEBHOOK_ATTEMPTS`, default 8: attempts before a delivery is given up.
+    pub webhook_attempts: i32,
     /// `PLINTH_SHADOW_QUEUE`, default 1024: live requests waiting for the shadow versions; a copy
     /// that finds the queue full is dropped and counted.
     pub shadow_queue: usize,
@@ -405,6 +413,16 @@ impl Settings {
         let shadow_queue = parse_or(&get, "PLINTH_SHADOW_QUEUE", Some(1024), |v| {
             positive(v).map(|n| n as usize)
         })?;
+        let automation_seconds = parse_or(&get, "PLINTH_AUTOMATION_SECONDS", Some(60), positive)?;
+        let webhook_retry_seconds =
+            parse_or(&get, "PLINTH_WEBHOOK_RETRY_SECONDS", Some(10), positive)?;
+        let webhook_attempts = parse_or(&get, "PLINTH_WEBHOOK_ATTEMPTS", Some(8), |v| {
+            positive(v)
+                .ok()
+                .filter(|n| *n <= 20)
+                .map(|n| n as i32)
+                .ok_or_else(|| "expected a number of attempts from 1 to 20".to_string())
+        })?;
         let default_job_workers =
             (std::thread::available_parallelism().map_or(2, |n| n.get()) / 2).max(1);
         let job_workers = parse_or(&get, "PLINTH_JOB_WORKERS", Some(default_job_workers), |v| {
@@ -464,6 +482,9 @@ impl Settings {
             model_load_timeout: Duration::from_secs(load_seconds),
             max_loaded_versions,
             shadow_queue,
+            automation_interval: Duration::from_secs(automation_seconds),
+            webhook_first_retry: Duration::from_secs(webhook_retry_seconds),
+            webhook_attempts,
             prediction_log,
             retention_days,
             maintenance_minutes,

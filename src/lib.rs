@@ -3,6 +3,7 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod automation;
 pub mod batch;
 pub mod cache;
 pub mod cli;

@@ -268,6 +268,20 @@ impl Application {
         let streams = tokio::spawn(crate::stream::supervise(self.state.clone()));
         // The shadow versions' worker.
         let shadows = tokio::spawn(crate::shadow::work(self.state.clone()));
+        // The promotion and rollback rules, on one instance at a time; webhook deliveries, on all.
+        let automation = tokio::spawn(crate::automation::schedule(
+            self.state.clone(),
+            self.settings.automation_interval,
+            instance.clone(),
+        ));
+        let webhooks = tokio::spawn(crate::automation::webhooks::deliver(
+            self.pool.clone(),
+            crate::automation::webhooks::Policy {
+                first_retry: self.settings.webhook_first_retry,
+                attempts: self.settings.webhook_attempts,
+                timeout: Duration::from_secs(10),
+            },
+        ));
         // The prediction log's partitions and retention, now and on a schedule.
         let maintenance = tokio::spawn(crate::prediction_log::maintenance::schedule(
             self.pool.clone(),
@@ -318,6 +332,8 @@ impl Application {
         drift.abort();
         verdicts.abort();
         shadows.abort();
+        automation.abort();
+        webhooks.abort();
         maintenance.abort();
         if let Some((task, handle)) = metrics {
             handle.stop(true).await;

@@ -83,6 +83,25 @@ pub fn configure(cfg: &mut ServiceConfig) {
                         .route(put().to(v1::registry::start_shadow))
                         .route(delete().to(v1::registry::stop_shadow)),
                 )
+                .service(resource("/v1/models/{name}/rules").route(get().to(v1::automation::rules)))
+                .service(
+                    resource("/v1/models/{name}/rules/{kind}")
+                        .route(put().to(v1::automation::set_rule))
+                        .route(delete().to(v1::automation::remove_rule)),
+                )
+                .service(
+                    resource("/v1/webhooks")
+                        .route(get().to(v1::automation::list_webhooks))
+                        .route(post().to(v1::automation::create_webhook)),
+                )
+                .service(
+                    resource("/v1/webhooks/{id}")
+                        .route(delete().to(v1::automation::delete_webhook)),
+                )
+                .service(
+                    resource("/v1/webhooks/{id}/deliveries")
+                        .route(get().to(v1::automation::deliveries)),
+                )
                 .service(
                     resource("/v1/predictions").route(get().to(v1::predictions::list_predictions)),
                 )
@@ -214,6 +233,27 @@ pub fn configure(cfg: &mut ServiceConfig) {
                 .service(
                     resource("/models/{name}/shadows/{version}/stop")
                         .route(post().to(admin::models::stop_shadow)),
+                )
+                .service(
+                    resource("/models/{name}/rules/{kind}")
+                        .route(post().to(admin::automation::set_rule)),
+                )
+                .service(
+                    resource("/models/{name}/rules/{kind}/remove")
+                        .route(post().to(admin::automation::remove_rule)),
+                )
+                .service(
+                    resource("/webhooks")
+                        .route(get().to(admin::automation::webhooks_page))
+                        .route(post().to(admin::automation::create_webhook)),
+                )
+                .service(
+                    resource("/webhooks/{id}/remove")
+                        .route(post().to(admin::automation::remove_webhook)),
+                )
+                .service(
+                    resource("/webhooks/{id}/test")
+                        .route(post().to(admin::automation::test_webhook)),
                 )
                 .service(
                     resource("/models/{name}/streams")

@@ -202,6 +202,9 @@ async fn score_chunk(state: &Data<AppState>, me: &str, chunk: Claimed) -> sqlx::
             if job_state != "running" {
                 tracing::info!(job = job.id, state = %job_state, "batch job ended");
             }
+            if job_state == "failed" {
+                alert_failed(state, job.id).await;
+            }
         }
         Committed::LeaseLost => {
             tracing::warn!(
@@ -218,7 +221,29 @@ async fn score_chunk(state: &Data<AppState>, me: &str, chunk: Claimed) -> sqlx::
 /// Stops a job with the reason.
 async fn fail(state: &Data<AppState>, id: i64, reason: &str) -> sqlx::Result<()> {
     tracing::warn!(job = id, reason, "batch job failed");
-    db::fail(&state.pool, id, reason).await
+    db::fail(&state.pool, id, reason).await?;
+    alert_failed(state, id).await;
+    Ok(())
+}
+
+/// Tells the webhooks that job `id` failed, with its message.
+async fn alert_failed(state: &AppState, id: i64) {
+    let Ok(Some(job)) = db::get(&state.pool, id).await else {
+        return;
+    };
+    let model_id = match crate::db::models::find_model(&state.pool, &job.model).await {
+        Ok(Some(m)) => m.id,
+        _ => return,
+    };
+    let message = job.message.clone().unwrap_or_default();
+    crate::automation::webhooks::alert(
+        &state.pool,
+        "job.failed",
+        Some((model_id, &job.model)),
+        format!("{}: batch job {} failed. {message}", job.model, job.id),
+        serde_json::json!({"job": job.id, "version": job.version, "message": message}),
+    )
+    .await;
 }
 
 /// Writes a finished job's results to its output URL, then ends it.
@@ -253,5 +278,9 @@ async fn write_out(state: &Data<AppState>, me: &str, id: i64) -> sqlx::Result<()
     let failure = written
         .err()
         .map(|e| format!("Every row was scored, but the results could not be written to {url}: {e} They can still be downloaded here."));
-    db::end_finishing(&state.pool, id, failure.as_deref()).await
+    db::end_finishing(&state.pool, id, failure.as_deref()).await?;
+    if failure.is_some() {
+        alert_failed(state, id).await;
+    }
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! All SQL lives here, one file per table family.
 
 pub mod audit;
+pub mod automation;
 pub mod batch;
 pub mod dashboard;
 pub mod drift;
@@ -16,6 +17,7 @@ pub mod streams;
 pub mod tokens;
 pub mod traffic;
 pub mod users;
+pub mod webhooks;
 
 use std::collections::HashSet;
 use std::time::Duration;

@@ -43,6 +43,14 @@ pub async fn model_names(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<String>>
         .await
 }
 
+/// The name of model `id`.
+pub async fn model_name(pool: &PgPool, id: i64) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("select name from model where id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
 pub async fn find_model(pool: &PgPool, name: &str) -> sqlx::Result<Option<ModelRow>> {
     sqlx::query_as("select id, name, created_at from model where name = $1")
         .bind(name)
@@ -126,13 +134,15 @@ pub async fn insert_version(
     .await
 }
 
-/// Points `alias` at a version and records the move. Returns the version it pointed at before.
+/// Points `alias` at a version and records the move (with the rule that made it, when a rule
+/// did). Returns the version it pointed at before.
 pub async fn set_alias(
     tx: &mut Transaction<'_, Postgres>,
     model_id: i64,
     alias: &str,
     version_id: i64,
     actor: Option<i64>,
+    reason: Option<&str>,
 ) -> sqlx::Result<Option<i64>> {
     let previous: Option<i64> = sqlx::query_scalar(
         "select version_id from model_alias where model_id = $1 and alias = $2 for update",
@@ -156,14 +166,15 @@ pub async fn set_alias(
     .execute(&mut **tx)
     .await?;
     sqlx::query(
-        "insert into alias_event (model_id, alias, from_version_id, to_version_id, actor_id)
-         values ($1, $2, $3, $4, $5)",
+        "insert into alias_event (model_id, alias, from_version_id, to_version_id, actor_id, reason)
+         values ($1, $2, $3, $4, $5, $6)",
     )
     .bind(model_id)
     .bind(alias)
     .bind(previous)
     .bind(version_id)
     .bind(actor)
+    .bind(reason)
     .execute(&mut **tx)
     .await?;
     Ok(previous)
@@ -327,6 +338,8 @@ pub struct AliasEvent {
     pub from_version: Option<i32>,
     pub to_version: i32,
     pub actor: Option<String>,
+    /// The rule that moved it, when a rule did.
+    pub reason: Option<String>,
     pub created_at: OffsetDateTime,
 }
 
@@ -336,7 +349,7 @@ pub async fn alias_events(
     limit: i64,
 ) -> sqlx::Result<Vec<AliasEvent>> {
     sqlx::query_as(
-        "select e.alias, f.version as from_version, t.version as to_version, u.username as actor, e.created_at
+        "select e.alias, f.version as from_version, t.version as to_version, u.username as actor, e.reason, e.created_at
          from alias_event e
          left join model_version f on f.id = e.from_version_id
          join model_version t on t.id = e.to_version_id

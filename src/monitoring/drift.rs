@@ -349,11 +349,56 @@ pub async fn check(
         &rows,
     )
     .await?;
+    if drifted == Some(true) {
+        alert_drift(pool, version, &rows, &label).await?;
+    }
     Ok(Some(CheckOutcome {
         run_id,
         rows: rows_seen,
         drifted,
     }))
+}
+
+/// Tells the webhooks that a version's inputs drifted, when its previous check did not say so.
+async fn alert_drift(
+    pool: &sqlx::PgPool,
+    version: &crate::db::models::VersionRow,
+    rows: &[crate::db::drift::FeatureResult],
+    window: &str,
+) -> anyhow::Result<()> {
+    let latest = crate::db::automation::drift_verdicts(
+        pool,
+        version.id,
+        time::OffsetDateTime::UNIX_EPOCH,
+        2,
+    )
+    .await?;
+    if latest.get(1) == Some(&true) {
+        return Ok(());
+    }
+    let model = crate::db::models::model_name(pool, version.model_id)
+        .await?
+        .unwrap_or_default();
+    let drifted: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.drifted)
+        .map(|r| r.feature.as_str())
+        .collect();
+    crate::automation::webhooks::alert(
+        pool,
+        "drift.flagged",
+        Some((version.model_id, &model)),
+        format!(
+            "{model}: drift flagged on version {} ({} of {} features over the {window}: {}).",
+            version.version,
+            drifted.len(),
+            rows.len(),
+            drifted.join(", ")
+        ),
+        serde_json::json!({"version": version.version, "features": drifted, "window": window}),
+    )
+    .await;
+    Ok(())
 }
 
 /// Checks every model's production version (the scheduled job).

@@ -91,7 +91,15 @@ impl Registry {
         )
         .await?;
         if !db::models::has_alias(&mut tx, model.id, PRODUCTION).await? {
-            db::models::set_alias(&mut tx, model.id, PRODUCTION, version_id, upload.actor).await?;
+            db::models::set_alias(
+                &mut tx,
+                model.id,
+                PRODUCTION,
+                version_id,
+                upload.actor,
+                None,
+            )
+            .await?;
         }
         tx.commit().await?;
         self.resolved.changed();
@@ -168,6 +176,19 @@ impl Registry {
         number: i32,
         actor: Option<i64>,
     ) -> Result<Option<i32>, ImportError> {
+        self.move_alias_because(model, alias, number, actor, None)
+            .await
+    }
+
+    /// [`Self::move_alias`], recording `reason` (the rule that fired) in the alias history.
+    pub async fn move_alias_because(
+        &self,
+        model: &ModelRow,
+        alias: &str,
+        number: i32,
+        actor: Option<i64>,
+        reason: Option<&str>,
+    ) -> Result<Option<i32>, ImportError> {
         check_alias_name(alias).map_err(ImportError::Invalid)?;
         let (_, version) = db::models::by_number(&self.pool, &model.name, number)
             .await?
@@ -184,7 +205,7 @@ impl Registry {
             .find(|(a, _)| a == alias)
             .map(|(_, v)| v);
         let mut tx = self.pool.begin().await?;
-        db::models::set_alias(&mut tx, model.id, alias, version.id, actor).await?;
+        db::models::set_alias(&mut tx, model.id, alias, version.id, actor, reason).await?;
         if alias == super::PRODUCTION {
             // The canary's candidate promoted: the canary is over.
             db::traffic::end_if_candidate(&mut tx, model.id, version.id).await?;

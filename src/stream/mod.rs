@@ -47,6 +47,9 @@ pub async fn supervise(state: Data<AppState>) {
     };
     let mut running: HashMap<i64, (watch::Sender<bool>, tokio::task::JoinHandle<()>)> =
         HashMap::new();
+    // Streams that failed and have not run a minute since: a broker away alerts once, not at
+    // every restart.
+    let failing: Arc<Mutex<HashSet<i64>>> = Arc::default();
     loop {
         if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
             break;
@@ -71,12 +74,34 @@ pub async fn supervise(state: Data<AppState>) {
                     }
                     let (stop, stopped) = watch::channel(false);
                     let (state, brokers) = (state.clone(), brokers.clone());
+                    let failing = failing.clone();
                     let task = tokio::spawn(async move {
                         let name = stream.input_topic.clone();
-                        match run(&state, &brokers, stream, stopped).await {
+                        let (id, model_id, model) =
+                            (stream.id, stream.model_id, stream.model.clone());
+                        let started = Instant::now();
+                        let outcome = run(&state, &brokers, stream, stopped).await;
+                        let first_failure = {
+                            let mut failing = failing.lock().unwrap_or_else(|p| p.into_inner());
+                            if outcome.is_ok() || started.elapsed() > Duration::from_secs(60) {
+                                failing.remove(&id);
+                            }
+                            outcome.is_err() && failing.insert(id)
+                        };
+                        match outcome {
                             Ok(()) => tracing::info!(topic = %name, "stream stopped"),
                             Err(e) => {
                                 tracing::warn!(topic = %name, error = %e, "stream failed; it restarts shortly");
+                                if first_failure {
+                                    crate::automation::webhooks::alert(
+                                        &state.pool,
+                                        "stream.failed",
+                                        Some((model_id, &model)),
+                                        format!("{model}: the stream from {name} failed ({e}); it restarts and keeps trying."),
+                                        json!({"stream": id, "input_topic": name, "error": e.to_string()}),
+                                    )
+                                    .await;
+                                }
                                 tokio::time::sleep(Duration::from_secs(2)).await;
                             }
                         }

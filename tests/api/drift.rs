@@ -4,7 +4,7 @@ use sqlx::PgPool;
 use crate::helpers::{location, spawn_app, TestApp};
 
 /// Inserts iris predictions whose inputs are the reference rows (cycled), shifted by `shift`.
-async fn live_window(app: &TestApp, n: usize, shift: f64) {
+pub async fn live_window(app: &TestApp, n: usize, shift: f64) {
     let csv = std::fs::read_to_string("models/iris/1/reference.csv").unwrap();
     let mut lines = csv.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
@@ -34,7 +34,7 @@ async fn live_window(app: &TestApp, n: usize, shift: f64) {
     .unwrap();
 }
 
-async fn check_now(app: &TestApp) -> String {
+pub async fn check_now(app: &TestApp) -> String {
     let res = app
         .post_form_from("/admin/models/iris/drift", "/admin/models/iris/drift", &[])
         .await;

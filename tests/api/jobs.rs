@@ -17,7 +17,7 @@ const IRIS_HEADER: &str = "id,sepal_length,sepal_width,petal_length,petal_width"
 
 /// `n` iris rows within the card's ranges, each with an id, and where `bad(i)` a row the form
 /// would refuse (sepal_length out of range).
-fn iris_csv(n: usize, bad: impl Fn(usize) -> bool) -> String {
+pub fn iris_csv(n: usize, bad: impl Fn(usize) -> bool) -> String {
     let mut text = format!("{IRIS_HEADER}\n");
     for i in 0..n {
         let sl = if bad(i) {
@@ -33,7 +33,7 @@ fn iris_csv(n: usize, bad: impl Fn(usize) -> bool) -> String {
     text
 }
 
-async fn submit_csv(
+pub async fn submit_csv(
     app: &TestApp,
     token: &str,
     model: &str,
@@ -66,7 +66,7 @@ async fn job(app: &TestApp, token: &str, id: i64) -> Value {
 }
 
 /// Polls until the job is over; its last state.
-async fn wait_over(app: &TestApp, token: &str, id: i64, within: Duration) -> Value {
+pub async fn wait_over(app: &TestApp, token: &str, id: i64, within: Duration) -> Value {
     let deadline = Instant::now() + within;
     loop {
         let j = job(app, token, id).await;

@@ -15,6 +15,7 @@ mod accounts;
 mod admin_users;
 mod api_v1;
 mod api_v2;
+mod automation;
 mod batching;
 mod caches;
 mod canary;

@@ -1,5 +1,6 @@
 //! Plinth's own JSON API (`/api/v1`): what the shared pieces of its endpoints are.
 
+pub mod automation;
 pub mod jobs;
 pub mod models;
 pub mod predict;

@@ -1,6 +1,7 @@
 //! The staff-only admin area.
 
 pub mod audit;
+pub mod automation;
 pub mod drift;
 pub mod models;
 pub mod predictions;

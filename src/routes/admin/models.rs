@@ -166,6 +166,8 @@ pub struct EventView {
     pub from: String,
     pub to: i32,
     pub actor: String,
+    /// The rule that moved it, when a rule did.
+    pub reason: Option<String>,
     pub at: String,
 }
 
@@ -191,6 +193,25 @@ struct ModelAdmin {
     shadows: Vec<crate::registry::traffic::ShadowReport>,
     /// Live requests this instance could not copy to the shadows (queue full).
     shadow_dropped: u64,
+    /// The promotion and rollback rules, and how often they are evaluated.
+    rules: Vec<crate::api::v1::automation::RuleView>,
+    has_promote: bool,
+    has_rollback: bool,
+    automation_seconds: u64,
+    /// Whether production is a classifier (the quality drop is in points of accuracy).
+    classifier: bool,
+}
+
+/// Whether the model's production version (else its latest) is a classifier.
+pub(super) async fn is_classifier(state: &AppState, model: &ModelRow) -> Result<bool, AppError> {
+    let card = match db::models::by_alias(&state.pool, &model.name, PRODUCTION).await? {
+        Some((_, v)) => crate::registry::card_of(&v),
+        None => match db::models::versions(&state.pool, model.id).await?.first() {
+            Some(v) => crate::registry::card_of(v),
+            None => return Ok(true),
+        },
+    };
+    Ok(card.task == crate::registry::card::Task::Classification)
 }
 
 /// A Kafka stream as the model's admin page shows it.
@@ -215,13 +236,13 @@ fn human_size(bytes: i64) -> String {
     }
 }
 
-async fn find_model(state: &AppState, name: &str) -> Result<ModelRow, AppError> {
+pub(super) async fn find_model(state: &AppState, name: &str) -> Result<ModelRow, AppError> {
     db::models::find_model(&state.pool, name)
         .await?
         .ok_or_else(|| AppError::NotFound(format!("There is no model called {name}.")))
 }
 
-async fn model_admin_page(
+pub(super) async fn model_admin_page(
     ctx: PageCtx,
     state: &AppState,
     model: &ModelRow,
@@ -287,7 +308,12 @@ async fn model_admin_page(
                 .from_version
                 .map_or_else(|| "—".to_string(), |v| v.to_string()),
             to: e.to_version,
-            actor: e.actor.unwrap_or_else(|| "system".into()),
+            actor: match (e.actor, &e.reason) {
+                (Some(a), _) => a,
+                (None, Some(_)) => "automation".into(),
+                (None, None) => "system".into(),
+            },
+            reason: e.reason,
             at: crate::web::fmt_time(&Some(e.created_at)),
         })
         .collect();
@@ -333,7 +359,17 @@ async fn model_admin_page(
         .unwrap_or_default();
     let shadows =
         crate::registry::traffic::shadow_reports(&state.pool, model.id, &features).await?;
+    let rules = db::automation::of_model(&state.pool, model.id).await?;
+    let classifier = is_classifier(state, model).await?;
     let page = ModelAdmin {
+        has_promote: rules.iter().any(|r| r.kind == "promote"),
+        has_rollback: rules.iter().any(|r| r.kind == "rollback"),
+        rules: rules
+            .iter()
+            .map(crate::api::v1::automation::RuleView::from)
+            .collect(),
+        automation_seconds: state.settings.automation_interval.as_secs(),
+        classifier,
         ctx,
         name: model.name.clone(),
         title,
@@ -358,7 +394,7 @@ async fn model_admin_page(
 
 /// Where a model admin form lands: the model's page (at `anchor`) with `message` flashed, or
 /// the page again saying why the change was refused.
-async fn form_done(
+pub(super) async fn form_done(
     ctx: PageCtx,
     state: &AppState,
     model: &ModelRow,

@@ -1,0 +1,843 @@
+//! Guarded promotion and rollback: rules per model, evaluated on a schedule by one instance.
+//!
+//! A promotion rule moves `production` to a shadow or canary candidate once it has answered
+//! enough predictions and meets every criterion the rule sets; a rollback rule moves it back to
+//! the version it pointed at before when production's model errors over a window, or drift on
+//! several checks in a row, cross the rule's thresholds. Every automatic move is an alias move
+//! like a person's (alias history, audit log), with the rule and the figures that fired it. A rule
+//! in `notify` mode records and alerts once per firing instead of moving anything.
+
+pub mod webhooks;
+
+use serde::Serialize;
+use serde_json::json;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use crate::db;
+use crate::db::automation::{LiveRecord, RuleRow, ShadowRecord};
+use crate::db::models::ModelRow;
+use crate::registry::PRODUCTION;
+use crate::state::AppState;
+
+/// A candidate's figures, as the rule judges them and the audit entry keeps them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, ToSchema)]
+pub struct CandidateFigures {
+    pub version: i32,
+    /// How it answered: `shadow`, `canary`, or `shadow+canary`.
+    pub observed_as: String,
+    /// Predictions the candidate answered as a shadow or in the canary's arm.
+    pub predictions: i64,
+    /// Classifier shadows: label pairs and the share equal to production's.
+    pub label_pairs: i64,
+    pub agreement: Option<f64>,
+    /// Regressor shadows: mean |shadow − live|.
+    pub mean_abs_difference: Option<f64>,
+    /// Model errors per attempt (invalid inputs are the caller's and do not count).
+    pub error_rate: Option<f64>,
+    /// Predictions with feedback, and how much worse than production the candidate did on them:
+    /// accuracy (as a share) for classifiers, mean absolute error for regressors. Negative is
+    /// better.
+    pub judged: i64,
+    pub quality_drop: Option<f64>,
+}
+
+fn ratio(k: i64, n: i64) -> Option<f64> {
+    (n > 0).then(|| k as f64 / n as f64)
+}
+
+/// Combines a candidate's shadow and canary records (each, when it is one) with production's
+/// record over the canary's time.
+pub fn candidate_figures(
+    version: i32,
+    classifier: bool,
+    shadow: Option<(&ShadowRecord, &db::shadow::Agreement)>,
+    canary: Option<(&LiveRecord, &LiveRecord)>,
+) -> CandidateFigures {
+    let none = ShadowRecord::default();
+    let no_agreement = db::shadow::Agreement::default();
+    let (s, a) = shadow.unwrap_or((&none, &no_agreement));
+    let quiet = LiveRecord::default();
+    let (c, p) = canary.unwrap_or((&quiet, &quiet));
+    let observed_as = match (shadow.is_some(), canary.is_some()) {
+        (true, true) => "shadow+canary",
+        (true, false) => "shadow",
+        _ => "canary",
+    };
+    let attempts = s.requests + s.model_errors + c.requests + c.model_errors;
+    let judged = s.judged + c.judged;
+    let quality_drop = if classifier {
+        match (
+            ratio(s.live_correct + p.correct, s.judged + p.judged),
+            ratio(s.shadow_correct + c.correct, judged),
+        ) {
+            (Some(live), Some(candidate)) => Some(live - candidate),
+            _ => None,
+        }
+    } else {
+        // Means weighted by how many predictions each comes from.
+        let weighted = |parts: &[(Option<f64>, i64)]| {
+            let n: i64 = parts
+                .iter()
+                .filter(|(m, _)| m.is_some())
+                .map(|(_, n)| n)
+                .sum();
+            (n > 0).then(|| {
+                parts
+                    .iter()
+                    .filter_map(|(m, k)| m.map(|m| m * *k as f64))
+                    .sum::<f64>()
+                    / n as f64
+            })
+        };
+        match (
+            weighted(&[(s.shadow_mae, s.judged), (c.mae, c.judged)]),
+            weighted(&[(s.live_mae, s.judged), (p.mae, p.judged)]),
+        ) {
+            (Some(candidate), Some(live)) => Some(candidate - live),
+            _ => None,
+        }
+    };
+    CandidateFigures {
+        version,
+        observed_as: observed_as.into(),
+        predictions: s.predictions + c.predictions,
+        label_pairs: a.label_pairs,
+        agreement: ratio(a.agree, a.label_pairs),
+        mean_abs_difference: a.mean_abs_difference,
+        error_rate: ratio(s.model_errors + c.model_errors, attempts),
+        judged,
+        quality_drop,
+    }
+}
+
+fn pct(v: f64) -> String {
+    format!("{:.1}%", v * 100.0)
+}
+
+/// The criteria of a promotion rule the figures do not meet yet, in words; empty when the
+/// candidate may be promoted.
+pub fn unmet(rule: &RuleRow, f: &CandidateFigures, classifier: bool) -> Vec<String> {
+    // A figure equal to its bar meets it, whatever the last bit of its division says.
+    const SLACK: f64 = 1e-9;
+    let mut unmet = Vec::new();
+    if f.predictions < i64::from(rule.min_predictions) {
+        unmet.push(format!(
+            "{} of {} predictions",
+            f.predictions, rule.min_predictions
+        ));
+    }
+    if let Some(min) = rule.min_agreement {
+        match f.agreement {
+            Some(a) if a >= min - SLACK => {}
+            Some(a) => unmet.push(format!("agreement {} < {}", pct(a), pct(min))),
+            None if !classifier => {
+                unmet.push("agreement is for classifiers; use the mean difference".into())
+            }
+            None => unmet.push("no agreement measured (not a shadow yet)".into()),
+        }
+    }
+    if let Some(max) = rule.max_mean_abs_difference {
+        match f.mean_abs_difference {
+            Some(d) if d <= max + SLACK => {}
+            Some(d) => unmet.push(format!("mean |difference| {d:.4} > {max}")),
+            None => unmet.push("no differences measured (not a regressor's shadow)".into()),
+        }
+    }
+    if let Some(max) = rule.max_error_rate {
+        let rate = f.error_rate.unwrap_or(0.0);
+        if rate > max + SLACK {
+            unmet.push(format!("error rate {} > {}", pct(rate), pct(max)));
+        }
+    }
+    if let Some(max) = rule.max_quality_drop {
+        match f.quality_drop {
+            Some(d) if d <= max + SLACK => {}
+            Some(d) if classifier => unmet.push(format!(
+                "accuracy {} points below production's (at most {})",
+                format_args!("{:.1}", d * 100.0),
+                format_args!("{:.1}", max * 100.0)
+            )),
+            Some(d) => unmet.push(format!("MAE {d:.4} above production's (at most {max})")),
+            None => unmet.push("no feedback on the candidate's predictions yet".into()),
+        }
+    }
+    unmet
+}
+
+/// A rule in words, for the alias history, the audit log and the pages.
+pub fn describe(rule: &RuleRow) -> String {
+    let mut parts = Vec::new();
+    if rule.kind == "promote" {
+        parts.push(format!(
+            "promote a candidate after {} predictions",
+            rule.min_predictions
+        ));
+        if let Some(a) = rule.min_agreement {
+            parts.push(format!("agreement ≥ {}", pct(a)));
+        }
+        if let Some(d) = rule.max_mean_abs_difference {
+            parts.push(format!("mean |difference| ≤ {d}"));
+        }
+        if let Some(e) = rule.max_error_rate {
+            parts.push(format!("error rate ≤ {}", pct(e)));
+        }
+        if let Some(q) = rule.max_quality_drop {
+            parts.push(format!("live quality not worse by more than {q}"));
+        }
+    } else {
+        let window = rule.window_minutes.unwrap_or(DEFAULT_WINDOW_MINUTES);
+        let mut when = Vec::new();
+        if let Some(e) = rule.max_error_rate {
+            when.push(format!(
+                "its error rate over the last {window} minutes exceeds {} (at least {} requests)",
+                pct(e),
+                rule.min_predictions
+            ));
+        }
+        if let Some(k) = rule.drift_checks {
+            when.push(format!("drift is flagged on {k} checks in a row"));
+        }
+        parts.push(format!(
+            "roll production back to the previous version when {}",
+            when.join(", or when ")
+        ));
+    }
+    let mut text = parts.join(", ");
+    if rule.mode == "notify" {
+        text.push_str(" (notify only)");
+    }
+    text
+}
+
+/// Refuses a rule that cannot work, saying why: an unknown kind or mode, a figure out of its
+/// range, a criterion of the other kind of rule, or no criterion at all.
+pub fn check_rule(kind: &str, spec: &db::automation::RuleSpec) -> Result<(), String> {
+    let share = |name: &str, v: Option<f64>| match v {
+        Some(x) if !(x.is_finite() && (0.0..=1.0).contains(&x)) => Err(format!(
+            "{name} is a share from 0 to 1 (a percentage from 0 to 100 on the form)."
+        )),
+        _ => Ok(()),
+    };
+    let amount = |name: &str, v: Option<f64>| match v {
+        Some(x) if !(x.is_finite() && x >= 0.0) => Err(format!("{name} is a number of 0 or more.")),
+        _ => Ok(()),
+    };
+    if !matches!(spec.mode.as_str(), "act" | "notify") {
+        return Err(format!("mode is act or notify, not {:?}.", spec.mode));
+    }
+    if !(1..=1_000_000_000).contains(&spec.min_predictions) {
+        return Err("min_predictions is a whole number from 1 to 1,000,000,000.".into());
+    }
+    share("min_agreement", spec.min_agreement)?;
+    share("max_error_rate", spec.max_error_rate)?;
+    amount("max_quality_drop", spec.max_quality_drop)?;
+    amount("max_mean_abs_difference", spec.max_mean_abs_difference)?;
+    match kind {
+        "promote" => {
+            if spec.window_minutes.is_some() || spec.drift_checks.is_some() {
+                return Err("window_minutes and drift_checks belong to the rollback rule.".into());
+            }
+            if spec.min_agreement.is_none()
+                && spec.max_mean_abs_difference.is_none()
+                && spec.max_error_rate.is_none()
+                && spec.max_quality_drop.is_none()
+            {
+                return Err("A promotion rule needs at least one criterion: min_agreement, max_mean_abs_difference, max_error_rate or max_quality_drop.".into());
+            }
+        }
+        "rollback" => {
+            if spec.min_agreement.is_some()
+                || spec.max_mean_abs_difference.is_some()
+                || spec.max_quality_drop.is_some()
+            {
+                return Err("min_agreement, max_mean_abs_difference and max_quality_drop belong to the promotion rule.".into());
+            }
+            if spec.max_error_rate.is_none() && spec.drift_checks.is_none() {
+                return Err("A rollback rule needs max_error_rate, drift_checks, or both.".into());
+            }
+            if let Some(w) = spec.window_minutes {
+                if !(1..=10_080).contains(&w) {
+                    return Err("window_minutes is from 1 to 10080 (a week).".into());
+                }
+            }
+            if let Some(k) = spec.drift_checks {
+                if !(1..=100).contains(&k) {
+                    return Err("drift_checks is from 1 to 100.".into());
+                }
+            }
+        }
+        other => return Err(format!("A rule is promote or rollback, not {other:?}.")),
+    }
+    Ok(())
+}
+
+/// A rollback rule's window when it names none.
+pub const DEFAULT_WINDOW_MINUTES: i32 = 10;
+
+/// What one rule's evaluation found.
+struct Evaluation {
+    outcome: String,
+    /// It moved an alias or notified this time.
+    fired: bool,
+    figures: serde_json::Value,
+    fired_key: Option<String>,
+}
+
+/// Evaluates every rule once; how many rules fired (moved an alias or notified).
+pub async fn evaluate_all(state: &AppState) -> anyhow::Result<usize> {
+    let mut fired = 0;
+    for rule in db::automation::all(&state.pool).await? {
+        let Some(model) = db::models::find_model(&state.pool, &rule.model).await? else {
+            continue;
+        };
+        let evaluation = match rule.kind.as_str() {
+            "promote" => promote(state, &model, &rule).await,
+            _ => rollback(state, &model, &rule).await,
+        };
+        let evaluation = match evaluation {
+            Ok(e) => e,
+            Err(e) => Evaluation {
+                fired: false,
+                outcome: format!("could not be evaluated: {e}"),
+                figures: json!({}),
+                fired_key: rule.fired_key.clone(),
+            },
+        };
+        fired += usize::from(evaluation.fired);
+        db::automation::evaluated(
+            &state.pool,
+            rule.model_id,
+            &rule.kind,
+            &evaluation.outcome,
+            &evaluation.figures,
+            evaluation.fired_key.as_deref(),
+        )
+        .await?;
+    }
+    Ok(fired)
+}
+
+/// Records an automatic decision in the audit log (no actor: the rule acted).
+async fn audit(
+    state: &AppState,
+    action: &str,
+    model: &str,
+    detail: serde_json::Value,
+) -> anyhow::Result<()> {
+    db::audit::record(
+        &state.pool,
+        db::audit::NewEvent {
+            actor_id: None,
+            actor: Some("automation"),
+            action,
+            target: Some(model.to_string()),
+            detail,
+            client_ip: None,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+async fn promote(state: &AppState, model: &ModelRow, rule: &RuleRow) -> anyhow::Result<Evaluation> {
+    let pool = &state.pool;
+    let Some((_, production)) = db::models::by_alias(pool, &model.name, PRODUCTION).await? else {
+        return Ok(Evaluation {
+            fired: false,
+            outcome: "no production version".into(),
+            figures: json!({}),
+            fired_key: None,
+        });
+    };
+    let classifier =
+        crate::registry::card_of(&production).task == crate::registry::card::Task::Classification;
+    // Candidates: every shadow and the canary's candidate (which may be both).
+    let shadows = db::shadow::of_model(pool, model.id).await?;
+    let canary = db::traffic::policy(pool, &model.name).await?;
+    let mut versions: Vec<(i64, i32)> = shadows.iter().map(|s| (s.version_id, s.version)).collect();
+    if let Some(c) = &canary {
+        if !versions.iter().any(|(id, _)| *id == c.candidate_version_id) {
+            versions.push((c.candidate_version_id, c.candidate));
+        }
+    }
+    versions.retain(|(id, _)| *id != production.id);
+    if versions.is_empty() {
+        return Ok(Evaluation {
+            fired: false,
+            outcome: "no candidate: start a shadow or a canary".into(),
+            figures: json!({"candidates": []}),
+            fired_key: None,
+        });
+    }
+    let mut judged = Vec::new();
+    for (version_id, number) in versions {
+        let shadow = match shadows.iter().find(|s| s.version_id == version_id) {
+            Some(s) => Some((
+                db::automation::shadow_record(pool, version_id, s.started_at).await?,
+                db::shadow::agreement(pool, version_id, s.started_at).await?,
+            )),
+            None => None,
+        };
+        let arms = match canary
+            .as_ref()
+            .filter(|c| c.candidate_version_id == version_id)
+        {
+            Some(c) => Some((
+                db::automation::live_record(pool, version_id, c.started_at).await?,
+                db::automation::live_record(pool, production.id, c.started_at).await?,
+            )),
+            None => None,
+        };
+        let figures = candidate_figures(
+            number,
+            classifier,
+            shadow.as_ref().map(|(r, a)| (r, a)),
+            arms.as_ref().map(|(c, p)| (c, p)),
+        );
+        let missing = unmet(rule, &figures, classifier);
+        judged.push((figures, missing));
+    }
+    let figures = json!({
+        "production": production.version,
+        "candidates": judged.iter().map(|(f, missing)| json!({"figures": f, "unmet": missing})).collect::<Vec<_>>(),
+    });
+    // The newest candidate that meets every criterion.
+    let ready = judged
+        .iter()
+        .filter(|(_, missing)| missing.is_empty())
+        .map(|(f, _)| f)
+        .max_by_key(|f| f.version);
+    let Some(ready) = ready else {
+        let waiting = judged
+            .iter()
+            .map(|(f, missing)| format!("version {}: {}", f.version, missing.join("; ")))
+            .collect::<Vec<_>>()
+            .join(" — ");
+        return Ok(Evaluation {
+            fired: false,
+            outcome: format!("waiting: {waiting}"),
+            figures,
+            fired_key: None,
+        });
+    };
+    let rule_text = describe(rule);
+    let detail = json!({
+        "model": model.name, "rule": rule_text, "from": production.version,
+        "to": ready.version, "figures": ready,
+    });
+    let summary = summary(ready);
+    if rule.mode == "notify" {
+        let key = format!("promote:{}", ready.version);
+        let first_time = rule.fired_key.as_deref() != Some(&key);
+        if first_time {
+            audit(
+                state,
+                "automation.would_promote",
+                &model.name,
+                detail.clone(),
+            )
+            .await?;
+            webhooks::alert(
+                pool,
+                "promotion",
+                Some((model.id, &model.name)),
+                format!(
+                    "{}: version {} meets the promotion rule ({summary}); notify only, production stays version {}.",
+                    model.name, ready.version, production.version
+                ),
+                json!({"acted": false, "detail": detail}),
+            )
+            .await;
+        }
+        return Ok(Evaluation {
+            fired: first_time,
+            outcome: format!(
+                "version {} is ready ({summary}); notify only",
+                ready.version
+            ),
+            figures,
+            fired_key: Some(key),
+        });
+    }
+    let reason = format!("rule: {rule_text} — {summary}");
+    state
+        .registry
+        .move_alias_because(model, PRODUCTION, ready.version, None, Some(&reason))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Production answers live traffic; it no longer shadows it.
+    if ready.observed_as.contains("shadow") {
+        state
+            .registry
+            .stop_shadow(model, ready.version)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    audit(state, "automation.promoted", &model.name, detail.clone()).await?;
+    webhooks::alert(
+        pool,
+        "promotion",
+        Some((model.id, &model.name)),
+        format!(
+            "{}: version {} promoted to production automatically ({summary}); it was version {}.",
+            model.name, ready.version, production.version
+        ),
+        json!({"acted": true, "detail": detail}),
+    )
+    .await;
+    tracing::info!(model = %model.name, from = production.version, to = ready.version, "promoted by rule");
+    Ok(Evaluation {
+        fired: true,
+        outcome: format!(
+            "promoted version {} (was {}): {summary}",
+            ready.version, production.version
+        ),
+        figures,
+        fired_key: None,
+    })
+}
+
+/// A candidate's figures in a line.
+fn summary(f: &CandidateFigures) -> String {
+    let mut parts = vec![format!(
+        "{} predictions as {}",
+        f.predictions, f.observed_as
+    )];
+    if let Some(a) = f.agreement {
+        parts.push(format!("agreement {}", pct(a)));
+    }
+    if let Some(d) = f.mean_abs_difference {
+        parts.push(format!("mean |difference| {d:.4}"));
+    }
+    if let Some(e) = f.error_rate {
+        parts.push(format!("error rate {}", pct(e)));
+    }
+    if let Some(q) = f.quality_drop {
+        parts.push(format!("quality drop {q:.4} over {} judged", f.judged));
+    }
+    parts.join(", ")
+}
+
+async fn rollback(
+    state: &AppState,
+    model: &ModelRow,
+    rule: &RuleRow,
+) -> anyhow::Result<Evaluation> {
+    let pool = &state.pool;
+    let Some((_, production)) = db::models::by_alias(pool, &model.name, PRODUCTION).await? else {
+        return Ok(Evaluation {
+            fired: false,
+            outcome: "no production version".into(),
+            figures: json!({}),
+            fired_key: None,
+        });
+    };
+    let now = OffsetDateTime::now_utc();
+    let since_move = db::automation::alias_since(pool, model.id, PRODUCTION)
+        .await?
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let window = rule.window_minutes.unwrap_or(DEFAULT_WINDOW_MINUTES);
+    // Production's own record: the window, but not before it became production.
+    let since = (now - time::Duration::minutes(window.into())).max(since_move);
+    let record = db::automation::live_record(pool, production.id, since).await?;
+    let attempts = record.requests + record.model_errors;
+    let error_rate = ratio(record.model_errors, attempts);
+    let error_hit = match (rule.max_error_rate, error_rate) {
+        (Some(max), Some(rate)) => attempts >= i64::from(rule.min_predictions) && rate > max,
+        _ => false,
+    };
+    let verdicts = match rule.drift_checks {
+        Some(k) => db::automation::drift_verdicts(pool, production.id, since_move, k).await?,
+        None => Vec::new(),
+    };
+    let drift_hit = rule
+        .drift_checks
+        .is_some_and(|k| verdicts.len() == k as usize && verdicts.iter().all(|d| *d));
+    let target = match db::models::previous_target(pool, model.id, PRODUCTION).await? {
+        Some(id) => db::models::version_by_id(pool, id).await?,
+        None => None,
+    };
+    let figures = json!({
+        "production": production.version,
+        "window_minutes": window,
+        "requests": record.requests,
+        "model_errors": record.model_errors,
+        "error_rate": error_rate,
+        "drift_verdicts": verdicts,
+        "rollback_to": target.as_ref().map(|v| v.version),
+    });
+    let mut why = Vec::new();
+    if error_hit {
+        why.push(format!(
+            "error rate {} over {attempts} requests in the last {window} minutes",
+            pct(error_rate.unwrap_or(0.0))
+        ));
+    }
+    if drift_hit {
+        why.push(format!(
+            "drift flagged on {} checks in a row",
+            verdicts.len()
+        ));
+    }
+    if why.is_empty() {
+        let health = match error_rate {
+            Some(rate) => format!(
+                "error rate {} over {attempts} requests in the last {window} minutes",
+                pct(rate)
+            ),
+            None => format!("no requests in the last {window} minutes"),
+        };
+        return Ok(Evaluation {
+            fired: false,
+            outcome: format!("version {} is healthy: {health}", production.version),
+            figures,
+            fired_key: None,
+        });
+    }
+    let why = why.join(" and ");
+    let key = format!("rollback:{}", production.version);
+    let first_time = rule.fired_key.as_deref() != Some(&key);
+    let rule_text = describe(rule);
+    let detail = json!({
+        "model": model.name, "rule": rule_text, "from": production.version,
+        "to": target.as_ref().map(|v| v.version), "figures": figures,
+    });
+    if error_hit && first_time {
+        webhooks::alert(
+            pool,
+            "error_rate.crossed",
+            Some((model.id, &model.name)),
+            format!(
+                "{}: version {} (production) has an {why}, over the rule's {}.",
+                model.name,
+                production.version,
+                pct(rule.max_error_rate.unwrap_or(0.0))
+            ),
+            json!({"detail": detail}),
+        )
+        .await;
+    }
+    let Some(target) = target.filter(|_| rule.mode == "act") else {
+        if first_time {
+            let action = "automation.would_roll_back";
+            audit(state, action, &model.name, detail.clone()).await?;
+            let text = match rule.mode.as_str() {
+                "notify" => format!(
+                    "{}: the rollback rule fired for version {} ({why}); notify only, nothing moved.",
+                    model.name, production.version
+                ),
+                _ => format!(
+                    "{}: the rollback rule fired for version {} ({why}), but there is no earlier production version to go back to.",
+                    model.name, production.version
+                ),
+            };
+            webhooks::alert(
+                pool,
+                "rollback",
+                Some((model.id, &model.name)),
+                text,
+                json!({"acted": false, "detail": detail}),
+            )
+            .await;
+        }
+        return Ok(Evaluation {
+            fired: first_time,
+            outcome: format!(
+                "fired for version {} ({why}); nothing moved",
+                production.version
+            ),
+            figures,
+            fired_key: Some(key),
+        });
+    };
+    let reason = format!("rule: {rule_text} — {why}");
+    state
+        .registry
+        .move_alias_because(model, PRODUCTION, target.version, None, Some(&reason))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    audit(state, "automation.rolled_back", &model.name, detail.clone()).await?;
+    webhooks::alert(
+        pool,
+        "rollback",
+        Some((model.id, &model.name)),
+        format!(
+            "{}: production rolled back automatically from version {} to version {} ({why}).",
+            model.name, production.version, target.version
+        ),
+        json!({"acted": true, "detail": detail}),
+    )
+    .await;
+    tracing::warn!(model = %model.name, from = production.version, to = target.version, %why, "rolled back by rule");
+    Ok(Evaluation {
+        fired: true,
+        outcome: format!(
+            "rolled back from version {} to {} ({why})",
+            production.version, target.version
+        ),
+        figures,
+        fired_key: None,
+    })
+}
+
+/// Runs the evaluation every `every`, on one instance at a time (whichever claims it first).
+pub async fn schedule(
+    state: actix_web::web::Data<AppState>,
+    every: std::time::Duration,
+    instance: String,
+) {
+    // Each instance looks four times an interval and runs it when a quarter of an interval or
+    // less is left of it; so rules are evaluated at most one interval apart.
+    let mut ticks = tokio::time::interval(every / 4);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match db::jobs::claim(&state.pool, "automation", every * 3 / 4, &instance).await {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not claim the automation rules");
+                continue;
+            }
+        }
+        match evaluate_all(&state).await {
+            Ok(0) => tracing::debug!("automation rules evaluated"),
+            Ok(n) => tracing::info!(fired = n, "automation rules fired"),
+            Err(e) => tracing::warn!(error = %e, "the automation rules could not be evaluated"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule() -> RuleRow {
+        RuleRow {
+            model_id: 1,
+            model: "iris".into(),
+            kind: "promote".into(),
+            mode: "act".into(),
+            min_predictions: 100,
+            min_agreement: Some(0.95),
+            max_mean_abs_difference: None,
+            max_error_rate: Some(0.01),
+            max_quality_drop: Some(0.02),
+            window_minutes: None,
+            drift_checks: None,
+            last_evaluated_at: None,
+            last_outcome: None,
+            last_figures: None,
+            fired_key: None,
+        }
+    }
+
+    #[test]
+    fn a_shadow_is_judged_on_its_pairs_errors_and_feedback() {
+        let shadow = ShadowRecord {
+            requests: 120,
+            predictions: 150,
+            model_errors: 0,
+            judged: 50,
+            shadow_correct: 45,
+            live_correct: 46,
+            ..Default::default()
+        };
+        let agreement = db::shadow::Agreement {
+            label_pairs: 150,
+            agree: 147,
+            ..Default::default()
+        };
+        let f = candidate_figures(3, true, Some((&shadow, &agreement)), None);
+        assert_eq!((f.predictions, f.observed_as.as_str()), (150, "shadow"));
+        assert!((f.agreement.unwrap() - 0.98).abs() < 1e-12);
+        assert_eq!(f.error_rate, Some(0.0));
+        assert!((f.quality_drop.unwrap() - 0.02).abs() < 1e-12);
+        assert!(
+            unmet(&rule(), &f, true).is_empty(),
+            "{:?}",
+            unmet(&rule(), &f, true)
+        );
+
+        // Short of predictions, a lower agreement, errors: each is named.
+        let few = CandidateFigures {
+            predictions: 40,
+            agreement: Some(0.9),
+            error_rate: Some(0.05),
+            quality_drop: None,
+            ..f.clone()
+        };
+        let missing = unmet(&rule(), &few, true);
+        assert_eq!(missing.len(), 4, "{missing:?}");
+        assert!(missing[0].contains("40 of 100"));
+        assert!(missing[1].contains("agreement 90.0% < 95.0%"));
+        assert!(missing[2].contains("error rate 5.0%"));
+        assert!(missing[3].contains("no feedback"));
+    }
+
+    #[test]
+    fn a_canary_is_judged_on_its_arm_against_production_s() {
+        let candidate = LiveRecord {
+            requests: 95,
+            predictions: 200,
+            model_errors: 5,
+            judged: 10,
+            correct: 9,
+            mae: None,
+        };
+        let production = LiveRecord {
+            requests: 900,
+            predictions: 1800,
+            model_errors: 0,
+            judged: 100,
+            correct: 95,
+            mae: None,
+        };
+        let f = candidate_figures(4, true, None, Some((&candidate, &production)));
+        assert_eq!((f.predictions, f.observed_as.as_str()), (200, "canary"));
+        assert_eq!(f.error_rate, Some(0.05));
+        assert!((f.quality_drop.unwrap() - 0.05).abs() < 1e-12);
+        assert_eq!(f.agreement, None);
+        let missing = unmet(&rule(), &f, true);
+        assert!(
+            missing.iter().any(|m| m.contains("not a shadow")),
+            "{missing:?}"
+        );
+
+        // Regressors compare mean absolute errors.
+        let c = LiveRecord {
+            mae: Some(3.0),
+            judged: 10,
+            ..candidate
+        };
+        let p = LiveRecord {
+            mae: Some(2.5),
+            judged: 30,
+            ..production
+        };
+        let f = candidate_figures(4, false, None, Some((&c, &p)));
+        assert!((f.quality_drop.unwrap() - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn rules_read_as_sentences() {
+        assert_eq!(
+            describe(&rule()),
+            "promote a candidate after 100 predictions, agreement ≥ 95.0%, error rate ≤ 1.0%, live quality not worse by more than 0.02"
+        );
+        let back = RuleRow {
+            kind: "rollback".into(),
+            mode: "notify".into(),
+            min_predictions: 20,
+            max_error_rate: Some(0.1),
+            window_minutes: Some(5),
+            drift_checks: Some(3),
+            ..rule()
+        };
+        assert_eq!(
+            describe(&back),
+            "roll production back to the previous version when its error rate over the last 5 minutes exceeds 10.0% (at least 20 requests), or when drift is flagged on 3 checks in a row (notify only)"
+        );
+    }
+}
