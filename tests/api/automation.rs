@@ -6,8 +6,6 @@
 //! petals) and one that fails on a range of inputs (a lookup out of bounds once the sepal is 7 cm
 //! or longer).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prost::Message;
@@ -16,7 +14,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use tract_onnx::pb;
 
-use crate::helpers::{spawn_app_with, TestApp};
+use crate::helpers::{receiver, spawn_app_with, TestApp};
 
 // --- versions built to agree, to disagree and to fail ---------------------------------------
 
@@ -149,82 +147,6 @@ fn failing_from_7cm(dir: &std::path::Path) -> String {
             float_tensor("table", &[1], &[0.0]),
         ],
     )
-}
-
-// --- a real HTTP receiver for the webhooks ----------------------------------------------------
-
-/// A webhook receiver on a loopback port: it answers 500 to the first `failures` requests and
-/// 200 after, and keeps every body it was sent.
-struct Receiver {
-    url: String,
-    bodies: Arc<Mutex<Vec<Value>>>,
-    _server: actix_web::dev::ServerHandle,
-}
-
-async fn receiver(failures: usize) -> Receiver {
-    use actix_web::{web, App, HttpResponse, HttpServer};
-    let bodies: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let seen = Arc::new(AtomicUsize::new(0));
-    let (kept, count) = (bodies.clone(), seen.clone());
-    let server = HttpServer::new(move || {
-        let (kept, count) = (kept.clone(), count.clone());
-        App::new().default_service(web::to(move |body: web::Bytes| {
-            let (kept, count) = (kept.clone(), count.clone());
-            async move {
-                let n = count.fetch_add(1, Ordering::SeqCst);
-                if n < failures {
-                    return HttpResponse::InternalServerError().body(format!("down ({n})"));
-                }
-                let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                kept.lock().unwrap().push(value);
-                HttpResponse::Ok().body("ok")
-            }
-        }))
-    })
-    .workers(1)
-    .bind(("127.0.0.1", 0))
-    .unwrap();
-    let port = server.addrs()[0].port();
-    let server = server.run();
-    let handle = server.handle();
-    tokio::spawn(server);
-    Receiver {
-        url: format!("http://127.0.0.1:{port}/hook"),
-        bodies,
-        _server: handle,
-    }
-}
-
-impl Receiver {
-    fn events(&self) -> Vec<String> {
-        self.bodies
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|b| b["event"].as_str().unwrap_or("").to_string())
-            .collect()
-    }
-
-    async fn wait_for(&self, event: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(b) = self
-                .bodies
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|b| b["event"] == event)
-            {
-                return b.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {event} arrived: {:?}",
-                self.events()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
 }
 
 // --- helpers ----------------------------------------------------------------------------------

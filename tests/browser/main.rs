@@ -213,7 +213,10 @@ async fn staff_upload_and_promote_a_version_in_the_browser(pool: PgPool) {
 #[ignore = "needs chromium and chromedriver (apt-get install chromium chromium-driver); .ci/run runs it"]
 async fn staff_run_a_canary_and_a_shadow_from_the_model_page(pool: PgPool) {
     require_browser();
-    let app = spawn_app(pool).await;
+    let app = helpers::spawn_app_with(pool, |s| {
+        s.automation_interval = std::time::Duration::from_secs(1)
+    })
+    .await;
     app.import_models().await;
     let staff = app.token_for("root", true).await;
     let res = app
@@ -303,6 +306,46 @@ async fn staff_run_a_canary_and_a_shadow_from_the_model_page(pool: PgPool) {
     let page = b.wait_for_text(" of 200 labels").await;
     assert!(page.contains("Stop shadowing version 3"), "{page}");
     b.screenshot("admin-shadow").await;
+
+    // Alerts to a real receiver, added from the webhooks page.
+    let hook = helpers::receiver(0).await;
+    b.goto(&app.url("/admin/webhooks")).await;
+    b.fill("#url", &hook.url).await;
+    b.click("form[action='/admin/webhooks'] button[type=submit]")
+        .await;
+    b.wait_for_text("Alerts now go to").await;
+
+    // A promotion rule from the page: the shadow agrees often enough and is promoted.
+    b.goto(&app.url("/admin/models/iris#automation")).await;
+    b.fill("#p_min", "150").await;
+    b.fill("#p_agree", "50").await;
+    b.fill("#p_err", "1").await;
+    b.click("form[action='/admin/models/iris/rules/promote'] button[type=submit]")
+        .await;
+    b.wait_for_text("The promotion rule is set").await;
+    b.fill("#r_err", "5").await;
+    b.click("form[action='/admin/models/iris/rules/rollback'] button[type=submit]")
+        .await;
+    b.wait_for_text("The rollback rule is set").await;
+    hook.wait_for("promotion").await;
+    b.goto(&app.url("/admin")).await;
+    b.goto(&app.url("/admin/models/iris#automation")).await;
+    let page = b.wait_for_text("production is version 3").await;
+    assert!(
+        page.contains("rule: promote a candidate after 150 predictions"),
+        "{page}"
+    );
+    b.wait_for_text("is healthy").await;
+    b.execute("document.querySelector('#automation').scrollIntoView();")
+        .await;
+    b.screenshot("admin-automation").await;
+    b.goto(&app.url("/admin/webhooks")).await;
+    let page = b.wait_for_text("delivered").await;
+    assert!(
+        page.contains("promoted to production automatically"),
+        "{page}"
+    );
+    b.screenshot("admin-webhooks").await;
     b.quit().await;
 }
 

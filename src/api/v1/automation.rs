@@ -57,6 +57,60 @@ impl From<&RuleRow> for RuleView {
     }
 }
 
+/// For the admin page: the rule as a sentence, when it last looked, and its figures as the form
+/// fields show them (percentages for shares).
+impl RuleView {
+    pub fn sentence(&self) -> String {
+        let mut chars = self.description.chars();
+        match chars.next() {
+            Some(first) => first.to_uppercase().chain(chars).collect(),
+            None => String::new(),
+        }
+    }
+
+    /// "2026-12-04 03:25:56 UTC".
+    pub fn evaluated_text(&self) -> String {
+        match self.last_evaluated_at.as_deref().and_then(|t| t.get(..19)) {
+            Some(t) => format!("{} UTC", t.replace('T', " ")),
+            None => "not yet".into(),
+        }
+    }
+
+    pub fn is_notify(&self) -> bool {
+        self.mode == "notify"
+    }
+
+    fn shown(v: Option<f64>, scale: f64) -> String {
+        v.map(|x| {
+            let t = format!("{:.6}", x * scale);
+            t.trim_end_matches('0').trim_end_matches('.').to_string()
+        })
+        .unwrap_or_default()
+    }
+
+    pub fn agreement_field(&self) -> String {
+        Self::shown(self.min_agreement, 100.0)
+    }
+    pub fn error_rate_field(&self) -> String {
+        Self::shown(self.max_error_rate, 100.0)
+    }
+    pub fn difference_field(&self) -> String {
+        Self::shown(self.max_mean_abs_difference, 1.0)
+    }
+    /// Points of accuracy for classifiers, the target's units for regressors.
+    pub fn quality_field(&self, classifier: &bool) -> String {
+        Self::shown(self.max_quality_drop, if *classifier { 100.0 } else { 1.0 })
+    }
+    pub fn window_field(&self) -> String {
+        self.window_minutes
+            .unwrap_or(crate::automation::DEFAULT_WINDOW_MINUTES)
+            .to_string()
+    }
+    pub fn drift_field(&self) -> String {
+        self.drift_checks.map(|k| k.to_string()).unwrap_or_default()
+    }
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct RulesResponse {
     pub model: String,
@@ -480,6 +534,15 @@ pub struct AttemptView {
     pub error: Option<String>,
     pub duration_ms: i32,
     pub at: String,
+}
+
+impl DeliveryView {
+    /// "2026-12-04 03:25:56", for the page (UTC).
+    pub fn created_text(&self) -> String {
+        self.created_at
+            .get(..19)
+            .map_or_else(|| self.created_at.clone(), |t| t.replace('T', " "))
+    }
 }
 
 impl AttemptView {

@@ -194,9 +194,10 @@ struct ModelAdmin {
     /// Live requests this instance could not copy to the shadows (queue full).
     shadow_dropped: u64,
     /// The promotion and rollback rules, and how often they are evaluated.
+    /// The promotion and rollback rules (the ones set, in that order) and each on its own.
     rules: Vec<crate::api::v1::automation::RuleView>,
-    has_promote: bool,
-    has_rollback: bool,
+    promote: Option<crate::api::v1::automation::RuleView>,
+    rollback: Option<crate::api::v1::automation::RuleView>,
     automation_seconds: u64,
     /// Whether production is a classifier (the quality drop is in points of accuracy).
     classifier: bool,
@@ -360,10 +361,16 @@ pub(super) async fn model_admin_page(
     let shadows =
         crate::registry::traffic::shadow_reports(&state.pool, model.id, &features).await?;
     let rules = db::automation::of_model(&state.pool, model.id).await?;
+    let rule = |kind: &str| {
+        rules
+            .iter()
+            .find(|r| r.kind == kind)
+            .map(crate::api::v1::automation::RuleView::from)
+    };
     let classifier = is_classifier(state, model).await?;
     let page = ModelAdmin {
-        has_promote: rules.iter().any(|r| r.kind == "promote"),
-        has_rollback: rules.iter().any(|r| r.kind == "rollback"),
+        promote: rule("promote"),
+        rollback: rule("rollback"),
         rules: rules
             .iter()
             .map(crate::api::v1::automation::RuleView::from)
