@@ -284,6 +284,47 @@ struct Evaluation {
     fired_key: Option<String>,
 }
 
+impl Evaluation {
+    /// Nothing fired: what was found, and nothing to remember.
+    fn quiet(outcome: impl Into<String>, figures: serde_json::Value) -> Evaluation {
+        Evaluation {
+            outcome: outcome.into(),
+            fired: false,
+            figures,
+            fired_key: None,
+        }
+    }
+}
+
+/// What a rule that fires does: moves production (when `move_to` says where, with the rule as
+/// the reason), records `action` in the audit log and alerts the webhooks with `text`.
+async fn fire(
+    state: &AppState,
+    model: &ModelRow,
+    (action, event): (&str, &str),
+    text: String,
+    detail: serde_json::Value,
+    move_to: Option<(i32, String)>,
+) -> anyhow::Result<()> {
+    if let Some((version, reason)) = &move_to {
+        state
+            .registry
+            .move_alias_because(model, PRODUCTION, *version, None, Some(reason))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    audit(state, action, &model.name, detail.clone()).await?;
+    webhooks::alert(
+        &state.pool,
+        event,
+        Some((model.id, &model.name)),
+        text,
+        json!({"acted": move_to.is_some(), "detail": detail}),
+    )
+    .await;
+    Ok(())
+}
+
 /// Evaluates every rule once; how many rules fired (moved an alias or notified).
 pub async fn evaluate_all(state: &AppState) -> anyhow::Result<usize> {
     let mut fired = 0;
@@ -343,12 +384,7 @@ async fn audit(
 async fn promote(state: &AppState, model: &ModelRow, rule: &RuleRow) -> anyhow::Result<Evaluation> {
     let pool = &state.pool;
     let Some((_, production)) = db::models::by_alias(pool, &model.name, PRODUCTION).await? else {
-        return Ok(Evaluation {
-            fired: false,
-            outcome: "no production version".into(),
-            figures: json!({}),
-            fired_key: None,
-        });
+        return Ok(Evaluation::quiet("no production version", json!({})));
     };
     let classifier =
         crate::registry::card_of(&production).task == crate::registry::card::Task::Classification;
@@ -363,12 +399,10 @@ async fn promote(state: &AppState, model: &ModelRow, rule: &RuleRow) -> anyhow::
     }
     versions.retain(|(id, _)| *id != production.id);
     if versions.is_empty() {
-        return Ok(Evaluation {
-            fired: false,
-            outcome: "no candidate: start a shadow or a canary".into(),
-            figures: json!({"candidates": []}),
-            fired_key: None,
-        });
+        return Ok(Evaluation::quiet(
+            "no candidate: start a shadow or a canary",
+            json!({"candidates": []}),
+        ));
     }
     let mut judged = Vec::new();
     for (version_id, number) in versions {
@@ -414,12 +448,7 @@ async fn promote(state: &AppState, model: &ModelRow, rule: &RuleRow) -> anyhow::
             .map(|(f, missing)| format!("version {}: {}", f.version, missing.join("; ")))
             .collect::<Vec<_>>()
             .join(" — ");
-        return Ok(Evaluation {
-            fired: false,
-            outcome: format!("waiting: {waiting}"),
-            figures,
-            fired_key: None,
-        });
+        return Ok(Evaluation::quiet(format!("waiting: {waiting}"), figures));
     };
     let rule_text = describe(rule);
     let detail = json!({
@@ -431,24 +460,12 @@ async fn promote(state: &AppState, model: &ModelRow, rule: &RuleRow) -> anyhow::
         let key = format!("promote:{}", ready.version);
         let first_time = rule.fired_key.as_deref() != Some(&key);
         if first_time {
-            audit(
-                state,
-                "automation.would_promote",
-                &model.name,
-                detail.clone(),
-            )
-            .await?;
-            webhooks::alert(
-                pool,
-                "promotion",
-                Some((model.id, &model.name)),
-                format!(
-                    "{}: version {} meets the promotion rule ({summary}); notify only, production stays version {}.",
-                    model.name, ready.version, production.version
-                ),
-                json!({"acted": false, "detail": detail}),
-            )
-            .await;
+            let text = format!(
+                "{}: version {} meets the promotion rule ({summary}); notify only, production stays version {}.",
+                model.name, ready.version, production.version
+            );
+            let action = ("automation.would_promote", "promotion");
+            fire(state, model, action, text, detail, None).await?;
         }
         return Ok(Evaluation {
             fired: first_time,
@@ -460,12 +477,21 @@ async fn promote(state: &AppState, model: &ModelRow, rule: &RuleRow) -> anyhow::
             fired_key: Some(key),
         });
     }
+    let text = format!(
+        "{}: version {} promoted to production automatically ({summary}); it was version {}.",
+        model.name, ready.version, production.version
+    );
     let reason = format!("rule: {rule_text} — {summary}");
-    state
-        .registry
-        .move_alias_because(model, PRODUCTION, ready.version, None, Some(&reason))
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let action = ("automation.promoted", "promotion");
+    fire(
+        state,
+        model,
+        action,
+        text,
+        detail,
+        Some((ready.version, reason)),
+    )
+    .await?;
     // Production answers live traffic; it no longer shadows it.
     if ready.observed_as.contains("shadow") {
         state
@@ -474,18 +500,6 @@ async fn promote(state: &AppState, model: &ModelRow, rule: &RuleRow) -> anyhow::
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
-    audit(state, "automation.promoted", &model.name, detail.clone()).await?;
-    webhooks::alert(
-        pool,
-        "promotion",
-        Some((model.id, &model.name)),
-        format!(
-            "{}: version {} promoted to production automatically ({summary}); it was version {}.",
-            model.name, ready.version, production.version
-        ),
-        json!({"acted": true, "detail": detail}),
-    )
-    .await;
     tracing::info!(model = %model.name, from = production.version, to = ready.version, "promoted by rule");
     Ok(Evaluation {
         fired: true,
@@ -526,12 +540,7 @@ async fn rollback(
 ) -> anyhow::Result<Evaluation> {
     let pool = &state.pool;
     let Some((_, production)) = db::models::by_alias(pool, &model.name, PRODUCTION).await? else {
-        return Ok(Evaluation {
-            fired: false,
-            outcome: "no production version".into(),
-            figures: json!({}),
-            fired_key: None,
-        });
+        return Ok(Evaluation::quiet("no production version", json!({})));
     };
     let now = OffsetDateTime::now_utc();
     let since_move = db::automation::alias_since(pool, model.id, PRODUCTION)
@@ -588,12 +597,10 @@ async fn rollback(
             ),
             None => format!("no requests in the last {window} minutes"),
         };
-        return Ok(Evaluation {
-            fired: false,
-            outcome: format!("version {} is healthy: {health}", production.version),
+        return Ok(Evaluation::quiet(
+            format!("version {} is healthy: {health}", production.version),
             figures,
-            fired_key: None,
-        });
+        ));
     }
     let why = why.join(" and ");
     let key = format!("rollback:{}", production.version);
@@ -620,8 +627,6 @@ async fn rollback(
     }
     let Some(target) = target.filter(|_| rule.mode == "act") else {
         if first_time {
-            let action = "automation.would_roll_back";
-            audit(state, action, &model.name, detail.clone()).await?;
             let text = match rule.mode.as_str() {
                 "notify" => format!(
                     "{}: the rollback rule fired for version {} ({why}); notify only, nothing moved.",
@@ -632,14 +637,8 @@ async fn rollback(
                     model.name, production.version
                 ),
             };
-            webhooks::alert(
-                pool,
-                "rollback",
-                Some((model.id, &model.name)),
-                text,
-                json!({"acted": false, "detail": detail}),
-            )
-            .await;
+            let action = ("automation.would_roll_back", "rollback");
+            fire(state, model, action, text, detail, None).await?;
         }
         return Ok(Evaluation {
             fired: first_time,
@@ -651,24 +650,21 @@ async fn rollback(
             fired_key: Some(key),
         });
     };
+    let text = format!(
+        "{}: production rolled back automatically from version {} to version {} ({why}).",
+        model.name, production.version, target.version
+    );
     let reason = format!("rule: {rule_text} — {why}");
-    state
-        .registry
-        .move_alias_because(model, PRODUCTION, target.version, None, Some(&reason))
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    audit(state, "automation.rolled_back", &model.name, detail.clone()).await?;
-    webhooks::alert(
-        pool,
-        "rollback",
-        Some((model.id, &model.name)),
-        format!(
-            "{}: production rolled back automatically from version {} to version {} ({why}).",
-            model.name, production.version, target.version
-        ),
-        json!({"acted": true, "detail": detail}),
+    let action = ("automation.rolled_back", "rollback");
+    fire(
+        state,
+        model,
+        action,
+        text,
+        detail,
+        Some((target.version, reason)),
     )
-    .await;
+    .await?;
     tracing::warn!(model = %model.name, from = production.version, to = target.version, %why, "rolled back by rule");
     Ok(Evaluation {
         fired: true,
