@@ -135,6 +135,7 @@ async fn rules_response(
 /// accuracy (a share) for classifiers and in the target's units (MAE) for regressors.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"min_predictions": 1000, "min_agreement": 0.97, "max_error_rate": 0.01}))]
 pub struct RuleRequest {
     /// `act` (the default) or `notify`.
     pub mode: Option<String>,
@@ -381,6 +382,7 @@ pub async fn list_webhooks(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"url": "https://hooks.example.com/plinth", "model": "iris", "events": ["rollback", "drift.flagged"]}))]
 pub struct WebhookRequest {
     /// Where to POST: http or https.
     pub url: String,
