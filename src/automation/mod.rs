@@ -590,13 +590,20 @@ async fn rollback(
         ));
     }
     if why.is_empty() {
-        let health = match error_rate {
+        let mut health = match error_rate {
             Some(rate) => format!(
                 "error rate {} over {attempts} requests in the last {window} minutes",
                 pct(rate)
             ),
             None => format!("no requests in the last {window} minutes"),
         };
+        if rule.drift_checks.is_some() {
+            let flagged = verdicts.iter().filter(|d| **d).count();
+            health.push_str(&format!(
+                "; drift flagged on {flagged} of its last {} checks",
+                verdicts.len()
+            ));
+        }
         return Ok(Evaluation::quiet(
             format!("version {} is healthy: {health}", production.version),
             figures,

@@ -810,3 +810,64 @@ async fn drift_flagged_and_a_failed_job_reach_the_webhooks_that_want_them(pool: 
     assert_eq!(drift_hook.events(), ["drift.flagged"]);
     assert_eq!(jobs_hook.events(), ["job.failed"]);
 }
+
+#[sqlx::test]
+async fn drift_flagged_on_k_checks_in_a_row_rolls_production_back(pool: PgPool) {
+    let app = app_with_rules(pool, 1).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let staff = app.token_for("grace", true).await;
+    // Version 1 (with its reference data) is production again after version 2 was: a rollback
+    // goes to version 2.
+    let other = publish(&app, &staff, &agreeing(scratch.path())).await;
+    for v in [other, 1] {
+        let (status, _) = app
+            .call_json(
+                Method::PUT,
+                "/api/v1/models/iris/aliases/production",
+                &staff,
+                Some(json!({"version": v})),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    let (status, body) = app
+        .call_json(
+            Method::PUT,
+            "/api/v1/models/iris/rules/rollback",
+            &staff,
+            Some(json!({"drift_checks": 2})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // One check flags drift: one of two, nothing moves.
+    app.sign_in("root", true).await;
+    crate::drift::live_window(&app, 200, 0.8).await;
+    assert!(crate::drift::check_now(&app).await.contains("drifting"));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(production(&app).await, 1);
+    let healthy = outcome(&app, "rollback").await;
+    assert!(
+        healthy.contains("drift flagged on 1 of its last 1 checks"),
+        "{healthy}"
+    );
+
+    // The second in a row: rolled back within an interval, with the verdicts in the audit entry.
+    assert!(crate::drift::check_now(&app).await.contains("drifting"));
+    wait_for_production(&app, other, Duration::from_secs(4)).await;
+    let rolled = audit_actions(&app, "automation.rolled_back").await;
+    assert_eq!(rolled.len(), 1);
+    assert_eq!(
+        rolled[0].1["figures"]["drift_verdicts"],
+        json!([true, true])
+    );
+    let reason: String =
+        sqlx::query_scalar("select reason from alias_event order by id desc limit 1")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(
+        reason.ends_with("drift flagged on 2 checks in a row"),
+        "{reason}"
+    );
+}
