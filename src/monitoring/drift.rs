@@ -350,7 +350,10 @@ pub async fn check(
     )
     .await?;
     if drifted == Some(true) {
-        alert_drift(pool, version, &rows, &label).await?;
+        // The check is recorded either way; an alert that cannot be sent is only logged.
+        if let Err(e) = alert_drift(pool, version, &rows, &label).await {
+            tracing::warn!(error = %e, "could not alert on drift");
+        }
     }
     Ok(Some(CheckOutcome {
         run_id,

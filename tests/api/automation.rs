@@ -871,3 +871,47 @@ async fn drift_flagged_on_k_checks_in_a_row_rolls_production_back(pool: PgPool) 
         "{reason}"
     );
 }
+
+#[sqlx::test]
+async fn a_stream_whose_broker_is_away_fails_and_alerts_once(pool: PgPool) {
+    // A broker address where nothing listens: the consumer is never given a partition.
+    let nowhere = crate::helpers::free_port();
+    let app = spawn_app_with(pool, |s| {
+        s.kafka_brokers = Some(format!("127.0.0.1:{nowhere}"));
+    })
+    .await;
+    app.import_models().await;
+    let staff = app.token_for("grace", true).await;
+    let hook = receiver(0).await;
+    app.post_json(
+        "/api/v1/webhooks",
+        &staff,
+        json!({"url": hook.url, "events": ["stream.failed"]}),
+    )
+    .await;
+    app.sign_in("root", true).await;
+    let res = app
+        .post_form_from(
+            "/admin/models/iris",
+            "/admin/models/iris/streams",
+            &[("input_topic", "flowers"), ("output_topic", "species")],
+        )
+        .await;
+    assert_eq!(res.status().as_u16(), 303);
+
+    // It fails once it has held no partition for 20 s, restarts, fails again: one alert.
+    let body = tokio::time::timeout(Duration::from_secs(60), hook.wait_for("stream.failed"))
+        .await
+        .expect("an alert within a minute");
+    assert_eq!(body["model"], "iris");
+    assert_eq!(body["input_topic"], "flowers");
+    assert!(
+        body["text"]
+            .as_str()
+            .unwrap()
+            .contains("the stream from flowers failed"),
+        "{body}"
+    );
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    assert_eq!(hook.events(), ["stream.failed"]);
+}
