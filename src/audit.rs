@@ -179,3 +179,62 @@ pub async fn canary_ended(
     )
     .await
 }
+
+/// Records a rule's change in the audit log.
+pub async fn rule_changed(
+    pool: &PgPool,
+    req: &HttpRequest,
+    user: &crate::db::users::User,
+    model: &str,
+    kind: &str,
+    set: Option<&crate::db::automation::RuleSpec>,
+) -> Result<(), AppError> {
+    let detail = match set {
+        Some(spec) => serde_json::json!({
+            "model": model, "kind": kind, "mode": spec.mode,
+            "min_predictions": spec.min_predictions, "min_agreement": spec.min_agreement,
+            "max_mean_abs_difference": spec.max_mean_abs_difference,
+            "max_error_rate": spec.max_error_rate, "max_quality_drop": spec.max_quality_drop,
+            "window_minutes": spec.window_minutes, "drift_checks": spec.drift_checks,
+        }),
+        None => serde_json::json!({"model": model, "kind": kind}),
+    };
+    let action = if set.is_some() {
+        "automation.rule_set"
+    } else {
+        "automation.rule_removed"
+    };
+    record(
+        pool,
+        Some(req),
+        Some(user),
+        action,
+        format!("{model} {kind}"),
+        detail,
+    )
+    .await
+}
+
+/// Records that a webhook was added or removed.
+pub async fn webhook_changed(
+    pool: &PgPool,
+    req: &HttpRequest,
+    user: &crate::db::users::User,
+    id: i64,
+    url: &str,
+    added: bool,
+) -> Result<(), AppError> {
+    record(
+        pool,
+        Some(req),
+        Some(user),
+        if added {
+            "webhook.added"
+        } else {
+            "webhook.removed"
+        },
+        format!("webhook {id}"),
+        serde_json::json!({"id": id, "url": url}),
+    )
+    .await
+}

@@ -7,6 +7,7 @@
 //! like a person's (alias history, audit log), with the rule and the figures that fired it. A rule
 //! in `notify` mode records and alerts once per firing instead of moving anything.
 
+pub mod views;
 pub mod webhooks;
 
 use serde::Serialize;
@@ -270,6 +271,40 @@ pub fn check_rule(kind: &str, spec: &db::automation::RuleSpec) -> Result<(), Str
         other => return Err(format!("A rule is promote or rollback, not {other:?}.")),
     }
     Ok(())
+}
+
+/// The default of `min_predictions` per kind of rule.
+pub fn default_min_predictions(kind: &str) -> i32 {
+    if kind == "rollback" {
+        20
+    } else {
+        100
+    }
+}
+
+/// Checks a new webhook's fields; the model's id when it names one.
+pub async fn check_webhook(
+    pool: &sqlx::PgPool,
+    url: &str,
+    model: Option<&str>,
+    events: &[String],
+) -> Result<Option<i64>, String> {
+    webhooks::check_url(url)?;
+    if let Some(e) = events.iter().find(|e| !webhooks::is_event(e)) {
+        let known: Vec<&str> = webhooks::EVENTS.iter().map(|(e, _)| *e).collect();
+        return Err(format!(
+            "There is no event {e:?}; the events are {}.",
+            known.join(", ")
+        ));
+    }
+    match model {
+        None => Ok(None),
+        Some(name) => match crate::db::models::find_model(pool, name).await {
+            Ok(Some(m)) => Ok(Some(m.id)),
+            Ok(None) => Err(format!("There is no model called {name}.")),
+            Err(e) => Err(format!("The model could not be looked up: {e}")),
+        },
+    }
 }
 
 /// A rollback rule's window when it names none.

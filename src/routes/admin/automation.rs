@@ -6,12 +6,12 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 
 use super::models::{find_model, form_done, model_admin_page};
-use crate::api::v1::automation::{
-    audit_rule, audit_webhook, check_webhook, default_min_predictions, delivery_views, DeliveryView,
-};
+use crate::audit::{rule_changed, webhook_changed};
 use crate::auth::context::flash;
 use crate::auth::{PageCtx, StaffOnly};
+use crate::automation::views::{delivery_views, DeliveryView};
 use crate::automation::webhooks::EVENTS;
+use crate::automation::{check_webhook, default_min_predictions};
 use crate::db::automation::RuleSpec;
 use crate::error::AppError;
 use crate::registry::ImportError;
@@ -82,7 +82,7 @@ pub async fn set_rule(
         Err(e) => return model_admin_page(ctx, &state, &model, Some(e)).await,
     };
     crate::db::automation::set(&state.pool, model.id, &kind, &spec, Some(user.id)).await?;
-    audit_rule(&state, &req, &user, &model.name, &kind, Some(&spec)).await?;
+    rule_changed(&state.pool, &req, &user, &model.name, &kind, Some(&spec)).await?;
     let message = match kind.as_str() {
         "promote" => "The promotion rule is set; it is evaluated on the next round.",
         _ => "The rollback rule is set; it is evaluated on the next round.",
@@ -109,7 +109,7 @@ pub async fn remove_rule(
     let (name, kind) = path.into_inner();
     let model = find_model(&state, &name).await?;
     if crate::db::automation::remove(&state.pool, model.id, &kind).await? {
-        audit_rule(&state, &req, &user, &model.name, &kind, None).await?;
+        rule_changed(&state.pool, &req, &user, &model.name, &kind, None).await?;
         if let Some(session) = ctx.session() {
             flash(session, "success", format!("The {kind} rule is removed."));
         }
@@ -175,7 +175,7 @@ async fn webhooks_page_with(
         &WebhooksPage {
             ctx,
             webhooks,
-            deliveries: delivery_views(state, None, 50).await?,
+            deliveries: delivery_views(&state.pool, None, 50).await?,
             models: crate::db::models::model_names(&state.pool, 1000).await?,
             events: EVENTS.to_vec(),
             error,
@@ -206,13 +206,13 @@ pub async fn create_webhook(
         .filter(|(e, _)| !form.field(&format!("event:{e}")).is_empty())
         .map(|(e, _)| e.to_string())
         .collect();
-    let model_id = match check_webhook(&state, &url, model, &events).await {
+    let model_id = match check_webhook(&state.pool, &url, model, &events).await {
         Ok(id) => id,
         Err(e) => return webhooks_page_with(ctx, &state, Some(e), url).await,
     };
     let id =
         crate::db::webhooks::create(&state.pool, model_id, &url, &events, Some(user.id)).await?;
-    audit_webhook(&state, &req, &user, id, &url, true).await?;
+    webhook_changed(&state.pool, &req, &user, id, &url, true).await?;
     if let Some(session) = ctx.session() {
         flash(session, "success", format!("Alerts now go to {url}."));
     }
@@ -228,7 +228,7 @@ pub async fn remove_webhook(
 ) -> Result<HttpResponse, AppError> {
     read_form(&req, payload, state.settings.max_body_bytes).await?;
     if let Some(url) = crate::db::webhooks::delete(&state.pool, *id).await? {
-        audit_webhook(&state, &req, &user, *id, &url, false).await?;
+        webhook_changed(&state.pool, &req, &user, *id, &url, false).await?;
         if let Some(session) = ctx.session() {
             flash(session, "success", format!("Alerts no longer go to {url}."));
         }

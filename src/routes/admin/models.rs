@@ -195,9 +195,9 @@ struct ModelAdmin {
     shadow_dropped: u64,
     /// The promotion and rollback rules, and how often they are evaluated.
     /// The promotion and rollback rules (the ones set, in that order) and each on its own.
-    rules: Vec<crate::api::v1::automation::RuleView>,
-    promote: Option<crate::api::v1::automation::RuleView>,
-    rollback: Option<crate::api::v1::automation::RuleView>,
+    rules: Vec<crate::automation::views::RuleView>,
+    promote: Option<crate::automation::views::RuleView>,
+    rollback: Option<crate::automation::views::RuleView>,
     automation_seconds: u64,
     /// Whether production is a classifier (the quality drop is in points of accuracy).
     classifier: bool,
@@ -365,7 +365,7 @@ pub(super) async fn model_admin_page(
         rules
             .iter()
             .find(|r| r.kind == kind)
-            .map(crate::api::v1::automation::RuleView::from)
+            .map(crate::automation::views::RuleView::from)
     };
     let classifier = is_classifier(state, model).await?;
     let page = ModelAdmin {
@@ -373,7 +373,7 @@ pub(super) async fn model_admin_page(
         rollback: rule("rollback"),
         rules: rules
             .iter()
-            .map(crate::api::v1::automation::RuleView::from)
+            .map(crate::automation::views::RuleView::from)
             .collect(),
         automation_seconds: state.settings.automation_interval.as_secs(),
         classifier,
