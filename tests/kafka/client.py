@@ -86,7 +86,9 @@ def consume(args):
     keys, ids, errors, latencies, count = set(), [], [], [], 0
     versions = {}
     deadline = time.time() + args.timeout
-    while count < args.count and time.time() < deadline:
+    # Results are written at least once (a record read again after a crash is answered again),
+    # so reading stops at COUNT distinct keys, not at COUNT messages.
+    while len(keys) < args.count and time.time() < deadline:
         for m in consumer:
             count += 1
             keys.add(m.key.decode() if m.key else None)
@@ -101,7 +103,7 @@ def consume(args):
                     ids.append(body["prediction_id"])
                 versions[body.get("version")] = versions.get(body.get("version"), 0) + 1
                 latencies.append(m.timestamp)
-            if count >= args.count:
+            if len(keys) >= args.count:
                 break
     consumer.close()
     print(json.dumps({"count": count, "keys": len(keys), "ids": len(ids), "distinct_ids": len(set(ids)),
