@@ -5,7 +5,10 @@
 //! A live request hands its inputs to a bounded queue and goes on; when the queue is full the
 //! copy is dropped and counted (`plinth_shadow_dropped_total`), so a slow or broken shadow never
 //! holds up the answer. One worker per instance answers up to eight copies at once (every shadow
-//! version on each), so their rows share the prediction log's commits.
+//! version on each), so their rows share the prediction log's commits. The shadows' models run
+//! on a thread of their own at the idle CPU priority: a live request that wants a core takes it
+//! from them at once, so under full load the shadows answer what the spare CPU allows and the
+//! rest of the copies are dropped, counted, rather than slowing live answers.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -37,6 +40,7 @@ pub struct Queue {
     tx: mpsc::Sender<LiveCopy>,
     rx: Mutex<Option<mpsc::Receiver<LiveCopy>>>,
     dropped: AtomicU64,
+    idle: IdleThread,
 }
 
 impl Queue {
@@ -46,6 +50,7 @@ impl Queue {
             tx,
             rx: Mutex::new(Some(rx)),
             dropped: AtomicU64::new(0),
+            idle: IdleThread::start(),
         }
     }
 
@@ -65,6 +70,64 @@ impl Queue {
 
     fn take_receiver(&self) -> Option<mpsc::Receiver<LiveCopy>> {
         self.rx.lock().ok().and_then(|mut rx| rx.take())
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A thread that runs jobs only with CPU no one else wants (Linux's `SCHED_IDLE`; elsewhere, or
+/// where that is refused, the lowest nice value). It ends when the queue that owns it is dropped.
+struct IdleThread {
+    jobs: Mutex<std::sync::mpsc::Sender<Job>>,
+}
+
+impl IdleThread {
+    fn start() -> IdleThread {
+        let (jobs, waiting) = std::sync::mpsc::channel::<Job>();
+        let started = std::thread::Builder::new()
+            .name("plinth-shadow".into())
+            .spawn(move || {
+                lowest_priority();
+                while let Ok(job) = waiting.recv() {
+                    job();
+                }
+            });
+        if let Err(e) = started {
+            tracing::error!(error = %e, "no thread for the shadows; copies will be dropped");
+        }
+        IdleThread {
+            jobs: Mutex::new(jobs),
+        }
+    }
+
+    /// Runs `work` on the idle thread; None when the thread is gone.
+    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = done.send(work());
+        });
+        self.jobs.lock().ok()?.send(job).ok()?;
+        result.await.ok()
+    }
+}
+
+/// Lowers the calling thread to the idle scheduling class (or nice 19).
+fn lowest_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: plain system calls on the calling thread (pid 0 / its own tid), with a valid
+        // parameter struct.
+        let idle = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } == 0;
+        if !idle {
+            let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, 19) };
+        }
+    }
+    #[cfg(all(unix, not(target_os = "linux")))]
+    // SAFETY: a plain system call on the calling process's own priority.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
     }
 }
 
@@ -106,8 +169,12 @@ async fn answer(state: &AppState, copy: &LiveCopy, number: i32) -> anyhow::Resul
         return Ok(());
     }
     let started = std::time::Instant::now();
-    let outputs = match inference::run_async(served.loaded.clone(), copy.tensors.clone()).await {
-        Ok((outputs, _)) => outputs,
+    let (model, tensors) = (served.loaded.clone(), copy.tensors.clone());
+    let Some(ran) = state.shadow.idle.run(move || model.run(tensors)).await else {
+        anyhow::bail!("the shadows' thread is gone");
+    };
+    let outputs = match ran {
+        Ok(outputs) => outputs,
         Err(e) => {
             let reason = match e {
                 inference::RunError::BadInput(_) => "invalid_input",

@@ -271,7 +271,10 @@ async fn a_stream_scores_every_record_once_through_crashes_and_dead_letters(pool
     // again after the restart under a new prediction id: the topic may hold both results.)
     assert!(results["count"].as_i64().unwrap() >= good, "{results}");
     assert_eq!(results["keys"].as_i64().unwrap(), good, "{results}");
-    assert!(results["distinct_ids"].as_i64().unwrap() >= good, "{results}");
+    assert!(
+        results["distinct_ids"].as_i64().unwrap() >= good,
+        "{results}"
+    );
     let dead = client(
         &b,
         &[
