@@ -328,6 +328,23 @@ async fn staff_run_a_canary_and_a_shadow_from_the_model_page(pool: PgPool) {
         .await;
     b.wait_for_text("The rollback rule is set").await;
     hook.wait_for("promotion").await;
+    // The rollback rule looks at the new production on a later round.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, rules) = app
+            .call_json(
+                reqwest::Method::GET,
+                "/api/v1/models/iris/rules",
+                &staff,
+                None,
+            )
+            .await;
+        if rules.to_string().contains("version 3 is healthy") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{rules}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     b.goto(&app.url("/admin")).await;
     b.goto(&app.url("/admin/models/iris#automation")).await;
     let page = b.wait_for_text("production is version 3").await;
@@ -335,7 +352,7 @@ async fn staff_run_a_canary_and_a_shadow_from_the_model_page(pool: PgPool) {
         page.contains("rule: promote a candidate after 150 predictions"),
         "{page}"
     );
-    b.wait_for_text("is healthy").await;
+    assert!(page.contains("version 3 is healthy"), "{page}");
     b.execute("document.querySelector('#automation').scrollIntoView();")
         .await;
     b.screenshot("admin-automation").await;
