@@ -150,7 +150,7 @@ async fn send(client: &http_client::Client, due: &Due) -> AttemptResult {
 }
 
 /// Sends due deliveries until the task is aborted: up to eight at once, looking again every
-/// quarter second when none are due.
+/// second when none are due (alerts are not latency-critical; many instances poll).
 pub async fn deliver(pool: PgPool, policy: Policy) {
     use futures_util::stream::{self, StreamExt};
     let client = match http_client::Client::builder()
@@ -176,7 +176,7 @@ pub async fn deliver(pool: PgPool, policy: Policy) {
             }
         };
         if due.is_empty() {
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
         stream::iter(due)
