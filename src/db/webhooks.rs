@@ -21,8 +21,8 @@ pub struct WebhookRow {
     pub pending: i64,
 }
 
-/// Every webhook with its deliveries' counts.
-pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<WebhookRow>> {
+/// Webhooks (all of them, or the one with id `only`) with their deliveries' counts.
+async fn with_counts(pool: &PgPool, only: Option<i64>) -> sqlx::Result<Vec<WebhookRow>> {
     sqlx::query_as(
         "select w.id, m.name as model, w.url, w.events, w.enabled, w.created_at,
                 count(d.id) filter (where d.state = 'delivered') as delivered,
@@ -31,10 +31,22 @@ pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<WebhookRow>> {
          from webhook w
          left join model m on m.id = w.model_id
          left join webhook_delivery d on d.webhook_id = w.id
+         where $1::bigint is null or w.id = $1
          group by w.id, m.name order by w.id",
     )
+    .bind(only)
     .fetch_all(pool)
     .await
+}
+
+/// Every webhook with its deliveries' counts.
+pub async fn list(pool: &PgPool) -> sqlx::Result<Vec<WebhookRow>> {
+    with_counts(pool, None).await
+}
+
+/// One webhook with its deliveries' counts.
+pub async fn get(pool: &PgPool, id: i64) -> sqlx::Result<Option<WebhookRow>> {
+    Ok(with_counts(pool, Some(id)).await?.pop())
 }
 
 /// Adds a webhook (global when `model_id` is None); its id.
@@ -326,8 +338,8 @@ mod tests {
             tries.iter().map(|t| t.status).collect::<Vec<_>>(),
             [Some(500), Some(204)]
         );
-        let listed = list(&pool).await?;
-        let g = listed.iter().find(|w| w.id == global).unwrap();
+        assert_eq!(list(&pool).await?.len(), 3);
+        let g = get(&pool, global).await?.unwrap();
         assert_eq!((g.delivered, g.failed, g.pending), (0, 1, 2));
         assert!(delete(&pool, of_a).await?.is_some());
         assert!(deliveries(&pool, Some(of_a), 10).await?.is_empty());

@@ -184,6 +184,18 @@ async fn publish(app: &TestApp, staff: &str, path: &str) -> i32 {
     body["version"].as_i64().unwrap() as i32
 }
 
+async fn set_production(app: &TestApp, staff: &str, version: i32) {
+    let (status, body) = app
+        .call_json(
+            Method::PUT,
+            "/api/v1/models/iris/aliases/production",
+            staff,
+            Some(json!({"version": version})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
 async fn production(app: &TestApp) -> i32 {
     sqlx::query_scalar(
         "select v.version from model_alias a join model_version v on v.id = a.version_id
@@ -424,15 +436,7 @@ async fn production_failing_on_a_range_of_inputs_is_rolled_back_within_an_interv
 
     // Version 2 fails on sepals of 7 cm and more; it goes to production by hand.
     let failing = publish(&app, &staff, &failing_from_7cm(scratch.path())).await;
-    let (status, _) = app
-        .call_json(
-            Method::PUT,
-            "/api/v1/models/iris/aliases/production",
-            &staff,
-            Some(json!({"version": failing})),
-        )
-        .await;
-    assert_eq!(status, 200);
+    set_production(&app, &staff, failing).await;
     let (status, body) = app
         .call_json(
             Method::PUT,
@@ -820,15 +824,7 @@ async fn drift_flagged_on_k_checks_in_a_row_rolls_production_back(pool: PgPool) 
     // goes to version 2.
     let other = publish(&app, &staff, &agreeing(scratch.path())).await;
     for v in [other, 1] {
-        let (status, _) = app
-            .call_json(
-                Method::PUT,
-                "/api/v1/models/iris/aliases/production",
-                &staff,
-                Some(json!({"version": v})),
-            )
-            .await;
-        assert_eq!(status, 200);
+        set_production(&app, &staff, v).await;
     }
     let (status, body) = app
         .call_json(

@@ -284,10 +284,8 @@ pub async fn create_webhook(
     let id =
         crate::db::webhooks::create(&state.pool, model_id, &url, &events, caller.user_id).await?;
     webhook_changed(&state.pool, &req, &staff, id, &url, true).await?;
-    let created = crate::db::webhooks::list(&state.pool)
+    let created = crate::db::webhooks::get(&state.pool, id)
         .await?
-        .into_iter()
-        .find(|w| w.id == id)
         .map(WebhookView::from)
         .ok_or_else(|| AppError::NotFound(format!("Webhook {id} was removed meanwhile.")))?;
     Ok(HttpResponse::Created().json(created))
@@ -340,11 +338,7 @@ pub async fn deliveries(
     state: web::Data<AppState>,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, AppError> {
-    let known = crate::db::webhooks::list(&state.pool)
-        .await?
-        .iter()
-        .any(|w| w.id == *id);
-    if !known {
+    if crate::db::webhooks::get(&state.pool, *id).await?.is_none() {
         return Err(AppError::NotFound(format!("There is no webhook {id}.")));
     }
     Ok(HttpResponse::Ok().json(delivery_views(&state.pool, Some(*id), 100).await?))
