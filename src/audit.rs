@@ -117,6 +117,47 @@ pub async fn alias_moved(
     .await
 }
 
+/// Records a data set version added (or found to be there already).
+pub async fn dataset_added(
+    pool: &PgPool,
+    req: Option<&HttpRequest>,
+    user: &User,
+    added: &crate::datasets::Added,
+) -> Result<(), AppError> {
+    if !added.created {
+        return Ok(());
+    }
+    record(
+        pool,
+        req,
+        Some(user),
+        "dataset.added",
+        format!("{} v{}", added.name, added.version),
+        serde_json::json!({"dataset": added.name, "version": added.version, "rows": added.rows, "sha256": added.sha256}),
+    )
+    .await
+}
+
+/// Records a model version linked to a data set version.
+pub async fn dataset_linked(
+    pool: &PgPool,
+    req: &HttpRequest,
+    user: &User,
+    (model, version): (&str, i32),
+    (dataset, dataset_version): (&str, i32),
+    role: &str,
+) -> Result<(), AppError> {
+    record(
+        pool,
+        Some(req),
+        Some(user),
+        "dataset.linked",
+        format!("{model} v{version}"),
+        serde_json::json!({"model": model, "version": version, "dataset": dataset, "dataset_version": dataset_version, "role": role}),
+    )
+    .await
+}
+
 /// Records that `user` started or changed a canary.
 pub async fn canary_set(
     pool: &PgPool,

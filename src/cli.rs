@@ -74,6 +74,29 @@ pub enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
+    /// Data sets: the files models were trained and evaluated on, by version.
+    Datasets {
+        #[command(subcommand)]
+        command: DatasetsCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DatasetsCommand {
+    /// Add FILE (CSV with a header, or Parquet) as the next version of data set NAME (created
+    /// if new), or an object-store URL (recorded, not copied; under PLINTH_JOB_URLS). The same
+    /// file added again is the version it already is.
+    Add {
+        name: String,
+        file: String,
+        /// A column whose values name the rows (unique in the file).
+        #[arg(long)]
+        key: Option<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List data sets and their versions.
+    List,
 }
 
 #[derive(Subcommand, Debug)]
@@ -136,6 +159,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             return code;
         }
         Command::Models { command } => models(&settings, command).await,
+        Command::Datasets { command } => datasets(&settings, command).await,
         Command::Createtoken { username, name } => createtoken(&settings, &username, &name).await,
         Command::Score { .. } => {
             let code = match registry_model(&settings, &command).await {
@@ -371,6 +395,105 @@ async fn models(settings: &Settings, command: ModelsCommand) -> anyhow::Result<(
         }
     }
     Ok(())
+}
+
+async fn datasets(settings: &Settings, command: DatasetsCommand) -> anyhow::Result<()> {
+    use crate::datasets::{AddError, Adding, Location};
+    let pool = db::connect(&settings.database_url).await?;
+    db::migrate(&pool).await?;
+    match command {
+        DatasetsCommand::Add {
+            name,
+            file,
+            key,
+            description,
+        } => {
+            let registry = crate::startup::registry_for(&pool, settings)?;
+            let is_url = crate::registry::artifacts::is_url(&file);
+            // A URL is read into a scratch file to be profiled; a path is read where it is.
+            let scratch = tempfile_path(settings);
+            let path = if is_url {
+                crate::registry::artifacts::check_object_url(&file).map_err(anyhow::Error::msg)?;
+                crate::registry::artifacts::download_to_file(
+                    &file,
+                    &scratch,
+                    settings.max_job_bytes,
+                )
+                .await
+                .map_err(anyhow::Error::msg)?;
+                scratch.clone()
+            } else {
+                std::path::PathBuf::from(&file)
+            };
+            let adding = Adding {
+                name: &name,
+                description: &description,
+                key: key.as_deref(),
+                format: crate::batch::Format::from_name(&file),
+                location: if is_url {
+                    Location::Url(&file)
+                } else {
+                    Location::Uploaded
+                },
+                actor: None,
+            };
+            let added = crate::datasets::add(&pool, registry.artifacts(), &path, adding).await;
+            let _ = std::fs::remove_file(&scratch);
+            let added = match added {
+                Ok(a) => a,
+                Err(AddError::Invalid(e)) => anyhow::bail!("{file}: {e}"),
+                Err(e) => return Err(e.into()),
+            };
+            if added.created {
+                crate::audit::record(
+                    &pool,
+                    None,
+                    None,
+                    "dataset.added",
+                    format!("{} v{}", added.name, added.version),
+                    serde_json::json!({"dataset": added.name, "version": added.version, "rows": added.rows, "sha256": added.sha256, "by": "cli"}),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                println!(
+                    "{}: added as version {} ({} rows)",
+                    added.name, added.version, added.rows
+                );
+            } else {
+                println!("{}: already there as version {}", added.name, added.version);
+            }
+        }
+        DatasetsCommand::List => {
+            let all = db::datasets::list(&pool).await?;
+            if all.is_empty() {
+                println!("no data sets");
+            }
+            for d in all {
+                for v in db::datasets::versions(&pool, d.id).await? {
+                    println!(
+                        "{}\tv{}\t{} rows\t{}\t{}",
+                        d.name,
+                        v.version,
+                        v.row_count,
+                        &v.sha256[..12.min(v.sha256.len())],
+                        if v.location_kind == "url" {
+                            v.location.as_str()
+                        } else {
+                            "uploaded"
+                        }
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A scratch file's path under the cache directory.
+fn tempfile_path(settings: &Settings) -> std::path::PathBuf {
+    let dir = settings.cache_dir.join("uploads");
+    let _ = std::fs::create_dir_all(&dir);
+    dir.join(format!("dataset-{}", uuid::Uuid::new_v4().simple()))
 }
 
 async fn createtoken(settings: &Settings, username: &str, name: &str) -> anyhow::Result<()> {

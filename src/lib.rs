@@ -8,6 +8,7 @@ pub mod batch;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod datasets;
 pub mod db;
 pub mod domain;
 pub mod error;

@@ -103,6 +103,32 @@ pub fn configure(cfg: &mut ServiceConfig) {
                         .route(get().to(v1::automation::deliveries)),
                 )
                 .service(
+                    resource("/v1/datasets")
+                        .route(get().to(v1::datasets::list_datasets))
+                        .route(post().to(v1::datasets::add_dataset)),
+                )
+                .service(resource("/v1/datasets/{name}").route(get().to(v1::datasets::get_dataset)))
+                .service(
+                    resource("/v1/datasets/{name}/diff")
+                        .route(get().to(v1::datasets::dataset_diff)),
+                )
+                .service(
+                    resource("/v1/datasets/{name}/versions/{version}")
+                        .route(get().to(v1::datasets::get_dataset_version)),
+                )
+                .service(
+                    resource("/v1/models/{name}/versions/{version}/datasets")
+                        .route(post().to(v1::datasets::link_dataset)),
+                )
+                .service(
+                    resource("/v1/models/{name}/comparisons")
+                        .route(post().to(v1::datasets::compare_versions)),
+                )
+                .service(
+                    resource("/v1/models/{name}/comparisons/{id}")
+                        .route(get().to(v1::datasets::get_comparison)),
+                )
+                .service(
                     resource("/v1/predictions").route(get().to(v1::predictions::list_predictions)),
                 )
                 .service(
@@ -262,6 +288,31 @@ pub fn configure(cfg: &mut ServiceConfig) {
                 .service(
                     resource("/streams/{id}/state")
                         .route(post().to(admin::models::set_stream_state)),
+                )
+                .service(
+                    resource("/models/{name}/compare")
+                        .route(get().to(admin::compare::compare_page))
+                        .route(post().to(admin::compare::run_comparison)),
+                )
+                .service(
+                    resource("/models/{name}/datasets")
+                        .route(post().to(admin::models::link_dataset)),
+                )
+                .service(
+                    resource("/datasets")
+                        .route(get().to(admin::datasets::datasets_index))
+                        .route(post().to(admin::datasets::add_dataset)),
+                )
+                .service(
+                    resource("/datasets/{name}").route(get().to(admin::datasets::dataset_admin)),
+                )
+                .service(
+                    resource("/datasets/{name}/diff")
+                        .route(get().to(admin::datasets::dataset_diff)),
+                )
+                .service(
+                    resource("/datasets/{name}/versions/{version}")
+                        .route(get().to(admin::datasets::dataset_version)),
                 )
                 .service(
                     resource("/models/{name}/drift")

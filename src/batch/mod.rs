@@ -251,6 +251,24 @@ impl Parsed {
         self.records.is_empty()
     }
 
+    /// Each record's prediction among the scored rows (after [`score`]), or why it was refused.
+    pub fn verdicts(&self) -> impl Iterator<Item = Result<usize, &str>> + '_ {
+        self.verdicts.iter().map(|v| match v {
+            Verdict::Row(i) => Ok(*i),
+            Verdict::Refused(reason) => Err(reason.as_str()),
+        })
+    }
+
+    /// Record `i`'s place in the file (its line, or its row in a Parquet file).
+    pub fn place(&self, i: usize) -> i64 {
+        self.places.get(i).copied().unwrap_or_default()
+    }
+
+    /// Record `i` as read.
+    pub fn record(&self, i: usize) -> Option<&csv::ByteRecord> {
+        self.records.get(i)
+    }
+
     /// Refused records: their place in the file and the reason.
     pub fn errors(&self) -> Vec<(i64, String)> {
         self.places

@@ -56,6 +56,11 @@ async fn step(state: &Data<AppState>, me: &str) -> sqlx::Result<bool> {
         write_out(state, me, id).await?;
         return Ok(true);
     }
+    // Two model versions compared over their reference rows (the compare page's job).
+    if let Some(id) = crate::db::comparisons::claim(&state.pool, me, lease).await? {
+        crate::datasets::compare::run(state, me, id).await?;
+        return Ok(true);
+    }
     Ok(false)
 }
 

@@ -3,7 +3,9 @@
 pub mod audit;
 pub mod automation;
 pub mod batch;
+pub mod comparisons;
 pub mod dashboard;
+pub mod datasets;
 pub mod drift;
 pub mod feedback;
 pub mod jobs;

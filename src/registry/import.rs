@@ -90,6 +90,10 @@ impl Registry {
             },
         )
         .await?;
+        // The card's lineage names the data sets it was trained and evaluated on.
+        if let Some(training) = &card.training {
+            db::datasets::link_lineage(&mut tx, version_id, training).await?;
+        }
         if !db::models::has_alias(&mut tx, model.id, PRODUCTION).await? {
             db::models::set_alias(
                 &mut tx,

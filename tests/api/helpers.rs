@@ -454,6 +454,36 @@ impl TestApp {
         .expect("request sent")
     }
 
+    /// Publishes a version with its card and reference data through the API: the answer.
+    pub async fn publish_with_reference(
+        &self,
+        staff_token: &str,
+        name: &str,
+        model: &str,
+        card: &[u8],
+        reference: Vec<u8>,
+    ) -> serde_json::Value {
+        let form = reqwest::multipart::Form::new()
+            .part(
+                "model",
+                file_part(std::fs::read(model).expect("model file"), "model.onnx"),
+            )
+            .part("card", file_part(card.to_vec(), "card.toml"))
+            .part("reference", file_part(reference, "reference.csv"));
+        let res = self
+            .api(
+                reqwest::Method::POST,
+                &format!("/api/v1/models/{name}/versions"),
+                staff_token,
+            )
+            .multipart(form)
+            .send()
+            .await
+            .expect("request sent");
+        assert!(res.status().is_success(), "publish: {}", res.status());
+        res.json().await.expect("JSON")
+    }
+
     pub async fn publish_iris_v2(&self, staff_token: &str) -> reqwest::Response {
         self.publish(
             staff_token,

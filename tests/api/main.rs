@@ -23,6 +23,7 @@ mod cli;
 mod cloud;
 mod container;
 mod dashboard;
+mod datasets;
 mod drift;
 mod hardening;
 mod helpers;

@@ -522,3 +522,77 @@ async fn a_file_scored_from_the_model_page_shows_its_progress_moving(pool: PgPoo
     assert!(list.contains(&format!("href=\"/jobs/{id}\"")), "{list}");
     b.quit().await;
 }
+
+#[sqlx::test]
+#[ignore = "needs chromium and chromedriver (apt-get install chromium chromium-driver); .ci/run runs it"]
+async fn staff_register_training_data_and_compare_two_versions(pool: PgPool) {
+    require_browser();
+    let app = spawn_app(pool).await;
+    app.create_user("root", "staff-member-secret", true).await;
+    let token = app.token_for("ci", true).await;
+    // Two iris versions with their reference rows (the compare fixtures' pair).
+    let card = std::fs::read("tests/fixtures/compare/classifier/card.toml").unwrap();
+    for (model, reference) in [
+        ("logistic_regression.onnx", "a_reference.csv"),
+        ("decision_tree_classifier.onnx", "b_reference.csv"),
+    ] {
+        app.publish_with_reference(
+            &token,
+            "flowers",
+            &format!("tests/fixtures/zoo/{model}"),
+            &card,
+            std::fs::read(format!("tests/fixtures/compare/classifier/{reference}")).unwrap(),
+        )
+        .await;
+    }
+    let driver = Driver::start().await;
+    let b = driver.browser().await;
+    b.goto(&app.url("/accounts/login?next=/admin/datasets"))
+        .await;
+    b.fill("#username", "root").await;
+    b.fill("#password", "staff-member-secret").await;
+    b.click("form.form button[type=submit]").await;
+    b.wait_for_path("/admin/datasets").await;
+
+    // The training data, registered from the page: its profile.
+    let file = std::fs::canonicalize("models/iris/1/reference.csv").unwrap();
+    b.fill("#ds-name", "iris-train").await;
+    b.fill("#ds-file", &file.display().to_string()).await;
+    b.fill(
+        "#ds-description",
+        "Fisher's iris, the 70% used for training",
+    )
+    .await;
+    b.click("form[action='/admin/datasets'] button[type=submit]")
+        .await;
+    let page = b
+        .wait_for_text("Added iris-train version 1 (105 rows).")
+        .await;
+    assert!(page.contains("petal_width"));
+    b.screenshot("admin-dataset").await;
+
+    // Linked to version 1 from the model's page, then the two versions compared.
+    b.goto(&app.url("/admin/models/flowers")).await;
+    b.wait_for_text("Compare version").await;
+    b.execute("document.querySelector('#link-version').value = '1';")
+        .await;
+    b.click("#link-dataset button[type=submit]").await;
+    b.wait_for_text("Version 1 is linked to iris-train v1 (training).")
+        .await;
+    b.click("#compare-form button[type=submit]").await;
+    b.wait_for_path("/admin/models/flowers/compare").await;
+    b.click("#run-comparison").await;
+    // The page refreshes itself until the job is done.
+    let page = b.wait_for_text("Where they disagree most").await;
+    assert!(
+        page.contains("iris-train v1 (105 rows)"),
+        "the card shows the linked data"
+    );
+    assert!(page.contains("id=\"confusion\""));
+    b.screenshot("admin-compare").await;
+    b.click("#disagreements a.try-b").await;
+    b.wait_for_path("/models/flowers").await;
+    let form = b.source().await;
+    assert!(form.contains("trying version 2"), "the form is version 2's");
+    b.quit().await;
+}

@@ -1,6 +1,7 @@
 //! Plinth's own JSON API (`/api/v1`): what the shared pieces of its endpoints are.
 
 pub mod automation;
+pub mod datasets;
 pub mod jobs;
 pub mod models;
 pub mod predict;

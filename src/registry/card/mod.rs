@@ -155,6 +155,12 @@ pub struct Training {
     pub library: Option<String>,
     #[serde(default)]
     pub metrics: BTreeMap<String, f64>,
+    /// The training run's parameters (hyper-parameters), shown beside the metrics.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parameters: BTreeMap<String, serde_json::Value>,
+    /// The data set it was evaluated on (`name` or `name@version`, as `dataset`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation_dataset: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -31,6 +31,25 @@ pub struct AuditRow {
     pub target: String,
     pub detail: String,
     pub client_ip: String,
+    /// For alias moves (by hand or by a rule) and comparisons: the compare page of the two
+    /// versions.
+    pub compare: Option<String>,
+}
+
+/// The compare page an audit entry's detail points at, if it names a model and two versions.
+fn compare_link(action: &str, detail: &serde_json::Value) -> Option<String> {
+    let (from, to) = match action {
+        "alias.moved"
+        | "automation.promoted"
+        | "automation.rolled_back"
+        | "automation.would_promote"
+        | "automation.would_roll_back" => ("from", "to"),
+        "model.compared" => ("a", "b"),
+        _ => return None,
+    };
+    let model = detail.get("model")?.as_str()?;
+    let (a, b) = (detail.get(from)?.as_i64()?, detail.get(to)?.as_i64()?);
+    (a != b).then(|| format!("/admin/models/{model}/compare?a={a}&b={b}"))
 }
 
 #[derive(Template)]
@@ -96,6 +115,7 @@ pub async fn audit_page(
             rows: rows
                 .into_iter()
                 .map(|e| AuditRow {
+                    compare: compare_link(&e.action, &e.detail.0),
                     at: crate::web::fmt_time(&Some(e.created_at)),
                     actor: e.actor.unwrap_or_else(|| "system".into()),
                     action: e.action,

@@ -58,7 +58,7 @@ struct DriftPage {
 const W: f64 = 240.0;
 const H: f64 = 60.0;
 
-fn bins(histogram: &Value) -> Vec<BinBars> {
+pub fn bins(histogram: &Value) -> Vec<BinBars> {
     let shares = |k: &str| -> Vec<f64> {
         histogram[k]
             .as_array()
@@ -121,7 +121,7 @@ fn polyline(values: &[f64]) -> String {
         .join(" ")
 }
 
-fn num(v: f64) -> String {
+pub fn num(v: f64) -> String {
     if v != 0.0 && v.abs() < 0.001 {
         format!("{v:.2e}")
     } else {

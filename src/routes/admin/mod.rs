@@ -2,6 +2,9 @@
 
 pub mod audit;
 pub mod automation;
+pub mod compare;
+pub mod dataset_views;
+pub mod datasets;
 pub mod drift;
 pub mod models;
 pub mod predictions;

@@ -159,6 +159,8 @@ pub struct VersionView {
     pub aliases: Vec<String>,
     pub reference_rows: Option<i32>,
     pub inputs: String,
+    /// The data sets it was trained and evaluated on: name, version, role.
+    pub datasets: Vec<(String, i32, String)>,
 }
 
 pub struct EventView {
@@ -169,6 +171,8 @@ pub struct EventView {
     /// The rule that moved it, when a rule did.
     pub reason: Option<String>,
     pub at: String,
+    /// The compare page of the versions it moved between.
+    pub compare: Option<String>,
 }
 
 #[derive(Template)]
@@ -201,6 +205,10 @@ struct ModelAdmin {
     automation_seconds: u64,
     /// Whether production is a classifier (the quality drop is in points of accuracy).
     classifier: bool,
+    /// Data set versions a version may be linked to: `name@version` and a label.
+    dataset_choices: Vec<(String, String)>,
+    /// The compare form's starting pair.
+    compare_pick: (i32, i32),
 }
 
 /// Whether the model's production version (else its latest) is a classifier.
@@ -264,6 +272,7 @@ pub(super) async fn model_admin_page(
         .map(crate::registry::card_of)
         .map(|c| c.display_title(&model.name).to_string())
         .unwrap_or_else(|| model.name.clone());
+    let links = db::datasets::links_of_model(&state.pool, model.id).await?;
     let views = versions
         .iter()
         .map(|v| {
@@ -281,6 +290,11 @@ pub(super) async fn model_admin_page(
                     .map(|(a, _)| a.clone())
                     .collect(),
                 reference_rows: v.reference_rows,
+                datasets: links
+                    .iter()
+                    .filter(|l| l.model_version == v.version)
+                    .map(|l| (l.dataset.clone(), l.dataset_version, l.role.clone()))
+                    .collect(),
                 inputs: signature
                     .map(|s| {
                         s.inputs
@@ -304,6 +318,12 @@ pub(super) async fn model_admin_page(
         .await?
         .into_iter()
         .map(|e| EventView {
+            compare: e.from_version.filter(|f| *f != e.to_version).map(|f| {
+                format!(
+                    "/admin/models/{}/compare?a={f}&b={}",
+                    model.name, e.to_version
+                )
+            }),
             alias: e.alias,
             from: e
                 .from_version
@@ -368,7 +388,19 @@ pub(super) async fn model_admin_page(
             .map(crate::automation::views::RuleView::from)
     };
     let classifier = is_classifier(state, model).await?;
+    let dataset_choices = db::datasets::all_versions(&state.pool)
+        .await?
+        .into_iter()
+        .map(|(name, v, rows)| (format!("{name}@{v}"), format!("{name} v{v} ({rows} rows)")))
+        .collect();
+    let newest = versions.iter().map(|v| v.version).max().unwrap_or(1);
+    let compare_pick = match production {
+        Some(p) if p != newest => (p, newest),
+        _ => ((newest - 1).max(1), newest),
+    };
     let page = ModelAdmin {
+        dataset_choices,
+        compare_pick,
         promote: rule("promote"),
         rollback: rule("rollback"),
         rules: rules
@@ -442,7 +474,39 @@ pub async fn upload_version(
         Ok(u) => u,
         Err(e) => return model_admin_page(ctx, &state, &model, Some(e)).await,
     };
-    let message = match state.registry.import(upload).await {
+    // The data sets picked on the form, checked before anything is stored.
+    let mut picked = Vec::new();
+    for role in ["training", "evaluation"] {
+        let spec = form.field(&format!("{role}_dataset")).trim().to_string();
+        if spec.is_empty() {
+            continue;
+        }
+        match dataset_version(&state, &spec).await? {
+            Some(dv) => picked.push((role, dv)),
+            None => {
+                let e = format!("There is no data set version {spec:?}.");
+                return model_admin_page(ctx, &state, &model, Some(e)).await;
+            }
+        }
+    }
+    let imported = state.registry.import(upload).await;
+    if let Ok(Imported::New { version, .. } | Imported::AlreadyThere { version, .. }) = &imported {
+        if let Some((_, v)) = db::models::by_number(&state.pool, &model.name, *version).await? {
+            for (role, dv) in &picked {
+                db::datasets::link(&state.pool, v.id, dv.id, role).await?;
+                crate::audit::dataset_linked(
+                    &state.pool,
+                    &req,
+                    &user,
+                    (&model.name, *version),
+                    (&dv.dataset, dv.version),
+                    role,
+                )
+                .await?;
+            }
+        }
+    }
+    let message = match imported {
         Ok(Imported::New { version, .. }) => {
             let target = format!("{} v{version}", model.name);
             audit(&state, &req, &user, "model.version_uploaded", target).await?;
@@ -460,6 +524,76 @@ pub async fn upload_version(
         flash(session, "success", message);
     }
     Ok(see_other(&format!("/admin/models/{}", model.name)))
+}
+
+/// The data set version `name@N` (or `name` for its latest).
+pub(super) async fn dataset_version(
+    state: &AppState,
+    spec: &str,
+) -> Result<Option<db::datasets::DatasetVersionRow>, AppError> {
+    let (name, version) = match spec.rsplit_once('@') {
+        Some((n, v)) => match v.parse::<i32>() {
+            Ok(v) => (n, Some(v)),
+            Err(_) => return Ok(None),
+        },
+        None => (spec, None),
+    };
+    Ok(db::datasets::version(&state.pool, name, version).await?)
+}
+
+/// Links a version to a data set version it was trained or evaluated on.
+pub async fn link_dataset(
+    req: HttpRequest,
+    payload: web::Payload,
+    StaffOnly(ctx, user): StaffOnly,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let form = read_form(&req, payload, state.settings.max_body_bytes).await?;
+    let model = find_model(&state, &name).await?;
+    let role = form.field("role").trim().to_string();
+    let spec = form.field("dataset").trim().to_string();
+    let outcome = async {
+        let Ok(number) = form.field("version").trim().parse::<i32>() else {
+            return Err(ImportError::Invalid("Choose a version number.".into()));
+        };
+        let Some((_, v)) = db::models::by_number(&state.pool, &model.name, number).await? else {
+            return Err(ImportError::Invalid(format!(
+                "{} has no version {number}.",
+                model.name
+            )));
+        };
+        if role != "training" && role != "evaluation" {
+            return Err(ImportError::Invalid(
+                "Choose training or evaluation as the role.".into(),
+            ));
+        }
+        let Some(dv) = dataset_version(&state, &spec)
+            .await
+            .map_err(|e| ImportError::Invalid(e.to_string()))?
+        else {
+            return Err(ImportError::Invalid(format!(
+                "There is no data set version {spec:?}."
+            )));
+        };
+        db::datasets::link(&state.pool, v.id, dv.id, &role).await?;
+        crate::audit::dataset_linked(
+            &state.pool,
+            &req,
+            &user,
+            (&model.name, number),
+            (&dv.dataset, dv.version),
+            &role,
+        )
+        .await
+        .map_err(|e| ImportError::Invalid(e.to_string()))?;
+        Ok(format!(
+            "Version {number} is linked to {} v{} ({role}).",
+            dv.dataset, dv.version
+        ))
+    }
+    .await;
+    form_done(ctx, &state, &model, outcome, "#versions").await
 }
 
 pub async fn set_alias(

@@ -184,6 +184,7 @@ fn selector_for(ctx: &PageCtx, version: Option<&str>) -> Result<(Selector, Optio
 }
 
 pub async fn model_page(
+    req: HttpRequest,
     LoggedIn(ctx, user): LoggedIn,
     state: web::Data<AppState>,
     name: web::Path<String>,
@@ -213,7 +214,26 @@ pub async fn model_page(
                 None => String::new(),
             })
             .collect(),
-        None => served.card.example_row().into_iter().map(fmt_num).collect(),
+        None => {
+            // Values given in the address (`?sepal_length=5.1`, as the compare page links
+            // rows) fill their fields; the card's example fills the rest.
+            let given: HashMap<String, String> =
+                serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
+            let example = served.card.example_row();
+            served
+                .card
+                .features
+                .iter()
+                .enumerate()
+                .map(|(i, f)| match given.get(&f.name).map(|v| v.trim()) {
+                    Some(text) if !text.is_empty() => f
+                        .choice_index(text)
+                        .map(|i| i.to_string())
+                        .unwrap_or_else(|| text.chars().take(64).collect()),
+                    _ => example.get(i).copied().map(fmt_num).unwrap_or_default(),
+                })
+                .collect()
+        }
     };
     let page = model_page_for(
         ctx,
