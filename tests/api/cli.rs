@@ -336,3 +336,75 @@ async fn score_scores_a_file_from_a_model_directory_or_the_registry(pool: PgPool
         "{err}"
     );
 }
+
+#[sqlx::test]
+async fn datasets_add_and_list_work_by_hand(pool: PgPool) {
+    let url = database_url(&pool).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let artifacts = scratch.path().join("artifacts");
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_plinth"))
+            .args(args)
+            .env("PLINTH_DATABASE_URL", &url)
+            .env("PLINTH_ARTIFACTS", &artifacts)
+            .env("PLINTH_CACHE_DIR", scratch.path().join("cache"))
+            .env("PLINTH_LOG", "warn")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let file = "models/iris/1/reference.csv";
+    let (code, out) = run(&[
+        "datasets",
+        "add",
+        "iris-train",
+        file,
+        "--description",
+        "iris",
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("iris-train: added as version 1 (105 rows)"),
+        "{out}"
+    );
+    let (code, again) = run(&["datasets", "add", "iris-train", file]);
+    assert_eq!(code, Some(0), "{again}");
+    assert!(
+        again.contains("iris-train: already there as version 1"),
+        "{again}"
+    );
+    // The file is in the artifact store, under its SHA-256.
+    let sha = plinth::registry::artifacts::sha256_hex(&std::fs::read(file).unwrap());
+    let stored: String = sqlx::query_scalar("select location from dataset_version")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, sha);
+    let (code, list) = run(&["datasets", "list"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        list.contains(&format!("iris-train\tv1\t105 rows\t{}", &sha[..12])),
+        "{list}"
+    );
+    // What is wrong is named, with a non-zero status.
+    let (code, out) = run(&[
+        "datasets",
+        "add",
+        "iris-train",
+        file,
+        "--key",
+        "sepal_length",
+    ]);
+    assert_ne!(code, Some(0));
+    assert!(out.contains("The key column \"sepal_length\" has"), "{out}");
+    let (code, out) = run(&["datasets", "add", "iris-train", "no/such/file.csv"]);
+    assert_ne!(code, Some(0));
+    assert!(out.contains("no/such/file.csv"), "{out}");
+}

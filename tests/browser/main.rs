@@ -531,17 +531,17 @@ async fn staff_register_training_data_and_compare_two_versions(pool: PgPool) {
     app.create_user("root", "staff-member-secret", true).await;
     let token = app.token_for("ci", true).await;
     // Two iris versions with their reference rows (the compare fixtures' pair).
-    let card = std::fs::read("tests/fixtures/compare/classifier/card.toml").unwrap();
-    for (model, reference) in [
-        ("logistic_regression.onnx", "a_reference.csv"),
-        ("decision_tree_classifier.onnx", "b_reference.csv"),
+    for (model, side) in [
+        ("logistic_regression.onnx", "a"),
+        ("decision_tree_classifier.onnx", "b"),
     ] {
+        let dir = "tests/fixtures/compare/classifier";
         app.publish_with_reference(
             &token,
             "flowers",
             &format!("tests/fixtures/zoo/{model}"),
-            &card,
-            std::fs::read(format!("tests/fixtures/compare/classifier/{reference}")).unwrap(),
+            &std::fs::read(format!("{dir}/{side}_card.toml")).unwrap(),
+            std::fs::read(format!("{dir}/{side}_reference.csv")).unwrap(),
         )
         .await;
     }
@@ -589,7 +589,11 @@ async fn staff_register_training_data_and_compare_two_versions(pool: PgPool) {
         "the card shows the linked data"
     );
     assert!(page.contains("id=\"confusion\""));
+    b.execute("window.scrollTo(0, 0);").await;
     b.screenshot("admin-compare").await;
+    b.execute("document.getElementById('answers').scrollIntoView();")
+        .await;
+    b.screenshot("admin-compare-answers").await;
     b.click("#disagreements a.try-b").await;
     b.wait_for_path("/models/flowers").await;
     let form = b.source().await;
