@@ -208,3 +208,89 @@ pub async fn open_count(pool: &PgPool) -> sqlx::Result<i64> {
     .fetch_one(pool)
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A model with two versions; their ids.
+    async fn two_versions(pool: &PgPool) -> sqlx::Result<(i64, i64, i64)> {
+        let model: i64 = sqlx::query_scalar("insert into model (name) values ('m') returning id")
+            .fetch_one(pool)
+            .await?;
+        let mut ids = Vec::new();
+        for v in 1..=2 {
+            ids.push(
+                sqlx::query_scalar(
+                    "insert into model_version (model_id, version, sha256, size_bytes, card, signature, source)
+                     values ($1, $2, $3, 1, '{}', '{}', 'test') returning id",
+                )
+                .bind(model)
+                .bind(v)
+                .bind(format!("sha{v}"))
+                .fetch_one(pool)
+                .await?,
+            );
+        }
+        Ok((model, ids[0], ids[1]))
+    }
+
+    #[sqlx::test]
+    async fn a_dead_workers_comparison_is_taken_over_and_its_late_commit_refused(
+        pool: PgPool,
+    ) -> sqlx::Result<()> {
+        let (model, a, b) = two_versions(&pool).await?;
+        let (id, created) = request(&pool, model, a, b, 10, None).await?;
+        assert!(created);
+        // Asked again while it waits: the same one.
+        assert_eq!(request(&pool, model, a, b, 10, None).await?, (id, false));
+
+        let short = Duration::from_millis(300);
+        assert_eq!(claim(&pool, "one", short).await?, Some(id));
+        assert_eq!(
+            claim(&pool, "two", short).await?,
+            None,
+            "held under a lease"
+        );
+        assert!(progress(&pool, id, "one", short, 10, 4).await?);
+        // "one" stops renewing; once its lease runs out "two" starts it over.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(
+            claim(&pool, "two", Duration::from_secs(60)).await?,
+            Some(id)
+        );
+        let row = get(&pool, id).await?.expect("the comparison");
+        assert_eq!(
+            (row.attempts, row.rows_done, row.state.as_str()),
+            (2, 0, "running")
+        );
+        // The first worker's progress and result are refused; the second's are kept.
+        assert!(!progress(&pool, id, "one", short, 10, 8).await?);
+        assert!(!finish(&pool, id, "one", Ok(&serde_json::json!({"from": "one"}))).await?);
+        assert!(finish(&pool, id, "two", Ok(&serde_json::json!({"from": "two"}))).await?);
+        let row = get(&pool, id).await?.expect("the comparison");
+        assert_eq!(row.state, "done");
+        assert_eq!(row.rows_done, 10);
+        assert_eq!(row.result.expect("a result").0["from"], "two");
+        assert_eq!(open_count(&pool).await?, 0);
+        // Done: asking again queues a new one.
+        assert!(request(&pool, model, a, b, 10, None).await?.1);
+        Ok(())
+    }
+
+    #[sqlx::test]
+    async fn a_comparison_that_keeps_losing_its_worker_fails(pool: PgPool) -> sqlx::Result<()> {
+        let (model, a, b) = two_versions(&pool).await?;
+        let (id, _) = request(&pool, model, a, b, 10, None).await?;
+        let short = Duration::from_millis(100);
+        for n in 0..MAX_ATTEMPTS {
+            assert_eq!(claim(&pool, &format!("w{n}"), short).await?, Some(id));
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        assert_eq!(claim(&pool, "last", short).await?, None);
+        let row = get(&pool, id).await?.expect("the comparison");
+        assert_eq!(row.state, "failed");
+        assert!(row.message.unwrap().contains("stopped 3 times"));
+        Ok(())
+    }
+}

@@ -626,6 +626,102 @@ async fn comparisons_refuse_what_cannot_be_compared(pool: PgPool) {
         )
         .await;
     assert_eq!(status, 404);
+
+    // A version whose features the reference rows do not have: every row is refused by it,
+    // with the reason, and nothing is compared.
+    app.publish(&token, "iris", "tests/fixtures/iris_v2.onnx", None)
+        .await;
+    let (status, queued) = app.post_json(path, &token, json!({"a": 1, "b": 2})).await;
+    assert_eq!(status, 202, "{queued}");
+    let (done, _) = wait_done(&app, &token, "iris", queued["id"].as_i64().unwrap()).await;
+    let r = &done["result"];
+    assert_eq!(
+        (r["compared"].as_u64(), r["refused_b"].as_u64()),
+        (Some(0), Some(105)),
+        "{r}"
+    );
+    assert!(
+        r["refusals"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("column"),
+        "{r}"
+    );
+    app.sign_in("staff", true).await;
+    let page = app.get_html("/admin/models/iris/compare?a=1&b=2").await;
+    assert!(page.contains("Rows a version refused"));
+    assert!(page.contains("Only version 1 takes"));
+}
+
+#[sqlx::test]
+async fn the_admin_forms_say_what_is_wrong(pool: PgPool) {
+    let app = spawn_app(pool).await;
+    app.import_models().await;
+    app.sign_in("staff", true).await;
+    let add = |form: reqwest::multipart::Form| {
+        app.post_multipart("/admin/datasets", "/admin/datasets", form)
+    };
+    let res = add(reqwest::multipart::Form::new().text("name", "iris-train")).await;
+    assert_eq!(res.status(), 422);
+    let page = res.text().await.unwrap();
+    assert!(page.contains("Choose the file to add"), "{page}");
+    assert!(
+        page.contains("value=\"iris-train\""),
+        "the form keeps what was typed"
+    );
+    let csv = std::fs::read(IRIS_CSV).unwrap();
+    let res = add(reqwest::multipart::Form::new()
+        .text("name", "Iris Train")
+        .part("file", crate::helpers::file_part(csv.clone(), "train.csv")))
+    .await;
+    assert_eq!(res.status(), 422);
+    assert!(res
+        .text()
+        .await
+        .unwrap()
+        .contains("Data set names use lowercase letters"));
+    let res = add(reqwest::multipart::Form::new()
+        .text("name", "iris-train")
+        .text("key", "sepal_length")
+        .part("file", crate::helpers::file_part(csv.clone(), "train.csv")))
+    .await;
+    assert_eq!(res.status(), 422);
+    assert!(res.text().await.unwrap().contains("keys must be unique"));
+    let res = add(reqwest::multipart::Form::new()
+        .text("name", "iris-train")
+        .part("file", crate::helpers::file_part(csv, "train.csv")))
+    .await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(
+        crate::helpers::location(&res),
+        "/admin/datasets/iris-train/versions/1"
+    );
+    // An upload naming a data set version that does not exist is refused before it is stored.
+    let versions = app.count("model_version").await;
+    let res = app
+        .post_multipart(
+            "/admin/models/iris",
+            "/admin/models/iris/versions",
+            reqwest::multipart::Form::new()
+                .text("training_dataset", "iris-train@9")
+                .part(
+                    "model",
+                    crate::helpers::file_part(
+                        std::fs::read("tests/fixtures/iris_v2.onnx").unwrap(),
+                        "model.onnx",
+                    ),
+                ),
+        )
+        .await;
+    assert_eq!(res.status(), 422);
+    assert!(res
+        .text()
+        .await
+        .unwrap()
+        .contains("There is no data set version &#34;iris-train@9&#34;"));
+    assert_eq!(app.count("model_version").await, versions);
+    let res = app.get("/admin/models/iris/compare?a=1&b=7").await;
+    assert_eq!(res.status(), 404);
 }
 
 #[sqlx::test]
