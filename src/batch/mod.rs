@@ -61,6 +61,16 @@ impl Format {
         }
     }
 
+    /// A file sent as a request's body: CSV for `text/csv`, Parquet for Parquet's types, and by
+    /// the file's name (CSV without one) for `application/octet-stream`.
+    pub fn of_body(content_type: &str, filename: Option<&str>) -> Format {
+        match content_type {
+            "text/csv" | "application/csv" => Format::Csv,
+            "application/octet-stream" => filename.map_or(Format::Csv, Format::from_name),
+            _ => Format::Parquet,
+        }
+    }
+
     pub fn content_type(self) -> &'static str {
         match self {
             Format::Csv => "text/csv; charset=utf-8",

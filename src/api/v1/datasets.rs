@@ -234,7 +234,7 @@ pub async fn add_dataset(
     let content_type = req.content_type().to_ascii_lowercase();
     let (file, name, key, description, format, url) = match content_type.as_str() {
         "application/json" => {
-            let body = read_small(payload, state.settings.max_body_bytes).await?;
+            let body = super::jobs::read_small(payload, state.settings.max_body_bytes).await?;
             let r: DatasetFromUrl = json_body(&req, &body)?;
             let fallback = Format::from_name(&r.url);
             let format = format_of(r.format.as_deref(), fallback)?;
@@ -248,14 +248,7 @@ pub async fn add_dataset(
             })?;
             datasets::check_name(&name).map_err(AppError::Unprocessable)?;
             let file = crate::batch::jobs::spool_body(&state, &req, payload).await?;
-            let format = match content_type.as_str() {
-                "text/csv" | "application/csv" => Format::Csv,
-                "application/octet-stream" => query
-                    .filename
-                    .as_deref()
-                    .map_or(Format::Csv, Format::from_name),
-                _ => Format::Parquet,
-            };
+            let format = Format::of_body(&content_type, query.filename.as_deref());
             (
                 file,
                 name,
@@ -303,23 +296,6 @@ pub async fn add_dataset(
     } else {
         HttpResponse::Ok().json(body)
     })
-}
-
-/// A JSON body of at most `limit` bytes.
-async fn read_small(mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, AppError> {
-    use futures_util::StreamExt;
-    let mut body = Vec::new();
-    while let Some(piece) = payload.next().await {
-        let piece =
-            piece.map_err(|e| AppError::BadRequest(format!("The request body broke off: {e}")))?;
-        if body.len() + piece.len() > limit {
-            return Err(AppError::PayloadTooLarge(format!(
-                "The body is larger than the {limit} bytes a JSON request may be."
-            )));
-        }
-        body.extend_from_slice(&piece);
-    }
-    Ok(body)
 }
 
 async fn dataset_or_404(

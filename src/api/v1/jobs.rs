@@ -191,13 +191,7 @@ pub async fn submit(
         "text/csv" | "application/csv" | "application/vnd.apache.parquet"
         | "application/x-parquet" | "application/octet-stream" => {
             let file = jobs::spool_body(&state, &req, payload).await?;
-            let format = match content_type.as_str() {
-                "text/csv" | "application/csv" => Format::Csv,
-                "application/octet-stream" => filename
-                    .as_deref()
-                    .map_or(Format::Csv, Format::from_name),
-                _ => Format::Parquet,
-            };
+            let format = Format::of_body(&content_type, filename.as_deref());
             let name = filename.unwrap_or_else(|| format!("upload.{}", format.as_str()));
             (file, name, format, query.output_url.clone(), query.max_errors)
         }
@@ -268,7 +262,12 @@ fn parse_max_errors(text: &str) -> Result<Option<i64>, AppError> {
         })
 }
 
-async fn read_small(mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, AppError> {
+/// A JSON body of at most `limit` bytes, read from the stream (the body of an endpoint that
+/// also takes large files, so no `web::Bytes` limit applies).
+pub(super) async fn read_small(
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Vec<u8>, AppError> {
     use futures_util::StreamExt;
     let mut body = Vec::new();
     while let Some(piece) = payload.next().await {

@@ -141,3 +141,47 @@ pub async fn audit_page(
         status,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::compare_link;
+    use serde_json::json;
+
+    #[test]
+    fn moves_by_hand_and_by_rule_link_the_versions_they_moved_between() {
+        let moved = json!({"model": "iris", "rule": "…", "from": 1, "to": 3, "figures": {}});
+        for action in [
+            "alias.moved",
+            "automation.promoted",
+            "automation.rolled_back",
+            "automation.would_promote",
+        ] {
+            assert_eq!(
+                compare_link(action, &moved).as_deref(),
+                Some("/admin/models/iris/compare?a=1&b=3"),
+                "{action}"
+            );
+        }
+        let compared = json!({"model": "iris", "a": 2, "b": 1, "comparison": 7});
+        assert_eq!(
+            compare_link("model.compared", &compared).as_deref(),
+            Some("/admin/models/iris/compare?a=2&b=1")
+        );
+        // Nothing to compare: a first alias, a rollback with no target, other actions.
+        assert_eq!(
+            compare_link(
+                "alias.moved",
+                &json!({"model": "iris", "from": null, "to": 1})
+            ),
+            None
+        );
+        assert_eq!(
+            compare_link(
+                "automation.would_roll_back",
+                &json!({"model": "iris", "from": 2, "to": null})
+            ),
+            None
+        );
+        assert_eq!(compare_link("login.succeeded", &moved), None);
+    }
+}

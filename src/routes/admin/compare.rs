@@ -10,9 +10,9 @@ use askama::Template;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::dataset_views::{bars, pct, short, Bar, ShiftView};
+use super::dataset_views::{histogram_bars, pct, short, Bar, ShiftView};
 use super::datasets::PairQuery;
-use super::drift::{bins, num};
+use super::drift::{bins, num, threshold_text};
 use super::models::find_model;
 use crate::auth::context::flash;
 use crate::auth::{CsrfForm, PageCtx, StaffOnly};
@@ -292,11 +292,7 @@ fn training_view(card: &Card, d: &FeatureDrift) -> ShiftView {
         method: d.method.to_string(),
         statistic: num(d.statistic),
         p_value: d.p_value.map(num).unwrap_or_else(|| "—".into()),
-        threshold: if d.p_value.is_some() {
-            format!("p < {}", d.threshold)
-        } else {
-            format!("≥ {}", d.threshold)
-        },
+        threshold: threshold_text(d.p_value, d.threshold),
         psi: num(d.psi),
         drifted: d.drifted,
         bins: bins(&histogram),
@@ -436,19 +432,6 @@ fn answers(name: &str, c: &ComparisonRow) -> AnswersView {
     } else {
         Vec::new()
     };
-    let floats = |v: &Value| -> Vec<f64> {
-        v.as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_f64)
-            .collect()
-    };
-    let counts: Vec<u64> = d["histogram"]["counts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_u64)
-        .collect();
     let version_of = |source: &str| {
         if source == "a" {
             c.a_version
@@ -542,7 +525,7 @@ fn answers(name: &str, c: &ComparisonRow) -> AnswersView {
         b_labels,
         confusion,
         differences,
-        difference_bars: bars(&floats(&d["histogram"]["edges"]), &counts),
+        difference_bars: histogram_bars(&d["histogram"]),
         sources,
         disagreements,
         refusals,

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::drift::{bins, num, BinBars};
+use super::drift::{bins, num, threshold_text, BinBars};
 use crate::datasets::diff::Shift;
 use crate::datasets::Kind;
 
@@ -38,6 +38,23 @@ pub fn bars(edges: &[f64], counts: &[u64]) -> Vec<Bar> {
             }
         })
         .collect()
+}
+
+/// Bars for a stored histogram, `{"edges": [...], "counts": [...]}`.
+pub fn histogram_bars(h: &Value) -> Vec<Bar> {
+    let edges: Vec<f64> = h["edges"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_f64)
+        .collect();
+    let counts: Vec<u64> = h["counts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_u64)
+        .collect();
+    bars(&edges, &counts)
 }
 
 /// A number in a few digits.
@@ -104,20 +121,7 @@ pub fn columns(
                     ] {
                         figures.push((label.to_string(), f(p, k)));
                     }
-                    let floats = |v: &Value| -> Vec<f64> {
-                        v.as_array()
-                            .into_iter()
-                            .flatten()
-                            .filter_map(Value::as_f64)
-                            .collect()
-                    };
-                    let counts: Vec<u64> = p["histogram"]["counts"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(Value::as_u64)
-                        .collect();
-                    (bars(&floats(&p["histogram"]["edges"]), &counts), Vec::new())
+                    (histogram_bars(&p["histogram"]), Vec::new())
                 }
                 Kind::Text => (
                     Vec::new(),
@@ -172,11 +176,7 @@ impl From<&Shift> for ShiftView {
             method: s.method.clone(),
             statistic: num(s.statistic),
             p_value: s.p_value.map(num).unwrap_or_else(|| "—".into()),
-            threshold: if s.p_value.is_some() {
-                format!("p < {}", s.threshold)
-            } else {
-                format!("≥ {}", s.threshold)
-            },
+            threshold: threshold_text(s.p_value, s.threshold),
             psi: num(s.psi),
             drifted: s.drifted,
             bins: bins(&s.histogram),

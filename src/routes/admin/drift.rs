@@ -121,6 +121,16 @@ fn polyline(values: &[f64]) -> String {
         .join(" ")
 }
 
+/// When a statistic counts as drift: a p-value under the threshold (tests), or a distance at
+/// or over it.
+pub fn threshold_text(p_value: Option<f64>, threshold: f64) -> String {
+    if p_value.is_some() {
+        format!("p < {threshold}")
+    } else {
+        format!("≥ {threshold}")
+    }
+}
+
 pub fn num(v: f64) -> String {
     if v != 0.0 && v.abs() < 0.001 {
         format!("{v:.2e}")
@@ -176,11 +186,7 @@ pub async fn drift_page(
                         history: polyline(&past),
                         statistic: num(f.statistic),
                         p_value: f.p_value.map(num).unwrap_or_else(|| "—".into()),
-                        threshold: if f.p_value.is_some() {
-                            format!("p < {}", f.threshold)
-                        } else {
-                            format!("≥ {}", f.threshold)
-                        },
+                        threshold: threshold_text(f.p_value, f.threshold),
                         psi: num(f.psi),
                         feature: f.feature,
                         method: f.method,
