@@ -419,6 +419,7 @@ async fn two_data_set_versions_compared_row_by_row_and_by_distribution(pool: PgP
     app.sign_in("staff", true).await;
     let page = app.get_html("/admin/datasets/events/diff?a=1&b=2").await;
     assert!(page.contains("<dd id=\"rows-added\">15</dd>"));
+    assert!(page.contains("<form method=\"get\" action=\"/admin/datasets/events/diff\""));
     assert!(page.contains("<dd id=\"rows-changed\">101</dd>"));
     assert!(page.contains("data-column=\"x\""));
     let page = app.get_html("/admin/datasets/events").await;
@@ -575,6 +576,7 @@ async fn two_regressors_compared_as_numpy_finds(pool: PgPool) {
         .get_html("/admin/models/cmp-diabetes/compare?a=1&b=2")
         .await;
     assert!(page.contains("Distribution of b − a"));
+    assert!(page.contains("<form method=\"get\" action=\"/admin/models/cmp-diabetes/compare\""));
     assert!(page.contains("id=\"differences\""));
 }
 
