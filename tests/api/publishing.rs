@@ -93,6 +93,7 @@ async fn the_ci_recipe_publishes_shadows_and_lets_the_rule_promote_a_version(poo
     std::fs::copy("tests/fixtures/iris_v2.onnx", build.join("model.onnx")).unwrap();
     std::fs::copy("models/iris/1/card.toml", build.join("card.toml")).unwrap();
     std::fs::copy("models/iris/1/reference.csv", build.join("reference.csv")).unwrap();
+    std::fs::copy("models/iris/1/reference.csv", build.join("train.csv")).unwrap();
     std::fs::write(dir.path().join("github_env"), "").unwrap();
 
     let steps = steps();
@@ -101,6 +102,7 @@ async fn the_ci_recipe_publishes_shadows_and_lets_the_rule_promote_a_version(poo
         names,
         [
             "Train and export",
+            "Register the training data",
             "Publish the version",
             "Run it as a shadow under a promotion rule",
             "Wait for Plinth to promote it"
@@ -116,6 +118,7 @@ async fn the_ci_recipe_publishes_shadows_and_lets_the_rule_promote_a_version(poo
         ("PLINTH_URL", app.address.clone()),
         ("PLINTH_TOKEN", staff.clone()),
         ("MODEL", "iris".to_string()),
+        ("DATASET", "iris-train".to_string()),
         ("MIN_PAIRS", "50".to_string()),
         // A bar no version reaches against another, to begin with.
         ("MIN_AGREEMENT", "1.0".to_string()),
@@ -124,9 +127,26 @@ async fn the_ci_recipe_publishes_shadows_and_lets_the_rule_promote_a_version(poo
         ("WAIT_MINUTES", "0".to_string()),
         ("POLL_SECONDS", "1".to_string()),
     ];
-    let (publish, shadow, wait) = (&steps[1].1, &steps[2].1, &steps[3].1);
+    let (register, publish, shadow, wait) = (&steps[1].1, &steps[2].1, &steps[3].1, &steps[4].1);
+    let (ok, out) = run_step(register, dir.path(), &env).await;
+    assert!(ok, "{out}");
+    assert!(out.contains("iris-train version 1: 105 rows, new"), "{out}");
     let (ok, out) = run_step(publish, dir.path(), &env).await;
     assert!(ok, "{out}");
+    // The version is linked to its training data; registering the same file again is no new
+    // version (a re-run of the workflow).
+    let (_, data) = app
+        .call_json(Method::GET, "/api/v1/datasets/iris-train", &staff, None)
+        .await;
+    assert_eq!(
+        data["versions"][0]["used_by"][0]["model_version"], 2,
+        "{data}"
+    );
+    let (ok, out) = run_step(register, dir.path(), &env).await;
+    assert!(
+        ok && out.contains("iris-train version 1: 105 rows, unchanged"),
+        "{out}"
+    );
     let (ok, out) = run_step(shadow, dir.path(), &env).await;
     assert!(ok, "{out}");
     assert!(std::fs::read_to_string(dir.path().join("github_env"))
