@@ -902,3 +902,74 @@ async fn a_data_set_on_an_object_store_is_read_where_it_lives(pool: PgPool) {
         "{e}"
     );
 }
+
+#[sqlx::test]
+async fn a_parquet_file_is_a_data_set_version_like_a_csv_file(pool: PgPool) {
+    use arrow_array::{Array, Float64Array, RecordBatch, StringArray};
+    use arrow_schema::{DataType, Field, Schema};
+    use std::sync::Arc;
+    let app = spawn_app(pool).await;
+    let token = app.token_for("ml-engineer", true).await;
+    let n = 120;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("customer", DataType::Utf8, false),
+        Field::new("plan", DataType::Utf8, false),
+        Field::new("spend", DataType::Float64, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from_iter_values(
+                (0..n).map(|i| format!("c{i}")),
+            )) as Arc<dyn Array>,
+            Arc::new(StringArray::from_iter_values(
+                (0..n).map(|i| ["basic", "pro", "team"][i % 3]),
+            )),
+            Arc::new(Float64Array::from_iter(
+                (0..n).map(|i| (i % 10 != 0).then_some(i as f64)),
+            )),
+        ],
+    )
+    .unwrap();
+    let mut bytes = Vec::new();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut bytes, schema, None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    let res = app
+        .api(
+            Method::POST,
+            "/api/v1/datasets?name=customers&key=customer",
+            &token,
+        )
+        .header("content-type", "application/vnd.apache.parquet")
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let added: Value = res.json().await.unwrap();
+    let v = &added["version"];
+    assert_eq!(v["format"], "parquet");
+    assert_eq!(v["rows"], 120);
+    assert_eq!(v["key_column"], "customer");
+    assert_eq!(
+        v["schema"],
+        json!([
+            {"name": "customer", "kind": "text"},
+            {"name": "plan", "kind": "text"},
+            {"name": "spend", "kind": "number"}
+        ])
+    );
+    let spend = &v["profile"]["columns"]["spend"];
+    assert_eq!(spend["missing"], 12, "nulls are missing: {spend}");
+    assert_eq!(spend["count"], 108);
+    let plan = &v["profile"]["columns"]["plan"];
+    assert_eq!(
+        plan["top"],
+        json!([["basic", 40], ["pro", 40], ["team", 40]])
+    );
+    app.sign_in("staff", true).await;
+    let page = app.get_html("/admin/datasets/customers/versions/1").await;
+    assert!(page.contains("<span class=\"badge badge-ok\">key</span>"));
+    assert!(page.contains("<td>basic</td><td>40</td>"));
+}

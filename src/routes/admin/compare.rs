@@ -3,6 +3,7 @@
 //! rows, with the rows where they disagree most.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -302,12 +303,41 @@ fn training_view(card: &Card, d: &FeatureDrift) -> ShiftView {
 }
 
 /// The two versions' training distributions, from their reference data (on the heavy pool).
+/// Two versions' training distributions compared, by the versions' ids. Versions never change,
+/// so an entry never goes stale; a page that refreshes while a comparison runs, or comes back
+/// to the pair, does not read and compare both reference sets again.
+type TrainingCache =
+    std::sync::Mutex<std::collections::HashMap<(i64, i64), Arc<Vec<FeatureDrift>>>>;
+static TRAINING: std::sync::OnceLock<TrainingCache> = std::sync::OnceLock::new();
+/// Pairs kept (the cache is emptied when it is full: pages compare few pairs at a time).
+const TRAINING_PAIRS: usize = 32;
+
+fn cached_training(a: i64, b: i64) -> Option<Arc<Vec<FeatureDrift>>> {
+    let cache = TRAINING.get_or_init(Default::default).lock().ok()?;
+    cache.get(&(a, b)).cloned()
+}
+
+fn keep_training(a: i64, b: i64, found: Arc<Vec<FeatureDrift>>) {
+    if let Ok(mut cache) = TRAINING.get_or_init(Default::default).lock() {
+        if cache.len() >= TRAINING_PAIRS {
+            cache.clear();
+        }
+        cache.insert((a, b), found);
+    }
+}
+
 async fn training(
     state: &AppState,
     a: &VersionRow,
     b: &VersionRow,
     ca: &Card,
 ) -> Result<(Vec<ShiftView>, String), AppError> {
+    if let Some(found) = cached_training(a.id, b.id) {
+        return Ok((
+            found.iter().map(|d| training_view(ca, d)).collect(),
+            String::new(),
+        ));
+    }
     let read = |v: &VersionRow| {
         let v = v.clone();
         async move { state.registry.reference_csv(&v).await }
@@ -336,7 +366,7 @@ async fn training(
         }
     };
     let card = ca.clone();
-    let views = state
+    let found = state
         .heavy
         .run(move || {
             let (xa, xb) = (
@@ -344,12 +374,14 @@ async fn training(
                 reference::columns(&rb, &card),
             );
             drift::compare(&card, &xa, &xb)
-                .iter()
-                .map(|d| training_view(&card, d))
-                .collect::<Vec<_>>()
         })
         .await?;
-    Ok((views, String::new()))
+    let found = Arc::new(found);
+    keep_training(a.id, b.id, found.clone());
+    Ok((
+        found.iter().map(|d| training_view(ca, d)).collect(),
+        String::new(),
+    ))
 }
 
 fn outcome_text(o: &Value) -> String {
