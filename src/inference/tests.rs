@@ -150,6 +150,20 @@ fn a_tree_that_loops_is_refused_with_the_reason() {
     );
 }
 
+/// A tree's thresholds given as a tensor whose data is "in another file" (here /etc/passwd):
+/// refused, and the file is never opened.
+#[test]
+fn a_tensor_attribute_kept_in_another_file_is_refused() {
+    let bytes = std::fs::read("tests/fixtures/tree_external_thresholds.onnx").unwrap();
+    let err = load(&bytes).unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "nodes_values_as_tensor keeps its data in another file, which Plinth does not read"
+        ),
+        "{err}"
+    );
+}
+
 /// Found by `scripts/fuzz` (model_load): a graph whose output names a value no node makes made
 /// tract panic while reading it.
 #[test]

@@ -10,20 +10,91 @@ use crate::inference::ml::{
     built, f32_matrix, matrix_f32, named, Dims, Kernel, Labels, Output, PostTransform,
 };
 
+/// The numbers of a tensor attribute held in the file itself (`float_data`, `double_data` or
+/// `raw_data`). A tensor whose data lives in another file is refused: a model file does not get
+/// to make Plinth read other files.
+fn inline_numbers(
+    node: &NodeProto,
+    name: &str,
+    t: &tract_onnx::pb::TensorProto,
+) -> TractResult<Vec<f64>> {
+    const FLOAT: i32 = 1;
+    const DOUBLE: i32 = 11;
+    if !t.external_data.is_empty() || t.data_location == Some(1) {
+        bail!(
+            "{}: {name} keeps its data in another file, which Plinth does not read",
+            named(node)
+        );
+    }
+    let elements: usize = t
+        .dims
+        .iter()
+        .try_fold(1usize, |n, d| {
+            usize::try_from(*d).ok().and_then(|d| n.checked_mul(d))
+        })
+        .ok_or_else(|| format_err!("{}: {name} has a negative or huge shape", named(node)))?;
+    let out: Vec<f64> = match t.data_type {
+        FLOAT if !t.raw_data.is_empty() => t
+            .raw_data
+            .chunks_exact(4)
+            .map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+            .collect(),
+        FLOAT => t.float_data.iter().copied().map(f64::from).collect(),
+        DOUBLE if !t.raw_data.is_empty() => t
+            .raw_data
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+            .collect(),
+        DOUBLE => t.double_data.clone(),
+        other => bail!(
+            "{}: {name} holds ONNX data type {other}; thresholds and weights are float or double",
+            named(node)
+        ),
+    };
+    ensure!(
+        t.dims.is_empty() || out.len() == elements,
+        "{}: {name} has {} values for a shape of {elements}",
+        named(node),
+        out.len()
+    );
+    Ok(out)
+}
+
+/// A list of numbers given as `name` (floats) or as the tensor `name_as_tensor` (float or
+/// double, as opset 3 allows; read as f32, the precision the ensemble computes in).
+fn numbers(node: &NodeProto, name: &str) -> TractResult<Option<Vec<f32>>> {
+    if let Some(v) = node.get_attr_opt_vec::<f32>(name)? {
+        return Ok(Some(v));
+    }
+    let tensor_name = format!("{name}_as_tensor");
+    match node.get_attr_opt::<&tract_onnx::pb::TensorProto>(&tensor_name)? {
+        Some(t) => Ok(Some(
+            inline_numbers(node, &tensor_name, t)?
+                .into_iter()
+                .map(|v| v as f32)
+                .collect(),
+        )),
+        None => Ok(None),
+    }
+}
+
 fn attributes(node: &NodeProto, prefix: &str) -> TractResult<Attributes> {
     let ints = |name: &str| -> TractResult<Vec<i64>> {
         Ok(node.get_attr_opt_vec::<i64>(name)?.unwrap_or_default())
     };
-    let values = match node.get_attr_opt_vec::<f32>("nodes_values")? {
+    let values = match numbers(node, "nodes_values")? {
         Some(v) => v,
         None => bail!(
-            "{}: nodes_values is missing (thresholds given only as a tensor are not supported)",
+            "{}: the thresholds are missing (nodes_values or nodes_values_as_tensor)",
             named(node)
         ),
     };
-    let weights = match node.get_attr_opt_vec::<f32>(&format!("{prefix}_weights"))? {
+    let weights = match numbers(node, &format!("{prefix}_weights"))? {
         Some(v) => v,
-        None => bail!("{}: {prefix}_weights is missing", named(node)),
+        None => bail!(
+            "{}: {prefix}_weights (or {prefix}_weights_as_tensor) is missing",
+            named(node)
+        ),
     };
     let modes = node
         .get_attr_opt_vec::<String>("nodes_modes")?
@@ -95,8 +166,7 @@ pub fn regressor(
 }
 
 fn base_values(node: &NodeProto) -> TractResult<Vec<f64>> {
-    Ok(node
-        .get_attr_opt_vec::<f32>("base_values")?
+    Ok(numbers(node, "base_values")?
         .unwrap_or_default()
         .into_iter()
         .map(f64::from)
