@@ -52,6 +52,7 @@ fn check_output(op: &str, rows: usize, columns: usize) -> TractResult<()> {
 pub fn register(register: &mut OnnxOpRegister) {
     register.insert("TreeEnsembleClassifier", tree::classifier);
     register.insert("TreeEnsembleRegressor", tree::regressor);
+    register.insert("TreeEnsemble", tree::tree_ensemble);
     register.insert("LinearClassifier", linear::classifier);
     register.insert("ArrayFeatureExtractor", array::array_feature_extractor);
     register.insert("SVMClassifier", svm::classifier);

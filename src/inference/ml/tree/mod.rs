@@ -11,7 +11,7 @@ mod eval;
 mod layout;
 mod ops;
 
-pub use ops::{classifier, regressor, Classifier, Regressor};
+pub use ops::{classifier, regressor, tree_ensemble, Classifier, Regressor};
 
 /// How a node compares its feature with its threshold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +37,18 @@ impl Mode {
             "LEAF" => return Some(None),
             _ => return None,
         }))
+    }
+
+    /// Opset 5's numbering (0 `BRANCH_LEQ` … 5 `BRANCH_NEQ`), which is this enum's.
+    fn from_code(code: u8) -> Mode {
+        match code {
+            0 => Mode::Leq,
+            1 => Mode::Lt,
+            2 => Mode::Gte,
+            3 => Mode::Gt,
+            4 => Mode::Eq,
+            _ => Mode::Neq,
+        }
     }
 
     /// True when the row goes to the node's true branch.

@@ -126,6 +126,210 @@ fn attributes(node: &NodeProto, prefix: &str) -> TractResult<Attributes> {
     })
 }
 
+/// The small integers of a `uint8` tensor attribute held in the file (`raw_data` or
+/// `int32_data`), such as opset 5's `nodes_modes`.
+fn inline_small_ints(node: &NodeProto, name: &str) -> TractResult<Vec<u8>> {
+    const UINT8: i32 = 2;
+    let Some(t) = node.get_attr_opt::<&tract_onnx::pb::TensorProto>(name)? else {
+        bail!("{}: {name} is missing", named(node));
+    };
+    if !t.external_data.is_empty() || t.data_location == Some(1) {
+        bail!(
+            "{}: {name} keeps its data in another file, which Plinth does not read",
+            named(node)
+        );
+    }
+    ensure!(
+        t.data_type == UINT8,
+        "{}: {name} must be a uint8 tensor",
+        named(node)
+    );
+    if !t.raw_data.is_empty() {
+        return Ok(t.raw_data.clone());
+    }
+    t.int32_data
+        .iter()
+        .map(|v| {
+            u8::try_from(*v)
+                .map_err(|_| format_err!("{}: {name} holds {v}, not a uint8", named(node)))
+        })
+        .collect()
+}
+
+/// `TreeEnsemble` (ai.onnx.ml opset 5, what current converters emit): its split nodes and
+/// separate leaves are laid out again as opset 3's per-tree nodes, then built and served as a
+/// `TreeEnsembleRegressor` (the same checks, caps and kernels). `BRANCH_MEMBER` splits are
+/// refused, naming the operator and mode.
+pub fn tree_ensemble(
+    _ctx: &ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let ints = |name: &str| -> TractResult<Vec<i64>> {
+        Ok(node.get_attr_opt_vec::<i64>(name)?.unwrap_or_default())
+    };
+    let max_targets = crate::inference::ml::caps::MAX_CLASSES as i64;
+    let n_targets: i64 = node
+        .get_attr_opt("n_targets")?
+        .ok_or_else(|| format_err!("{}: n_targets is missing", named(node)))?;
+    ensure!(
+        (1..=max_targets).contains(&n_targets),
+        "{}: n_targets must be between 1 and {max_targets}, not {n_targets}",
+        named(node)
+    );
+    let aggregate = match node.get_attr_opt::<i64>("aggregate_function")?.unwrap_or(1) {
+        0 => Aggregate::Average,
+        1 => Aggregate::Sum,
+        2 => Aggregate::Min,
+        3 => Aggregate::Max,
+        other => bail!("{}: unknown aggregate_function {other}", named(node)),
+    };
+    let post_transform = match node.get_attr_opt::<i64>("post_transform")?.unwrap_or(0) {
+        0 => PostTransform::None,
+        1 => PostTransform::Softmax,
+        2 => PostTransform::Logistic,
+        3 => PostTransform::SoftmaxZero,
+        4 => PostTransform::Probit,
+        other => bail!("{}: unknown post_transform {other}", named(node)),
+    };
+    let roots = ints("tree_roots")?;
+    let features = ints("nodes_featureids")?;
+    let (true_ids, true_leaf) = (ints("nodes_truenodeids")?, ints("nodes_trueleafs")?);
+    let (false_ids, false_leaf) = (ints("nodes_falsenodeids")?, ints("nodes_falseleafs")?);
+    let missing = ints("nodes_missing_value_tracks_true")?;
+    let leaf_targets = ints("leaf_targetids")?;
+    let splits = match node.get_attr_opt::<&tract_onnx::pb::TensorProto>("nodes_splits")? {
+        Some(t) => inline_numbers(node, "nodes_splits", t)?,
+        None => bail!("{}: nodes_splits is missing", named(node)),
+    };
+    let leaf_weights = match node.get_attr_opt::<&tract_onnx::pb::TensorProto>("leaf_weights")? {
+        Some(t) => inline_numbers(node, "leaf_weights", t)?,
+        None => bail!("{}: leaf_weights is missing", named(node)),
+    };
+    let modes = inline_small_ints(node, "nodes_modes")?;
+    let n = features.len();
+    ensure!(
+        [
+            true_ids.len(),
+            true_leaf.len(),
+            false_ids.len(),
+            false_leaf.len(),
+            splits.len(),
+            modes.len()
+        ]
+        .iter()
+        .all(|l| *l == n)
+            && (missing.is_empty() || missing.len() == n),
+        "{}: the nodes_* attributes must all have one entry per node ({n})",
+        named(node)
+    );
+    ensure!(
+        leaf_targets.len() == leaf_weights.len(),
+        "{}: leaf_targetids and leaf_weights differ in length",
+        named(node)
+    );
+    let cap = crate::inference::ml::caps::MAX_TREE_NODES;
+    ensure!(
+        n + leaf_weights.len() <= cap && roots.len() <= cap,
+        "{}: more than {cap} nodes",
+        named(node)
+    );
+    let mut a = Attributes {
+        tree_ids: Vec::new(),
+        node_ids: Vec::new(),
+        feature_ids: Vec::new(),
+        modes: Vec::new(),
+        values: Vec::new(),
+        true_ids: Vec::new(),
+        false_ids: Vec::new(),
+        missing_true: Vec::new(),
+        weight_tree_ids: Vec::new(),
+        weight_node_ids: Vec::new(),
+        weight_targets: Vec::new(),
+        weights: Vec::new(),
+    };
+    let index = |v: i64, len: usize, what: &str| -> TractResult<usize> {
+        usize::try_from(v)
+            .ok()
+            .filter(|i| *i < len)
+            .ok_or_else(|| format_err!("{}: {what} {v} does not exist", named(node)))
+    };
+    // A node of a tree being laid out: a split (its index) or a leaf (its index).
+    enum Place {
+        Split(usize),
+        Leaf(usize),
+    }
+    // Which tree last reached each split node (one array for all trees: a tree that reaches a
+    // node twice has a cycle or shares a subtree, and is refused).
+    let mut reached_by = vec![usize::MAX; n];
+    for (tree_index, root) in roots.iter().enumerate() {
+        let tree = tree_index as i64;
+        let mut queue =
+            std::collections::VecDeque::from([Place::Split(index(*root, n, "root node")?)]);
+        let mut next_id = 1i64;
+        let mut id = 0i64;
+        while let Some(place) = queue.pop_front() {
+            ensure!(
+                a.node_ids.len() < cap,
+                "{}: the trees unfold to more than {cap} nodes",
+                named(node)
+            );
+            a.tree_ids.push(tree);
+            a.node_ids.push(id);
+            match place {
+                Place::Split(i) => {
+                    ensure!(
+                        reached_by[i] != tree_index,
+                        "{}: tree {tree} reaches node {i} twice",
+                        named(node)
+                    );
+                    reached_by[i] = tree_index;
+                    let mode = match modes[i] {
+                        m @ 0..=5 => Mode::from_code(m),
+                        6 => bail!("{}: BRANCH_MEMBER splits are not supported", named(node)),
+                        other => bail!("{}: unknown node mode {other}", named(node)),
+                    };
+                    a.feature_ids.push(features[i]);
+                    a.modes.push(Some(mode));
+                    a.values.push(splits[i] as f32);
+                    a.missing_true.push(missing.get(i).is_some_and(|m| *m != 0));
+                    for (child, is_leaf, ids) in [
+                        (true_ids[i], true_leaf[i], &mut a.true_ids),
+                        (false_ids[i], false_leaf[i], &mut a.false_ids),
+                    ] {
+                        ids.push(next_id);
+                        next_id += 1;
+                        queue.push_back(if is_leaf != 0 {
+                            Place::Leaf(index(child, leaf_weights.len(), "leaf")?)
+                        } else {
+                            Place::Split(index(child, n, "node")?)
+                        });
+                    }
+                }
+                Place::Leaf(l) => {
+                    a.feature_ids.push(0);
+                    a.modes.push(None);
+                    a.values.push(0.0);
+                    a.missing_true.push(false);
+                    a.true_ids.push(0);
+                    a.false_ids.push(0);
+                    a.weight_tree_ids.push(tree);
+                    a.weight_node_ids.push(id);
+                    a.weight_targets.push(leaf_targets[l]);
+                    a.weights.push(leaf_weights[l] as f32);
+                }
+            }
+            id += 1;
+        }
+    }
+    let ensemble = Ensemble::build(&a, n_targets as usize, aggregate)
+        .map_err(|e| format_err!("{}: {e}", named(node)))?;
+    built(Regressor {
+        ensemble,
+        base_values: Vec::new(),
+        post_transform,
+    })
+}
+
 /// `TreeEnsembleRegressor`.
 #[derive(Debug)]
 pub struct Regressor {
