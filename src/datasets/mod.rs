@@ -291,10 +291,20 @@ pub struct Described {
 /// Reads, checks and profiles a data set file (blocking).
 pub fn describe(path: &Path, format: Format, key: Option<&str>) -> Result<Described, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("The file cannot be read: {e}."))?;
+    describe_read(&bytes, path, format, key)
+}
+
+/// [`describe`] of a file whose bytes were read already (`bytes`, the contents of `path`).
+fn describe_read(
+    bytes: &[u8],
+    path: &Path,
+    format: Format,
+    key: Option<&str>,
+) -> Result<Described, String> {
     if bytes.is_empty() {
         return Err("The file is empty.".into());
     }
-    let sha256 = crate::registry::artifacts::sha256_hex(&bytes);
+    let sha256 = crate::registry::artifacts::sha256_hex(bytes);
     let table = read(path, format)?;
     if let Some(key) = key {
         table.check_key(key, format)?;
@@ -367,14 +377,17 @@ pub async fn add(
         ));
     }
     let (owned, format, key_owned) = (path.to_path_buf(), adding.format, key.map(str::to_string));
-    let described =
-        tokio::task::spawn_blocking(move || describe(&owned, format, key_owned.as_deref()))
-            .await
-            .map_err(|e| AddError::Invalid(format!("The file could not be read: {e}")))?
-            .map_err(AddError::Invalid)?;
+    // The file is read once: its bytes are hashed, profiled and (for an upload) stored.
+    let (described, bytes) = tokio::task::spawn_blocking(move || {
+        let bytes = std::fs::read(&owned).map_err(|e| format!("The file cannot be read: {e}."))?;
+        let described = describe_read(&bytes, &owned, format, key_owned.as_deref())?;
+        Ok::<_, String>((described, bytes))
+    })
+    .await
+    .map_err(|e| AddError::Invalid(format!("The file could not be read: {e}")))?
+    .map_err(AddError::Invalid)?;
     let (location_kind, location) = match adding.location {
         Location::Uploaded => {
-            let bytes = tokio::fs::read(path).await?;
             artifacts.put(&bytes).await?;
             ("artifact", described.sha256.clone())
         }

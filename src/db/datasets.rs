@@ -268,6 +268,33 @@ pub async fn links_of_dataset(pool: &PgPool, dataset_id: i64) -> sqlx::Result<Ve
     .await
 }
 
+/// A data set version as people name it: `name@N`, or `name` for its latest. (A suffix that is
+/// not a number stays part of the name, which then matches no data set.)
+pub fn parse_spec(spec: &str) -> (&str, Option<i32>) {
+    let spec = spec.trim();
+    match spec.rsplit_once('@') {
+        Some((name, v)) => match v.parse::<i32>() {
+            Ok(v) => (name, Some(v)),
+            Err(_) => (spec, None),
+        },
+        None => (spec, None),
+    }
+}
+
+/// The roles a link can have.
+pub const ROLES: [&str; 2] = ["training", "evaluation"];
+
+/// Checks a link's role; the message names the ones there are.
+pub fn check_role(role: &str) -> Result<(), String> {
+    if ROLES.contains(&role) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{role:?} is not a role; use training or evaluation."
+        ))
+    }
+}
+
 /// Links a new version to what its card's `[training]` names: the data set version with its
 /// `data_sha256`, else `dataset` (as `name` for the latest version, or `name@N`), and
 /// `evaluation_dataset` likewise. Names that are not registered stay text in the card.
@@ -276,28 +303,22 @@ pub async fn link_lineage(
     version_id: i64,
     training: &crate::registry::card::Training,
 ) -> sqlx::Result<()> {
-    let by_name = |spec: &str| -> (String, Option<i32>) {
-        match spec.trim().rsplit_once('@') {
-            Some((name, v)) if v.parse::<i32>().is_ok() => (name.to_string(), v.parse().ok()),
-            _ => (spec.trim().to_string(), None),
-        }
-    };
     let mut found = None;
     if let Some(sha) = &training.data_sha256 {
         found = by_sha(&mut **tx, &sha.to_ascii_lowercase()).await?;
     }
     if found.is_none() {
         if let Some(spec) = &training.dataset {
-            let (name, v) = by_name(spec);
-            found = version(&mut **tx, &name, v).await?;
+            let (name, v) = parse_spec(spec);
+            found = version(&mut **tx, name, v).await?;
         }
     }
     if let Some(dv) = found {
         link(&mut **tx, version_id, dv.id, "training").await?;
     }
     if let Some(spec) = &training.evaluation_dataset {
-        let (name, v) = by_name(spec);
-        if let Some(dv) = version(&mut **tx, &name, v).await? {
+        let (name, v) = parse_spec(spec);
+        if let Some(dv) = version(&mut **tx, name, v).await? {
             link(&mut **tx, version_id, dv.id, "evaluation").await?;
         }
     }

@@ -487,11 +487,7 @@ pub async fn link_dataset(
     let (name, number) = path.into_inner();
     let r: LinkRequest = json_body(&req, &body)?;
     let role = r.role.as_deref().unwrap_or("training");
-    if role != "training" && role != "evaluation" {
-        return Err(AppError::Unprocessable(format!(
-            "{role:?} is not a role; use training or evaluation."
-        )));
-    }
+    crate::db::datasets::check_role(role).map_err(AppError::Unprocessable)?;
     let (_, v) = crate::db::models::by_number(&state.pool, &name, number)
         .await?
         .ok_or_else(|| {

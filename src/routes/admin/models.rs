@@ -531,13 +531,7 @@ pub(super) async fn dataset_version(
     state: &AppState,
     spec: &str,
 ) -> Result<Option<db::datasets::DatasetVersionRow>, AppError> {
-    let (name, version) = match spec.rsplit_once('@') {
-        Some((n, v)) => match v.parse::<i32>() {
-            Ok(v) => (n, Some(v)),
-            Err(_) => return Ok(None),
-        },
-        None => (spec, None),
-    };
+    let (name, version) = db::datasets::parse_spec(spec);
     Ok(db::datasets::version(&state.pool, name, version).await?)
 }
 
@@ -563,11 +557,7 @@ pub async fn link_dataset(
                 model.name
             )));
         };
-        if role != "training" && role != "evaluation" {
-            return Err(ImportError::Invalid(
-                "Choose training or evaluation as the role.".into(),
-            ));
-        }
+        db::datasets::check_role(&role).map_err(ImportError::Invalid)?;
         let Some(dv) = dataset_version(&state, &spec)
             .await
             .map_err(|e| ImportError::Invalid(e.to_string()))?

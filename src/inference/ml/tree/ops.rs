@@ -10,6 +10,18 @@ use crate::inference::ml::{
     built, f32_matrix, matrix_f32, named, Dims, Kernel, Labels, Output, PostTransform,
 };
 
+/// Refuses a tensor attribute whose data lives in another file: a model file does not get to
+/// make Plinth read other files.
+fn check_inline(node: &NodeProto, name: &str, t: &tract_onnx::pb::TensorProto) -> TractResult<()> {
+    if !t.external_data.is_empty() || t.data_location == Some(1) {
+        bail!(
+            "{}: {name} keeps its data in another file, which Plinth does not read",
+            named(node)
+        );
+    }
+    Ok(())
+}
+
 /// The numbers of a tensor attribute held in the file itself (`float_data`, `double_data` or
 /// `raw_data`). A tensor whose data lives in another file is refused: a model file does not get
 /// to make Plinth read other files.
@@ -20,12 +32,7 @@ fn inline_numbers(
 ) -> TractResult<Vec<f64>> {
     const FLOAT: i32 = 1;
     const DOUBLE: i32 = 11;
-    if !t.external_data.is_empty() || t.data_location == Some(1) {
-        bail!(
-            "{}: {name} keeps its data in another file, which Plinth does not read",
-            named(node)
-        );
-    }
+    check_inline(node, name, t)?;
     let elements: usize = t
         .dims
         .iter()
@@ -133,12 +140,7 @@ fn inline_small_ints(node: &NodeProto, name: &str) -> TractResult<Vec<u8>> {
     let Some(t) = node.get_attr_opt::<&tract_onnx::pb::TensorProto>(name)? else {
         bail!("{}: {name} is missing", named(node));
     };
-    if !t.external_data.is_empty() || t.data_location == Some(1) {
-        bail!(
-            "{}: {name} keeps its data in another file, which Plinth does not read",
-            named(node)
-        );
-    }
+    check_inline(node, name, t)?;
     ensure!(
         t.data_type == UINT8,
         "{}: {name} must be a uint8 tensor",
