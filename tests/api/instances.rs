@@ -185,13 +185,23 @@ impl Weed {
         };
         std::fs::create_dir_all(dir).unwrap();
         weed.run().await;
-        // Anonymous access (no identities configured): a plain PUT makes the bucket.
-        let res = reqwest::Client::new()
-            .put(format!("{}/{}", weed.endpoint(), Weed::BUCKET))
-            .send()
-            .await
-            .expect("the bucket request is answered");
-        assert!(res.status().is_success(), "bucket: {}", res.status());
+        // Anonymous access (no identities configured): a plain PUT makes the bucket. The S3
+        // gateway answers before its filer is ready (404 then, for a while): asked again until
+        // it takes the bucket.
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let res = client
+                .put(format!("{}/{}", weed.endpoint(), Weed::BUCKET))
+                .send()
+                .await
+                .expect("the bucket request is answered");
+            if res.status().is_success() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "bucket: {}", res.status());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         weed
     }
 
