@@ -94,6 +94,9 @@ pub async fn predict(
                     .iter()
                     .zip(&card.features)
                     .map(|(v, f)| {
+                        if v.is_null() && f.allows_missing() {
+                            return Ok(f64::NAN);
+                        }
                         let x = v.as_f64().ok_or_else(|| {
                             format!("instance {i}: {}: expected a number, got {v}", f.name)
                         })?;

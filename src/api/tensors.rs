@@ -8,6 +8,7 @@
 use serde_json::{Map, Value};
 
 use crate::inference::{shape_text, DType, NamedTensor, Signature, TensorData, TensorSpec};
+use crate::registry::card::{Card, Feature};
 
 /// Why a request's tensors were refused; the message names the input and the field.
 #[derive(Debug, PartialEq, Eq)]
@@ -209,9 +210,9 @@ fn read_data(
         }
         (None, None) => return Err(bad(format!("input {}: no data", input.name))),
     };
-    if !data.all_finite() {
+    if !data.none_infinite() {
         return Err(bad(format!(
-            "input {}: NaN or infinity is not a valid input",
+            "input {}: infinity is not a valid input",
             input.name
         )));
     }
@@ -310,6 +311,41 @@ fn from_binary(
 }
 
 /// Converts JSON values to `dtype`, naming the first that does not fit.
+fn float_or_missing(v: &Value) -> Option<f64> {
+    v.as_f64().or_else(|| v.is_null().then_some(f64::NAN))
+}
+
+/// Refuses NaN (a missing value, from binary data or a JSON null) wherever the card does not
+/// allow the feature to be missing; the message names the feature and the row. `tensors` are in
+/// signature order, as `decode_inputs` returns them.
+pub fn check_missing(
+    card: &Card,
+    signature: &Signature,
+    tensors: &[NamedTensor],
+) -> Result<(), DecodeError> {
+    let mut offset = 0;
+    for (spec, t) in signature.inputs.iter().zip(tensors) {
+        let width = spec.row_width().max(1);
+        let feature = |i: usize| card.features.get(offset + i % width);
+        if let Some(i) = t
+            .data
+            .first_nan(|i| feature(i).is_some_and(Feature::allows_missing))
+        {
+            let what = feature(i).map_or_else(
+                || format!("column {}", i % width),
+                |f| format!("feature {}", f.name),
+            );
+            return Err(bad(format!(
+                "input {}: row {}: a missing value (NaN or null) for {what}, which the model needs",
+                spec.name,
+                i / width
+            )));
+        }
+        offset += width;
+    }
+    Ok(())
+}
+
 fn from_json(name: &str, dtype: DType, values: &[&Value]) -> Result<TensorData, DecodeError> {
     let wrong = |v: &Value| {
         bad(format!(
@@ -328,8 +364,13 @@ fn from_json(name: &str, dtype: DType, values: &[&Value]) -> Result<TensorData, 
             .collect()
     }
     Ok(match dtype {
-        DType::F32 => TensorData::F32(all(values, |v| v.as_f64().map(|x| x as f32), wrong)?),
-        DType::F64 => TensorData::F64(all(values, Value::as_f64, wrong)?),
+        // JSON has no NaN: null stands for a missing value (checked against the card later).
+        DType::F32 => TensorData::F32(all(
+            values,
+            |v| float_or_missing(v).map(|x| x as f32),
+            wrong,
+        )?),
+        DType::F64 => TensorData::F64(all(values, float_or_missing, wrong)?),
         DType::I64 => TensorData::I64(all(values, Value::as_i64, wrong)?),
         DType::I32 => TensorData::I32(all(
             values,
@@ -356,6 +397,7 @@ pub fn fuzz_signatures() -> [Signature; 2] {
         outputs: vec![],
         labels: None,
         categories: Default::default(),
+        missing: Default::default(),
     };
     [one("X", DType::F32, 4), one("city", DType::String, 1)]
 }

@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
 use super::check_rows;
-use super::tensors::{decode_inputs, DecodeError, InputRef, Limits};
+use super::tensors::{check_missing, decode_inputs, DecodeError, InputRef, Limits};
 use super::v1::ErrorBody;
 use crate::auth::InferenceCaller;
 use crate::db;
@@ -301,6 +301,10 @@ fn read_inputs(
         binary,
         limits,
     )
+    .and_then(|(tensors, n)| {
+        check_missing(&served.card, &served.loaded.signature, &tensors)?;
+        Ok((tensors, n))
+    })
     .map_err(|e| match e {
         DecodeError::Invalid(m) => AppError::BadRequest(m),
         DecodeError::TooLarge(m) => AppError::PayloadTooLarge(m),

@@ -370,6 +370,7 @@ fn check_record(
         let text = std::str::from_utf8(raw).map(str::trim);
         let value = match text {
             Err(_) => Err("Enter a number.".to_string()),
+            Ok("") if f.allows_missing() => Ok(f64::NAN),
             Ok("") => Err("This field is required.".to_string()),
             Ok(t) => parse_value(f, t),
         };

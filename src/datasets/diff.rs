@@ -83,6 +83,7 @@ pub fn shift(column: &str, kind: Kind, a: &[&str], b: &[&str]) -> Option<Shift> 
             step: None,
             choices: (kind == Kind::Text).then(|| choices.clone()),
             help: None,
+            missing: Default::default(),
         }],
         ..Card::default()
     };

@@ -130,6 +130,7 @@ fn load_unguarded(bytes: &[u8]) -> Result<LoadedModel, LoadError> {
     }
     let labels = ml::zipmap::unzip(&mut proto);
     let categories = ml::zipmap::categories(&proto);
+    let missing = ml::zipmap::missing_columns(&proto);
     if let Some((op, domain)) = unsupported_operator(&onnx, &proto) {
         return Err(LoadError::UnsupportedOperator { op, domain });
     }
@@ -240,6 +241,7 @@ fn load_unguarded(bytes: &[u8]) -> Result<LoadedModel, LoadError> {
             outputs,
             labels,
             categories,
+            missing,
         },
         metadata,
         plan,

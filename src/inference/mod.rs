@@ -57,6 +57,10 @@ pub struct Signature {
     /// For text inputs, the categories the model's encoder knows (input name → values).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub categories: BTreeMap<String, Vec<String>>,
+    /// For float inputs, the columns the graph itself handles when missing (input name →
+    /// columns): see `ml::zipmap::missing_columns`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub missing: BTreeMap<String, Vec<usize>>,
 }
 
 /// Why a file could not become a model.

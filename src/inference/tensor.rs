@@ -95,11 +95,28 @@ impl TensorData {
         self.len() == 0
     }
 
-    pub fn all_finite(&self) -> bool {
+    /// True when no value is infinite. NaN is a missing value: the doors let it through only
+    /// for the features a card allows to be missing.
+    pub fn none_infinite(&self) -> bool {
         match self {
-            TensorData::F32(v) => v.iter().all(|x| x.is_finite()),
-            TensorData::F64(v) => v.iter().all(|x| x.is_finite()),
+            TensorData::F32(v) => !v.iter().any(|x| x.is_infinite()),
+            TensorData::F64(v) => !v.iter().any(|x| x.is_infinite()),
             _ => true,
+        }
+    }
+
+    /// The position of the first NaN that `allowed` refuses (by position), for float data.
+    pub fn first_nan(&self, mut allowed: impl FnMut(usize) -> bool) -> Option<usize> {
+        match self {
+            TensorData::F32(v) => v
+                .iter()
+                .enumerate()
+                .position(|(i, x)| x.is_nan() && !allowed(i)),
+            TensorData::F64(v) => v
+                .iter()
+                .enumerate()
+                .position(|(i, x)| x.is_nan() && !allowed(i)),
+            _ => None,
         }
     }
 

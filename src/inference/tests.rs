@@ -95,14 +95,14 @@ fn too_few_columns_are_refused_before_tract() {
 }
 
 #[test]
-fn nan_and_wrong_types_are_refused() {
+fn infinity_and_wrong_types_are_refused() {
     let m = model("iris");
-    let nan = m.run(vec![NamedTensor {
+    let inf = m.run(vec![NamedTensor {
         name: "X".into(),
         shape: vec![1, 4],
-        data: TensorData::F32(vec![1.0, f32::NAN, 3.0, 1.0]),
+        data: TensorData::F32(vec![1.0, f32::INFINITY, 3.0, 1.0]),
     }]);
-    assert!(nan.unwrap_err().to_string().contains("NaN"));
+    assert!(inf.unwrap_err().to_string().contains("infinity"));
     let ints = m.run(vec![NamedTensor {
         name: "X".into(),
         shape: vec![1, 4],

@@ -44,14 +44,74 @@ fn frequencies(values: &[f64]) -> BTreeMap<String, f64> {
 }
 
 fn stats_key(v: f64) -> String {
-    crate::registry::card::fmt_num(v)
+    if v.is_nan() {
+        MISSING.to_string()
+    } else {
+        crate::registry::card::fmt_num(v)
+    }
+}
+
+/// The category a missing value counts as, and the name of a numeric histogram's extra bar.
+pub const MISSING: &str = "missing";
+
+/// The values present and how many are missing (NaN).
+fn present(values: &[f64]) -> (Vec<f64>, usize) {
+    let kept: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
+    let missing = values.len() - kept.len();
+    (kept, missing)
+}
+
+/// The share of missing values compared, as a category of its own: chi-squared over
+/// (missing, present) for small references (a reference without missing values against a
+/// window with some is drift, as an unseen category is), the change in share (≥ 0.1)
+/// otherwise. Returns the shares, the words for the method and whether it drifted.
+fn missing_share(
+    r_missing: usize,
+    r_n: usize,
+    c_missing: usize,
+    c_n: usize,
+    small: bool,
+) -> ((f64, f64), String, bool) {
+    let (rs, cs) = (
+        r_missing as f64 / r_n.max(1) as f64,
+        c_missing as f64 / c_n.max(1) as f64,
+    );
+    if small {
+        let n = c_n as f64;
+        let observed = [c_missing as f64, n - c_missing as f64];
+        let expected = [rs * n, (1.0 - rs) * n];
+        let unseen = observed
+            .iter()
+            .zip(&expected)
+            .any(|(o, e)| *e == 0.0 && *o > 0.0);
+        let p = if unseen {
+            0.0
+        } else {
+            stats::chisquare(&observed, &expected).p_value
+        };
+        (
+            (rs, cs),
+            format!(
+                "missing share chi-squared p = {}",
+                crate::registry::card::fmt_num((p * 1e4).round() / 1e4)
+            ),
+            p < 0.05,
+        )
+    } else {
+        let d = (cs - rs).abs();
+        (
+            (rs, cs),
+            format!("missing share {:.1}% → {:.1}%", rs * 100.0, cs * 100.0),
+            d >= 0.1,
+        )
+    }
 }
 
 /// One feature compared.
 #[derive(Clone, Debug)]
 pub struct FeatureDrift {
     pub feature: String,
-    pub method: &'static str,
+    pub method: std::borrow::Cow<'static, str>,
     pub statistic: f64,
     pub p_value: Option<f64>,
     pub threshold: f64,
@@ -69,14 +129,25 @@ pub fn compare(
 ) -> Vec<FeatureDrift> {
     let mut out = Vec::new();
     for f in &card.features {
-        let (Some(r), Some(c)) = (reference.get(&f.name), current.get(&f.name)) else {
+        let (Some(r_all), Some(c_all)) = (reference.get(&f.name), current.get(&f.name)) else {
             continue;
         };
-        if r.is_empty() || c.is_empty() {
+        if r_all.is_empty() || c_all.is_empty() {
             continue;
         }
-        let small = r.len() <= SMALL_REFERENCE;
-        let result = if categorical(f.kind, r) {
+        let small = r_all.len() <= SMALL_REFERENCE;
+        let (r_present, r_missing) = present(r_all);
+        let (c_present, c_missing) = present(c_all);
+        let any_missing = r_missing + c_missing > 0;
+        // Categories count a missing value as a category of its own.
+        let is_categorical =
+            categorical(f.kind, &r_present) || r_present.is_empty() || c_present.is_empty();
+        let (r, c) = if is_categorical {
+            (r_all.as_slice(), c_all.as_slice())
+        } else {
+            (r_present.as_slice(), c_present.as_slice())
+        };
+        let mut result = if is_categorical {
             let (rf, cf) = (frequencies(r), frequencies(c));
             let keys: Vec<String> = rf
                 .keys()
@@ -109,7 +180,7 @@ pub fn compare(
                 let p = if unseen { 0.0 } else { t.p_value };
                 FeatureDrift {
                     feature: f.name.clone(),
-                    method: "chi-squared",
+                    method: "chi-squared".into(),
                     statistic: t.statistic,
                     p_value: Some(p),
                     threshold: 0.05,
@@ -126,7 +197,7 @@ pub fn compare(
                 let d = stats::jensen_shannon(&fill(&ref_shares), &fill(&cur_shares));
                 FeatureDrift {
                     feature: f.name.clone(),
-                    method: "Jensen-Shannon",
+                    method: "Jensen-Shannon".into(),
                     statistic: d,
                     p_value: None,
                     threshold: 0.1,
@@ -152,7 +223,7 @@ pub fn compare(
                 let t = stats::ks_2samp(r, c);
                 FeatureDrift {
                     feature: f.name.clone(),
-                    method: "Kolmogorov-Smirnov",
+                    method: "Kolmogorov-Smirnov".into(),
                     statistic: t.statistic,
                     p_value: Some(t.p_value),
                     threshold: 0.05,
@@ -169,7 +240,7 @@ pub fn compare(
                 };
                 FeatureDrift {
                     feature: f.name.clone(),
-                    method: "Wasserstein (normed)",
+                    method: "Wasserstein (normed)".into(),
                     statistic: w,
                     p_value: None,
                     threshold: 0.1,
@@ -179,6 +250,22 @@ pub fn compare(
                 }
             }
         };
+        if any_missing && !is_categorical {
+            // Numbers compared where present, and the share of missing values beside them: the
+            // bars are shares of all rows, the missing ones an extra bar.
+            let ((rs, cs), words, drifted) =
+                missing_share(r_missing, r_all.len(), c_missing, c_all.len(), small);
+            for (key, keep) in [("reference", 1.0 - rs), ("current", 1.0 - cs)] {
+                if let Some(bars) = result.histogram[key].as_array_mut() {
+                    for b in bars.iter_mut() {
+                        *b = json!(b.as_f64().unwrap_or(0.0) * keep);
+                    }
+                }
+            }
+            result.histogram["missing"] = json!([rs, cs]);
+            result.method = format!("{} + {words}", result.method).into();
+            result.drifted |= drifted;
+        }
         out.push(result);
     }
     out
@@ -197,6 +284,8 @@ pub fn current_columns(card: &Card, inputs: &[Value]) -> BTreeMap<String, Vec<f6
             let value = match row.get(&f.name) {
                 // A category given as its text (the values of text inputs) counts as its choice.
                 Some(Value::String(text)) => f.choice_index(text).map(|i| i as f64),
+                // A missing value (stored as NaN, read back as null).
+                Some(Value::Null) if f.allows_missing() => Some(f64::NAN),
                 Some(v) => v.as_f64(),
                 None => None,
             };
@@ -232,6 +321,59 @@ mod tests {
             ],
         );
         assert_eq!(current["city"], vec![0.0, 1.0]);
+    }
+
+    /// Missing values count as a category of their own: the same numbers with a third of them
+    /// missing drift on the missing share alone; the same share on both sides does not.
+    #[test]
+    fn the_share_of_missing_values_is_compared_beside_the_numbers() {
+        let mut card = card();
+        card.features[0].missing = crate::registry::card::Missing::Allowed;
+        let name = card.features[0].name.clone();
+        let mut csv = format!("{name},note\n");
+        for i in 0..300 {
+            if i % 10 == 0 {
+                csv.push_str(",gap\n");
+            } else {
+                csv.push_str(&format!("{},-\n", 4.0 + (i % 37) as f64 / 10.0));
+            }
+        }
+        let reference = reference_columns(csv.as_bytes(), &card);
+        assert_eq!(reference[&name].iter().filter(|v| v.is_nan()).count(), 30);
+        let window = |every: usize| -> Vec<Value> {
+            (0..300)
+                .map(|i| {
+                    if i % every == 0 {
+                        json!({ name.as_str(): null })
+                    } else {
+                        json!({ name.as_str(): 4.0 + (i % 37) as f64 / 10.0 })
+                    }
+                })
+                .collect()
+        };
+        let same = compare(&card, &reference, &current_columns(&card, &window(10)));
+        let moved = compare(&card, &reference, &current_columns(&card, &window(3)));
+        assert!(!same[0].drifted, "{:?}", same[0]);
+        assert!(moved[0].drifted, "{:?}", moved[0]);
+        assert!(
+            moved[0].method.contains("missing share"),
+            "{}",
+            moved[0].method
+        );
+        let shares = moved[0].histogram["missing"].as_array().unwrap();
+        assert!((shares[0].as_f64().unwrap() - 0.1).abs() < 1e-9);
+        assert!((shares[1].as_f64().unwrap() - 100.0 / 300.0).abs() < 1e-9);
+        // The bars and the missing share make up every row.
+        let bars: f64 = moved[0].histogram["current"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .sum();
+        assert!((bars + shares[1].as_f64().unwrap() - 1.0).abs() < 1e-9);
+        // A feature that may not be missing skips a gap, as before.
+        let strict = current_columns(&self::card(), &window(3));
+        assert!(strict[&name].iter().all(|v| !v.is_nan()));
     }
 
     /// A deterministic pseudo-random stream (xorshift), so the windows are fixed.

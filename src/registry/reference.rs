@@ -79,7 +79,14 @@ pub fn columns(csv: &[u8], card: &Card) -> Columns {
                 .parse::<f64>()
                 .ok()
                 .or_else(|| f.choice_index(cell).map(|i| i as f64));
-            if let Some(v) = value.filter(|v| v.is_finite()) {
+            // A feature that may be missing keeps its gaps (empty or NaN) as NaN: drift
+            // compares their share.
+            let value = match value {
+                Some(v) if v.is_nan() && f.allows_missing() => Some(v),
+                None if cell.trim().is_empty() && f.allows_missing() => Some(f64::NAN),
+                other => other.filter(|v| v.is_finite()),
+            };
+            if let Some(v) = value {
                 columns.entry(f.name.clone()).or_default().push(v);
             }
         }

@@ -217,7 +217,12 @@ async fn bad_tensors_get_triton_style_errors(pool: PgPool) {
         (
             json!({"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [1e39, 2, 3, 4]}]}),
             400,
-            "NaN or infinity",
+            "infinity is not a valid input",
+        ),
+        (
+            json!({"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, null, 4]}]}),
+            400,
+            "a missing value (NaN or null) for feature petal_length",
         ),
         (json!({"nothing": true}), 400, "missing field `inputs`"),
     ];

@@ -33,6 +33,7 @@ mod jobs;
 mod layout;
 mod metrics;
 mod migrations;
+mod missing;
 mod models;
 mod ops;
 mod prediction_log;

@@ -67,7 +67,16 @@ pub fn row_from_json(card: &Card, value: &Value, index: Option<usize>) -> Result
     let mut row = Vec::with_capacity(card.features.len());
     for f in &card.features {
         let v = match map.get(&f.name) {
-            None | Some(Value::Null) => return Err(format!("{at}missing feature {:?}", f.name)),
+            // null is a missing value, for the features that may be missing; a feature left
+            // out is still an error (a misspelt name would otherwise pass as missing).
+            Some(Value::Null) if f.allows_missing() => f64::NAN,
+            Some(Value::Null) => {
+                return Err(format!(
+                    "{at}{}: null (missing) is not allowed for this feature; give a value",
+                    f.name
+                ))
+            }
+            None => return Err(format!("{at}missing feature {:?}", f.name)),
             Some(Value::Number(n)) => n
                 .as_f64()
                 .ok_or_else(|| format!("{at}{}: not a number", f.name))?,

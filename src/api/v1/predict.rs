@@ -17,7 +17,8 @@ use utoipa::ToSchema;
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PredictRequest {
-    /// `{"sepal_length": 5.1, …}` or `[{…}, {…}]`.
+    /// `{"sepal_length": 5.1, …}` or `[{…}, {…}]`. `null` is a missing value, for the
+    /// features whose card allows one (`missing = "allowed"`).
     #[schema(value_type = Object, example = json!({"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}))]
     pub inputs: Value,
 }

@@ -138,6 +138,90 @@ pub fn categories(model: &ModelProto) -> std::collections::BTreeMap<String, Vec<
     found
 }
 
+/// The columns of each float input that the model handles when missing (NaN), input name →
+/// columns: every column of an input that reaches an `Imputer` whose marker is NaN (through
+/// `Identity`, `Cast`, `Reshape`, `Flatten` and `Concat`, as scikit-learn's column pipelines
+/// join their columns), and the columns a tree ensemble reading the input itself (through the
+/// same nodes but `Concat`, which moves the columns) sends down a missing-value track. A card
+/// can say more.
+pub fn missing_columns(model: &ModelProto) -> std::collections::BTreeMap<String, Vec<usize>> {
+    const PASS_THROUGH: [&str; 5] = ["Identity", "Reshape", "Cast", "Flatten", "Concat"];
+    const DOUBLE: i32 = 11;
+    let mut found = std::collections::BTreeMap::new();
+    let Some(graph) = model.graph.as_ref() else {
+        return found;
+    };
+    for input in &graph.input {
+        let width = match input.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+            Some(Value::TensorType(t)) if t.elem_type == FLOAT || t.elem_type == DOUBLE => t
+                .shape
+                .as_ref()
+                .and_then(|s| s.dim.get(1))
+                .and_then(|d| match d.value {
+                    Some(dimension::Value::DimValue(v)) if v > 0 => Some(v as usize),
+                    _ => None,
+                }),
+            _ => None,
+        };
+        let Some(width) = width else { continue };
+        let mut columns = std::collections::BTreeSet::new();
+        // The tensors the input's columns reach, and whether they are still in their places.
+        let mut names: Vec<(String, bool)> = vec![(input.name.clone(), true)];
+        for _ in 0..8 {
+            let mut next = Vec::new();
+            for n in &graph.node {
+                // The data input of most operators is the first; Concat takes it anywhere.
+                let reached = names.iter().find(|(name, _)| {
+                    if n.op_type == "Concat" {
+                        n.input.contains(name)
+                    } else {
+                        n.input.first() == Some(name)
+                    }
+                });
+                let Some((_, in_place)) = reached else {
+                    continue;
+                };
+                let attr = |name: &str| n.attribute.iter().find(|a| a.name == name);
+                match n.op_type.as_str() {
+                    "Imputer" if attr("replaced_value_float").is_some_and(|a| a.f.is_nan()) => {
+                        columns.extend(0..width);
+                    }
+                    "TreeEnsembleRegressor" | "TreeEnsembleClassifier" | "TreeEnsemble"
+                        if *in_place =>
+                    {
+                        if let (Some(tracks), Some(features)) = (
+                            attr("nodes_missing_value_tracks_true"),
+                            attr("nodes_featureids"),
+                        ) {
+                            columns.extend(
+                                tracks
+                                    .ints
+                                    .iter()
+                                    .zip(&features.ints)
+                                    .filter(|(t, f)| **t != 0 && (0..width as i64).contains(*f))
+                                    .map(|(_, f)| *f as usize),
+                            );
+                        }
+                    }
+                    op if PASS_THROUGH.contains(&op) => {
+                        let kept = *in_place && op != "Concat";
+                        next.extend(n.output.iter().map(|o| (o.clone(), kept)));
+                    }
+                    _ => {}
+                }
+            }
+            if next.is_empty() || next.len() > 64 {
+                break;
+            }
+            names = next;
+        }
+        if !columns.is_empty() {
+            found.insert(input.name.clone(), columns.into_iter().collect());
+        }
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,6 +36,23 @@ pub enum FeatureKind {
     Image,
 }
 
+/// Whether a feature may arrive without a value (`missing = "allowed"` in the card): for models
+/// that handle gaps themselves (an `Imputer` on the column, trees with missing-value tracks).
+/// A missing value reaches the model as NaN.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Missing {
+    #[default]
+    Refused,
+    Allowed,
+}
+
+impl Missing {
+    fn is_refused(&self) -> bool {
+        *self == Missing::Refused
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Feature {
@@ -56,9 +73,16 @@ pub struct Feature {
     pub choices: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub help: Option<String>,
+    #[serde(default, skip_serializing_if = "Missing::is_refused")]
+    pub missing: Missing,
 }
 
 impl Feature {
+    /// True when the feature may be left missing.
+    pub fn allows_missing(&self) -> bool {
+        self.missing == Missing::Allowed
+    }
+
     pub fn display_label(&self) -> &str {
         self.label.as_deref().unwrap_or(&self.name)
     }
@@ -80,7 +104,11 @@ impl Feature {
     }
 
     /// Checks one value against the feature's type and bounds; the message names the problem.
+    /// NaN is a missing value: taken when the feature allows one.
     pub fn check(&self, value: f64) -> Result<f64, String> {
+        if value.is_nan() && self.allows_missing() {
+            return Ok(value);
+        }
         if !value.is_finite() {
             return Err("Enter a finite number (not NaN or infinity).".into());
         }
@@ -296,6 +324,15 @@ impl Card {
                     step: None,
                     choices,
                     help: None,
+                    missing: if signature
+                        .missing
+                        .get(&input.name)
+                        .is_some_and(|cols| cols.contains(&c))
+                    {
+                        Missing::Allowed
+                    } else {
+                        Missing::Refused
+                    },
                 });
             }
         }
@@ -353,6 +390,14 @@ impl Card {
                     return Err(format!(
                         "The feature {} feeds the text input {}: give it type = \"category\" and the values it can take as choices.",
                         f.name, input.name
+                    ));
+                }
+                if f.allows_missing() && !input.dtype.is_float() {
+                    return Err(format!(
+                        "The feature {} may be missing, but it feeds the {} input {}, which cannot hold a missing value (NaN): only float inputs can.",
+                        f.name,
+                        input.dtype.v2_name(),
+                        input.name
                     ));
                 }
             }

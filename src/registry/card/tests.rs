@@ -24,6 +24,7 @@ fn iris_signature() -> Signature {
         ],
         labels: None,
         categories: Default::default(),
+        missing: Default::default(),
     }
 }
 

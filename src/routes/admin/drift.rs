@@ -67,8 +67,8 @@ pub fn bins(histogram: &Value) -> Vec<BinBars> {
             .filter_map(Value::as_f64)
             .collect()
     };
-    let (r, c) = (shares("reference"), shares("current"));
-    let labels: Vec<String> = if let Some(cats) = histogram["categories"].as_array() {
+    let (mut r, mut c) = (shares("reference"), shares("current"));
+    let mut labels: Vec<String> = if let Some(cats) = histogram["categories"].as_array() {
         cats.iter()
             .map(|v| v.as_str().unwrap_or("").to_string())
             .collect()
@@ -85,6 +85,12 @@ pub fn bins(histogram: &Value) -> Vec<BinBars> {
             })
             .collect()
     };
+    // Numbers with missing values: the missing share is a bar of its own, last.
+    if let [rm, cm] = shares("missing")[..] {
+        r.push(rm);
+        c.push(cm);
+        labels.push(crate::monitoring::drift::MISSING.to_string());
+    }
     let peak = r.iter().chain(&c).copied().fold(0.0f64, f64::max).max(1e-9);
     let n = r.len().max(1) as f64;
     let slot = W / n;

@@ -32,6 +32,8 @@ pub struct Field {
     pub error: Option<String>,
     pub choices: Vec<(String, String)>,
     pub help: String,
+    /// The feature may be left blank (missing).
+    pub optional: bool,
 }
 
 #[derive(Template)]
@@ -106,6 +108,7 @@ fn fields_for(card: &Card, values: &[String], errors: &HashMap<String, String>) 
                 .map(|(i, c)| (i.to_string(), c.clone()))
                 .collect(),
             help: f.help.clone().unwrap_or_default(),
+            optional: f.allows_missing(),
         })
         .collect()
 }
@@ -306,7 +309,9 @@ fn parse_fields(card: &Card, form: &Submitted) -> Result<Vec<f64>, RowErrors> {
     let mut row = Vec::with_capacity(card.features.len());
     for f in &card.features {
         let raw = form.field(&f.name).trim();
-        let parsed = if raw.is_empty() {
+        let parsed = if raw.is_empty() && f.allows_missing() {
+            Ok(f64::NAN)
+        } else if raw.is_empty() {
             Err("This field is required.".to_string())
         } else {
             match raw.parse::<f64>() {

@@ -125,6 +125,8 @@ pub async fn prediction_page(
                             f.choice_text(x).map_or_else(|| fmt_num(x), str::to_string)
                         }
                         Some(x) => fmt_num(x),
+                        // A missing value is stored as NaN and read back as null.
+                        None if v.is_null() => "missing".to_string(),
                         None => v.as_str().map_or_else(|| v.to_string(), str::to_string),
                     }),
                 unit: f.unit.clone().unwrap_or_default(),
