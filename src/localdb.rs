@@ -445,8 +445,11 @@ impl Owner {
                  set PLINTH_DATABASE_URL to a server."
             );
         };
-        // Every directory above the cluster must let that user through.
-        let mut at = dir.parent();
+        // Every directory above the cluster must let that user through: those of its real
+        // path, since a link on the way (a checkout whose target/ lives elsewhere) can lead
+        // through a directory the user cannot enter.
+        let real = real_path(dir);
+        let mut at = real.parent();
         while let Some(d) = at {
             if let Ok(meta) = std::fs::metadata(d) {
                 let mode = meta.permissions().mode();
@@ -650,6 +653,25 @@ pub fn for_tests(dir: &Path) {
 
 /// `dir`, unless run as root from a checkout user `postgres` cannot enter (a home directory):
 /// then the same cluster under the system's temporary directory, named after `dir`.
+/// `dir` with its links resolved, as far as it exists (the rest appended as given).
+fn real_path(dir: &Path) -> PathBuf {
+    let mut existing = dir;
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(mut real) = std::fs::canonicalize(existing) {
+            real.extend(rest.iter().rev());
+            return real;
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return dir.to_path_buf(),
+        }
+    }
+}
+
 fn test_cluster_dir(dir: &Path) -> PathBuf {
     let dir = absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
     if Owner::for_cluster(&dir).is_ok() {
@@ -766,6 +788,33 @@ mod tests {
             assert!(chosen.starts_with(std::env::temp_dir()), "{chosen:?}");
             assert!(chosen.to_string_lossy().contains("plinth-test-postgres-"));
             assert!(Owner::for_cluster(&chosen).is_ok());
+        } else {
+            assert_eq!(chosen, wanted);
+        }
+    }
+
+    /// A checkout whose target/ is a link into a directory user postgres cannot enter (as
+    /// `.ci/run` keeps it in ~/.cache) is no place for the cluster either.
+    #[test]
+    fn the_tests_cluster_leaves_a_link_into_a_directory_user_postgres_cannot_enter() {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::create_dir(home.path().join("target")).unwrap();
+        let checkout = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(checkout.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::symlink(home.path().join("target"), checkout.path().join("target"))
+            .unwrap();
+        let wanted = checkout.path().join("target/test-postgres");
+        assert_eq!(
+            real_path(&wanted),
+            std::fs::canonicalize(home.path())
+                .unwrap()
+                .join("target/test-postgres")
+        );
+        let chosen = test_cluster_dir(&wanted);
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            assert!(chosen.starts_with(std::env::temp_dir()), "{chosen:?}");
         } else {
             assert_eq!(chosen, wanted);
         }
