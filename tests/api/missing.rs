@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use crate::helpers::{prediction_id, spawn_app};
+use crate::helpers::{prediction_id, spawn_app, TestApp};
 
 const MODEL: &str = "tests/fixtures/zoo/hist_gradient_boosting_classifier_gaps";
 
@@ -36,6 +36,29 @@ fn expected(fixture: &Value, r: usize) -> (i64, Vec<f64>) {
         .map(|c| data[r * classes + c].as_f64().unwrap())
         .collect();
     (label, p)
+}
+
+/// A V2 request for input X with FP32 binary data, four values a row.
+async fn infer_binary(
+    app: &TestApp,
+    token: &str,
+    model: &str,
+    values: &[f32],
+) -> reqwest::Response {
+    let binary: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let header =
+        json!({"inputs": [{"name": "X", "shape": [values.len() / 4, 4], "datatype": "FP32",
+                                   "parameters": {"binary_data_size": binary.len()}}]})
+        .to_string();
+    let mut body = header.clone().into_bytes();
+    body.extend(&binary);
+    app.api(Method::POST, &format!("/v2/models/{model}/infer"), token)
+        .header("Inference-Header-Content-Length", header.len())
+        .header("content-type", "application/octet-stream")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
 }
 
 #[sqlx::test]
@@ -122,20 +145,7 @@ async fn a_model_that_handles_gaps_takes_them_at_every_door(pool: PgPool) {
         .flat_map(|r| row(&fx, r))
         .map(|v| v.as_f64().map_or(f32::NAN, |x| x as f32))
         .collect();
-    let binary: Vec<u8> = floats.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let header = json!({"inputs": [{"name": "X", "shape": [3, 4], "datatype": "FP32",
-                                   "parameters": {"binary_data_size": binary.len()}}]})
-    .to_string();
-    let mut body = header.clone().into_bytes();
-    body.extend(&binary);
-    let res = app
-        .api(Method::POST, "/v2/models/gaps/infer", &token)
-        .header("Inference-Header-Content-Length", header.len())
-        .header("content-type", "application/octet-stream")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let res = infer_binary(&app, &token, "gaps", &floats).await;
     assert_eq!(res.status().as_u16(), 200);
     let answer: Value = res.json().await.unwrap();
     let labels = answer["outputs"]
@@ -191,23 +201,7 @@ async fn features_that_may_not_be_missing_refuse_gaps_naming_the_field(pool: PgP
         answer["error"].as_str().unwrap().contains("sepal_width"),
         "{answer}"
     );
-    let binary: Vec<u8> = [5.1f32, 3.5, f32::NAN, 0.2]
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
-    let header = json!({"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32",
-                                   "parameters": {"binary_data_size": 16}}]})
-    .to_string();
-    let mut body = header.clone().into_bytes();
-    body.extend(&binary);
-    let res = app
-        .api(Method::POST, "/v2/models/iris/infer", &token)
-        .header("Inference-Header-Content-Length", header.len())
-        .header("content-type", "application/octet-stream")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let res = infer_binary(&app, &token, "iris", &[5.1, 3.5, f32::NAN, 0.2]).await;
     assert_eq!(res.status().as_u16(), 400);
     let answer: Value = res.json().await.unwrap();
     assert!(
