@@ -447,3 +447,128 @@ pub async fn served(state: &AppState, name: &str, selector: &Selector) -> Result
             )),
         })
 }
+
+/// One prediction's explanation, as the APIs and the result page give it.
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ExplanationOut {
+    /// The class whose score is explained (a classifier's predicted class, or the class its
+    /// single margin scores); absent for a regressor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// What `base`, the contributions and `output` are measured in.
+    pub scale: String,
+    /// How they were computed.
+    pub method: String,
+    /// What the model gives on average over its reference data.
+    pub base: f64,
+    /// The explained score of this row: `base` plus every contribution.
+    pub output: f64,
+    /// Every feature's contribution, the largest (in size) first.
+    pub contributions: Vec<Contribution>,
+}
+
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Contribution {
+    pub feature: String,
+    /// The row's value (a category's text; null when missing).
+    #[schema(value_type = Object)]
+    pub value: serde_json::Value,
+    pub contribution: f64,
+}
+
+/// The explained input's values for rows of card features, as `f32` rows, and its width.
+pub fn explained_input(
+    card: &Card,
+    loaded: &inference::LoadedModel,
+    explainer: &inference::explain::Explainer,
+    rows: &[Vec<f64>],
+) -> Result<(Vec<f32>, usize), String> {
+    let specs = &loaded.signature.inputs;
+    let spec = specs
+        .iter()
+        .find(|s| s.name == explainer.input())
+        .ok_or("the explained input is not one of the model's inputs")?;
+    let tensors = input_tensors(card, specs, rows);
+    let tensor = tensors
+        .into_iter()
+        .find(|t| t.name == spec.name)
+        .ok_or("the explained input could not be made")?;
+    let x = (0..tensor.data.len())
+        .map(|i| tensor.data.get_f64(i).map(|v| v as f32))
+        .collect::<Option<Vec<f32>>>()
+        .ok_or("the explained input is not numeric")?;
+    Ok((x, spec.row_width()))
+}
+
+/// Explanations of `rows` (card features) that `served` answered with `outcomes`; or why there
+/// are none (no explainable part, no reference data).
+pub async fn explain_rows(
+    state: &AppState,
+    served: &Served,
+    rows: &[Vec<f64>],
+    outcomes: &[Outcome],
+) -> Result<Vec<ExplanationOut>, String> {
+    let explainer = served
+        .loaded
+        .explainer
+        .as_ref()
+        .map_err(Clone::clone)?
+        .clone();
+    let base = state.registry.explanation_base(served).await;
+    let covers = base.as_ref().as_ref().map_err(Clone::clone)?;
+    let (x, width) = explained_input(&served.card, &served.loaded, &explainer, rows)?;
+    // Where the explained input's columns sit among the card's features.
+    let mut offset = 0;
+    for spec in &served.loaded.signature.inputs {
+        if spec.name == explainer.input() {
+            break;
+        }
+        offset += spec.row_width();
+    }
+    let method = explainer.method(
+        served.version.reference_rows.unwrap_or(0),
+        served.version.version,
+    );
+    let scale = explainer.scale();
+    // A classifier's labels as answers give them: the card's, when it names as many.
+    let names: Vec<String> = match (explainer.class_labels(), &served.card.labels) {
+        (Some(model), Some(card)) if card.len() == model.len() => card.clone(),
+        (Some(model), _) => model,
+        (None, _) => Vec::new(),
+    };
+    let mut out = Vec::with_capacity(rows.len());
+    for (r, row) in x.chunks_exact(width.max(1)).enumerate() {
+        let e = explainer.explain(covers, row)?;
+        let label = outcomes.get(r).and_then(|o| o.label.as_deref());
+        let k = explainer.target_for(&e, label, &names);
+        let t = e.n_targets;
+        let mut contributions: Vec<Contribution> = (0..width)
+            .map(|c| {
+                let feature = served.card.features.get(offset + c);
+                let v = rows[r].get(offset + c).copied().unwrap_or(f64::NAN);
+                Contribution {
+                    feature: feature.map_or_else(|| format!("column {c}"), |f| f.name.clone()),
+                    value: match feature.and_then(|f| f.choice_text(v)) {
+                        Some(text) => text.to_string().into(),
+                        None if v.is_nan() => serde_json::Value::Null,
+                        None => serde_json::json!(v),
+                    },
+                    contribution: e.contributions[c * t + k],
+                }
+            })
+            .collect();
+        contributions.sort_by(|a, b| b.contribution.abs().total_cmp(&a.contribution.abs()));
+        let target = explainer
+            .class_of(k, &e)
+            .and_then(|c| names.get(c).cloned());
+        out.push(ExplanationOut {
+            target,
+            scale: scale.clone(),
+            method: method.clone(),
+            base: e.expected[k],
+            output: e.score[k],
+            contributions,
+        });
+    }
+    Ok(out)
+}

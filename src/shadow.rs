@@ -5,8 +5,9 @@
 //! A live request hands its inputs to a bounded queue and goes on; when the queue is full the
 //! copy is dropped and counted (`plinth_shadow_dropped_total`), so a slow or broken shadow never
 //! holds up the answer. One worker per instance answers up to eight copies at once (every shadow
-//! version on each), so their rows share the prediction log's commits. The shadows' models run
-//! on a thread of their own at the idle CPU priority: a live request that wants a core takes it
+//! version on each) and hands the answers to the prediction log's second lane, which writes them
+//! a few times a second apart from the live commits. The shadows' models (and the decoding of
+//! their answers) run on a thread of their own at the idle CPU priority: a live request that wants a core takes it
 //! from them at once, so under full load the shadows answer what the spare CPU allows and the
 //! rest of the copies are dropped, counted, rather than slowing live answers.
 
@@ -131,7 +132,7 @@ fn lowest_priority() {
     }
 }
 
-/// Copies answered at once: their rows share the prediction log's commits.
+/// Copies being answered at once (they queue for the idle thread).
 const IN_FLIGHT: usize = 8;
 
 /// Runs the shadow worker until the queue closes (the state is dropped) or the task is aborted.
@@ -169,8 +170,20 @@ async fn answer(state: &AppState, copy: &LiveCopy, number: i32) -> anyhow::Resul
         return Ok(());
     }
     let started = std::time::Instant::now();
-    let (model, tensors) = (served.loaded.clone(), copy.tensors.clone());
-    let Some(ran) = state.shadow.idle.run(move || model.run(tensors)).await else {
+    // Everything a shadow computes, its answer and its stored form, runs on the idle thread.
+    let (model, card, tensors, n) = (
+        served.loaded.clone(),
+        served.card.clone(),
+        copy.tensors.clone(),
+        copy.n,
+    );
+    let work = move || {
+        model.run(tensors).map(|outputs| {
+            let outcomes = decode(&card, &model.signature, &outputs, n);
+            stored_outputs(&card, &outcomes)
+        })
+    };
+    let Some(ran) = state.shadow.idle.run(work).await else {
         anyhow::bail!("the shadows' thread is gone");
     };
     let outputs = match ran {
@@ -184,26 +197,29 @@ async fn answer(state: &AppState, copy: &LiveCopy, number: i32) -> anyhow::Resul
             anyhow::bail!("{e:?}");
         }
     };
-    let outcomes = decode(&served.card, &served.loaded.signature, &outputs, copy.n);
     let latency_us =
         (started.elapsed().as_micros() / copy.n.max(1) as u128).min(i32::MAX as u128) as i32;
-    state
-        .log
-        .record(NewPredictions {
-            model_id: served.model.id,
-            version_id: served.version.id,
-            // Nobody's: a caller's history and API list never show what a shadow answered (the
-            // live row, through `shadow_of`, says whose request it was).
-            user_id: None,
-            token_id: None,
-            source: "shadow",
-            latency_us,
-            n: copy.n,
-            inputs: copy.stored.clone(),
-            outputs: stored_outputs(&served.card, &outcomes),
-            shadow_of: Some(copy.live_first_id),
-        })
-        .await?;
+    // Handed to the prediction log's second lane: nobody waits for a shadow's answer, so its rows
+    // are gathered and written a few times a second, apart from the live requests' commits.
+    let handed = state.log.record_later(NewPredictions {
+        model_id: served.model.id,
+        version_id: served.version.id,
+        // Nobody's: a caller's history and API list never show what a shadow answered (the
+        // live row, through `shadow_of`, says whose request it was).
+        user_id: None,
+        token_id: None,
+        source: "shadow",
+        latency_us,
+        n: copy.n,
+        inputs: copy.stored.clone(),
+        outputs,
+        shadow_of: Some(copy.live_first_id),
+    });
+    if !handed {
+        state.shadow.dropped.fetch_add(1, Ordering::Relaxed);
+        state.metrics.shadow_dropped(&copy.model);
+        anyhow::bail!("the prediction log's queue for shadow answers is full");
+    }
     state
         .metrics
         .version(served.version.id, &served.model.name, number)

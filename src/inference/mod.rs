@@ -6,6 +6,7 @@
 //! sees them: given too few columns, some ONNX-ML operators read out of bounds instead of failing.
 
 pub mod batching;
+pub mod explain;
 mod load;
 pub mod ml;
 mod run;
@@ -97,6 +98,8 @@ pub struct LoadedModel {
     recent_micros: AtomicU64,
     /// The dynamic batching queue, started by the first batched run.
     batcher: std::sync::OnceLock<batching::Batcher>,
+    /// What explains its predictions, or why nothing does.
+    pub explainer: Result<std::sync::Arc<explain::Explainer>, String>,
 }
 
 /// The most values one input row may have (a form field or a card feature each).

@@ -6,6 +6,11 @@
 //! of a round trip per request and a few microseconds per row whatever the request's size.
 //! Ids come from blocks of [`ID_BLOCK`] the writer reserves ahead; a request's ids are
 //! consecutive and never straddle two blocks.
+//!
+//! Rows nobody waits for (what shadow versions answered: never shown, never returned) take a
+//! second, slower lane: [`PredictionLog::record_later`] hands them over without waiting, and a
+//! writer of their own gathers them for a fifth of a second and writes them with one statement.
+//! They never make the live batches larger, and a few statements a second carry all of them.
 
 pub mod maintenance;
 
@@ -21,6 +26,12 @@ use crate::monitoring::metrics::Metrics;
 
 /// Most predictions written by one statement.
 const MAX_BATCH_ROWS: usize = 8192;
+
+/// How long the second lane's writer lets rows gather before it writes them.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Rows the second lane holds before a new one is refused (and counted by the caller).
+const LATER_QUEUE: usize = 16_384;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -38,6 +49,8 @@ struct Pending {
 pub struct PredictionLog {
     /// `None` when logging is switched off (`PLINTH_PREDICTION_LOG=off`, benchmarks only).
     tx: Option<mpsc::Sender<Pending>>,
+    /// The second lane: rows nobody waits for.
+    later: Option<mpsc::Sender<NewPredictions>>,
     metrics: Arc<Metrics>,
 }
 
@@ -49,9 +62,15 @@ impl PredictionLog {
         metrics: Arc<Metrics>,
     ) -> (PredictionLog, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(8192);
-        let handle = tokio::spawn(writer(pool, rx, metrics.clone()));
+        let (later, later_rx) = mpsc::channel(LATER_QUEUE);
+        let live = writer(pool.clone(), rx, metrics.clone());
+        let background = later_writer(pool, later_rx, metrics.clone());
+        let handle = tokio::spawn(async move {
+            tokio::join!(live, background);
+        });
         let log = PredictionLog {
             tx: Some(tx),
+            later: Some(later),
             metrics,
         };
         (log, handle)
@@ -59,7 +78,37 @@ impl PredictionLog {
 
     /// A log that stores nothing and answers id 0: for measuring what storing costs.
     pub fn disabled(metrics: Arc<Metrics>) -> PredictionLog {
-        PredictionLog { tx: None, metrics }
+        PredictionLog {
+            tx: None,
+            later: None,
+            metrics,
+        }
+    }
+
+    /// Hands rows nobody waits for to the second lane and returns at once: false when its
+    /// queue is full and the rows were dropped (true, and nothing stored, when logging is off).
+    /// A failed write is logged, not reported: no caller is waiting for it.
+    pub fn record_later(&self, rows: NewPredictions) -> bool {
+        let Some(later) = &self.later else {
+            return true;
+        };
+        if rows.n == 0 {
+            return true;
+        }
+        let n = rows.n;
+        let parts = if n as i64 > ID_BLOCK {
+            split(rows, ID_BLOCK as usize)
+        } else {
+            vec![rows]
+        };
+        for part in parts {
+            let size = part.n;
+            if later.try_send(part).is_err() {
+                return false;
+            }
+            self.metrics.log_enqueued(size);
+        }
+        true
     }
 
     /// Stores a request's predictions and returns their ids once committed.
@@ -203,22 +252,50 @@ async fn writer(pool: PgPool, mut rx: mpsc::Receiver<Pending>, metrics: Arc<Metr
     }
 }
 
+/// The second lane's writer: waits for a first row, lets more gather for [`GATHER`] (or until a
+/// statement's worth), writes them with one `COPY`, and starts over. Writes what is queued and
+/// stops when every handle has been dropped.
+async fn later_writer(pool: PgPool, mut rx: mpsc::Receiver<NewPredictions>, metrics: Arc<Metrics>) {
+    let mut ids = Ids::default();
+    while let Some(first) = rx.recv().await {
+        let deadline = tokio::time::Instant::now() + GATHER;
+        let mut rows = first.n;
+        let mut batch = vec![first];
+        while rows < MAX_BATCH_ROWS {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(next)) => {
+                    rows += next.n;
+                    batch.push(next);
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let written = store(&pool, &mut ids, batch.iter()).await;
+        metrics.log_flushed(rows, started.elapsed());
+        if let Err(e) = written {
+            tracing::error!(error = %e, rows, "rows nobody waited for (shadow answers) could not be stored");
+        }
+    }
+}
+
+/// Stores requests' rows with one `COPY`; each request's first id, in order.
+async fn store<'a>(
+    pool: &PgPool,
+    ids: &mut Ids,
+    batch: impl Iterator<Item = &'a NewPredictions> + Clone,
+) -> sqlx::Result<Vec<i64>> {
+    let sizes: Vec<usize> = batch.clone().map(|rows| rows.n).collect();
+    let firsts = ids.assign(pool, &sizes).await?;
+    let rows: Vec<(i64, &NewPredictions)> = firsts.iter().copied().zip(batch).collect();
+    predictions::copy_in(pool, &rows).await?;
+    Ok(firsts)
+}
+
 /// Writes one batch with one `COPY` and answers each request with its first id.
 async fn write(pool: &PgPool, ids: &mut Ids, batch: Vec<Pending>, n: usize, metrics: &Metrics) {
     let started = Instant::now();
-    let sizes: Vec<usize> = batch.iter().map(|p| p.rows.n).collect();
-    let assigned = ids.assign(pool, &sizes).await;
-    let written = match assigned {
-        Ok(firsts) => {
-            let rows: Vec<(i64, &NewPredictions)> = firsts
-                .iter()
-                .copied()
-                .zip(batch.iter().map(|p| &p.rows))
-                .collect();
-            predictions::copy_in(pool, &rows).await.map(|_| firsts)
-        }
-        Err(e) => Err(e),
-    };
+    let written = store(pool, ids, batch.iter().map(|p| &p.rows)).await;
     metrics.log_flushed(n, started.elapsed());
     match written {
         Ok(firsts) => {
@@ -331,6 +408,36 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(counted, 2500, "the rollups count predictions, not rows");
+    }
+
+    #[sqlx::test]
+    async fn rows_nobody_waits_for_are_stored_a_moment_later(pool: PgPool) {
+        let (model, version) = a_version(&pool).await;
+        let (log, writer) = PredictionLog::start(pool.clone(), Default::default());
+        for n in 0..50 {
+            assert!(log.record_later(rows(model, version, &[n as f64, n as f64 + 0.5])));
+        }
+        let big: Vec<f64> = (0..1500).map(f64::from).collect();
+        assert!(log.record_later(rows(model, version, &big)));
+        // Dropping the last handle writes what is queued, then stops the writers.
+        drop(log);
+        writer.await.unwrap();
+        let (rows_stored, predictions): (i64, i64) =
+            sqlx::query_as("select count(*), sum(n)::bigint from prediction")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(rows_stored, 52, "one row per request, the large one in two");
+        assert_eq!(predictions, 1600);
+        let mut values: Vec<f64> =
+            sqlx::query_scalar("select v from prediction, unnest(value) v where n = 2 order by v")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        let mut expected: Vec<f64> = (0..50).flat_map(|n| [n as f64, n as f64 + 0.5]).collect();
+        expected.sort_by(f64::total_cmp);
+        values.sort_by(f64::total_cmp);
+        assert_eq!(values, expected, "every row as it was handed over");
     }
 
     #[tokio::test]

@@ -126,6 +126,9 @@ struct Slot {
     used: AtomicU64,
 }
 
+/// What a version's explanations need of its reference data, or why it cannot be had.
+pub type ExplanationBase = Arc<Result<Vec<f64>, String>>;
+
 pub struct Registry {
     pool: PgPool,
     artifacts: ArtifactStore,
@@ -149,6 +152,9 @@ pub struct Registry {
     /// The model repository's files by SHA-256, read once on the first lost artifact: a version
     /// that stays broken must not rescan and rehash the repository on every request.
     repository_index: tokio::sync::OnceCell<HashMap<String, PathBuf>>,
+    /// What explanations need of each version's reference data (the trees' covers), counted
+    /// once per version (immutable, like the versions).
+    explanations: Mutex<HashMap<i64, ExplanationBase>>,
 }
 
 /// Model names as they appear in URLs: lowercase letters, digits, `-` and `_`.
@@ -202,6 +208,7 @@ impl Registry {
             policies,
             shadows,
             repository_index: tokio::sync::OnceCell::new(),
+            explanations: Mutex::new(HashMap::new()),
         }
     }
 
@@ -245,6 +252,57 @@ impl Registry {
     /// Where the versions' files are kept.
     pub fn artifacts(&self) -> &ArtifactStore {
         &self.artifacts
+    }
+
+    /// What explaining `served`'s predictions needs of its reference data (the trees' covers),
+    /// counted on first use and kept; or why it cannot be had.
+    pub async fn explanation_base(&self, served: &Served) -> ExplanationBase {
+        let id = served.version.id;
+        if let Some(found) = self
+            .explanations
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&id).cloned())
+        {
+            return found;
+        }
+        let counted = Arc::new(self.count_explanation_base(served).await);
+        // A store that could not be read is tried again next time; anything else is kept.
+        let keep = !matches!(counted.as_ref(), Err(e) if e.starts_with("The reference data cannot be read"));
+        if keep {
+            if let Ok(mut m) = self.explanations.lock() {
+                m.insert(id, counted.clone());
+            }
+        }
+        counted
+    }
+
+    async fn count_explanation_base(&self, served: &Served) -> Result<Vec<f64>, String> {
+        let explainer = served
+            .loaded
+            .explainer
+            .as_ref()
+            .map_err(Clone::clone)?
+            .clone();
+        let csv = self
+            .reference_csv(&served.version)
+            .await
+            .map_err(|e| format!("The reference data cannot be read: {e}"))?
+            .ok_or_else(|| {
+                format!(
+                    "Version {} has no reference data (reference.csv), which explanations need to \
+                     count how often each branch of its trees is taken; upload one with the version.",
+                    served.version.version
+                )
+            })?;
+        let (card, loaded) = (served.card.clone(), served.loaded.clone());
+        tokio::task::spawn_blocking(move || {
+            let rows = reference::rows(&csv, &card);
+            let (x, width) = crate::serving::explained_input(&card, &loaded, &explainer, &rows)?;
+            explainer.covers(&x, rows.len(), width)
+        })
+        .await
+        .map_err(|e| format!("counting the covers failed: {e}"))?
     }
 
     /// The reference data stored with a version, if it has any.

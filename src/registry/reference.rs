@@ -94,6 +94,46 @@ pub fn columns(csv: &[u8], card: &Card) -> Columns {
     columns
 }
 
+/// The reference's rows, one value per card feature in the card's order (numbers, or a choice's
+/// index); rows with a cell that is neither (or a gap where the feature may not be missing) are
+/// skipped.
+pub fn rows(csv: &[u8], card: &Card) -> Vec<Vec<f64>> {
+    let mut reader = reader(csv);
+    let Ok(header) = reader.headers().cloned() else {
+        return Vec::new();
+    };
+    let Some(index) = card
+        .features
+        .iter()
+        .map(|f| header.iter().position(|h| h == f.name).map(|i| (i, f)))
+        .collect::<Option<Vec<_>>>()
+    else {
+        return Vec::new();
+    };
+    reader
+        .records()
+        .flatten()
+        .filter_map(|record| {
+            index
+                .iter()
+                .map(|(i, f)| {
+                    let cell = record.get(*i)?;
+                    let value = cell
+                        .parse::<f64>()
+                        .ok()
+                        .or_else(|| f.choice_index(cell).map(|i| i as f64));
+                    match value {
+                        Some(v) if v.is_finite() => Some(v),
+                        Some(v) if v.is_nan() && f.allows_missing() => Some(v),
+                        None if cell.trim().is_empty() && f.allows_missing() => Some(f64::NAN),
+                        _ => None,
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

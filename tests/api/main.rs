@@ -25,6 +25,7 @@ mod container;
 mod dashboard;
 mod datasets;
 mod drift;
+mod explain;
 mod hardening;
 mod helpers;
 mod history;

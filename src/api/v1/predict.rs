@@ -6,11 +6,13 @@ use crate::auth::InferenceCaller;
 use crate::error::AppError;
 use crate::registry::decode::Outcome;
 use crate::serving;
+use crate::serving::ExplanationOut;
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use utoipa::IntoParams;
 use utoipa::ToSchema;
 
 /// Named features: one object, or a list of them (a batch).
@@ -34,18 +36,36 @@ pub struct PredictionOut {
     /// Class probability by label.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probabilities: Option<BTreeMap<String, f64>>,
+    /// With `?explain=true`: why the model answered this (each feature's contribution).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<ExplanationOut>,
 }
 
 impl PredictionOut {
-    fn new(id: i64, o: &Outcome) -> Self {
+    fn new(id: i64, o: &Outcome, explanation: Option<ExplanationOut>) -> Self {
         PredictionOut {
             id,
             label: o.label.clone(),
             value: o.value,
             probabilities: (!o.probabilities.is_empty())
                 .then(|| o.probabilities.iter().cloned().collect()),
+            explanation,
         }
     }
+}
+
+/// Which version answers (`?version=N` or `?alias=NAME`, `production` by default), and whether
+/// each prediction comes with its explanation (`?explain=true`).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PredictQuery {
+    /// A version number.
+    pub version: Option<i32>,
+    /// An alias such as `staging`.
+    pub alias: Option<String>,
+    /// Explain each prediction: every feature's contribution to it (tree ensembles; a model
+    /// Plinth cannot explain exactly gets a 422 saying so).
+    pub explain: Option<bool>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -61,7 +81,7 @@ pub struct PredictResponse {
     post,
     path = "/api/v1/models/{name}/predict",
     tag = "v1",
-    params(("name" = String, Path, description = "Model name", example = "iris"), VersionQuery),
+    params(("name" = String, Path, description = "Model name", example = "iris"), PredictQuery),
     request_body = PredictRequest,
     responses(
         (status = 200, description = "One prediction per row, stored", body = PredictResponse),
@@ -70,7 +90,7 @@ pub struct PredictResponse {
         (status = 404, description = "No such model or version", body = ErrorBody),
         (status = 413, description = "Too many rows or too large a body", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
-        (status = 422, description = "A feature is missing, unknown, or not valid", body = ErrorBody),
+        (status = 422, description = "A feature is missing, unknown, or not valid; or an explanation was asked of a model that has none", body = ErrorBody),
         (status = 503, description = "The prediction could not be stored", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -81,11 +101,37 @@ pub async fn predict(
     inference_caller: InferenceCaller,
     state: web::Data<AppState>,
     name: web::Path<String>,
-    query: web::Query<VersionQuery>,
+    query: web::Query<PredictQuery>,
 ) -> Result<HttpResponse, AppError> {
     let InferenceCaller(caller, _) = inference_caller;
     let request: PredictRequest = json_body(&req, &body)?;
-    let served = crate::serving::routed(&state, &name, &query.selector()?, caller).await?;
+    let selector = VersionQuery {
+        version: query.version,
+        alias: query.alias.clone(),
+    }
+    .selector()?;
+    let served = crate::serving::routed(&state, &name, &selector, caller).await?;
+    let explain = query.explain.unwrap_or(false);
+    // Refused before anything is predicted or stored: a model with no explanation says so.
+    if explain {
+        let ready = match &served.loaded.explainer {
+            Err(why) => Err(why.clone()),
+            Ok(_) => state
+                .registry
+                .explanation_base(&served)
+                .await
+                .as_ref()
+                .as_ref()
+                .map(|_| ())
+                .map_err(Clone::clone),
+        };
+        if let Err(why) = ready {
+            return Err(AppError::Unprocessable(format!(
+                "Version {} of {} cannot explain its predictions: {why}",
+                served.version.version, served.model.name
+            )));
+        }
+    }
     let rows: Vec<Vec<f64>> = match &request.inputs {
         Value::Array(items) => {
             check_rows(&state, items.len())?;
@@ -105,6 +151,22 @@ pub async fn predict(
         })?],
     };
     let answer = serving::predict_rows(&state, &served, &rows, caller, "api").await?;
+    let mut explanations = if explain {
+        serving::explain_rows(&state, &served, &rows, &answer.outcomes)
+            .await
+            .map_err(|why| {
+                AppError::Unprocessable(format!(
+                    "The predictions were made and stored (ids {}), but cannot be explained: {why}",
+                    ids_text(&answer.ids)
+                ))
+            })?
+            .into_iter()
+            .map(Some)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    explanations.resize(answer.ids.len(), None);
     let response = PredictResponse {
         model: served.model.name.clone(),
         version: served.version.version,
@@ -112,8 +174,19 @@ pub async fn predict(
             .ids
             .iter()
             .zip(&answer.outcomes)
-            .map(|(id, o)| PredictionOut::new(*id, o))
+            .zip(explanations)
+            .map(|((id, o), e)| PredictionOut::new(*id, o, e))
             .collect(),
     };
     Ok(HttpResponse::Ok().json(response))
+}
+
+/// Ids as `1, 2, 3` (or the first and last of many).
+fn ids_text(ids: &[i64]) -> String {
+    match ids {
+        [] => String::new(),
+        [a] => a.to_string(),
+        [a, b] => format!("{a}, {b}"),
+        [first, .., last] => format!("{first} to {last}"),
+    }
 }

@@ -260,6 +260,17 @@ pub enum PostTransform {
 }
 
 impl PostTransform {
+    /// The transform's name as ONNX writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            PostTransform::None => "NONE",
+            PostTransform::Softmax => "SOFTMAX",
+            PostTransform::Logistic => "LOGISTIC",
+            PostTransform::SoftmaxZero => "SOFTMAX_ZERO",
+            PostTransform::Probit => "PROBIT",
+        }
+    }
+
     fn parse(node: &NodeProto) -> TractResult<PostTransform> {
         Ok(
             match node

@@ -22,6 +22,99 @@ pub struct Bar {
     pub top: bool,
 }
 
+/// One step of the explanation's waterfall, in SVG units.
+pub struct Step {
+    /// `feature = value`, or the other features together.
+    pub label: String,
+    pub amount: String,
+    pub x: f64,
+    pub width: f64,
+    pub y: usize,
+    pub up: bool,
+}
+
+/// The waterfall chart of one prediction's explanation: from what the model gives on average,
+/// the largest contributions in order, to this prediction's score.
+pub struct Waterfall {
+    pub steps: Vec<Step>,
+    pub height: usize,
+    pub base: String,
+    pub base_x: f64,
+    pub output: String,
+    pub output_x: f64,
+    pub scale: String,
+    pub method: String,
+    pub target: Option<String>,
+}
+
+/// Contributions shown one by one; the rest are one step.
+const WATERFALL_STEPS: usize = 8;
+/// Where the chart's bars go (SVG units): after the labels, before the amounts.
+const CHART_LEFT: f64 = 190.0;
+const CHART_WIDTH: f64 = 250.0;
+
+impl Waterfall {
+    pub fn new(e: &crate::serving::ExplanationOut) -> Waterfall {
+        let mut parts: Vec<(String, f64)> = e
+            .contributions
+            .iter()
+            .take(WATERFALL_STEPS)
+            .map(|c| {
+                let value = match &c.value {
+                    serde_json::Value::Null => "missing".to_string(),
+                    serde_json::Value::Number(n) => n.as_f64().map_or_else(String::new, fmt_num),
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (format!("{} = {value}", c.feature), c.contribution)
+            })
+            .collect();
+        let rest = &e.contributions[parts.len()..];
+        if !rest.is_empty() {
+            let sum: f64 = rest.iter().map(|c| c.contribution).sum();
+            parts.push((format!("{} other features", rest.len()), sum));
+        }
+        // The running total after each step, and the range the chart spans.
+        let mut at = e.base;
+        let (mut lo, mut hi) = (e.base.min(e.output), e.base.max(e.output));
+        for (_, c) in &parts {
+            at += c;
+            lo = lo.min(at);
+            hi = hi.max(at);
+        }
+        let span = if hi > lo { hi - lo } else { 1.0 };
+        let x = |v: f64| CHART_LEFT + (v - lo) / span * CHART_WIDTH;
+        let mut at = e.base;
+        let steps = parts
+            .into_iter()
+            .enumerate()
+            .map(|(i, (label, c))| {
+                let (from, to) = (x(at), x(at + c));
+                at += c;
+                Step {
+                    label,
+                    amount: format!("{}{}", if c >= 0.0 { "+" } else { "−" }, fmt_num(c.abs())),
+                    x: (from.min(to) * 10.0).round() / 10.0,
+                    width: (((from - to).abs().max(1.0)) * 10.0).round() / 10.0,
+                    y: 26 + i * 26,
+                    up: c >= 0.0,
+                }
+            })
+            .collect::<Vec<_>>();
+        Waterfall {
+            height: 26 + steps.len() * 26 + 30,
+            steps,
+            base: fmt_num(e.base),
+            base_x: (x(e.base) * 10.0).round() / 10.0,
+            output: fmt_num(e.output),
+            output_x: (x(e.output) * 10.0).round() / 10.0,
+            scale: e.scale.clone(),
+            method: e.method.clone(),
+            target: e.target.clone(),
+        }
+    }
+}
+
 pub struct InputRow {
     pub label: String,
     pub value: String,
@@ -44,6 +137,9 @@ struct PredictionPage {
     /// For image models: the 8×8 grid as (x, y, opacity).
     pixels: Vec<(u32, u32, String)>,
     grid: u32,
+    /// Why the model answered this, or why that cannot be said.
+    waterfall: Option<Waterfall>,
+    no_explanation: String,
     latency_ms: String,
     created_at: String,
     source: String,
@@ -133,7 +229,13 @@ pub async fn prediction_page(
             })
             .collect()
     };
+    let (waterfall, no_explanation) = match explanation(&state, &p, &card, &outcome).await {
+        Ok(e) => (Some(Waterfall::new(&e)), String::new()),
+        Err(why) => (None, why),
+    };
     let page = PredictionPage {
+        waterfall,
+        no_explanation,
         ctx,
         id: p.id,
         title: card.display_title(&p.model).to_string(),
@@ -153,4 +255,33 @@ pub async fn prediction_page(
         mine,
     };
     render(&page, StatusCode::OK)
+}
+
+/// The stored prediction's explanation, from the version that made it and the inputs it got.
+async fn explanation(
+    state: &AppState,
+    p: &db::predictions::PredictionRow,
+    card: &crate::registry::card::Card,
+    outcome: &Outcome,
+) -> Result<crate::serving::ExplanationOut, String> {
+    let served = crate::serving::served(
+        state,
+        &p.model,
+        &crate::registry::Selector::Number(p.version),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let row: Vec<f64> = card
+        .features
+        .iter()
+        .map(|f| match p.inputs.0.get(&f.name) {
+            Some(serde_json::Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
+            Some(serde_json::Value::String(s)) => f.choice_index(s).map_or(f64::NAN, |i| i as f64),
+            _ => f64::NAN,
+        })
+        .collect();
+    crate::serving::explain_rows(state, &served, &[row], std::slice::from_ref(outcome))
+        .await?
+        .pop()
+        .ok_or_else(|| "no explanation was made".to_string())
 }

@@ -10,8 +10,9 @@
 mod eval;
 mod layout;
 mod ops;
+pub mod shap;
 
-pub use ops::{classifier, regressor, tree_ensemble, Classifier, Regressor};
+pub use ops::{classifier, regressor, tree_ensemble, trees_of, Classifier, Regressor, Trees};
 
 /// How a node compares its feature with its threshold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

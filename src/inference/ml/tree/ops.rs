@@ -166,6 +166,10 @@ pub fn tree_ensemble(
     _ctx: &ParsingContext,
     node: &NodeProto,
 ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    built(tree_ensemble_kernel(node)?)
+}
+
+fn tree_ensemble_kernel(node: &NodeProto) -> TractResult<Regressor> {
     let ints = |name: &str| -> TractResult<Vec<i64>> {
         Ok(node.get_attr_opt_vec::<i64>(name)?.unwrap_or_default())
     };
@@ -325,7 +329,7 @@ pub fn tree_ensemble(
     }
     let ensemble = Ensemble::build(&a, n_targets as usize, aggregate)
         .map_err(|e| format_err!("{}: {e}", named(node)))?;
-    built(Regressor {
+    Ok(Regressor {
         ensemble,
         base_values: Vec::new(),
         post_transform,
@@ -344,6 +348,10 @@ pub fn regressor(
     _ctx: &ParsingContext,
     node: &NodeProto,
 ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    built(regressor_kernel(node)?)
+}
+
+fn regressor_kernel(node: &NodeProto) -> TractResult<Regressor> {
     let n_targets: i64 = node.get_attr_opt("n_targets")?.unwrap_or(1);
     ensure!(
         (1..=crate::inference::ml::caps::MAX_CLASSES as i64).contains(&n_targets),
@@ -364,11 +372,53 @@ pub fn regressor(
     let a = attributes(node, "target")?;
     let ensemble = Ensemble::build(&a, n_targets as usize, aggregate)
         .map_err(|e| format_err!("{}: {e}", named(node)))?;
-    built(Regressor {
+    Ok(Regressor {
         ensemble,
         base_values: base_values(node)?,
         post_transform: PostTransform::parse(node)?,
     })
+}
+
+/// The trees of a tree-ensemble node (`TreeEnsembleClassifier`, `TreeEnsembleRegressor` or
+/// opset 5's `TreeEnsemble`), read as loading reads them, for explanations; None for any
+/// other node.
+pub fn trees_of(node: &NodeProto) -> TractResult<Option<Trees>> {
+    Ok(Some(match node.op_type.as_str() {
+        "TreeEnsembleClassifier" => {
+            let c = classifier_kernel(node)?;
+            Trees {
+                ensemble: c.ensemble,
+                base_values: c.base_values,
+                post_transform: c.post_transform,
+                classes: Some(c.labels),
+            }
+        }
+        "TreeEnsembleRegressor" | "TreeEnsemble" => {
+            let r = if node.op_type == "TreeEnsemble" {
+                tree_ensemble_kernel(node)?
+            } else {
+                regressor_kernel(node)?
+            };
+            Trees {
+                ensemble: r.ensemble,
+                base_values: r.base_values,
+                post_transform: r.post_transform,
+                classes: None,
+            }
+        }
+        _ => return Ok(None),
+    }))
+}
+
+/// A tree-ensemble node's trees and what follows them.
+#[derive(Debug)]
+pub struct Trees {
+    pub ensemble: Ensemble,
+    /// Added to the aggregated scores, per target (when there is one per target).
+    pub base_values: Vec<f64>,
+    pub post_transform: PostTransform,
+    /// A classifier's labels, in target order.
+    pub classes: Option<Labels>,
 }
 
 fn base_values(node: &NodeProto) -> TractResult<Vec<f64>> {
@@ -459,6 +509,10 @@ pub fn classifier(
     _ctx: &ParsingContext,
     node: &NodeProto,
 ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    built(classifier_kernel(node)?)
+}
+
+fn classifier_kernel(node: &NodeProto) -> TractResult<Classifier> {
     let labels = Labels::parse(node, "classlabels_int64s", "classlabels_strings")?;
     ensure!(
         !labels.is_empty(),
@@ -468,7 +522,7 @@ pub fn classifier(
     let a = attributes(node, "class")?;
     let ensemble = Ensemble::build(&a, labels.len(), Aggregate::Sum)
         .map_err(|e| format_err!("{}: {e}", named(node)))?;
-    built(Classifier::new(
+    Ok(Classifier::new(
         ensemble,
         labels,
         base_values(node)?,
