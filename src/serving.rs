@@ -233,6 +233,15 @@ pub async fn predict(
             None
         }
     };
+    // Under full load the shadows' lane fills: the copy is dropped (and counted) here, before
+    // anything is cloned for it.
+    let shadows = shadows.filter(|_| {
+        let room = state.shadow.has_room(&state.log);
+        if !room {
+            state.shadow.drop_one(model, metrics);
+        }
+        room
+    });
     let copy = shadows.as_ref().map(|_| (tensors.clone(), stored.clone()));
     let run = match served.card.batching {
         Some(b) => served.loaded.run_batched(b.settings(), tensors).await,

@@ -64,6 +64,18 @@ impl Queue {
         }
     }
 
+    /// Whether a copy offered now would be taken: room in the queue, and in the prediction
+    /// log's lane for the answers. When not, [`Queue::drop_one`] counts the copy not made.
+    pub fn has_room(&self, log: &crate::prediction_log::PredictionLog) -> bool {
+        self.tx.capacity() > 0 && log.later_has_room()
+    }
+
+    /// Counts a copy that was not made because there was no room for it.
+    pub fn drop_one(&self, model: &str, metrics: &crate::monitoring::metrics::Metrics) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        metrics.shadow_dropped(model);
+    }
+
     /// Copies dropped on this instance since it started.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
@@ -168,6 +180,12 @@ async fn answer(state: &AppState, copy: &LiveCopy, number: i32) -> anyhow::Resul
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     if served.version.id == copy.live_version_id {
         return Ok(());
+    }
+    // No room to store an answer: drop the copy before computing it.
+    if !state.log.later_has_room() {
+        state.shadow.dropped.fetch_add(1, Ordering::Relaxed);
+        state.metrics.shadow_dropped(&copy.model);
+        anyhow::bail!("the prediction log's queue for shadow answers is full");
     }
     let started = std::time::Instant::now();
     // Everything a shadow computes, its answer and its stored form, runs on the idle thread.

@@ -9,8 +9,11 @@
 //!
 //! Rows nobody waits for (what shadow versions answered: never shown, never returned) take a
 //! second, slower lane: [`PredictionLog::record_later`] hands them over without waiting, and a
-//! writer of their own gathers them for a fifth of a second and writes them with one statement.
-//! They never make the live batches larger, and a few statements a second carry all of them.
+//! writer of their own gathers them for a fifth of a second and writes them with one statement,
+//! when no live request is waiting for a commit (or after a second of waiting, at most
+//! [`LATER_BATCH_ROWS`] at a time). They never make the live batches larger, and under full
+//! load they get what the live lane leaves: the lane's queue fills, and what does not fit is
+//! refused (the caller counts it).
 
 pub mod maintenance;
 
@@ -30,8 +33,14 @@ const MAX_BATCH_ROWS: usize = 8192;
 /// How long the second lane's writer lets rows gather before it writes them.
 const GATHER: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// Rows the second lane holds before a new one is refused (and counted by the caller).
-const LATER_QUEUE: usize = 16_384;
+/// Requests the second lane holds before a new one is refused (and counted by the caller).
+const LATER_QUEUE: usize = 4096;
+
+/// Most rows of the second lane written by one statement.
+const LATER_BATCH_ROWS: usize = 128;
+
+/// How long the second lane waits for the live lane to be idle before writing anyway.
+const LATER_YIELD: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -51,6 +60,8 @@ pub struct PredictionLog {
     tx: Option<mpsc::Sender<Pending>>,
     /// The second lane: rows nobody waits for.
     later: Option<mpsc::Sender<NewPredictions>>,
+    /// Live rows handed over and not yet committed (the second lane writes when there are none).
+    live_pending: Arc<std::sync::atomic::AtomicUsize>,
     metrics: Arc<Metrics>,
 }
 
@@ -63,14 +74,16 @@ impl PredictionLog {
     ) -> (PredictionLog, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(8192);
         let (later, later_rx) = mpsc::channel(LATER_QUEUE);
-        let live = writer(pool.clone(), rx, metrics.clone());
-        let background = later_writer(pool, later_rx, metrics.clone());
+        let live_pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let live = writer(pool.clone(), rx, metrics.clone(), live_pending.clone());
+        let background = later_writer(pool, later_rx, metrics.clone(), live_pending.clone());
         let handle = tokio::spawn(async move {
             tokio::join!(live, background);
         });
         let log = PredictionLog {
             tx: Some(tx),
             later: Some(later),
+            live_pending,
             metrics,
         };
         (log, handle)
@@ -81,8 +94,15 @@ impl PredictionLog {
         PredictionLog {
             tx: None,
             later: None,
+            live_pending: Default::default(),
             metrics,
         }
+    }
+
+    /// Whether the second lane has room for another request's rows now (a caller about to
+    /// compute some can drop them first, rather than compute and be refused).
+    pub fn later_has_room(&self) -> bool {
+        self.later.as_ref().is_none_or(|later| later.capacity() > 0)
     }
 
     /// Hands rows nobody waits for to the second lane and returns at once: false when its
@@ -145,9 +165,13 @@ impl PredictionLog {
         let (reply, answer) = oneshot::channel();
         let n = rows.n;
         self.metrics.log_enqueued(n);
-        tx.send(Pending { rows, reply })
-            .await
-            .map_err(|_| LogError::Unavailable)?;
+        self.live_pending
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        if tx.send(Pending { rows, reply }).await.is_err() {
+            self.live_pending
+                .fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+            return Err(LogError::Unavailable);
+        }
         Ok((answer, n))
     }
 }
@@ -230,7 +254,12 @@ impl Ids {
     }
 }
 
-async fn writer(pool: PgPool, mut rx: mpsc::Receiver<Pending>, metrics: Arc<Metrics>) {
+async fn writer(
+    pool: PgPool,
+    mut rx: mpsc::Receiver<Pending>,
+    metrics: Arc<Metrics>,
+    pending: Arc<std::sync::atomic::AtomicUsize>,
+) {
     // One statement at a time: while it runs, requests queue up and the next statement carries
     // all of them. (Measured with scripts/bench, iris, one row a request: two or three writers
     // in flight gave 17,700 and 15,500 predictions/s against 24,700 for one. The commits' WAL
@@ -249,19 +278,25 @@ async fn writer(pool: PgPool, mut rx: mpsc::Receiver<Pending>, metrics: Arc<Metr
             }
         }
         write(&pool, &mut ids, batch, rows, &metrics).await;
+        pending.fetch_sub(rows, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
 /// The second lane's writer: waits for a first row, lets more gather for [`GATHER`] (or until a
 /// statement's worth), writes them with one `COPY`, and starts over. Writes what is queued and
 /// stops when every handle has been dropped.
-async fn later_writer(pool: PgPool, mut rx: mpsc::Receiver<NewPredictions>, metrics: Arc<Metrics>) {
+async fn later_writer(
+    pool: PgPool,
+    mut rx: mpsc::Receiver<NewPredictions>,
+    metrics: Arc<Metrics>,
+    live_pending: Arc<std::sync::atomic::AtomicUsize>,
+) {
     let mut ids = Ids::default();
     while let Some(first) = rx.recv().await {
         let deadline = tokio::time::Instant::now() + GATHER;
         let mut rows = first.n;
         let mut batch = vec![first];
-        while rows < MAX_BATCH_ROWS {
+        while rows < LATER_BATCH_ROWS {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some(next)) => {
                     rows += next.n;
@@ -269,6 +304,13 @@ async fn later_writer(pool: PgPool, mut rx: mpsc::Receiver<NewPredictions>, metr
                 }
                 Ok(None) | Err(_) => break,
             }
+        }
+        // Yield to the live lane: write while no live request waits for a commit.
+        let waiting = Instant::now();
+        while live_pending.load(std::sync::atomic::Ordering::Relaxed) > 0
+            && waiting.elapsed() < LATER_YIELD
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
         let started = Instant::now();
         let written = store(&pool, &mut ids, batch.iter()).await;

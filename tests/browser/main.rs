@@ -90,6 +90,85 @@ async fn a_user_signs_in_predicts_iris_and_finds_it_in_history(pool: PgPool) {
 
 #[sqlx::test]
 #[ignore = "needs chromium and chromedriver (apt-get install chromium chromium-driver); .ci/run runs it"]
+async fn a_field_left_blank_is_predicted_and_the_result_explains_why(pool: PgPool) {
+    require_browser();
+    let app = spawn_app(pool).await;
+    app.import_models().await;
+    // Iris as a HistGradientBoosting model trained with gaps, whose card lets petal width be
+    // missing, with iris's reference data (for the trees' covers), in production.
+    let staff = app.token_for("grace", true).await;
+    let card = std::fs::read_to_string("models/iris/1/card.toml")
+        .unwrap()
+        .replace(
+            "name = \"petal_width\"\n",
+            "name = \"petal_width\"\nmissing = \"allowed\"\n",
+        );
+    assert!(
+        card.contains("missing = \"allowed\""),
+        "the card names petal_width"
+    );
+    let published = app
+        .publish_with_reference(
+            &staff,
+            "iris",
+            "tests/fixtures/zoo/hist_gradient_boosting_classifier_gaps.onnx",
+            card.as_bytes(),
+            std::fs::read("models/iris/1/reference.csv").unwrap(),
+        )
+        .await;
+    let version = published["version"].as_i64().unwrap();
+    let (status, body) = app
+        .call_json(
+            reqwest::Method::PUT,
+            "/api/v1/models/iris/aliases/production",
+            &staff,
+            Some(serde_json::json!({ "version": version })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    app.create_user("ada", "plinth-pedestal-42", false).await;
+    let driver = Driver::start().await;
+    let b = driver.browser().await;
+    b.goto(&app.url("/accounts/login?next=/models/iris")).await;
+    b.fill("#username", "ada").await;
+    b.fill("#password", "plinth-pedestal-42").await;
+    b.click("form.form button[type=submit]").await;
+    b.wait_for_path("/models/iris").await;
+    let form = b.source().await;
+    assert!(form.contains("eave blank if unknown"), "{form}");
+    b.fill("#f-sepal_length", "6.4").await;
+    b.fill("#f-sepal_width", "2.9").await;
+    b.fill("#f-petal_length", "4.6").await;
+    b.fill("#f-petal_width", "").await;
+    b.click("form.predict-form button[type=submit]").await;
+    let path = b.wait_for_path("/predictions/").await;
+    let page = b.source().await;
+    assert!(
+        page.contains("<td>missing</td>"),
+        "the blank is shown as missing: {page}"
+    );
+    assert!(page.contains("class=\"waterfall\""), "{page}");
+    assert!(
+        page.contains("petal_width = missing"),
+        "the gap has its contribution: {page}"
+    );
+    assert!(page.contains("TreeSHAP"), "{page}");
+    b.screenshot("iris-explained").await;
+    let id: i64 = path.trim_start_matches("/predictions/").parse().unwrap();
+    let stored = plinth::db::predictions::find(&app.pool, id)
+        .await
+        .unwrap()
+        .expect("the prediction shown is in Postgres");
+    assert_eq!(
+        stored.inputs.0["petal_width"],
+        serde_json::Value::Null,
+        "stored as a gap"
+    );
+    b.quit().await;
+}
+
+#[sqlx::test]
+#[ignore = "needs chromium and chromedriver (apt-get install chromium chromium-driver); .ci/run runs it"]
 async fn a_digit_drawn_on_the_canvas_is_recognised(pool: PgPool) {
     require_browser();
     let app = spawn_app(pool).await;
