@@ -524,23 +524,61 @@ pub async fn explain_rows(
         .map_err(Clone::clone)?
         .clone();
     let base = state.registry.explanation_base(served).await;
-    let covers = base.as_ref().as_ref().map_err(Clone::clone)?;
-    let (x, width) = explained_input(&served.card, &served.loaded, &explainer, rows)?;
+    if let Err(why) = base.as_ref() {
+        return Err(why.clone());
+    }
+    let (card, loaded) = (served.card.clone(), served.loaded.clone());
+    let (rows, labels): (Vec<Vec<f64>>, Vec<Option<String>>) = (
+        rows.to_vec(),
+        outcomes.iter().map(|o| o.label.clone()).collect(),
+    );
+    let (reference_rows, version) = (
+        served.version.reference_rows.unwrap_or(0),
+        served.version.version,
+    );
+    // TreeSHAP can take milliseconds a row: off the async workers.
+    tokio::task::spawn_blocking(move || {
+        let covers = base.as_ref().as_ref().map_err(Clone::clone)?;
+        explain_blocking(
+            &card,
+            &loaded,
+            &explainer,
+            covers,
+            &rows,
+            &labels,
+            reference_rows,
+            version,
+        )
+    })
+    .await
+    .map_err(|e| format!("the explanation failed: {e}"))?
+}
+
+/// [`explain_rows`]' work, on a blocking thread.
+#[allow(clippy::too_many_arguments)]
+fn explain_blocking(
+    card: &Card,
+    loaded: &inference::LoadedModel,
+    explainer: &inference::explain::Explainer,
+    covers: &[f64],
+    rows: &[Vec<f64>],
+    labels: &[Option<String>],
+    reference_rows: i32,
+    version: i32,
+) -> Result<Vec<ExplanationOut>, String> {
+    let (x, width) = explained_input(card, loaded, explainer, rows)?;
     // Where the explained input's columns sit among the card's features.
     let mut offset = 0;
-    for spec in &served.loaded.signature.inputs {
+    for spec in &loaded.signature.inputs {
         if spec.name == explainer.input() {
             break;
         }
         offset += spec.row_width();
     }
-    let method = explainer.method(
-        served.version.reference_rows.unwrap_or(0),
-        served.version.version,
-    );
+    let method = explainer.method(reference_rows, version);
     let scale = explainer.scale();
     // A classifier's labels as answers give them: the card's, when it names as many.
-    let names: Vec<String> = match (explainer.class_labels(), &served.card.labels) {
+    let names: Vec<String> = match (explainer.class_labels(), &card.labels) {
         (Some(model), Some(card)) if card.len() == model.len() => card.clone(),
         (Some(model), _) => model,
         (None, _) => Vec::new(),
@@ -548,12 +586,12 @@ pub async fn explain_rows(
     let mut out = Vec::with_capacity(rows.len());
     for (r, row) in x.chunks_exact(width.max(1)).enumerate() {
         let e = explainer.explain(covers, row)?;
-        let label = outcomes.get(r).and_then(|o| o.label.as_deref());
+        let label = labels.get(r).and_then(|l| l.as_deref());
         let k = explainer.target_for(&e, label, &names);
         let t = e.n_targets;
         let mut contributions: Vec<Contribution> = (0..width)
             .map(|c| {
-                let feature = served.card.features.get(offset + c);
+                let feature = card.features.get(offset + c);
                 let v = rows[r].get(offset + c).copied().unwrap_or(f64::NAN);
                 Contribution {
                     feature: feature.map_or_else(|| format!("column {c}"), |f| f.name.clone()),

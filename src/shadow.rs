@@ -2,14 +2,17 @@
 //! path, and their answers are stored (source `shadow`, linked to the live rows) and never
 //! returned.
 //!
-//! A live request hands its inputs to a bounded queue and goes on; when the queue is full the
-//! copy is dropped and counted (`plinth_shadow_dropped_total`), so a slow or broken shadow never
-//! holds up the answer. One worker per instance answers up to eight copies at once (every shadow
-//! version on each) and hands the answers to the prediction log's second lane, which writes them
-//! a few times a second apart from the live commits. The shadows' models (and the decoding of
-//! their answers) run on a thread of their own at the idle CPU priority: a live request that wants a core takes it
-//! from them at once, so under full load the shadows answer what the spare CPU allows and the
-//! rest of the copies are dropped, counted, rather than slowing live answers.
+//! A live request hands its inputs to a bounded queue and goes on; when the queue, or the
+//! prediction log's lane for shadow answers, is full, the copy is dropped and counted
+//! (`plinth_shadow_dropped_total`) before anything is cloned for it, so a slow or broken shadow
+//! never holds up the answer. One worker per instance answers up to eight copies at once (every
+//! shadow version on each) and hands the answers to the log's second lane, which writes them in
+//! small statements while no live request waits for a commit. The shadows' models (and the
+//! decoding of their answers) run on a thread of their own at the lowest CPU priority (nice 19),
+//! so a live request that wants a core mostly gets it. Under full load the shadows answer what
+//! the spare capacity allows, and the rest of the copies are dropped, counted, rather than
+//! slowing live answers. (Linux's `SCHED_IDLE` was tried and left: a thread that may wait
+//! indefinitely for a core can hold an allocator lock a live thread then waits for.)
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -88,8 +91,8 @@ impl Queue {
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// A thread that runs jobs only with CPU no one else wants (Linux's `SCHED_IDLE`; elsewhere, or
-/// where that is refused, the lowest nice value). It ends when the queue that owns it is dropped.
+/// A thread that runs jobs at the lowest CPU priority (nice 19). It ends when the queue that owns
+/// it is dropped.
 struct IdleThread {
     jobs: Mutex<std::sync::mpsc::Sender<Job>>,
 }
@@ -124,23 +127,16 @@ impl IdleThread {
     }
 }
 
-/// Lowers the calling thread to the idle scheduling class (or nice 19).
+/// Lowers the calling thread to nice 19.
 fn lowest_priority() {
-    #[cfg(target_os = "linux")]
+    #[cfg(unix)]
     {
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: plain system calls on the calling thread (pid 0 / its own tid), with a valid
-        // parameter struct.
-        let idle = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } == 0;
-        if !idle {
-            let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
-            unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, 19) };
-        }
-    }
-    #[cfg(all(unix, not(target_os = "linux")))]
-    // SAFETY: a plain system call on the calling process's own priority.
-    unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+        // SAFETY: plain system calls on the calling thread's own priority.
+        #[cfg(target_os = "linux")]
+        let who = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
+        #[cfg(not(target_os = "linux"))]
+        let who = 0;
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, who, 19) };
     }
 }
 

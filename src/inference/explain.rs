@@ -384,7 +384,10 @@ impl Explainer {
         };
         match post_transform {
             PostTransform::None => what.to_string(),
-            other => format!("{what}, before the {} transform", other.name()),
+            other => format!(
+                "{what} before the {} transform",
+                other.name().to_lowercase().replace('_', " ")
+            ),
         }
     }
 }

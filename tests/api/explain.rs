@@ -319,7 +319,7 @@ async fn the_result_page_draws_the_explanation_as_a_waterfall(pool: PgPool) {
     let page = app.get_html(&format!("/predictions/{id}")).await;
     assert!(page.contains("class=\"waterfall\""), "{page}");
     assert!(
-        page.contains(&format!("{top} = ")),
+        page.contains(&format!("{} = ", label_of(&top))),
         "the largest contribution is drawn: {page}"
     );
     assert!(
@@ -333,4 +333,11 @@ async fn the_result_page_draws_the_explanation_as_a_waterfall(pool: PgPool) {
         )),
         "{page}"
     );
+}
+
+/// An iris feature's label on the pages ("petal_length" is "Petal length").
+fn label_of(feature: &str) -> String {
+    let mut label = feature.replace('_', " ");
+    label[..1].make_ascii_uppercase();
+    label
 }

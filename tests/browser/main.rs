@@ -149,7 +149,7 @@ async fn a_field_left_blank_is_predicted_and_the_result_explains_why(pool: PgPoo
     );
     assert!(page.contains("class=\"waterfall\""), "{page}");
     assert!(
-        page.contains("petal_width = missing"),
+        page.contains("Petal width = missing"),
         "the gap has its contribution: {page}"
     );
     assert!(page.contains("TreeSHAP"), "{page}");

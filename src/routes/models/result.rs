@@ -3,7 +3,7 @@
 use crate::auth::{LoggedIn, PageCtx};
 use crate::db;
 use crate::error::AppError;
-use crate::registry::card::{fmt_num, FeatureKind, Task};
+use crate::registry::card::{fmt_num, Card, FeatureKind, Task};
 use crate::registry::decode::Outcome;
 use crate::state::AppState;
 use crate::web::render;
@@ -54,7 +54,7 @@ const CHART_LEFT: f64 = 190.0;
 const CHART_WIDTH: f64 = 250.0;
 
 impl Waterfall {
-    pub fn new(e: &crate::serving::ExplanationOut) -> Waterfall {
+    pub fn new(e: &crate::serving::ExplanationOut, card: &Card) -> Waterfall {
         let mut parts: Vec<(String, f64)> = e
             .contributions
             .iter()
@@ -66,7 +66,12 @@ impl Waterfall {
                     serde_json::Value::String(s) => s.clone(),
                     other => other.to_string(),
                 };
-                (format!("{} = {value}", c.feature), c.contribution)
+                let label = card
+                    .features
+                    .iter()
+                    .find(|f| f.name == c.feature)
+                    .map_or(c.feature.as_str(), |f| f.display_label());
+                (format!("{label} = {value}"), c.contribution)
             })
             .collect();
         let rest = &e.contributions[parts.len()..];
@@ -227,10 +232,17 @@ pub async fn prediction_page(
                     }),
                 unit: f.unit.clone().unwrap_or_default(),
             })
+            // A missing value has no unit.
+            .map(|mut row| {
+                if row.value == "missing" {
+                    row.unit.clear();
+                }
+                row
+            })
             .collect()
     };
     let (waterfall, no_explanation) = match explanation(&state, &p, &card, &outcome).await {
-        Ok(e) => (Some(Waterfall::new(&e)), String::new()),
+        Ok(e) => (Some(Waterfall::new(&e, &card)), String::new()),
         Err(why) => (None, why),
     };
     let page = PredictionPage {
@@ -261,7 +273,7 @@ pub async fn prediction_page(
 async fn explanation(
     state: &AppState,
     p: &db::predictions::PredictionRow,
-    card: &crate::registry::card::Card,
+    card: &Card,
     outcome: &Outcome,
 ) -> Result<crate::serving::ExplanationOut, String> {
     let served = crate::serving::served(
