@@ -7,7 +7,11 @@ onnxruntime's answers as fixtures (tests/fixtures/zoo/, the same format as zoo.p
   `class_weights_as_tensor`, `base_values_as_tensor`), as onnxmltools writes them;
 - tree_ensemble_opset5_regressor / _average: the opset-5 `TreeEnsemble` (ai.onnx.ml 5: split
   nodes and leaves apart, modes as a uint8 tensor, integer aggregate and post-transform), what
-  current onnxmltools and skl2onnx can emit.
+  current onnxmltools and skl2onnx can emit;
+- feature_vectorizer_linear: `FeatureVectorizer` joining three inputs (the spec wants one
+  element type for all), one whole, one it cuts and one it pads, in front of a `LinearRegressor` (what onnxmltools writes for Spark ML's
+  VectorAssembler); `python -c "import zoo_handmade; zoo_handmade.feature_vectorizer()"` writes it
+  alone (onnxruntime 1.20 runs it).
 
 Run by hand (not by CI), from this directory:
 
@@ -112,6 +116,62 @@ def save(name, description, node, inputs, outputs, x, ml_opset=3):
     print(name, {k: v["shape"] for k, v in fixture["outputs"].items()})
 
 
+def feature_vectorizer():
+    rng = np.random.default_rng(SEED)
+    n = 16
+    inputs = {
+        "measures": rng.normal(0, 2, (n, 3)).astype(np.float32),
+        "counts": rng.integers(0, 9, (n, 2)).astype(np.float32),
+        "flag": rng.integers(0, 2, (n, 1)).astype(np.float32),
+    }
+    # measures gives 3 columns, counts 1 of its 2 (cut), flag 1 and a zero (padded): 6 columns.
+    nodes = [
+        helper.make_node("FeatureVectorizer", ["measures", "counts", "flag"], ["joined"],
+                         domain="ai.onnx.ml", inputdimensions=[3, 1, 2]),
+        helper.make_node("LinearRegressor", ["joined"], ["variable"], domain="ai.onnx.ml",
+                         coefficients=[0.5, -1.25, 2.0, 0.75, 3.0, 100.0], intercepts=[0.1]),
+    ]
+    infos = [helper.make_tensor_value_info("measures", TensorProto.FLOAT, [None, 3]),
+             helper.make_tensor_value_info("counts", TensorProto.FLOAT, [None, 2]),
+             helper.make_tensor_value_info("flag", TensorProto.FLOAT, [None, 1])]
+    out = helper.make_tensor_value_info("variable", TensorProto.FLOAT, [None, 1])
+    graph = helper.make_graph(nodes, "feature_vectorizer_linear", infos, [out])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("ai.onnx.ml", 3)])
+    model.ir_version = 8
+    name = "feature_vectorizer_linear"
+    (OUT / f"{name}.onnx").write_bytes(model.SerializeToString())
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    (result,) = session.run(None, inputs)
+    dtypes = {np.float32: "f32", np.int64: "i64"}
+    fixture = {
+        "model": f"{name}.onnx",
+        "description": "FeatureVectorizer (three inputs: one whole, one cut to 1 column, one padded "
+                       "to 2) in front of a LinearRegressor",
+        "operators": ["ai.onnx.ml:FeatureVectorizer", "ai.onnx.ml:LinearRegressor"],
+        "inputs": {k: {"dtype": dtypes[v.dtype.type], "shape": list(v.shape), "data": v.reshape(-1).tolist()}
+                   for k, v in inputs.items()},
+        "outputs": {"variable": {"dtype": "f32", "shape": list(result.shape),
+                                 "data": result.reshape(-1).tolist()}},
+    }
+    (OUT / f"{name}.json").write_text(json.dumps(fixture) + "\n")
+    print(name, result.shape)
+
+
+def unknown_operator():
+    """tests/fixtures/unknown_operator.onnx: an onnxruntime contrib operator (com.microsoft
+    FusedGemm, what onnxruntime's optimiser writes), which Plinth refuses by name."""
+    node = helper.make_node("FusedGemm", ["X", "W"], ["Y"], domain="com.microsoft")
+    graph = helper.make_graph([node], "unknown_operator",
+                              [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 2])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, 2])],
+                              [numpy_helper.from_array(np.eye(2, dtype=np.float32), "W")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 8
+    (HERE.parent / "tests" / "fixtures" / "unknown_operator.onnx").write_bytes(model.SerializeToString())
+
+
 def main():
     rng = np.random.default_rng(SEED)
     features = 4
@@ -162,3 +222,5 @@ def main():
 
 if __name__ == "__main__":
     main()
+    feature_vectorizer()
+    unknown_operator()

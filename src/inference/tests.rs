@@ -121,13 +121,25 @@ fn garbage_is_not_onnx_and_says_so() {
 
 #[test]
 fn an_unknown_operator_is_named() {
-    // FeatureVectorizer: an ONNX-ML operator neither tract nor Plinth implements.
-    let bytes = std::fs::read("tests/fixtures/feature_vectorizer.onnx").unwrap();
+    // FusedGemm: an onnxruntime contrib operator (its optimiser writes it) neither tract nor
+    // Plinth implements.
+    let bytes = std::fs::read("tests/fixtures/unknown_operator.onnx").unwrap();
     let err = load(&bytes).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "The model uses the operator FeatureVectorizer (ai.onnx.ml), which Plinth cannot run."
+        "The model uses the operator FusedGemm (com.microsoft), which Plinth cannot run."
     );
+    // FeatureVectorizer was refused the same way until Plinth implemented it.
+    let bytes = std::fs::read("tests/fixtures/feature_vectorizer.onnx").unwrap();
+    let model = load(&bytes).unwrap();
+    let out = model
+        .run(vec![NamedTensor {
+            name: "X".into(),
+            shape: vec![2, 2],
+            data: TensorData::F32(vec![1.0, 2.0, 3.0, 4.0]),
+        }])
+        .unwrap();
+    assert_eq!(out[0].data, TensorData::F32(vec![1.0, 2.0, 3.0, 4.0]));
     // A real skl2onnx export, StandardScaler + Ridge, was refused for its Scaler before
     // Plinth implemented it.
     let bytes = std::fs::read("tests/fixtures/scaled_ridge.onnx").unwrap();

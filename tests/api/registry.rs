@@ -188,12 +188,12 @@ async fn bad_uploads_say_what_is_wrong_and_store_nothing(pool: PgPool) {
         &app,
         Form::new().part(
             "model",
-            file_part(read("tests/fixtures/feature_vectorizer.onnx"), "model.onnx"),
+            file_part(read("tests/fixtures/unknown_operator.onnx"), "model.onnx"),
         ),
     )
     .await;
     assert!(html.contains(
-        "The model uses the operator FeatureVectorizer (ai.onnx.ml), which Plinth cannot run."
+        "The model uses the operator FusedGemm (com.microsoft), which Plinth cannot run."
     ));
 
     // A tree ensemble whose tree loops back on itself is refused with the reason, not run.

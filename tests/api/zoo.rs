@@ -154,10 +154,15 @@ async fn every_zoo_model_serves_onnxruntime_s_answers_through_the_apis(pool: PgP
                     let input = &fixture["inputs"][spec["name"].as_str().unwrap()];
                     let width = input["shape"][1].as_u64().unwrap() as usize;
                     for c in 0..width {
+                        // The derived card's names: x0… for one input, the input's name
+                        // for a one-column input, the name and the column for a wider one.
+                        let input_name = spec["name"].as_str().unwrap();
                         let feature = if single {
                             format!("x{c}")
+                        } else if width == 1 {
+                            input_name.to_string()
                         } else {
-                            spec["name"].as_str().unwrap().to_string()
+                            format!("{input_name}{c}")
                         };
                         row.insert(feature, input["data"][r * width + c].clone());
                     }

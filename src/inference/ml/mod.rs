@@ -15,6 +15,7 @@ mod encoders;
 mod linear;
 mod svm;
 pub mod tree;
+mod vectorizer;
 pub mod zipmap;
 
 use std::fmt;
@@ -62,6 +63,7 @@ pub fn register(register: &mut OnnxOpRegister) {
     register.insert("Binarizer", encoders::binarizer);
     register.insert("OneHotEncoder", encoders::one_hot_encoder);
     register.insert("LabelEncoder", encoders::label_encoder);
+    register.insert("FeatureVectorizer", vectorizer::feature_vectorizer);
 }
 
 /// The shape of an output, from the first input's.
