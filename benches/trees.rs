@@ -26,7 +26,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
     let batch: usize = batch.parse()?;
     let seconds: f64 = seconds.parse()?;
-    let model = load(&std::fs::read(model)?)?;
+    let model_path = model.as_str();
+    let model = load(&std::fs::read(model_path)?)?;
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture)?)?;
     let (name, input) = json["inputs"]
         .as_object()
@@ -64,7 +65,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mean = times.iter().sum::<Duration>().as_secs_f64() / times.len() as f64;
     let p50 = times[times.len() / 2].as_secs_f64();
     let explain_us = match shap {
-        Some(path) => explain_per_row(&model, path, &data, batch, width, seconds)?,
+        Some(path) => explain_per_row(model_path, path, &data, batch, width, seconds)?,
         None => f64::NAN,
     };
     println!(
@@ -83,14 +84,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 /// Mean microseconds to explain one row, over the batch's rows, for `seconds`.
 fn explain_per_row(
-    model: &plinth::inference::LoadedModel,
+    model_file: &str,
     shap: &str,
     data: &[f32],
     batch: usize,
     width: usize,
     seconds: f64,
 ) -> Result<f64, Box<dyn std::error::Error>> {
-    let explainer = model.explainer.as_ref().map_err(|e| e.clone())?;
+    let explainer = plinth::inference::explain::Explainer::from_onnx(&std::fs::read(model_file)?)?;
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(shap)?)?;
     let reference: Vec<f32> = json["reference"]["data"]
         .as_array()

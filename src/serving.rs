@@ -517,12 +517,6 @@ pub async fn explain_rows(
     rows: &[Vec<f64>],
     outcomes: &[Outcome],
 ) -> Result<Vec<ExplanationOut>, String> {
-    let explainer = served
-        .loaded
-        .explainer
-        .as_ref()
-        .map_err(Clone::clone)?
-        .clone();
     let base = state.registry.explanation_base(served).await;
     if let Err(why) = base.as_ref() {
         return Err(why.clone());
@@ -538,11 +532,11 @@ pub async fn explain_rows(
     );
     // TreeSHAP can take milliseconds a row: off the async workers.
     tokio::task::spawn_blocking(move || {
-        let covers = base.as_ref().as_ref().map_err(Clone::clone)?;
+        let (explainer, covers) = base.as_ref().as_ref().map_err(Clone::clone)?;
         explain_blocking(
             &card,
             &loaded,
-            &explainer,
+            explainer,
             covers,
             &rows,
             &labels,

@@ -16,7 +16,7 @@
 //!   act column by column, each contribution belongs to the input column it came from. This is
 //!   what `shap.LinearExplainer` computes (independent features).
 //!
-//! Any other graph has no explanation, and says why ([`LoadedModel::explainer`]) rather than
+//! Any other graph has no explanation, and says why ([`Explainer::from_onnx`]) rather than
 //! approximating silently.
 
 use tract_onnx::pb::{GraphProto, ModelProto, NodeProto};
@@ -213,6 +213,21 @@ impl Linear {
 const PASS_THROUGH: &[&str] = &["Cast", "Identity", "Reshape", "Flatten"];
 
 impl Explainer {
+    /// The explainable part of an ONNX file, or why there is none. Built when a version's
+    /// predictions are first explained, not at load: a model nobody asks about keeps one copy of
+    /// its trees.
+    pub fn from_onnx(bytes: &[u8]) -> Result<Explainer, String> {
+        use tract_onnx::prelude::Framework;
+        let read = std::panic::catch_unwind(|| {
+            tract_onnx::onnx().proto_model_for_read(&mut std::io::Cursor::new(bytes))
+        });
+        match read {
+            Ok(Ok(proto)) => Explainer::find(&proto),
+            Ok(Err(e)) => Err(format!("the model file cannot be read: {e}")),
+            Err(_) => Err("the model file cannot be read".into()),
+        }
+    }
+
     /// The explainable part of a graph, or why there is none.
     pub fn find(proto: &ModelProto) -> Result<Explainer, String> {
         let none = "no explanation for this model type (Plinth explains tree ensembles and \

@@ -131,7 +131,6 @@ fn load_unguarded(bytes: &[u8]) -> Result<LoadedModel, LoadError> {
     let labels = ml::zipmap::unzip(&mut proto);
     let categories = ml::zipmap::categories(&proto);
     let missing = ml::zipmap::missing_columns(&proto);
-    let explainer = explain::Explainer::find(&proto).map(std::sync::Arc::new);
     if let Some((op, domain)) = unsupported_operator(&onnx, &proto) {
         return Err(LoadError::UnsupportedOperator { op, domain });
     }
@@ -237,7 +236,6 @@ fn load_unguarded(bytes: &[u8]) -> Result<LoadedModel, LoadError> {
         Some(model) => (None, Some((model, Mutex::new(HashMap::from([(1, plan)]))))),
     };
     Ok(LoadedModel {
-        explainer,
         signature: Signature {
             inputs,
             outputs,

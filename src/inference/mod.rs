@@ -98,8 +98,6 @@ pub struct LoadedModel {
     recent_micros: AtomicU64,
     /// The dynamic batching queue, started by the first batched run.
     batcher: std::sync::OnceLock<batching::Batcher>,
-    /// What explains its predictions, or why nothing does.
-    pub explainer: Result<std::sync::Arc<explain::Explainer>, String>,
 }
 
 /// The most values one input row may have (a form field or a card feature each).

@@ -126,8 +126,10 @@ struct Slot {
     used: AtomicU64,
 }
 
-/// What a version's explanations need of its reference data, or why it cannot be had.
-pub type ExplanationBase = Arc<Result<Vec<f64>, String>>;
+/// What explaining a version's predictions needs: its explainer and what that needs of the
+/// reference data (the trees' covers, the linear model's means); or why it cannot be had.
+pub type ExplanationBase =
+    Arc<Result<(Arc<crate::inference::explain::Explainer>, Vec<f64>), String>>;
 
 pub struct Registry {
     pool: PgPool,
@@ -277,13 +279,20 @@ impl Registry {
         counted
     }
 
-    async fn count_explanation_base(&self, served: &Served) -> Result<Vec<f64>, String> {
-        let explainer = served
-            .loaded
-            .explainer
-            .as_ref()
-            .map_err(Clone::clone)?
-            .clone();
+    async fn count_explanation_base(
+        &self,
+        served: &Served,
+    ) -> Result<(Arc<crate::inference::explain::Explainer>, Vec<f64>), String> {
+        let model = self
+            .artifacts
+            .get(&served.version.sha256)
+            .await
+            .map_err(|e| format!("The reference data cannot be read: the model file: {e}"))?;
+        let explainer = tokio::task::spawn_blocking(move || {
+            crate::inference::explain::Explainer::from_onnx(&model).map(Arc::new)
+        })
+        .await
+        .map_err(|e| format!("reading the model's trees failed: {e}"))??;
         let csv = self
             .reference_csv(&served.version)
             .await
@@ -299,7 +308,8 @@ impl Registry {
         tokio::task::spawn_blocking(move || {
             let rows = reference::rows(&csv, &card);
             let (x, width) = crate::serving::explained_input(&card, &loaded, &explainer, &rows)?;
-            explainer.covers(&x, rows.len(), width)
+            let covers = explainer.covers(&x, rows.len(), width)?;
+            Ok((explainer, covers))
         })
         .await
         .map_err(|e| format!("counting the covers failed: {e}"))?

@@ -114,17 +114,14 @@ pub async fn predict(
     let explain = query.explain.unwrap_or(false);
     // Refused before anything is predicted or stored: a model with no explanation says so.
     if explain {
-        let ready = match &served.loaded.explainer {
-            Err(why) => Err(why.clone()),
-            Ok(_) => state
-                .registry
-                .explanation_base(&served)
-                .await
-                .as_ref()
-                .as_ref()
-                .map(|_| ())
-                .map_err(Clone::clone),
-        };
+        let ready = state
+            .registry
+            .explanation_base(&served)
+            .await
+            .as_ref()
+            .as_ref()
+            .map(|_| ())
+            .map_err(Clone::clone);
         if let Err(why) = ready {
             return Err(AppError::Unprocessable(format!(
                 "Version {} of {} cannot explain its predictions: {why}",
