@@ -184,7 +184,26 @@ impl Weed {
             child: None,
         };
         std::fs::create_dir_all(dir).unwrap();
-        weed.run().await;
+        // A port picked free can be taken by another test before weed binds it: then weed exits
+        // or never answers, and it is started again on other ports.
+        for _ in 0..3 {
+            if weed.try_run().await {
+                break;
+            }
+            weed.ports = std::array::from_fn(|_| free_port());
+            // A fresh start: what the failed one wrote goes (its log stays).
+            for entry in std::fs::read_dir(dir).unwrap().flatten() {
+                if entry.file_name() != "weed.log" {
+                    let path = entry.path();
+                    let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+                }
+            }
+        }
+        assert!(
+            weed.child.is_some(),
+            "weed never answered (three tries; its log: {})",
+            dir.join("weed.log").display()
+        );
         // Anonymous access (no identities configured): a plain PUT makes the bucket. The S3
         // gateway answers before its filer is ready (404 then, for a while): asked again until
         // it takes the bucket.
@@ -225,6 +244,16 @@ impl Weed {
     }
 
     async fn run(&mut self) {
+        assert!(
+            self.try_run().await,
+            "weed never answered on {}",
+            self.endpoint()
+        );
+    }
+
+    /// Starts weed on its ports and waits until it answers: false (and no child) when it exits
+    /// first or stays silent for 30 s.
+    async fn try_run(&mut self) -> bool {
         let [master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc] = self.ports;
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -256,16 +285,22 @@ impl Weed {
                     self.binary.display()
                 )
             });
-        self.child = Some(child);
+        let mut child = child;
         let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if client.get(self.endpoint()).send().await.is_ok() {
-                return;
+                self.child = Some(child);
+                return true;
+            }
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                break;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        panic!("weed never answered on {}", self.endpoint());
+        let _ = child.kill();
+        let _ = child.wait();
+        false
     }
 
     /// Kills the store: requests to it are refused.
