@@ -485,22 +485,13 @@ fn reads_through(graph: &GraphProto, node: &NodeProto, input: &str) -> bool {
     false
 }
 
-impl Labels {
-    /// Class `k`'s label as text.
-    pub fn text(&self, k: usize) -> String {
-        match self {
-            Labels::Ints(v) => v.get(k).map(|i| i.to_string()).unwrap_or_default(),
-            Labels::Strings(v) => v.get(k).cloned().unwrap_or_default(),
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::Value;
 
-    fn proto(file: &str) -> ModelProto {
+    /// An ONNX file's graph, read as loading reads it.
+    pub(crate) fn proto(file: &str) -> ModelProto {
         use tract_onnx::prelude::Framework;
         let bytes = std::fs::read(file).unwrap();
         tract_onnx::onnx()
@@ -508,7 +499,8 @@ mod tests {
             .unwrap()
     }
 
-    fn floats(v: &Value) -> (Vec<f32>, usize) {
+    /// A shap fixture's `{"shape", "data"}` as `f32` rows (null is a gap), and their width.
+    pub(crate) fn floats(v: &Value) -> (Vec<f32>, usize) {
         let width = v["shape"][1].as_u64().unwrap() as usize;
         let data = v["data"]
             .as_array()
@@ -517,6 +509,15 @@ mod tests {
             .map(|x| x.as_f64().map_or(f32::NAN, |x| x as f32))
             .collect();
         (data, width)
+    }
+
+    /// A fixture's list of numbers.
+    pub(crate) fn numbers(v: &Value) -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect()
     }
 
     /// The zoo's linear models (through their scalers and imputers), explained as
@@ -541,14 +542,7 @@ mod tests {
                 .unwrap();
             let (rows, width) = floats(&json["rows"]);
             let t = json["targets"].as_u64().unwrap() as usize;
-            let list = |key: &str| -> Vec<f64> {
-                json[key]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_f64().unwrap())
-                    .collect()
-            };
+            let list = |key: &str| numbers(&json[key]);
             let (expected, raw, want) = (list("expected"), list("raw"), list("contributions"));
             let scale = raw.iter().fold(1.0f64, |m, v| m.max(v.abs()));
             let mut worst = 0.0f64;

@@ -198,6 +198,34 @@ async fn explanations_through_the_api_are_shaps_and_add_up(pool: PgPool) {
     .await;
 }
 
+/// Publishes zoo model `file` as a new iris version (iris's card, no reference data) and asks it
+/// for an explained prediction: the body of its 422.
+async fn publish_and_explain(app: &TestApp, staff: &str, file: &str, flower: &Value) -> String {
+    let res = app
+        .publish(
+            staff,
+            "iris",
+            &format!("tests/fixtures/zoo/{file}.onnx"),
+            Some("models/iris/1/card.toml"),
+        )
+        .await;
+    assert_eq!(res.status().as_u16(), 201);
+    let version: Value = res.json().await.unwrap();
+    let (status, body) = app
+        .call_json(
+            Method::POST,
+            &format!(
+                "/api/v1/models/iris/predict?version={}&explain=true",
+                version["version"]
+            ),
+            staff,
+            Some(flower.clone()),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    body.to_string()
+}
+
 #[sqlx::test]
 async fn what_cannot_be_explained_says_why_and_nothing_is_predicted(pool: PgPool) {
     let app = spawn_app_with(pool, |_| {}).await;
@@ -206,51 +234,14 @@ async fn what_cannot_be_explained_says_why_and_nothing_is_predicted(pool: PgPool
     let flower = json!({"inputs": {"sepal_length": 5.9, "sepal_width": 3.0, "petal_length": 5.1, "petal_width": 1.8}});
     let before = app.predictions().await;
     // An RBF support vector machine: neither trees nor a linear model.
-    let res = app
-        .publish(
-            &staff,
-            "iris",
-            "tests/fixtures/zoo/svc_rbf.onnx",
-            Some("models/iris/1/card.toml"),
-        )
-        .await;
-    assert_eq!(res.status().as_u16(), 201);
-    let (status, body) = app
-        .call_json(
-            Method::POST,
-            "/api/v1/models/iris/predict?version=2&explain=true",
-            &staff,
-            Some(flower.clone()),
-        )
-        .await;
-    assert_eq!(status, 422, "{body}");
+    let body = publish_and_explain(&app, &staff, "svc_rbf", &flower).await;
     assert!(
-        body.to_string().contains("cannot explain")
-            && body
-                .to_string()
-                .contains("no explanation for this model type"),
+        body.contains("cannot explain") && body.contains("no explanation for this model type"),
         "{body}"
     );
     // A tree version published without reference data: the covers cannot be counted.
-    let res = app
-        .publish(
-            &staff,
-            "iris",
-            "tests/fixtures/zoo/decision_tree_classifier.onnx",
-            Some("models/iris/1/card.toml"),
-        )
-        .await;
-    assert_eq!(res.status().as_u16(), 201);
-    let (status, body) = app
-        .call_json(
-            Method::POST,
-            "/api/v1/models/iris/predict?version=3&explain=true",
-            &staff,
-            Some(flower.clone()),
-        )
-        .await;
-    assert_eq!(status, 422, "{body}");
-    assert!(body.to_string().contains("no reference data"), "{body}");
+    let body = publish_and_explain(&app, &staff, "decision_tree_classifier", &flower).await;
+    assert!(body.contains("no reference data"), "{body}");
     assert_eq!(
         app.predictions().await,
         before,

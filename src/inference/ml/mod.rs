@@ -432,6 +432,14 @@ impl Labels {
         self.len() == 0
     }
 
+    /// Class `k`'s label as text.
+    pub fn text(&self, k: usize) -> String {
+        match self {
+            Labels::Ints(v) => v.get(k).map(|i| i.to_string()).unwrap_or_default(),
+            Labels::Strings(v) => v.get(k).cloned().unwrap_or_default(),
+        }
+    }
+
     pub fn datum_type(&self) -> DatumType {
         match self {
             Labels::Ints(_) => DatumType::I64,

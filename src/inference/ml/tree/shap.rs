@@ -359,31 +359,11 @@ fn unwound_sum(path: &[PathElement], unique_depth: usize, index: usize) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inference::explain::tests::{floats, numbers, proto};
     use serde_json::Value;
 
-    fn floats(v: &Value) -> (Vec<f32>, usize) {
-        let shape: Vec<usize> = v["shape"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d.as_u64().unwrap() as usize)
-            .collect();
-        let data = v["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().map_or(f32::NAN, |x| x as f32))
-            .collect();
-        (data, shape[1])
-    }
-
     fn trees(model: &str) -> super::super::Trees {
-        use tract_onnx::prelude::Framework;
-        let bytes = std::fs::read(format!("tests/fixtures/zoo/{model}")).unwrap();
-        let proto = tract_onnx::onnx()
-            .proto_model_for_read(&mut std::io::Cursor::new(bytes))
-            .unwrap();
-        let graph = proto.graph.unwrap();
+        let graph = proto(&format!("tests/fixtures/zoo/{model}")).graph.unwrap();
         graph
             .node
             .iter()
@@ -420,14 +400,7 @@ mod tests {
             let (rows, width) = floats(&json["rows"]);
             let t = json["targets"].as_u64().unwrap() as usize;
             assert_eq!(e.n_targets, t, "{name}: targets");
-            let want = |key: &str| -> Vec<f64> {
-                json[key]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_f64().unwrap())
-                    .collect()
-            };
+            let want = |key: &str| numbers(&json[key]);
             let (expected, raw, contributions) =
                 (want("expected"), want("raw"), want("contributions"));
             let scale = raw.iter().fold(1.0f64, |m, v| m.max(v.abs()));
