@@ -560,16 +560,24 @@ async fn a_webhook_answering_500_is_retried_until_it_takes_the_delivery(pool: Pg
         .unwrap()
         .contains("A test from Plinth"));
 
-    // Two refusals and a success, each attempt recorded with what came back.
-    let (status, deliveries) = app
-        .call_json(
-            Method::GET,
-            &format!("/api/v1/webhooks/{id}/deliveries"),
-            &staff,
-            None,
-        )
-        .await;
-    assert_eq!(status, 200);
+    // Two refusals and a success, each attempt recorded with what came back. The receiver has
+    // the body a moment before the delivery's row says so: asked until it does.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let deliveries = loop {
+        let (status, deliveries) = app
+            .call_json(
+                Method::GET,
+                &format!("/api/v1/webhooks/{id}/deliveries"),
+                &staff,
+                None,
+            )
+            .await;
+        assert_eq!(status, 200);
+        if deliveries[0]["state"] == "delivered" || Instant::now() > deadline {
+            break deliveries;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let d = &deliveries[0];
     assert_eq!(d["state"], "delivered", "{d}");
     let tries: Vec<(Value, Value)> = d["tries"]
