@@ -10,6 +10,9 @@ Run by hand (not by CI), from this directory:
     python3 -m venv .zoo && .zoo/bin/pip install -r zoo-requirements.txt
     .zoo/bin/python zoo.py
 
+onnxruntime's StringNormalizer (the text model) needs the en_US.UTF-8 locale: on Debian,
+`apt-get install locales`, uncomment it in /etc/locale.gen, run `locale-gen`.
+
 Writes `../tests/fixtures/zoo/<name>.onnx` and `../tests/fixtures/zoo/<name>.json`. Every data
 set ships with scikit-learn or is generated here from a fixed seed, so nothing is downloaded.
 """
@@ -179,6 +182,105 @@ def sk(name, description, estimator, data, **kw):
     return estimator
 
 
+def dict_vectorizer():
+    """dict_vectorizer_classifier: scikit-learn's DictVectorizer (a map input, string keys to
+    floats, categorical values one-hot as "city=paris") in front of a random forest. onnxruntime
+    takes one map a run; the fixture keeps each row's map ("maps") and the same rows laid out
+    by the vocabulary ("inputs", 0 for an absent key), which is what Plinth serves.
+    `python -c "import zoo; zoo.dict_vectorizer()"` writes it alone."""
+    from sklearn.feature_extraction import DictVectorizer
+    from skl2onnx.common.data_types import DictionaryType
+
+    rng = np.random.default_rng(SEED)
+    cities = ["paris", "lyon", "lille"]
+
+    def record(i):
+        r = {"age": float(rng.integers(18, 80)), "visits": float(rng.poisson(3))}
+        if rng.random() < 0.7:
+            r["income"] = float(np.float32(rng.normal(50, 12)))
+        r["city=" + cities[i % 3]] = 1.0
+        return r
+
+    records = [record(i) for i in range(300)]
+    y = [int(r["age"] > 45) + int(r.get("income", 0) > 55) for r in records]
+    pipe = Pipeline([("dict", DictVectorizer(sparse=False)),
+                     ("forest", RandomForestClassifier(n_estimators=20, max_depth=5, random_state=SEED))])
+    pipe.fit(records[:-ROWS], y[:-ROWS])
+    model = convert_sklearn(pipe, initial_types=[("input", DictionaryType(StringTensorType([1]), FloatTensorType([1])))],
+                            target_opset={"": 17, "ai.onnx.ml": 3})
+    name = "dict_vectorizer_classifier"
+    model.doc_string = "DictVectorizer (a map input) in front of a RandomForestClassifier, 20 trees"
+    path = OUT / f"{name}.onnx"
+    path.write_bytes(model.SerializeToString())
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    test = records[-ROWS:]
+    labels, probabilities = [], []
+    for r in test:
+        label, proba = session.run(None, {"input": r})
+        labels.extend(label.tolist())
+        probabilities.extend(proba)
+    vocabulary = list(pipe.named_steps["dict"].feature_names_)
+    dense = np.array([[r.get(k, 0.0) for k in vocabulary] for r in test], dtype=np.float32)
+    outputs = session.get_outputs()
+    ops = sorted({f"{n.domain or 'ai.onnx'}:{n.op_type}" for n in model.graph.node})
+    fixture = {
+        "model": f"{name}.onnx",
+        "description": model.doc_string,
+        "operators": ops,
+        "columns": {"input": vocabulary},
+        "maps": test,
+        "inputs": {"input": jsonable(dense)},
+        "outputs": {outputs[0].name: jsonable(np.array(labels, dtype=np.int64)),
+                    outputs[1].name: jsonable(probabilities)},
+    }
+    (OUT / f"{name}.json").write_text(json.dumps(fixture, indent=1) + "\n")
+    print(f"{name:28} {path.stat().st_size:>9} bytes  {' '.join(ops)}")
+
+
+def reviews(n=400):
+    """Short product reviews made from word lists (fixed seed): mixed case, punctuation, digits,
+    accents, runs of spaces, the odd empty string, some words skl2onnx's tokenizer keeps and
+    scikit-learn's drops (one letter)."""
+    rng = np.random.default_rng(SEED)
+    good = ["great", "love", "excellent", "perfect", "Works", "happy", "recommend", "fast"]
+    bad = ["broken", "awful", "refund", "late", "Poor", "waste", "never", "slow"]
+    filler = ["the", "a", "it", "is", "was", "this", "product", "délivery", "I", "very", "x2",
+              "battery", "café", "and", "not", "too", "ÉTÉ", "item_42"]
+    texts, labels = [], []
+    for i in range(n):
+        positive = rng.random() < 0.5
+        words = list(rng.choice(filler, rng.integers(0, 7)))
+        words += list(rng.choice(good if positive else bad, rng.integers(1, 4)))
+        if rng.random() < 0.3:
+            words += list(rng.choice(bad if positive else good, 1))
+        rng.shuffle(words)
+        text = " ".join(w.upper() if rng.random() < 0.1 else w for w in words)
+        if rng.random() < 0.2:
+            text += rng.choice(["!", "!!", ".", " :)", "?", "  ", ", really."])
+        if i % 97 == 0:
+            text = ""
+        texts.append(text)
+        labels.append(int(positive))
+    return np.array(texts, dtype=object).reshape(-1, 1), np.array(labels)
+
+
+def tfidf():
+    """tfidf_logistic_regression: TfidfVectorizer (unigrams and bigrams) and LogisticRegression
+    on one text column, what skl2onnx writes as StringNormalizer, Tokenizer (com.microsoft),
+    TfIdfVectorizer, Normalizer and LinearClassifier; onnxruntime's answers on 400 strings.
+    `python -c "import zoo; zoo.tfidf()"` writes it alone."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    x, y = reviews()
+    pipe = Pipeline([("tfidf", TfidfVectorizer(ngram_range=(1, 2), min_df=2)),
+                     ("clf", LogisticRegression(max_iter=500))])
+    pipe.fit(x[:, 0], y)
+    model = convert_sklearn(pipe, initial_types=[("text", StringTensorType([None, 1]))],
+                            target_opset={"": 17, "ai.onnx.ml": 3})
+    save("tfidf_logistic_regression",
+         "TfidfVectorizer (1- and 2-grams) and LogisticRegression on short reviews", model, {"text": x})
+
+
 def main():
     np.random.seed(SEED)
     print(f"scikit-learn {sklearn.__version__}, skl2onnx {skl2onnx.__version__}, "
@@ -280,3 +382,5 @@ def main():
 
 if __name__ == "__main__":
     main()
+    dict_vectorizer()
+    tfidf()

@@ -6,9 +6,10 @@ use std::time::Instant;
 
 use crate::db::predictions::{NewPredictions, StoredInputs, StoredOutputs};
 use crate::error::AppError;
+use crate::inference::explain::Explainer;
 use crate::inference::{self, DType, NamedTensor, RunError, TensorData, TensorSpec};
 use crate::monitoring::metrics::Stage;
-use crate::registry::card::Card;
+use crate::registry::card::{Card, FeatureKind};
 use crate::registry::decode::{decode, Outcome};
 use crate::registry::{Selector, Served};
 use crate::state::AppState;
@@ -52,11 +53,12 @@ pub struct Batch {
 }
 
 impl Batch {
-    /// From rows of the card's features (forms, JSON v1, KServe v1), already checked.
-    pub fn from_rows(card: &Card, specs: &[TensorSpec], rows: &[Vec<f64>]) -> Batch {
+    /// From rows of the card's features (forms, JSON v1, KServe v1), already checked, and
+    /// each row's free texts (see [`Texts`]).
+    pub fn from_rows(card: &Card, specs: &[TensorSpec], rows: &[Vec<f64>], texts: &Texts) -> Batch {
         Batch {
-            tensors: input_tensors(card, specs, rows),
-            stored: stored_inputs(card, specs, rows),
+            tensors: input_tensors(card, specs, rows, texts),
+            stored: stored_inputs(card, specs, rows, texts),
             n: rows.len(),
         }
     }
@@ -114,9 +116,28 @@ impl Batch {
     }
 }
 
+/// The free texts of rows ([`FeatureKind::Text`] features): row → the row's texts, in the
+/// card's order of those features. A row's own place for a text holds nothing. Empty for a
+/// card with no free text.
+pub type Texts = [Vec<String>];
+
+/// The text of free-text feature `c` (a position among the card's features) in row `r`.
+fn text_of<'a>(card: &Card, texts: &'a Texts, r: usize, c: usize) -> Option<&'a str> {
+    let slot = card.features[..c.min(card.features.len())]
+        .iter()
+        .filter(|f| f.kind == FeatureKind::Text)
+        .count();
+    texts.get(r)?.get(slot).map(String::as_str)
+}
+
 /// Rows of the card's features as the prediction log stores them: numbers when they all are,
 /// otherwise per row feature name → value (a number, or the text a text input received).
-pub fn stored_inputs(card: &Card, specs: &[TensorSpec], rows: &[Vec<f64>]) -> StoredInputs {
+pub fn stored_inputs(
+    card: &Card,
+    specs: &[TensorSpec],
+    rows: &[Vec<f64>],
+    texts: &Texts,
+) -> StoredInputs {
     let text = text_columns(specs);
     let width = card.features.len();
     if text.is_empty() && rows.iter().all(|r| r.len() == width) {
@@ -124,13 +145,17 @@ pub fn stored_inputs(card: &Card, specs: &[TensorSpec], rows: &[Vec<f64>]) -> St
     } else {
         StoredInputs::Json(
             rows.iter()
-                .map(|row| {
+                .enumerate()
+                .map(|(r, row)| {
                     card.features
                         .iter()
                         .zip(row)
                         .enumerate()
                         .map(|(c, (f, v))| {
-                            let value = if text.contains(&c) {
+                            let value = if f.kind == FeatureKind::Text {
+                                text_of(card, texts, r, c)
+                                    .map_or(serde_json::Value::Null, |t| t.to_string().into())
+                            } else if text.contains(&c) {
                                 f.choice_text(*v)
                                     .map_or(serde_json::Value::Null, |t| t.to_string().into())
                             } else {
@@ -161,8 +186,14 @@ fn text_columns(specs: &[TensorSpec]) -> Vec<usize> {
 }
 
 /// The model's input tensors for rows of the card's features: the features are the inputs'
-/// columns in signature order; a text input receives the text of the chosen category.
-pub fn input_tensors(card: &Card, specs: &[TensorSpec], rows: &[Vec<f64>]) -> Vec<NamedTensor> {
+/// columns in signature order; a text input receives the text of the chosen category, or the
+/// row's free text.
+pub fn input_tensors(
+    card: &Card,
+    specs: &[TensorSpec],
+    rows: &[Vec<f64>],
+    texts: &Texts,
+) -> Vec<NamedTensor> {
     let n = rows.len();
     let mut offset = 0;
     specs
@@ -185,14 +216,17 @@ pub fn input_tensors(card: &Card, specs: &[TensorSpec], rows: &[Vec<f64>]) -> Ve
                 DType::Bool => TensorData::Bool(values().map(|v| v != 0.0).collect()),
                 DType::String => TensorData::String(
                     rows.iter()
-                        .flat_map(|r| {
-                            columns.clone().map(|c| {
-                                card.features
-                                    .get(c)
+                        .enumerate()
+                        .flat_map(|(i, r)| {
+                            columns.clone().map(move |c| match card.features.get(c) {
+                                Some(f) if f.kind == FeatureKind::Text => {
+                                    text_of(card, texts, i, c).unwrap_or_default().to_string()
+                                }
+                                f => f
                                     .zip(r.get(c))
                                     .and_then(|(f, v)| f.choice_text(*v))
                                     .unwrap_or_default()
-                                    .to_string()
+                                    .to_string(),
                             })
                         })
                         .collect(),
@@ -369,15 +403,16 @@ pub fn stored_outputs(card: &Card, outcomes: &[Outcome]) -> StoredOutputs {
     }
 }
 
-/// [`predict`] for rows of the card's features, already checked.
+/// [`predict`] for rows of the card's features, already checked, with their free texts.
 pub async fn predict_rows(
     state: &AppState,
     served: &Served,
     rows: &[Vec<f64>],
+    texts: &Texts,
     caller: Caller,
     source: &'static str,
 ) -> Result<Answer, AppError> {
-    let batch = Batch::from_rows(&served.card, &served.loaded.signature.inputs, rows);
+    let batch = Batch::from_rows(&served.card, &served.loaded.signature.inputs, rows, texts);
     predict(state, served, batch, caller, source).await
 }
 
@@ -489,7 +524,7 @@ pub struct Contribution {
 pub fn explained_input(
     card: &Card,
     loaded: &inference::LoadedModel,
-    explainer: &inference::explain::Explainer,
+    explainer: &Explainer,
     rows: &[Vec<f64>],
 ) -> Result<(Vec<f32>, usize), String> {
     let specs = &loaded.signature.inputs;
@@ -497,7 +532,8 @@ pub fn explained_input(
         .iter()
         .find(|s| s.name == explainer.input())
         .ok_or("the explained input is not one of the model's inputs")?;
-    let tensors = input_tensors(card, specs, rows);
+    // Explained models take numbers only.
+    let tensors = input_tensors(card, specs, rows, &[]);
     let tensor = tensors
         .into_iter()
         .find(|t| t.name == spec.name)
@@ -548,29 +584,55 @@ pub async fn explain_rows(
     .map_err(|e| format!("the explanation failed: {e}"))?
 }
 
-/// [`explain_rows`]' work, on a blocking thread.
-#[allow(clippy::too_many_arguments)]
-fn explain_blocking(
-    card: &Card,
-    loaded: &inference::LoadedModel,
-    explainer: &inference::explain::Explainer,
-    covers: &[f64],
-    rows: &[Vec<f64>],
-    labels: &[Option<String>],
-    reference_rows: i32,
-    version: i32,
-) -> Result<Vec<ExplanationOut>, String> {
-    let (x, width) = explained_input(card, loaded, explainer, rows)?;
-    // Where the explained input's columns sit among the card's features.
+/// Where the explained input's columns sit among the card's features: the first, and how many.
+fn explained_span(loaded: &inference::LoadedModel, explainer: &Explainer) -> (usize, usize) {
     let mut offset = 0;
     for spec in &loaded.signature.inputs {
         if spec.name == explainer.input() {
-            break;
+            return (offset, spec.row_width());
         }
         offset += spec.row_width();
     }
-    let method = explainer.method(reference_rows, version);
-    let scale = explainer.scale();
+    (offset, 0)
+}
+
+/// The names of the features an explanation gives contributions for, in its columns' order.
+pub fn explained_features(
+    card: &Card,
+    loaded: &inference::LoadedModel,
+    explainer: &Explainer,
+) -> Vec<String> {
+    let (offset, width) = explained_span(loaded, explainer);
+    (0..width)
+        .map(|c| {
+            card.features
+                .get(offset + c)
+                .map_or_else(|| format!("column {c}"), |f| f.name.clone())
+        })
+        .collect()
+}
+
+/// One row's explanation, its contributions in the explained input's column order.
+pub struct RowExplained {
+    /// The explained class's name (a classifier's).
+    pub target: Option<String>,
+    pub base: f64,
+    pub output: f64,
+    pub contributions: Vec<f64>,
+}
+
+/// Explains each of `rows` (card features) for the class its `labels` entry names (a
+/// classifier's answer; the explainer's own choice otherwise).
+#[allow(clippy::too_many_arguments)]
+pub fn explain_columns(
+    card: &Card,
+    loaded: &inference::LoadedModel,
+    explainer: &Explainer,
+    covers: &[f64],
+    rows: &[Vec<f64>],
+    labels: &[Option<String>],
+) -> Result<Vec<RowExplained>, String> {
+    let (x, width) = explained_input(card, loaded, explainer, rows)?;
     // A classifier's labels as answers give them: the card's, when it names as many.
     let names: Vec<String> = match (explainer.class_labels(), &card.labels) {
         (Some(model), Some(card)) if card.len() == model.len() => card.clone(),
@@ -583,33 +645,65 @@ fn explain_blocking(
         let label = labels.get(r).and_then(|l| l.as_deref());
         let k = explainer.target_for(&e, label, &names);
         let t = e.n_targets;
-        let mut contributions: Vec<Contribution> = (0..width)
-            .map(|c| {
-                let feature = card.features.get(offset + c);
-                let v = rows[r].get(offset + c).copied().unwrap_or(f64::NAN);
-                Contribution {
-                    feature: feature.map_or_else(|| format!("column {c}"), |f| f.name.clone()),
-                    value: match feature.and_then(|f| f.choice_text(v)) {
-                        Some(text) => text.to_string().into(),
-                        None if v.is_nan() => serde_json::Value::Null,
-                        None => serde_json::json!(v),
-                    },
-                    contribution: e.contributions[c * t + k],
-                }
-            })
-            .collect();
-        contributions.sort_by(|a, b| b.contribution.abs().total_cmp(&a.contribution.abs()));
-        let target = explainer
-            .class_of(k, &e)
-            .and_then(|c| names.get(c).cloned());
-        out.push(ExplanationOut {
-            target,
-            scale: scale.clone(),
-            method: method.clone(),
+        out.push(RowExplained {
+            target: explainer
+                .class_of(k, &e)
+                .and_then(|c| names.get(c).cloned()),
             base: e.expected[k],
             output: e.score[k],
-            contributions,
+            contributions: (0..width).map(|c| e.contributions[c * t + k]).collect(),
         });
     }
     Ok(out)
+}
+
+/// [`explain_rows`]' work, on a blocking thread.
+#[allow(clippy::too_many_arguments)]
+fn explain_blocking(
+    card: &Card,
+    loaded: &inference::LoadedModel,
+    explainer: &Explainer,
+    covers: &[f64],
+    rows: &[Vec<f64>],
+    labels: &[Option<String>],
+    reference_rows: i32,
+    version: i32,
+) -> Result<Vec<ExplanationOut>, String> {
+    let explained = explain_columns(card, loaded, explainer, covers, rows, labels)?;
+    let (offset, _) = explained_span(loaded, explainer);
+    let method = explainer.method(reference_rows, version);
+    let scale = explainer.scale();
+    Ok(explained
+        .into_iter()
+        .zip(rows)
+        .map(|(e, row)| {
+            let mut contributions: Vec<Contribution> = e
+                .contributions
+                .iter()
+                .enumerate()
+                .map(|(c, &contribution)| {
+                    let feature = card.features.get(offset + c);
+                    let v = row.get(offset + c).copied().unwrap_or(f64::NAN);
+                    Contribution {
+                        feature: feature.map_or_else(|| format!("column {c}"), |f| f.name.clone()),
+                        value: match feature.and_then(|f| f.choice_text(v)) {
+                            Some(text) => text.to_string().into(),
+                            None if v.is_nan() => serde_json::Value::Null,
+                            None => serde_json::json!(v),
+                        },
+                        contribution,
+                    }
+                })
+                .collect();
+            contributions.sort_by(|a, b| b.contribution.abs().total_cmp(&a.contribution.abs()));
+            ExplanationOut {
+                target: e.target,
+                scale: scale.clone(),
+                method: method.clone(),
+                base: e.base,
+                output: e.output,
+                contributions,
+            }
+        })
+        .collect())
 }

@@ -172,11 +172,11 @@ async fn score(
             return contract.app_error(&e);
         }
     }
-    let answer = match serving::predict_rows(state, &served, &rows, caller, contract.source()).await
-    {
-        Ok(answer) => answer,
-        Err(e) => return contract.app_error(&e),
-    };
+    let answer =
+        match serving::predict_rows(state, &served, &rows, &[], caller, contract.source()).await {
+            Ok(answer) => answer,
+            Err(e) => return contract.app_error(&e),
+        };
     let predictions: Vec<Value> = answer
         .outcomes
         .iter()

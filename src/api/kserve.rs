@@ -112,7 +112,7 @@ pub async fn predict(
             serving::rejected(&state, &served, "v1");
             AppError::Unprocessable(e)
         })?;
-    let answer = serving::predict_rows(&state, &served, &rows, caller, "v1").await?;
+    let answer = serving::predict_rows(&state, &served, &rows, &[], caller, "v1").await?;
     let predictions = answer
         .outcomes
         .iter()

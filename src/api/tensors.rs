@@ -398,6 +398,7 @@ pub fn fuzz_signatures() -> [Signature; 2] {
         labels: None,
         categories: Default::default(),
         missing: Default::default(),
+        columns: Default::default(),
     };
     [one("X", DType::F32, 4), one("city", DType::String, 1)]
 }

@@ -29,6 +29,8 @@ pub struct Submission {
     pub format: Format,
     pub output_url: Option<String>,
     pub max_errors: Option<i64>,
+    /// Whether the results add each feature's contribution (exact SHAP values).
+    pub explain: bool,
 }
 
 /// Where uploads are spooled.
@@ -133,6 +135,24 @@ enum Piece {
 /// the problem when the file cannot be read or its columns do not fit the card.
 pub async fn submit(state: &AppState, sub: Submission, file: &Path) -> Result<JobRow, AppError> {
     let served = serving::served(state, &sub.model, &sub.selector).await?;
+    // Refused before the file is read when the model cannot be explained.
+    let contributions = if sub.explain {
+        match state.registry.explanation_base(&served).await.as_ref() {
+            Ok((explainer, _)) => Some(serving::explained_features(
+                &served.card,
+                &served.loaded,
+                explainer,
+            )),
+            Err(why) => {
+                return Err(AppError::Unprocessable(format!(
+                    "Version {} of {} cannot explain its predictions, so the job cannot add contributions: {why}",
+                    served.version.version, served.model.name
+                )))
+            }
+        }
+    } else {
+        None
+    };
     if let Some(url) = &sub.output_url {
         allowed_url(state, url)?;
     }
@@ -196,6 +216,7 @@ pub async fn submit(state: &AppState, sub: Submission, file: &Path) -> Result<Jo
             columns: &columns,
             output_url: sub.output_url.as_deref(),
             max_errors,
+            contributions: contributions.as_deref(),
         },
     )
     .await?;
@@ -331,5 +352,13 @@ async fn layout_for(registry: &crate::registry::Registry, job: &JobRow) -> Resul
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("{} version {} is gone", job.model, job.version))?;
-    Layout::new(&served.card, &served.loaded, job.columns.0.clone(), true)
+    job_layout(&served, job)
+}
+
+/// The layout of a job's results: the input's columns, the outputs, the contributions asked for.
+pub fn job_layout(served: &crate::registry::Served, job: &JobRow) -> Result<Layout, String> {
+    Ok(
+        Layout::new(&served.card, &served.loaded, job.columns.0.clone(), true)?
+            .with_contributions(job.contributions.as_ref().map_or(&[][..], |c| &c.0[..])),
+    )
 }

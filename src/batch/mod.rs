@@ -93,14 +93,18 @@ impl Format {
 pub struct Layout {
     /// The input's columns, in order.
     pub columns: Vec<String>,
-    /// For each of the card's features, its column.
-    feature_at: Vec<usize>,
+    /// For each of the card's features, its column (none for a feature with a default that
+    /// the file leaves out: a map input's key).
+    feature_at: Vec<Option<usize>>,
     /// The output columns, after the input's.
     pub outputs: Vec<String>,
     /// Whether the outputs start with `prediction_id` (jobs store their predictions).
     with_ids: bool,
     /// Probability columns (classifiers with a probability output).
     classes: usize,
+    /// The features whose contributions follow the probabilities (after the explanation's
+    /// base value), when the job asked for them.
+    contributions: Vec<String>,
 }
 
 impl Layout {
@@ -123,10 +127,11 @@ impl Layout {
         for f in &card.features {
             let mut at = columns.iter().enumerate().filter(|(_, c)| **c == f.name);
             match (at.next(), at.next()) {
-                (Some((i, _)), None) => feature_at.push(i),
+                (Some((i, _)), None) => feature_at.push(Some(i)),
                 (Some(_), Some(_)) => {
                     return Err(format!("The column {:?} appears more than once.", f.name))
                 }
+                (None, _) if f.default.is_some() => feature_at.push(None),
                 (None, _) => missing.push(f.name.as_str()),
             }
         }
@@ -179,7 +184,29 @@ impl Layout {
             outputs,
             with_ids,
             classes,
+            contributions: Vec::new(),
         })
+    }
+
+    /// Adds the explanation's columns before `error`: `explanation_base` (what the model gives
+    /// on average), then `contribution_<feature>` for each of `features`. A row's base plus its
+    /// contributions is the explained score (see the explanation's scale).
+    pub fn with_contributions(mut self, features: &[String]) -> Layout {
+        if features.is_empty() {
+            return self;
+        }
+        let error = self.outputs.pop();
+        let mut added = vec!["explanation_base".to_string()];
+        added.extend(features.iter().map(|f| format!("contribution_{f}")));
+        for mut out in added {
+            while self.columns.contains(&out) {
+                out.push('_');
+            }
+            self.outputs.push(out);
+        }
+        self.outputs.extend(error);
+        self.contributions = features.to_vec();
+        self
     }
 
     /// The output file's columns.
@@ -199,8 +226,9 @@ impl Layout {
     /// ids, the probabilities, and the prediction of a regressor.
     pub fn output_kinds(&self, card: &Card) -> Vec<ColumnKind> {
         let mut kinds = vec![ColumnKind::Text; self.columns.len()];
-        for (f, &at) in card.features.iter().zip(&self.feature_at) {
-            if !matches!(f.kind, FeatureKind::Category) {
+        for (f, at) in card.features.iter().zip(&self.feature_at) {
+            let Some(at) = *at else { continue };
+            if !matches!(f.kind, FeatureKind::Category | FeatureKind::Text) {
                 kinds[at] = ColumnKind::Float;
             }
         }
@@ -212,6 +240,12 @@ impl Layout {
             Task::Regression => ColumnKind::Float,
         });
         kinds.extend(std::iter::repeat_n(ColumnKind::Float, self.classes));
+        if !self.contributions.is_empty() {
+            kinds.extend(std::iter::repeat_n(
+                ColumnKind::Float,
+                self.contributions.len() + 1,
+            ));
+        }
         kinds.push(ColumnKind::Text);
         kinds
     }
@@ -250,6 +284,8 @@ pub struct Parsed {
     verdicts: Vec<Verdict>,
     /// The good records' rows of the card's features.
     pub rows: Vec<Vec<f64>>,
+    /// Their free texts (see `serving::Texts`).
+    pub texts: Vec<Vec<String>>,
 }
 
 impl Parsed {
@@ -311,6 +347,7 @@ pub fn parse_chunk(
         places: Vec::new(),
         verdicts: Vec::new(),
         rows: Vec::new(),
+        texts: Vec::new(),
     };
     let mut record = csv::ByteRecord::new();
     // For CSV: the line the byte at `seen` is on.
@@ -336,8 +373,9 @@ pub fn parse_chunk(
             Format::Parquet => first_line + parsed.records.len() as i64,
         };
         let verdict = match check_record(card, layout, &record) {
-            Ok(row) => {
+            Ok((row, texts)) => {
                 parsed.rows.push(row);
+                parsed.texts.push(texts);
                 Verdict::Row(parsed.rows.len() - 1)
             }
             Err(reason) => Verdict::Refused(reason),
@@ -355,7 +393,7 @@ fn check_record(
     card: &Card,
     layout: &Layout,
     record: &csv::ByteRecord,
-) -> Result<Vec<f64>, String> {
+) -> Result<(Vec<f64>, Vec<String>), String> {
     if record.len() != layout.columns.len() {
         return Err(format!(
             "It has {} fields; the first line names {} columns.",
@@ -364,13 +402,24 @@ fn check_record(
         ));
     }
     let mut row = Vec::with_capacity(card.features.len());
+    let mut texts = Vec::new();
     let mut problems = Vec::new();
-    for (f, &at) in card.features.iter().zip(&layout.feature_at) {
-        let raw = record.get(at).unwrap_or_default();
+    for (f, at) in card.features.iter().zip(&layout.feature_at) {
+        let raw = at.and_then(|at| record.get(at)).unwrap_or_default();
+        if f.kind == FeatureKind::Text {
+            match std::str::from_utf8(raw) {
+                Ok(text) if !text.trim().is_empty() => texts.push(text.to_string()),
+                Ok(_) => problems.push(format!("{}: Enter some text.", f.name)),
+                Err(_) => problems.push(format!("{}: not UTF-8 text.", f.name)),
+            }
+            row.push(0.0);
+            continue;
+        }
         let text = std::str::from_utf8(raw).map(str::trim);
         let value = match text {
             Err(_) => Err("Enter a number.".to_string()),
             Ok("") if f.allows_missing() => Ok(f64::NAN),
+            Ok("") if f.default.is_some() => Ok(f.default.unwrap_or(0.0)),
             Ok("") => Err("This field is required.".to_string()),
             Ok(t) => parse_value(f, t),
         };
@@ -380,7 +429,7 @@ fn check_record(
         }
     }
     if problems.is_empty() {
-        Ok(row)
+        Ok((row, texts))
     } else {
         Err(problems.join(" "))
     }
@@ -415,6 +464,9 @@ pub struct Scored {
     pub outcomes: Vec<Outcome>,
     /// The scored rows as the prediction log stores them.
     pub stored: StoredInputs,
+    /// Each scored row's explanation (base value, then the contributions in the layout's
+    /// order), when the job asked for them.
+    pub explained: Vec<(f64, Vec<f64>)>,
 }
 
 impl Scored {
@@ -433,16 +485,26 @@ impl Scored {
 pub fn score(card: &Card, model: &LoadedModel, parsed: &mut Parsed) -> Scored {
     let specs = &model.signature.inputs;
     let mut results: Vec<Result<Outcome, String>> = Vec::with_capacity(parsed.rows.len());
-    let run = |rows: &[Vec<f64>]| -> Result<Vec<Outcome>, RunError> {
-        let outputs = model.run(crate::serving::input_tensors(card, specs, rows))?;
+    let run = |rows: &[Vec<f64>], texts: &[Vec<String>]| -> Result<Vec<Outcome>, RunError> {
+        let outputs = model.run(crate::serving::input_tensors(card, specs, rows, texts))?;
         Ok(decode(card, &model.signature, &outputs, rows.len()))
     };
-    for rows in parsed.rows.chunks(RUN_ROWS) {
-        match run(rows) {
+    // Rows without free text have no texts: an empty slice for each run.
+    let no_texts = parsed.texts.iter().all(Vec::is_empty);
+    let texts_of = |at: usize, n: usize| -> &[Vec<String>] {
+        if no_texts {
+            &[]
+        } else {
+            &parsed.texts[at..(at + n).min(parsed.texts.len())]
+        }
+    };
+    for (k, rows) in parsed.rows.chunks(RUN_ROWS).enumerate() {
+        let at = k * RUN_ROWS;
+        match run(rows, texts_of(at, rows.len())) {
             Ok(outcomes) => results.extend(outcomes.into_iter().map(Ok)),
             Err(_) => {
-                for row in rows {
-                    results.push(match run(std::slice::from_ref(row)) {
+                for (i, row) in rows.iter().enumerate() {
+                    results.push(match run(std::slice::from_ref(row), texts_of(at + i, 1)) {
                         Ok(mut o) if o.len() == 1 => Ok(o.remove(0)),
                         Ok(_) => Err("The model gave no prediction for this row.".into()),
                         Err(e) => Err(format!("The model could not score this row: {e}")),
@@ -454,6 +516,7 @@ pub fn score(card: &Card, model: &LoadedModel, parsed: &mut Parsed) -> Scored {
     // Renumber the scored rows among the predictions; the others become refused.
     let mut outcomes = Vec::with_capacity(results.len());
     let mut scored_rows = Vec::with_capacity(results.len());
+    let mut scored_texts = Vec::with_capacity(parsed.texts.len());
     let mut results: Vec<Option<Result<Outcome, String>>> = results.into_iter().map(Some).collect();
     for verdict in &mut parsed.verdicts {
         if let Verdict::Row(r) = *verdict {
@@ -461,6 +524,9 @@ pub fn score(card: &Card, model: &LoadedModel, parsed: &mut Parsed) -> Scored {
                 Some(Ok(o)) => {
                     outcomes.push(o);
                     scored_rows.push(std::mem::take(&mut parsed.rows[r]));
+                    if let Some(t) = parsed.texts.get_mut(r) {
+                        scored_texts.push(std::mem::take(t));
+                    }
                     *verdict = Verdict::Row(outcomes.len() - 1);
                 }
                 Some(Err(reason)) => *verdict = Verdict::Refused(reason),
@@ -469,9 +535,11 @@ pub fn score(card: &Card, model: &LoadedModel, parsed: &mut Parsed) -> Scored {
         }
     }
     parsed.rows = scored_rows;
+    parsed.texts = scored_texts;
     Scored {
-        stored: crate::serving::stored_inputs(card, specs, &parsed.rows),
+        stored: crate::serving::stored_inputs(card, specs, &parsed.rows, &parsed.texts),
         outcomes,
+        explained: Vec::new(),
     }
 }
 
@@ -510,6 +578,19 @@ pub fn write_output(
                     match outcome.and_then(|o| o.probabilities.get(c)) {
                         Some((_, p)) => out.push_field(p.to_string().as_bytes()),
                         None => out.push_field(b""),
+                    }
+                }
+                if !layout.contributions.is_empty() {
+                    let explained = scored.explained.get(*row);
+                    match explained {
+                        Some((base, _)) => out.push_field(base.to_string().as_bytes()),
+                        None => out.push_field(b""),
+                    }
+                    for c in 0..layout.contributions.len() {
+                        match explained.and_then(|(_, e)| e.get(c)) {
+                            Some(v) => out.push_field(v.to_string().as_bytes()),
+                            None => out.push_field(b""),
+                        }
                     }
                 }
                 out.push_field(b"");

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::web::Data;
 
-use super::{parse_chunk, score, write_output, Format, Layout};
+use super::{parse_chunk, score, write_output, Format};
 use crate::db::batch::{self as db, ChunkResult, Claimed, Committed};
 use crate::db::predictions::{self, NewPredictions, ID_BLOCK};
 use crate::monitoring::metrics::Stage;
@@ -116,9 +116,19 @@ async fn score_chunk(state: &Data<AppState>, me: &str, chunk: Claimed) -> sqlx::
         }
         Err(ServeError::Database(e)) => return Err(e),
     };
-    let layout = match Layout::new(&served.card, &served.loaded, job.columns.0.clone(), true) {
+    let layout = match super::jobs::job_layout(&served, &job) {
         Ok(layout) => layout,
         Err(e) => return fail(state, job.id, &e).await,
+    };
+    let explanation = if job.contributions.is_some() {
+        let base = state.registry.explanation_base(&served).await;
+        if let Err(why) = base.as_ref() {
+            let why = format!("The contributions cannot be computed: {why}");
+            return fail(state, job.id, &why).await;
+        }
+        Some(base)
+    } else {
+        None
     };
     let format = Format::parse(&job.input_format).unwrap_or(Format::Csv);
     let _renewal = renew_chunk(state, me, chunk.job_id, chunk.seq);
@@ -129,9 +139,26 @@ async fn score_chunk(state: &Data<AppState>, me: &str, chunk: Claimed) -> sqlx::
     let work_served = served.clone();
     let work = move || {
         let (card, loaded) = (&work_served.card, &work_served.loaded);
-        let mut parsed = parse_chunk(card, &layout, format, &chunk.input, chunk.first_line)?;
+        let mut parsed = parse_chunk(card, &layout, format, &chunk.input, chunk.first_line)
+            .map_err(|e| format!("A chunk could not be read: {e}"))?;
         let started = Instant::now();
-        let scored = score(card, loaded, &mut parsed);
+        let mut scored = score(card, loaded, &mut parsed);
+        if let Some(Ok((explainer, covers))) = explanation.as_ref().map(|b| b.as_ref()) {
+            let labels: Vec<Option<String>> =
+                scored.outcomes.iter().map(|o| o.label.clone()).collect();
+            scored.explained = crate::serving::explain_columns(
+                card,
+                loaded,
+                explainer,
+                covers,
+                &parsed.rows,
+                &labels,
+            )
+            .map_err(|e| format!("The contributions could not be computed: {e}"))?
+            .into_iter()
+            .map(|e| (e.base, e.contributions))
+            .collect();
+        }
         let compute = started.elapsed();
         let ids: Vec<i64> = (0..scored.len())
             .map(|k| {
@@ -169,7 +196,7 @@ async fn score_chunk(state: &Data<AppState>, me: &str, chunk: Claimed) -> sqlx::
     let phase = Instant::now();
     let done = match tokio::task::spawn_blocking(work).await {
         Ok(Ok(done)) => done,
-        Ok(Err(e)) => return fail(state, job.id, &format!("A chunk could not be read: {e}")).await,
+        Ok(Err(e)) => return fail(state, job.id, &e).await,
         Err(e) => {
             return fail(state, job.id, &format!("Scoring a chunk failed: {e}")).await;
         }

@@ -84,6 +84,7 @@ pub fn shift(column: &str, kind: Kind, a: &[&str], b: &[&str]) -> Option<Shift> 
             choices: (kind == Kind::Text).then(|| choices.clone()),
             help: None,
             missing: Default::default(),
+            default: None,
         }],
         ..Card::default()
     };

@@ -28,6 +28,8 @@ pub struct JobRow {
     pub rows_done: i64,
     pub rows_failed: i64,
     pub max_errors: i64,
+    /// The features whose contributions the results give, when the job was asked for them.
+    pub contributions: Option<Json<Vec<String>>>,
     pub message: Option<String>,
     pub created_at: OffsetDateTime,
     pub started_at: Option<OffsetDateTime>,
@@ -43,7 +45,7 @@ impl JobRow {
 
 const SELECT: &str = "select j.id, m.name as model, j.model_id, v.version, j.version_id, j.user_id,
         u.username, j.token_id, j.state, j.input_name, j.input_format, j.columns, j.output_url,
-        j.total_rows, j.rows_done, j.rows_failed, j.max_errors, j.message, j.created_at,
+        j.total_rows, j.rows_done, j.rows_failed, j.max_errors, j.contributions, j.message, j.created_at,
         j.started_at, j.finished_at
     from batch_job j
     join model m on m.id = j.model_id
@@ -61,6 +63,7 @@ pub struct NewJob<'a> {
     pub columns: &'a [String],
     pub output_url: Option<&'a str>,
     pub max_errors: i64,
+    pub contributions: Option<&'a [String]>,
 }
 
 /// Creates a job (in the submission's transaction, so it is seen with all its chunks or not
@@ -68,8 +71,9 @@ pub struct NewJob<'a> {
 pub async fn create(conn: &mut sqlx::PgConnection, job: &NewJob<'_>) -> sqlx::Result<i64> {
     sqlx::query_scalar(
         "insert into batch_job (model_id, version_id, user_id, token_id, input_name,
-                                input_format, columns, output_url, total_rows, max_errors)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9) returning id",
+                                input_format, columns, output_url, total_rows, max_errors,
+                                contributions)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10) returning id",
     )
     .bind(job.model_id)
     .bind(job.version_id)
@@ -80,6 +84,7 @@ pub async fn create(conn: &mut sqlx::PgConnection, job: &NewJob<'_>) -> sqlx::Re
     .bind(Json(job.columns))
     .bind(job.output_url)
     .bind(job.max_errors)
+    .bind(job.contributions.map(Json))
     .fetch_one(conn)
     .await
 }

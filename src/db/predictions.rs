@@ -503,6 +503,41 @@ pub async fn export_page(
     rows(pool, raw).await
 }
 
+/// Value columns an export has at most: models with more features (pictures aside) than this
+/// between them keep their values in the `inputs` column only.
+pub const MAX_EXPORT_FEATURES: usize = 256;
+
+/// The features of the models an export covers (the one it names, else every model), in their
+/// cards' order, newest version first, pixels of image models left out: one column each in the
+/// CSV, where a missing value is an empty cell. Empty when there are more than
+/// [`MAX_EXPORT_FEATURES`].
+pub async fn export_features(pool: &PgPool, model: Option<&str>) -> sqlx::Result<Vec<String>> {
+    let names: Vec<Option<String>> = sqlx::query_scalar(
+        "select f.value->>'name'
+         from model m
+         join model_version v on v.model_id = m.id
+         cross join lateral jsonb_array_elements(coalesce(v.card->'features', '[]'))
+              with ordinality as f(value, n)
+         where ($1::text is null or m.name = $1)
+           and coalesce(f.value->>'type', 'number') <> 'image'
+         order by m.name, v.version desc, f.n",
+    )
+    .bind(model)
+    .fetch_all(pool)
+    .await?;
+    let mut seen = std::collections::HashSet::new();
+    let features: Vec<String> = names
+        .into_iter()
+        .flatten()
+        .filter(|n| seen.insert(n.clone()))
+        .collect();
+    Ok(if features.len() > MAX_EXPORT_FEATURES {
+        Vec::new()
+    } else {
+        features
+    })
+}
+
 /// Distinct model names in a user's history (all users when `None`), for the filter's select.
 pub async fn models_used(pool: &PgPool, user_id: Option<i64>) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar(

@@ -222,7 +222,14 @@ impl Explainer {
             tract_onnx::onnx().proto_model_for_read(&mut std::io::Cursor::new(bytes))
         });
         match read {
-            Ok(Ok(proto)) => Explainer::find(&proto),
+            Ok(Ok(mut proto)) => {
+                // A map input read as the columns the model serves (see `ml::maps`).
+                crate::inference::ml::maps::densify(
+                    &mut proto,
+                    crate::inference::MAX_INPUT_COLUMNS,
+                )?;
+                Explainer::find(&proto)
+            }
             Ok(Err(e)) => Err(format!("the model file cannot be read: {e}")),
             Err(_) => Err("the model file cannot be read".into()),
         }

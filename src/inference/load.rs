@@ -129,6 +129,8 @@ fn load_unguarded(bytes: &[u8]) -> Result<LoadedModel, LoadError> {
         return Err(LoadError::NotOnnx("it has no graph".into()));
     }
     let labels = ml::zipmap::unzip(&mut proto);
+    ml::text::fuse_tokenizers(&mut proto);
+    let columns = ml::maps::densify(&mut proto, MAX_INPUT_COLUMNS).map_err(LoadError::Invalid)?;
     let categories = ml::zipmap::categories(&proto);
     let missing = ml::zipmap::missing_columns(&proto);
     if let Some((op, domain)) = unsupported_operator(&onnx, &proto) {
@@ -242,6 +244,7 @@ fn load_unguarded(bytes: &[u8]) -> Result<LoadedModel, LoadError> {
             labels,
             categories,
             missing,
+            columns,
         },
         metadata,
         plan,

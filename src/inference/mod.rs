@@ -62,6 +62,10 @@ pub struct Signature {
     /// columns): see `ml::zipmap::missing_columns`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub missing: BTreeMap<String, Vec<usize>>,
+    /// For inputs that were maps (`DictVectorizer`, `CastMap`: see `ml::maps`), the keys their
+    /// columns stand for (input name → keys); an absent key is 0.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub columns: BTreeMap<String, Vec<String>>,
 }
 
 /// Why a file could not become a model.

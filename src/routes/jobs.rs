@@ -46,6 +46,8 @@ pub struct JobView {
     pub left: String,
     pub message: String,
     pub output_url: String,
+    /// How many features' contributions the results give (0: none asked for).
+    pub contributions: usize,
     pub created: String,
     pub started: String,
     pub finished: String,
@@ -86,6 +88,7 @@ impl From<&JobRow> for JobView {
             left: left.map_or_else(|| "—".into(), duration_text),
             message: j.message.clone().unwrap_or_default(),
             output_url: j.output_url.clone().unwrap_or_default(),
+            contributions: j.contributions.as_ref().map_or(0, |c| c.0.len()),
             created: fmt_time(&Some(j.created_at)),
             started: fmt_time(&j.started_at),
             finished: fmt_time(&j.finished_at),
@@ -145,6 +148,9 @@ struct BatchPage {
     example_line: String,
     max_errors: i64,
     max_size: String,
+    /// Why the results cannot add contributions for this version; `None` when they can.
+    unexplainable: Option<String>,
+    explain: bool,
     error: Option<String>,
     jobs: Vec<JobView>,
 }
@@ -155,8 +161,17 @@ async fn batch_page_for(
     served: &Served,
     user_id: i64,
     error: Option<String>,
+    explain: bool,
 ) -> Result<BatchPage, AppError> {
     let card = &served.card;
+    let unexplainable = state
+        .registry
+        .explanation_base(served)
+        .await
+        .as_ref()
+        .as_ref()
+        .err()
+        .cloned();
     let columns: Vec<String> = card.features.iter().map(|f| f.name.clone()).collect();
     let example: Vec<String> = card
         .example_row()
@@ -179,6 +194,8 @@ async fn batch_page_for(
         columns,
         max_errors: state.settings.job_max_errors,
         max_size: size_text(state.settings.max_job_bytes),
+        unexplainable,
+        explain,
         error,
         jobs: mine
             .iter()
@@ -204,7 +221,7 @@ pub async fn batch_page(
     name: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let served = serving::served(&state, &name, &Selector::default()).await?;
-    let page = batch_page_for(ctx, &state, &served, user.id, None).await?;
+    let page = batch_page_for(ctx, &state, &served, user.id, None, false).await?;
     render(&page, StatusCode::OK)
 }
 
@@ -229,7 +246,7 @@ pub async fn submit(
                     "The file is larger than the {} MiB a job accepts.",
                     state.settings.max_job_bytes >> 20
                 );
-                return refuse(ctx, &state, &served, user.id, message).await;
+                return refuse(ctx, &state, &served, user.id, message, false).await;
             }
             Err(e) => return Err(e),
         };
@@ -240,6 +257,7 @@ pub async fn submit(
             &served,
             user.id,
             "Choose a CSV or Parquet file to score.".into(),
+            form.field("explain") == "on",
         )
         .await;
     };
@@ -254,6 +272,7 @@ pub async fn submit(
                     &served,
                     user.id,
                     "The error budget must be a whole number, 0 or more.".into(),
+                    form.field("explain") == "on",
                 )
                 .await
             }
@@ -270,11 +289,13 @@ pub async fn submit(
         format: Format::from_name(&filename),
         output_url: None,
         max_errors,
+        explain: form.field("explain") == "on",
     };
+    let explain = submission.explain;
     match jobs::submit(&state, submission, &file.path).await {
         Ok(job) => Ok(see_other(&format!("/jobs/{}", job.id))),
         Err(AppError::Unprocessable(message)) => {
-            refuse(ctx, &state, &served, user.id, message).await
+            refuse(ctx, &state, &served, user.id, message, explain).await
         }
         Err(e) => Err(e),
     }
@@ -287,8 +308,9 @@ async fn refuse(
     served: &Served,
     user_id: i64,
     message: String,
+    explain: bool,
 ) -> Result<HttpResponse, AppError> {
-    let page = batch_page_for(ctx, state, served, user_id, Some(message)).await?;
+    let page = batch_page_for(ctx, state, served, user_id, Some(message), explain).await?;
     render(&page, StatusCode::UNPROCESSABLE_ENTITY)
 }
 

@@ -636,6 +636,7 @@ async fn process(
                     &served.card,
                     &served.loaded.signature.inputs,
                     &kept_rows,
+                    &[],
                 ),
                 outputs: serving::stored_outputs(&served.card, &outcomes),
                 shadow_of: None,
@@ -702,7 +703,7 @@ async fn score(
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let tensors = serving::input_tensors(&served.card, &served.loaded.signature.inputs, rows);
+    let tensors = serving::input_tensors(&served.card, &served.loaded.signature.inputs, rows, &[]);
     let (outputs, _) = crate::inference::run_async(served.loaded.clone(), tensors)
         .await
         .map_err(|e| e.to_string())?;

@@ -332,3 +332,123 @@ fn label_of(feature: &str) -> String {
     label[..1].make_ascii_uppercase();
     label
 }
+
+#[sqlx::test]
+async fn batch_jobs_add_each_features_contribution_when_asked(pool: PgPool) {
+    let app = spawn_app_with(pool, |_| {}).await;
+    app.import_models().await;
+    let staff = app.token_for("grace", true).await;
+    let name = "gradient_boosting_classifier";
+    let fixture = shap_fixture(name);
+    let iris: Vec<String> = IRIS.iter().map(|s| s.to_string()).collect();
+    let card = std::fs::read("models/iris/1/card.toml").unwrap();
+    let published = app
+        .publish_with_reference(
+            &staff,
+            "iris",
+            &format!("tests/fixtures/zoo/{name}.onnx"),
+            &card,
+            csv(&iris, &rows_of(&fixture["reference"])),
+        )
+        .await;
+    let version = published["version"].as_i64().unwrap();
+    let rows = rows_of(&fixture["rows"]);
+    let file = String::from_utf8(csv(&iris, &rows)).unwrap();
+
+    let (status, job) = crate::jobs::submit_csv(
+        &app,
+        &staff,
+        "iris",
+        file.clone(),
+        &format!("?version={version}&explain=true"),
+    )
+    .await;
+    assert_eq!(status, 201, "{job}");
+    assert_eq!(job["contributions"], json!(IRIS), "{job}");
+    let id = job["id"].as_i64().unwrap();
+    let over = crate::jobs::wait_over(&app, &staff, id, std::time::Duration::from_secs(60)).await;
+    assert_eq!(over["state"], "done", "{over}");
+    let records = crate::jobs::result_rows(&app, &staff, id).await;
+    let header = &records[0];
+    let at = |column: &str| {
+        header
+            .iter()
+            .position(|h| h == column)
+            .unwrap_or_else(|| panic!("no column {column} in {header:?}"))
+    };
+    let (base_at, prediction_at) = (at("explanation_base"), at("prediction"));
+    assert_eq!(
+        header.last().unwrap(),
+        "error",
+        "the error column stays last"
+    );
+    let classes = ["setosa", "versicolor", "virginica"];
+    let t = fixture["targets"].as_u64().unwrap() as usize;
+    let want: Vec<f64> = fixture["contributions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let expected: Vec<f64> = fixture["expected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let raw: Vec<f64> = fixture["raw"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let scale = raw.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+    assert_eq!(records.len(), rows.len() + 1, "a header and every row");
+    let mut worst = 0.0f64;
+    for (r, record) in records[1..].iter().enumerate() {
+        // The predicted class is the one explained, as on the result page.
+        let k = classes
+            .iter()
+            .position(|c| *c == record[prediction_at])
+            .unwrap();
+        let base: f64 = record[base_at].parse().unwrap();
+        worst = worst.max((base - expected[k]).abs() / scale);
+        let mut total = base;
+        for (f, feature) in IRIS.iter().enumerate() {
+            let got: f64 = record[at(&format!("contribution_{feature}"))]
+                .parse()
+                .unwrap();
+            total += got;
+            worst = worst.max((got - want[(r * 4 + f) * t + k]).abs() / scale);
+        }
+        // base + contributions = the raw margin of the explained class.
+        let margin = raw[r * t + k];
+        worst = worst.max((total - margin).abs() / scale);
+    }
+    assert!(worst < 1e-5, "{worst:e} from shap");
+
+    // A version that cannot be explained refuses the job before reading the file.
+    let res = app
+        .publish(
+            &staff,
+            "iris",
+            "tests/fixtures/zoo/svc_rbf.onnx",
+            Some("models/iris/1/card.toml"),
+        )
+        .await;
+    let svc: Value = res.json().await.unwrap();
+    let (status, body) = crate::jobs::submit_csv(
+        &app,
+        &staff,
+        "iris",
+        file,
+        &format!("?version={}&explain=true", svc["version"]),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body.to_string()
+            .contains("no explanation for this model type"),
+        "{body}"
+    );
+}

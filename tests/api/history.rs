@@ -116,7 +116,9 @@ async fn the_csv_export_holds_the_filtered_rows(pool: PgPool) {
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(
         lines[0],
-        "id,created_at,user,model,version,source,result,latency_ms,inputs,outputs"
+        "id,created_at,user,model,version,source,result,latency_ms,inputs,outputs,\
+         sepal_length,sepal_width,petal_length,petal_width",
+        "the fixed columns, then one per feature"
     );
     assert_eq!(lines.len(), 3, "{csv}");
     assert!(lines[1].starts_with(&format!("{b},")) && lines[2].starts_with(&format!("{a},")));
@@ -129,6 +131,11 @@ async fn the_csv_export_holds_the_filtered_rows(pool: PgPool) {
     assert!(
         lines[1].contains(r#""{""petal_length"":5.5"#),
         "inputs are quoted JSON: {}",
+        lines[1]
+    );
+    assert!(
+        lines[1].ends_with(",5.8,3.0,5.5,1.2"),
+        "and each in its column: {}",
         lines[1]
     );
 }

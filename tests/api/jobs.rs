@@ -93,7 +93,7 @@ async fn results(app: &TestApp, token: &str, id: i64, format: &str) -> reqwest::
 }
 
 /// The results as CSV records, header first.
-async fn result_rows(app: &TestApp, token: &str, id: i64) -> Vec<Vec<String>> {
+pub async fn result_rows(app: &TestApp, token: &str, id: i64) -> Vec<Vec<String>> {
     let res = results(app, token, id, "csv").await;
     assert_eq!(res.status().as_u16(), 200);
     assert!(res.headers()["content-type"]

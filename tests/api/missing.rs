@@ -110,6 +110,29 @@ async fn a_model_that_handles_gaps_takes_them_at_every_door(pool: PgPool) {
         result.contains(&format!("<p class=\"headline\">{label}</p>")),
         "the result page shows onnxruntime's label {label}"
     );
+    // The CSV export: an empty cell for the missing value.
+    let csv = app
+        .get("/history.csv?model=gaps")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 2, "{csv}");
+    assert!(lines[0].ends_with(",outputs,x0,x1,x2,x3"), "{}", lines[0]);
+    let cells: Vec<String> = fields
+        .iter()
+        .map(|(_, v)| {
+            v.parse::<f64>()
+                .map_or(String::new(), |x| json!(x).to_string())
+        })
+        .collect();
+    assert!(
+        lines[1].ends_with(&format!(",{}", cells.join(","))),
+        "the blank field is an empty cell: {} (want {:?})",
+        lines[1],
+        cells
+    );
 
     // JSON v1: null for the missing values; rows 1 to 3 as onnxruntime answered them.
     let token = app.token_for("bea", false).await;

@@ -157,7 +157,11 @@ async fn every_zoo_model_serves_onnxruntime_s_answers_through_the_apis(pool: PgP
                         // The derived card's names: x0… for one input, the input's name
                         // for a one-column input, the name and the column for a wider one.
                         let input_name = spec["name"].as_str().unwrap();
-                        let feature = if single {
+                        // A map input's columns are named by its keys.
+                        let key = fixture["columns"][input_name][c].as_str();
+                        let feature = if let Some(key) = key {
+                            key.to_string()
+                        } else if single {
                             format!("x{c}")
                         } else if width == 1 {
                             input_name.to_string()
@@ -167,7 +171,11 @@ async fn every_zoo_model_serves_onnxruntime_s_answers_through_the_apis(pool: PgP
                         row.insert(feature, input["data"][r * width + c].clone());
                     }
                 }
-                Value::Object(row)
+                // A map is sent as it is: the keys it has (the others are 0).
+                match fixture["maps"].get(r) {
+                    Some(map) => map.clone(),
+                    None => Value::Object(row),
+                }
             })
             .collect();
         // The form, for models whose inputs are all numbers (text: the test below); a missing

@@ -34,6 +34,10 @@ pub struct JobOut {
     pub rows_failed: i64,
     /// The job stops once more rows than this were refused.
     pub max_errors: i64,
+    /// The features whose contributions (exact SHAP values) the results give, after an
+    /// `explanation_base` column; absent when the job was not asked to explain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contributions: Option<Vec<String>>,
     /// Rows a second since the job started.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rows_per_second: Option<f64>,
@@ -87,6 +91,7 @@ impl From<&JobRow> for JobOut {
             rows_done: j.rows_done,
             rows_failed: j.rows_failed,
             max_errors: j.max_errors,
+            contributions: j.contributions.as_ref().map(|c| c.0.clone()),
             rows_per_second: rows_per_second.map(|r| (r * 10.0).round() / 10.0),
             seconds_left: seconds_left.map(|s| (s * 10.0).round() / 10.0),
             message: j.message.clone(),
@@ -112,6 +117,10 @@ pub struct JobFromUrl {
     pub format: Option<String>,
     /// Refused rows tolerated before the job stops (default `PLINTH_JOB_MAX_ERRORS`).
     pub max_errors: Option<i64>,
+    /// Add each feature's contribution to every prediction (exact SHAP values, as
+    /// `?explain=true` gives them): an `explanation_base` column and a `contribution_<feature>`
+    /// column a feature. A model Plinth cannot explain is refused with a 422.
+    pub explain: Option<bool>,
 }
 
 /// Options for a file sent as the body.
@@ -128,13 +137,16 @@ pub struct SubmitQuery {
     pub output_url: Option<String>,
     /// The file's name, shown on the job's page.
     pub filename: Option<String>,
+    /// Add each feature's contribution to the results (see `JobFromUrl.explain`).
+    pub explain: Option<bool>,
 }
 
 /// Submits a batch scoring job.
 ///
 /// Send the file as the body (`text/csv`, or `application/vnd.apache.parquet`), as the `file`
-/// part of a `multipart/form-data` form (with optional `max_errors` and `output_url` parts
-/// before it), or name an object with a JSON body. The columns are matched to the card's
+/// part of a `multipart/form-data` form (with optional `max_errors`, `output_url` and `explain`
+/// parts before it), or name an object with a JSON body. `explain` adds each feature's
+/// contribution (exact SHAP values) to the results. The columns are matched to the card's
 /// features by name; other columns are passed through to the results.
 #[utoipa::path(
     post,
@@ -171,6 +183,7 @@ pub async fn submit(
     crate::serving::served(&state, &name, &selector).await?;
     let content_type = req.content_type().to_ascii_lowercase();
     let filename = query.filename.clone();
+    let mut explain = query.explain.unwrap_or(false);
     let (file, input_name, format, output_url, max_errors) = match content_type.as_str() {
         "multipart/form-data" => {
             let limit = usize::try_from(state.settings.max_job_bytes)
@@ -182,6 +195,7 @@ pub async fn submit(
                 AppError::Unprocessable("The form has no file part called \"file\".".into())
             })?;
             let max_errors = parse_max_errors(form.field("max_errors"))?.or(query.max_errors);
+            explain |= parse_explain(form.field("explain"))?;
             let output_url = Some(form.field("output_url").trim().to_string())
                 .filter(|u| !u.is_empty())
                 .or_else(|| query.output_url.clone());
@@ -206,6 +220,7 @@ pub async fn submit(
             };
             let file = jobs::fetch(&state, &request.input_url).await?;
             let max_errors = request.max_errors.or(query.max_errors);
+            explain = request.explain.unwrap_or(explain);
             let output_url = request.output_url.or_else(|| query.output_url.clone());
             (file, request.input_url, format, output_url, max_errors)
         }
@@ -226,6 +241,7 @@ pub async fn submit(
             format,
             output_url,
             max_errors,
+            explain,
         },
         &file.path,
     )
@@ -260,6 +276,17 @@ fn parse_max_errors(text: &str) -> Result<Option<i64>, AppError> {
         .ok_or_else(|| {
             AppError::Unprocessable("max_errors must be a whole number, 0 or more.".into())
         })
+}
+
+/// A form's `explain` field: a checkbox's `on`, or `true`/`false`.
+fn parse_explain(text: &str) -> Result<bool, AppError> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "" | "false" | "0" | "off" => Ok(false),
+        "true" | "1" | "on" => Ok(true),
+        other => Err(AppError::Unprocessable(format!(
+            "explain must be true or false, not {other:?}."
+        ))),
+    }
 }
 
 /// A JSON body of at most `limit` bytes, read from the stream (the body of an endpoint that

@@ -52,8 +52,28 @@ impl VersionQuery {
     }
 }
 
-/// Converts one JSON row of named features into the model's input row.
+/// The longest free text a feature takes, in characters.
+pub const MAX_TEXT_CHARS: usize = 100_000;
+
+/// Converts one JSON row of named features into the model's input row, for doors that take no
+/// free text (a card with a text feature is refused, naming the doors that take it).
 pub fn row_from_json(card: &Card, value: &Value, index: Option<usize>) -> Result<Vec<f64>, String> {
+    if let Some(f) = card.features.iter().find(|f| f.kind == FeatureKind::Text) {
+        return Err(format!(
+            "{} is free text, which this door does not take; send it to /api/v1/models/…/predict, the Open Inference Protocol (V2) or the form",
+            f.name
+        ));
+    }
+    row_and_texts_from_json(card, value, index).map(|(row, _)| row)
+}
+
+/// Converts one JSON row of named features into the model's input row and the row's free
+/// texts (see `serving::Texts`).
+pub fn row_and_texts_from_json(
+    card: &Card,
+    value: &Value,
+    index: Option<usize>,
+) -> Result<(Vec<f64>, Vec<String>), String> {
     let at = index.map_or_else(String::new, |i| format!("row {i}: "));
     let Value::Object(map) = value else {
         return Err(format!("{at}each row must be an object of named features"));
@@ -65,7 +85,30 @@ pub fn row_from_json(card: &Card, value: &Value, index: Option<usize>) -> Result
         return Err(format!("{at}unknown feature {unknown:?}"));
     }
     let mut row = Vec::with_capacity(card.features.len());
+    let mut texts = Vec::new();
     for f in &card.features {
+        if f.kind == FeatureKind::Text {
+            match map.get(&f.name) {
+                Some(Value::String(s)) if s.chars().count() <= MAX_TEXT_CHARS => {
+                    texts.push(s.clone())
+                }
+                Some(Value::String(_)) => {
+                    return Err(format!(
+                        "{at}{}: longer than the {MAX_TEXT_CHARS} characters a text may have",
+                        f.name
+                    ))
+                }
+                None => return Err(format!("{at}missing feature {:?}", f.name)),
+                Some(other) => {
+                    return Err(format!(
+                        "{at}{}: expected text (a string), got {other}",
+                        f.name
+                    ))
+                }
+            }
+            row.push(0.0);
+            continue;
+        }
         let v = match map.get(&f.name) {
             // null is a missing value, for the features that may be missing; a feature left
             // out is still an error (a misspelt name would otherwise pass as missing).
@@ -76,7 +119,11 @@ pub fn row_from_json(card: &Card, value: &Value, index: Option<usize>) -> Result
                     f.name
                 ))
             }
-            None => return Err(format!("{at}missing feature {:?}", f.name)),
+            // A feature with a default (a map input's key) may be left out.
+            None => match f.default {
+                Some(d) => d,
+                None => return Err(format!("{at}missing feature {:?}", f.name)),
+            },
             Some(Value::Number(n)) => n
                 .as_f64()
                 .ok_or_else(|| format!("{at}{}: not a number", f.name))?,
@@ -89,5 +136,5 @@ pub fn row_from_json(card: &Card, value: &Value, index: Option<usize>) -> Result
         };
         row.push(f.check(v).map_err(|e| format!("{at}{}: {e}", f.name))?);
     }
-    Ok(row)
+    Ok((row, texts))
 }

@@ -1,6 +1,6 @@
 //! `POST /api/v1/models/{name}/predict`: rows by feature name in, labels or values out, stored.
 
-use super::{row_from_json, ErrorBody, VersionQuery};
+use super::{row_and_texts_from_json, ErrorBody, VersionQuery};
 use crate::api::{check_rows, json_body};
 use crate::auth::InferenceCaller;
 use crate::error::AppError;
@@ -129,25 +129,28 @@ pub async fn predict(
             )));
         }
     }
-    let rows: Vec<Vec<f64>> = match &request.inputs {
+    let rows: Vec<(Vec<f64>, Vec<String>)> = match &request.inputs {
         Value::Array(items) => {
             check_rows(&state, items.len())?;
             items
                 .iter()
                 .enumerate()
-                .map(|(i, item)| row_from_json(&served.card, item, Some(i)))
+                .map(|(i, item)| row_and_texts_from_json(&served.card, item, Some(i)))
                 .collect::<Result<_, _>>()
                 .map_err(|e| {
                     serving::rejected(&state, &served, "api");
                     AppError::Unprocessable(e)
                 })?
         }
-        one => vec![row_from_json(&served.card, one, None).map_err(|e| {
-            serving::rejected(&state, &served, "api");
-            AppError::Unprocessable(e)
-        })?],
+        one => vec![
+            row_and_texts_from_json(&served.card, one, None).map_err(|e| {
+                serving::rejected(&state, &served, "api");
+                AppError::Unprocessable(e)
+            })?,
+        ],
     };
-    let answer = serving::predict_rows(&state, &served, &rows, caller, "api").await?;
+    let (rows, texts): (Vec<Vec<f64>>, Vec<Vec<String>>) = rows.into_iter().unzip();
+    let answer = serving::predict_rows(&state, &served, &rows, &texts, caller, "api").await?;
     let mut explanations = if explain {
         serving::explain_rows(&state, &served, &rows, &answer.outcomes)
             .await

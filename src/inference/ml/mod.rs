@@ -6,6 +6,9 @@
 //! tract operator (for the optimised plan) and [`Expand`] makes it an inference operator (for
 //! the loader's type and shape analysis); both are generic, so an operator is only its kernel.
 //!
+//! `DictVectorizer` and `CastMap` are not operators either: [`maps::densify`] makes the map
+//! they read an input of named columns.
+//!
 //! `ZipMap` is not an operator here: tract has no sequence or map types, so [`zipmap::unzip`]
 //! rewrites the graph before loading to keep the probability tensor ZipMap would have zipped
 //! with the class labels, and remembers the labels.
@@ -13,7 +16,9 @@
 mod array;
 mod encoders;
 mod linear;
+pub mod maps;
 mod svm;
+pub mod text;
 pub mod tree;
 mod vectorizer;
 pub mod zipmap;
@@ -64,6 +69,8 @@ pub fn register(register: &mut OnnxOpRegister) {
     register.insert("OneHotEncoder", encoders::one_hot_encoder);
     register.insert("LabelEncoder", encoders::label_encoder);
     register.insert("FeatureVectorizer", vectorizer::feature_vectorizer);
+    register.insert("StringNormalizer", text::string_normalizer);
+    register.insert("TfIdfVectorizer", text::tfidf_vectorizer);
 }
 
 /// The shape of an output, from the first input's.

@@ -34,6 +34,9 @@ pub enum FeatureKind {
     Category,
     /// One pixel of the card's image; the form takes a picture instead.
     Image,
+    /// Free text, for a text input the model tokenizes itself (a TF-IDF pipeline): a text area
+    /// on the form, a string in JSON.
+    Text,
 }
 
 /// Whether a feature may arrive without a value (`missing = "allowed"` in the card): for models
@@ -75,6 +78,11 @@ pub struct Feature {
     pub help: Option<String>,
     #[serde(default, skip_serializing_if = "Missing::is_refused")]
     pub missing: Missing,
+    /// The value a request that leaves the feature out gives it (a JSON v1 object without the
+    /// key; the form starts with it). Features of a map input (`DictVectorizer`) are 0 when
+    /// absent, as the operator makes them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<f64>,
 }
 
 impl Feature {
@@ -119,6 +127,8 @@ impl Feature {
             FeatureKind::Boolean if value != 0.0 && value != 1.0 => {
                 return Err("Choose yes or no.".into())
             }
+            // A text's place in the row holds nothing; the text travels beside the row.
+            FeatureKind::Text => return Ok(0.0),
             FeatureKind::Category => {
                 let n = self.choices.as_ref().map_or(0, Vec::len);
                 if value.fract() != 0.0 || value < 0.0 || value as usize >= n {
@@ -288,11 +298,30 @@ impl Card {
             })
         });
         let single = signature.inputs.len() == 1;
-        let mut features = Vec::new();
+        let mut features: Vec<Feature> = Vec::new();
         for input in &signature.inputs {
             let width = input.row_width();
+            let keys = signature
+                .columns
+                .get(&input.name)
+                .filter(|k| k.len() == width);
             for c in 0..width {
-                let (name, label) = if single {
+                let (name, label) = if let Some(key) = keys.and_then(|k| k.get(c)) {
+                    // A map's key; prefixed by its input when another input has it too.
+                    let taken = features.iter().any(|f| &f.name == key)
+                        || signature
+                            .columns
+                            .iter()
+                            .any(|(other, keys)| *other != input.name && keys.contains(key));
+                    if taken {
+                        (
+                            format!("{}.{key}", input.name),
+                            format!("{} {key}", input.name),
+                        )
+                    } else {
+                        (key.clone(), key.clone())
+                    }
+                } else if single {
                     (format!("x{c}"), format!("Input {c}"))
                 } else if width == 1 {
                     (input.name.clone(), input.name.replace('_', " "))
@@ -300,16 +329,15 @@ impl Card {
                     (format!("{}{c}", input.name), format!("{} {c}", input.name))
                 };
                 let (kind, choices) = match input.dtype {
-                    DType::String => (
-                        FeatureKind::Category,
-                        Some(
-                            signature
-                                .categories
-                                .get(&input.name)
-                                .cloned()
-                                .unwrap_or_default(),
-                        ),
-                    ),
+                    // A text input with no encoder's categories takes free text.
+                    DType::String => match signature
+                        .categories
+                        .get(&input.name)
+                        .filter(|c| !c.is_empty())
+                    {
+                        Some(categories) => (FeatureKind::Category, Some(categories.clone())),
+                        None => (FeatureKind::Text, None),
+                    },
                     DType::Bool => (FeatureKind::Boolean, None),
                     DType::I64 | DType::I32 => (FeatureKind::Integer, None),
                     DType::F32 | DType::F64 => (FeatureKind::Number, None),
@@ -323,7 +351,8 @@ impl Card {
                     max: None,
                     step: None,
                     choices,
-                    help: None,
+                    help: keys.map(|_| format!("0 when the {} map has no such key.", input.name)),
+                    default: keys.map(|_| 0.0),
                     missing: if signature
                         .missing
                         .get(&input.name)
@@ -384,12 +413,21 @@ impl Card {
         for input in &signature.inputs {
             for f in &self.features[column..column + input.row_width()] {
                 if input.dtype == DType::String
+                    && f.kind != FeatureKind::Text
                     && (f.kind != FeatureKind::Category
                         || f.choices.as_ref().is_none_or(Vec::is_empty))
                 {
                     return Err(format!(
-                        "The feature {} feeds the text input {}: give it type = \"category\" and the values it can take as choices.",
+                        "The feature {} feeds the text input {}: give it type = \"category\" and the values it can take as choices, or type = \"text\" for free text.",
                         f.name, input.name
+                    ));
+                }
+                if input.dtype != DType::String && f.kind == FeatureKind::Text {
+                    return Err(format!(
+                        "The feature {} is free text, but it feeds the {} input {}: text goes to text inputs only.",
+                        f.name,
+                        input.dtype.v2_name(),
+                        input.name
                     ));
                 }
                 if f.allows_missing() && !input.dtype.is_float() {
@@ -483,6 +521,7 @@ impl Card {
         self.features
             .iter()
             .map(|f| match (f.min, f.max) {
+                _ if f.default.is_some() => f.default.unwrap_or(0.0),
                 (Some(a), Some(b)) => {
                     let mid = (a + b) / 2.0;
                     match f.step {

@@ -25,6 +25,7 @@ fn iris_signature() -> Signature {
         labels: None,
         categories: Default::default(),
         missing: Default::default(),
+        columns: Default::default(),
     }
 }
 

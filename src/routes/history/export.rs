@@ -1,4 +1,6 @@
-//! The history as CSV (`/history.csv`, `/admin/predictions.csv`): streamed page by page.
+//! The history as CSV (`/history.csv`, `/admin/predictions.csv`): streamed page by page. Each
+//! row has its inputs and outputs as JSON, then one column per feature of the models exported,
+//! where a missing value is an empty cell.
 
 use std::borrow::Cow;
 
@@ -43,9 +45,9 @@ where
     writer.into_inner().unwrap_or_default()
 }
 
-fn csv_row(p: &PredictionRow) -> [String; 10] {
+fn csv_row(p: &PredictionRow, features: &[String]) -> Vec<String> {
     let time_format = time::format_description::well_known::Rfc3339;
-    [
+    let mut row = vec![
         p.id.to_string(),
         p.created_at.format(&time_format).unwrap_or_default(),
         p.username.clone().unwrap_or_default(),
@@ -56,8 +58,46 @@ fn csv_row(p: &PredictionRow) -> [String; 10] {
         format!("{:.3}", p.latency_us as f64 / 1000.0),
         p.inputs.0.to_string(),
         p.outputs.0.to_string(),
-    ]
+    ];
+    row.extend(features.iter().map(|f| cell(p.inputs.0.get(f))));
+    row
 }
+
+/// A feature's value as a cell: empty when missing (or not one of this row's model's features).
+fn cell(value: Option<&serde_json::Value>) -> String {
+    match value {
+        None | Some(serde_json::Value::Null) => String::new(),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// The fixed columns, then one per feature (named `input.<name>` where a feature's name is
+/// already a fixed column's).
+fn header(features: &[String]) -> Vec<String> {
+    let mut header: Vec<String> = HEADER.iter().map(|h| h.to_string()).collect();
+    header.extend(features.iter().map(|f| {
+        if HEADER.contains(&f.as_str()) {
+            format!("input.{f}")
+        } else {
+            f.clone()
+        }
+    }));
+    header
+}
+
+const HEADER: [&str; 10] = [
+    "id",
+    "created_at",
+    "user",
+    "model",
+    "version",
+    "source",
+    "result",
+    "latency_ms",
+    "inputs",
+    "outputs",
+];
 
 /// Rows per export page: one short query each.
 const EXPORT_PAGE: i64 = 500;
@@ -73,24 +113,21 @@ pub(crate) fn csv_response(
     filename: &str,
     slot: crate::exports::ExportSlot,
 ) -> HttpResponse {
-    const HEADER: [&str; 10] = [
-        "id",
-        "created_at",
-        "user",
-        "model",
-        "version",
-        "source",
-        "result",
-        "latency_ms",
-        "inputs",
-        "outputs",
-    ];
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<web::Bytes, AppError>>(2);
     let pool = state.pool.clone();
     tokio::spawn(async move {
         let _slot = slot;
         let send = |item| tx.send_timeout(item, EXPORT_SEND_TIMEOUT);
-        let header = csv_lines([HEADER]);
+        let features = match db::predictions::export_features(&pool, filter.model.as_deref()).await
+        {
+            Ok(features) => features,
+            Err(e) => {
+                tracing::warn!(error = %e, "the export's columns could not be read");
+                let _ = send(Err(AppError::from(e))).await;
+                return;
+            }
+        };
+        let header = csv_lines([header(&features)]);
         if send(Ok(web::Bytes::from(header))).await.is_err() {
             return;
         }
@@ -108,7 +145,7 @@ pub(crate) fn csv_response(
             let Some(last) = rows.last() else { return };
             cursor = Some((last.created_at, last.id));
             let full = rows.len() as i64 == EXPORT_PAGE;
-            let chunk = csv_lines(rows.iter().map(csv_row));
+            let chunk = csv_lines(rows.iter().map(|r| csv_row(r, &features)));
             // A client that stops reading (or went away) ends the export.
             if send(Ok(web::Bytes::from(chunk))).await.is_err() || !full {
                 return;

@@ -34,6 +34,8 @@ pub struct Field {
     pub help: String,
     /// The feature may be left blank (missing).
     pub optional: bool,
+    /// Free text: a text area.
+    pub text: bool,
 }
 
 #[derive(Template)]
@@ -109,6 +111,7 @@ fn fields_for(card: &Card, values: &[String], errors: &HashMap<String, String>) 
                 .collect(),
             help: f.help.clone().unwrap_or_default(),
             optional: f.allows_missing(),
+            text: f.kind == FeatureKind::Text,
         })
         .collect()
 }
@@ -209,6 +212,9 @@ pub async fn model_page(
             .features
             .iter()
             .map(|f| match p.inputs.0.get(&f.name) {
+                Some(serde_json::Value::String(text)) if f.kind == FeatureKind::Text => {
+                    text.clone()
+                }
                 Some(serde_json::Value::String(text)) => f
                     .choice_index(text)
                     .map(|i| i.to_string())
@@ -229,6 +235,8 @@ pub async fn model_page(
                 .iter()
                 .enumerate()
                 .map(|(i, f)| match given.get(&f.name).map(|v| v.trim()) {
+                    Some(text) if f.kind == FeatureKind::Text => text.to_string(),
+                    _ if f.kind == FeatureKind::Text => String::new(),
                     Some(text) if !text.is_empty() => f
                         .choice_index(text)
                         .map(|i| i.to_string())
@@ -287,7 +295,7 @@ async fn parse_row(
     state: &AppState,
     card: &Card,
     form: &Submitted,
-) -> Result<Result<Vec<f64>, RowErrors>, AppError> {
+) -> Result<Result<(Vec<f64>, Vec<String>), RowErrors>, AppError> {
     if let Some(image) = &card.image {
         let bytes = match picture_bytes(form, state.settings.max_picture_bytes) {
             Ok(bytes) => bytes,
@@ -298,19 +306,41 @@ async fn parse_row(
             .heavy
             .run(move || picture::to_features(&bytes, &spec))
             .await?;
-        return Ok(features.map_err(|e| (HashMap::new(), Some(e))));
+        return Ok(features
+            .map(|row| (row, Vec::new()))
+            .map_err(|e| (HashMap::new(), Some(e))));
     }
     Ok(parse_fields(card, form))
 }
 
-/// The card's numeric fields, each parsed and checked against its bounds.
-fn parse_fields(card: &Card, form: &Submitted) -> Result<Vec<f64>, RowErrors> {
+/// The card's fields, each parsed and checked against its bounds; free texts beside the row.
+fn parse_fields(card: &Card, form: &Submitted) -> Result<(Vec<f64>, Vec<String>), RowErrors> {
     let mut errors = HashMap::new();
     let mut row = Vec::with_capacity(card.features.len());
+    let mut texts = Vec::new();
     for f in &card.features {
+        if f.kind == FeatureKind::Text {
+            let text = form.field(&f.name);
+            if text.trim().is_empty() {
+                errors.insert(f.name.clone(), "Enter some text.".to_string());
+            } else if text.chars().count() > crate::api::v1::MAX_TEXT_CHARS {
+                errors.insert(
+                    f.name.clone(),
+                    format!(
+                        "At most {} characters, please.",
+                        crate::api::v1::MAX_TEXT_CHARS
+                    ),
+                );
+            }
+            texts.push(text.to_string());
+            row.push(0.0);
+            continue;
+        }
         let raw = form.field(&f.name).trim();
         let parsed = if raw.is_empty() && f.allows_missing() {
             Ok(f64::NAN)
+        } else if let (true, Some(d)) = (raw.is_empty(), f.default) {
+            Ok(d)
         } else if raw.is_empty() {
             Err("This field is required.".to_string())
         } else {
@@ -327,7 +357,7 @@ fn parse_fields(card: &Card, form: &Submitted) -> Result<Vec<f64>, RowErrors> {
         }
     }
     if errors.is_empty() {
-        Ok(row)
+        Ok((row, texts))
     } else {
         Err((errors, None))
     }
@@ -347,8 +377,8 @@ pub async fn predict(
     let (selector, trying) = selector_for(&ctx, query.version.as_deref())?;
     let caller = Caller::user(user.id);
     let served = serving::routed(&state, &name, &selector, caller).await?;
-    let row = match parse_row(&state, &served.card, &form).await? {
-        Ok(row) => row,
+    let (row, texts) = match parse_row(&state, &served.card, &form).await? {
+        Ok(parsed) => parsed,
         Err((errors, image_error)) => {
             serving::rejected(&state, &served, "form");
             let values = served
@@ -373,7 +403,7 @@ pub async fn predict(
             return render(&page, StatusCode::UNPROCESSABLE_ENTITY);
         }
     };
-    let answer = serving::predict_rows(&state, &served, &[row], caller, "form").await?;
+    let answer = serving::predict_rows(&state, &served, &[row], &[texts], caller, "form").await?;
     let id = answer
         .ids
         .first()
