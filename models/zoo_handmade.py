@@ -8,6 +8,8 @@ onnxruntime's answers as fixtures (tests/fixtures/zoo/, the same format as zoo.p
 - tree_ensemble_opset5_regressor / _average: the opset-5 `TreeEnsemble` (ai.onnx.ml 5: split
   nodes and leaves apart, modes as a uint8 tensor, integer aggregate and post-transform), what
   current onnxmltools and skl2onnx can emit;
+- cast_map_linear: `CastMap` (map_form SPARSE) on a map(int64, float) input, in front of a
+  `LinearRegressor` (`cast_map()` writes it alone);
 - feature_vectorizer_linear: `FeatureVectorizer` joining three inputs (the spec wants one
   element type for all), one whole, one it cuts and one it pads, in front of a `LinearRegressor` (what onnxmltools writes for Spark ML's
   VectorAssembler); `python -c "import zoo_handmade; zoo_handmade.feature_vectorizer()"` writes it
@@ -151,6 +153,49 @@ def feature_vectorizer():
         "operators": ["ai.onnx.ml:FeatureVectorizer", "ai.onnx.ml:LinearRegressor"],
         "inputs": {k: {"dtype": dtypes[v.dtype.type], "shape": list(v.shape), "data": v.reshape(-1).tolist()}
                    for k, v in inputs.items()},
+        "outputs": {"variable": {"dtype": "f32", "shape": list(result.shape),
+                                 "data": result.reshape(-1).tolist()}},
+    }
+    (OUT / f"{name}.json").write_text(json.dumps(fixture) + "\n")
+    print(name, result.shape)
+
+
+def cast_map():
+    """cast_map_linear: `CastMap` (map_form SPARSE, max_map 5: keys 0 to 4 become columns, 0
+    where a key is absent) in front of a `LinearRegressor`. onnxruntime takes one map a run;
+    the fixture keeps each row's map ("maps", keys as text as JSON has them) and the rows laid
+    out by key ("inputs"). `python -c "import zoo_handmade; zoo_handmade.cast_map()"`."""
+    rng = np.random.default_rng(SEED)
+    nodes = [
+        helper.make_node("CastMap", ["X"], ["dense"], domain="ai.onnx.ml", map_form="SPARSE",
+                         max_map=5, cast_to="TO_FLOAT"),
+        helper.make_node("LinearRegressor", ["dense"], ["variable"], domain="ai.onnx.ml",
+                         coefficients=[0.5, -1.25, 2.0, 0.75, 3.0], intercepts=[0.1]),
+    ]
+    x_info = helper.make_value_info("X", helper.make_map_type_proto(
+        TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, None)))
+    out = helper.make_tensor_value_info("variable", TensorProto.FLOAT, [None, 1])
+    graph = helper.make_graph(nodes, "cast_map_linear", [x_info], [out])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("ai.onnx.ml", 3)])
+    model.ir_version = 8
+    name = "cast_map_linear"
+    (OUT / f"{name}.onnx").write_bytes(model.SerializeToString())
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    maps = []
+    for _ in range(16):
+        keys = sorted(rng.choice(5, rng.integers(1, 6), replace=False).tolist())
+        maps.append({int(k): float(np.float32(rng.normal(0, 2))) for k in keys})
+    results = [session.run(None, {"X": m})[0] for m in maps]
+    dense = np.array([[m.get(k, 0.0) for k in range(5)] for m in maps], dtype=np.float32)
+    result = np.concatenate(results).astype(np.float32)
+    fixture = {
+        "model": f"{name}.onnx",
+        "description": "CastMap (SPARSE, max_map 5) in front of a LinearRegressor",
+        "operators": ["ai.onnx.ml:CastMap", "ai.onnx.ml:LinearRegressor"],
+        "columns": {"X": [str(k) for k in range(5)]},
+        "maps": [{str(k): v for k, v in m.items()} for m in maps],
+        "inputs": {"X": {"dtype": "f32", "shape": list(dense.shape), "data": dense.reshape(-1).tolist()}},
         "outputs": {"variable": {"dtype": "f32", "shape": list(result.shape),
                                  "data": result.reshape(-1).tolist()}},
     }

@@ -125,7 +125,7 @@ pub fn densify(
         let readers = graph
             .node
             .iter()
-            .filter(|n| n.input.iter().any(|x| *x == input))
+            .filter(|n| n.input.contains(&input))
             .count();
         if readers > 1 || graph.output.iter().any(|o| o.name == input) {
             return Err(format!(
