@@ -251,6 +251,48 @@ async fn a_pipeline_with_text_columns_takes_its_categories_from_selects(pool: Pg
 
 #[sqlx::test]
 #[ignore = "needs chromium and chromedriver (apt-get install chromium chromium-driver); .ci/run runs it"]
+async fn a_review_typed_in_the_text_area_is_read_by_the_tfidf_pipeline(pool: PgPool) {
+    require_browser();
+    let app = spawn_app(pool).await;
+    let token = app.token_for("root", true).await;
+    let res = app
+        .publish(
+            &token,
+            "reviews",
+            "tests/fixtures/zoo/tfidf_logistic_regression.onnx",
+            Some("tests/fixtures/reviews.card.toml"),
+        )
+        .await;
+    assert_eq!(res.status().as_u16(), 201, "{}", res.text().await.unwrap());
+    app.create_user("ada", "plinth-pedestal-42", false).await;
+    let driver = Driver::start().await;
+    let b = driver.browser().await;
+    b.goto(&app.url("/accounts/login?next=/models/reviews"))
+        .await;
+    b.fill("#username", "ada").await;
+    b.fill("#password", "plinth-pedestal-42").await;
+    b.click("form.form button[type=submit]").await;
+    b.wait_for_path("/models/reviews").await;
+
+    let review = "Love it! Fast delivery, works great. I recommend this battery.";
+    b.fill("#f-review", review).await;
+    b.screenshot("reviews-form").await;
+    b.click("form.predict-form button[type=submit]").await;
+    let path = b.wait_for_path("/predictions/").await;
+    let source = b.source().await;
+    assert!(
+        source.contains(r#"<p class="headline">positive</p>"#),
+        "{source}"
+    );
+    assert!(source.contains("Fast delivery, works great."), "{source}");
+    b.screenshot("reviews-result").await;
+    let id: i64 = path.trim_start_matches("/predictions/").parse().unwrap();
+    assert_eq!(app.stored_inputs(id).await["review"], review);
+    b.quit().await;
+}
+
+#[sqlx::test]
+#[ignore = "needs chromium and chromedriver (apt-get install chromium chromium-driver); .ci/run runs it"]
 async fn staff_upload_and_promote_a_version_in_the_browser(pool: PgPool) {
     require_browser();
     let app = spawn_app(pool).await;
