@@ -22,7 +22,7 @@ use super::{built, check_output, named, Dims, Kernel, Output};
 
 /// The longest n-gram, and the most tokens skipped between an n-gram's items.
 const MAX_GRAM_LENGTH: i64 = 64;
-const MAX_SKIP_COUNT: i64 = 256;
+const MAX_SKIP_COUNT: i64 = 64;
 /// The widest vocabulary (output columns) a vectorizer may declare.
 const MAX_VOCABULARY: usize = 1 << 20;
 /// The largest compiled token expression.
@@ -825,6 +825,49 @@ mod tests {
         assert_eq!(tokens(&t, "né"), ["n", "é"]);
         assert!(parse(vec![text("tokenexp", "(")]).is_err());
         assert!(parse(vec![]).is_err());
+    }
+
+    /// The zoo's TF-IDF pipeline with its vectorizer's or tokenizer's attributes changed: what
+    /// the file implies is capped, and refused at load naming the attribute.
+    #[test]
+    fn sizes_a_file_implies_are_refused_at_load() {
+        use prost::Message;
+        let bytes = std::fs::read("tests/fixtures/zoo/tfidf_logistic_regression.onnx").unwrap();
+        let changed = |op: &str, attr: AttributeProto| {
+            let mut model = ModelProto::decode(bytes.as_slice()).unwrap();
+            let graph = model.graph.as_mut().unwrap();
+            let node = graph.node.iter_mut().find(|n| n.op_type == op).unwrap();
+            node.attribute.retain(|a| a.name != attr.name);
+            node.attribute.push(attr);
+            crate::inference::load(&model.encode_to_vec())
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        // The model loads as it is.
+        assert!(crate::inference::load(&bytes).is_ok());
+        let mut huge = ints("ngram_indexes", &[]);
+        huge.ints = vec![1 << 40; 1];
+        let e = changed("TfIdfVectorizer", huge);
+        assert!(
+            e.contains("the pool has") || e.contains("ngram_indexes"),
+            "{e}"
+        );
+        let e = changed("TfIdfVectorizer", int("max_skip_count", 1 << 30));
+        assert!(e.contains("max_skip_count"), "{e}");
+        let e = changed("TfIdfVectorizer", int("max_gram_length", 1 << 30));
+        assert!(e.contains("n-gram lengths"), "{e}");
+        let e = changed("Tokenizer", text("tokenexp", "(a{1000}){1000}"));
+        assert!(e.contains("token expression"), "{e}");
+        let e = changed("Tokenizer", int("mincharnum", 1 << 40));
+        assert!(e.contains("mincharnum"), "{e}");
+        let e = changed("StringNormalizer", {
+            let mut a = text("stopwords", "");
+            a.r#type = 8;
+            a.strings = vec![b"the".to_vec()];
+            a
+        });
+        assert!(e.contains("stopwords"), "{e}");
     }
 
     #[test]
