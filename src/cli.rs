@@ -68,6 +68,11 @@ pub enum Command {
         /// Threads scoring chunks (default: one per core).
         #[arg(long)]
         threads: Option<usize>,
+        /// Add each feature's contribution (exact SHAP values): an `explanation_base` column and
+        /// a `contribution_<feature>` column a feature. Needs the reference data: the model
+        /// directory's `reference.csv`, or the registry version's.
+        #[arg(long)]
+        explain: bool,
     },
     /// The model registry.
     Models {
@@ -185,15 +190,16 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-/// A registry model's card and loaded version, for `plinth score NAME`.
-async fn registry_model(
-    settings: &Settings,
-    command: &Command,
-) -> anyhow::Result<(
-    crate::registry::card::Card,
-    std::sync::Arc<crate::inference::LoadedModel>,
-)> {
-    let Command::Score { model, version, .. } = command else {
+/// A registry model's card and loaded version, for `plinth score NAME`; with what explaining
+/// it needs when `--explain` asks (or why it cannot be explained).
+async fn registry_model(settings: &Settings, command: &Command) -> anyhow::Result<Found> {
+    let Command::Score {
+        model,
+        version,
+        explain,
+        ..
+    } = command
+    else {
         anyhow::bail!("not a score command");
     };
     let pool = db::connect(&settings.database_url).await?;
@@ -211,18 +217,25 @@ async fn registry_model(
                 "{model:?} is neither a model directory or .onnx file nor a model in the registry (with that version)"
             )
         })?;
-    Ok(((*served.card).clone(), served.loaded.clone()))
+    let explanation = if *explain {
+        Some(registry.explanation_base(&served).await.as_ref().clone())
+    } else {
+        None
+    };
+    Ok(((*served.card).clone(), served.loaded.clone(), explanation))
 }
 
+/// What `plinth score` found in the registry: the card, the loaded version, and (when asked)
+/// what explaining it needs or why it cannot be explained.
+type Found = (
+    crate::registry::card::Card,
+    std::sync::Arc<crate::inference::LoadedModel>,
+    Option<Result<crate::batch::local::Explanation, String>>,
+);
+
 /// `plinth score`: scores the file and reports on standard error.
-fn score(
-    found: Option<(
-        crate::registry::card::Card,
-        std::sync::Arc<crate::inference::LoadedModel>,
-    )>,
-    command: Command,
-) -> ExitCode {
-    use crate::batch::local::{load_model, score_file, Output};
+fn score(found: Option<Found>, command: Command) -> ExitCode {
+    use crate::batch::local::{load_model, local_explanation, score_file, Output};
     use crate::batch::Format;
     let Command::Score {
         model,
@@ -230,20 +243,33 @@ fn score(
         output,
         max_errors,
         threads,
+        explain,
         ..
     } = command
     else {
         return ExitCode::FAILURE;
     };
-    let (card, loaded) = match found {
-        Some((card, loaded)) => (card, loaded),
+    let (card, loaded, explanation) = match found {
+        Some(found) => found,
         None => match load_model(std::path::Path::new(&model)) {
-            Ok((card, loaded)) => (card, std::sync::Arc::new(loaded)),
+            Ok((card, loaded)) => {
+                let explanation = explain
+                    .then(|| local_explanation(std::path::Path::new(&model), &card, &loaded));
+                (card, std::sync::Arc::new(loaded), explanation)
+            }
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::FAILURE;
             }
         },
+    };
+    let explanation = match explanation {
+        Some(Ok(e)) => Some(e),
+        Some(Err(why)) => {
+            eprintln!("error: {model} cannot explain its predictions, so --explain cannot add contributions: {why}");
+            return ExitCode::FAILURE;
+        }
+        None => None,
     };
     let format = Format::from_name(&input.to_string_lossy());
     let sink: Box<dyn std::io::Write + Send> = match &output {
@@ -268,7 +294,16 @@ fn score(
     };
     let threads =
         threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    match score_file(&card, &loaded, &input, format, sink, threads, max_errors) {
+    match score_file(
+        &card,
+        &loaded,
+        &input,
+        format,
+        sink,
+        threads,
+        max_errors,
+        explanation.as_ref(),
+    ) {
         Ok(report) => {
             let place = format.place();
             for (line, reason) in &report.first_errors {

@@ -25,6 +25,34 @@ pub struct Report {
     pub stopped: Option<String>,
 }
 
+/// What explaining a local model needs: its file and the `reference.csv` of its directory.
+pub fn local_explanation(
+    path: &Path,
+    card: &Card,
+    model: &LoadedModel,
+) -> Result<Explanation, String> {
+    let (dir, onnx) = if path.is_dir() {
+        (path.to_path_buf(), path.join("model.onnx"))
+    } else {
+        (
+            path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            path.to_path_buf(),
+        )
+    };
+    let bytes =
+        std::fs::read(&onnx).map_err(|e| format!("{}: cannot be read: {e}", onnx.display()))?;
+    let reference = dir.join("reference.csv");
+    // The model's kind first: a model that cannot be explained says so.
+    let explainer = std::sync::Arc::new(crate::inference::explain::Explainer::from_onnx(&bytes)?);
+    let csv = std::fs::read(&reference).map_err(|e| {
+        format!(
+            "{} cannot be read ({e}); explanations count how often each branch is taken on the reference data",
+            reference.display()
+        )
+    })?;
+    crate::registry::count_on_reference(explainer, &csv, card, model)
+}
+
 /// A model directory (`model.onnx` with its `card.toml`) or an `.onnx` file, loaded.
 pub fn load_model(path: &Path) -> Result<(Card, LoadedModel), String> {
     let (dir, onnx) = if path.is_dir() {
@@ -57,7 +85,15 @@ pub enum Output<'a> {
     Parquet(Box<dyn Write + Send + 'a>),
 }
 
+/// An explainer and what it needs of the reference data: with it, the results add each
+/// feature's contribution, as a job asked to explain does.
+pub type Explanation = (
+    std::sync::Arc<crate::inference::explain::Explainer>,
+    Vec<f64>,
+);
+
 /// Scores `input` into `output` with `threads` threads.
+#[allow(clippy::too_many_arguments)]
 pub fn score_file(
     card: &Card,
     model: &LoadedModel,
@@ -66,10 +102,15 @@ pub fn score_file(
     output: Output<'_>,
     threads: usize,
     max_errors: u64,
+    explanation: Option<&Explanation>,
 ) -> Result<Report, String> {
     let started = Instant::now();
     let mut source = files::open(input, format, super::DEFAULT_CHUNK_ROWS)?;
-    let layout = Layout::new(card, model, source.columns().to_vec(), false)?;
+    let explained = explanation.map_or_else(Vec::new, |(explainer, _)| {
+        crate::serving::explained_features(card, model, explainer)
+    });
+    let layout =
+        Layout::new(card, model, source.columns().to_vec(), false)?.with_contributions(&explained);
     enum Sink<'a> {
         Csv(Box<dyn Write + Send + 'a>),
         Parquet(Box<ParquetWriter<Box<dyn Write + Send + 'a>>>),
@@ -108,13 +149,28 @@ pub fn score_file(
                 let Ok(Ok((seq, chunk))) = next else {
                     return;
                 };
-                let result = parse_chunk(card, layout, format, &chunk.bytes, chunk.first_line).map(
-                    |mut parsed| {
-                        let scored = score(card, model, &mut parsed);
+                let result = parse_chunk(card, layout, format, &chunk.bytes, chunk.first_line)
+                    .and_then(|mut parsed| {
+                        let mut scored = score(card, model, &mut parsed);
+                        if let Some((explainer, covers)) = explanation {
+                            let labels: Vec<Option<String>> =
+                                scored.outcomes.iter().map(|o| o.label.clone()).collect();
+                            scored.explained = crate::serving::explain_columns(
+                                card,
+                                model,
+                                explainer,
+                                covers,
+                                &parsed.rows,
+                                &labels,
+                            )
+                            .map_err(|e| format!("the contributions could not be computed: {e}"))?
+                            .into_iter()
+                            .map(|e| (e.base, e.contributions))
+                            .collect();
+                        }
                         let out = write_output(layout, &parsed, &scored, None);
-                        (out, parsed.len() as u64, parsed.errors())
-                    },
-                );
+                        Ok((out, parsed.len() as u64, parsed.errors()))
+                    });
                 if done_tx.send((seq, result)).is_err() {
                     return;
                 }

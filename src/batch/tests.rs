@@ -277,6 +277,7 @@ fn a_parquet_file_in_and_out() {
         Output::Parquet(Box::new(file)),
         2,
         10,
+        None,
     )
     .unwrap();
     assert_eq!(report.rows, rows.len() as u64);
@@ -352,6 +353,7 @@ fn plinth_score_keeps_the_files_order_across_threads_and_stops_at_the_budget() {
         Output::Csv(Box::new(&mut out)),
         4,
         0,
+        None,
     )
     .unwrap();
     assert_eq!(report.rows, n as u64);
@@ -376,6 +378,7 @@ fn plinth_score_keeps_the_files_order_across_threads_and_stops_at_the_budget() {
         Output::Csv(Box::new(std::io::sink())),
         2,
         0,
+        None,
     )
     .unwrap();
     assert!(report.stopped.is_some(), "{report:?}");

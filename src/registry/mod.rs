@@ -288,6 +288,8 @@ impl Registry {
             .get(&served.version.sha256)
             .await
             .map_err(|e| format!("The reference data cannot be read: the model file: {e}"))?;
+        // The model's kind is judged first: a model that cannot be explained says so, whatever
+        // its reference data.
         let explainer = tokio::task::spawn_blocking(move || {
             crate::inference::explain::Explainer::from_onnx(&model).map(Arc::new)
         })
@@ -305,14 +307,9 @@ impl Registry {
                 )
             })?;
         let (card, loaded) = (served.card.clone(), served.loaded.clone());
-        tokio::task::spawn_blocking(move || {
-            let rows = reference::rows(&csv, &card);
-            let (x, width) = crate::serving::explained_input(&card, &loaded, &explainer, &rows)?;
-            let covers = explainer.covers(&x, rows.len(), width)?;
-            Ok((explainer, covers))
-        })
-        .await
-        .map_err(|e| format!("counting the covers failed: {e}"))?
+        tokio::task::spawn_blocking(move || count_on_reference(explainer, &csv, &card, &loaded))
+            .await
+            .map_err(|e| format!("counting the covers failed: {e}"))?
     }
 
     /// The reference data stored with a version, if it has any.
@@ -322,6 +319,20 @@ impl Registry {
         };
         Ok(Some(self.artifacts.get(sha).await?))
     }
+}
+
+/// The explainer with what it needs of the reference data (CSV with the card's features): the
+/// trees' covers or the linear model's means, counted on the reference rows. Blocking.
+pub fn count_on_reference(
+    explainer: Arc<crate::inference::explain::Explainer>,
+    reference_csv: &[u8],
+    card: &Card,
+    loaded: &crate::inference::LoadedModel,
+) -> Result<(Arc<crate::inference::explain::Explainer>, Vec<f64>), String> {
+    let rows = reference::rows(reference_csv, card);
+    let (x, width) = crate::serving::explained_input(card, loaded, &explainer, &rows)?;
+    let covers = explainer.covers(&x, rows.len(), width)?;
+    Ok((explainer, covers))
 }
 
 /// The card stored with a version; a default card if it cannot be read.

@@ -327,6 +327,33 @@ async fn score_scores_a_file_from_a_model_directory_or_the_registry(pool: PgPool
     let (code, _, err) = run(&["score", "no-such-model", &in_path], Some(&url));
     assert_eq!(code, Some(1));
     assert!(err.contains("no-such-model"), "{err}");
+
+    // --explain adds the contributions, counted on the directory's reference.csv, the same
+    // whether the model is read from its directory or from the registry.
+    let (code, explained, err) = run(&["score", "models/iris/1", &in_path, "--explain"], None);
+    assert_eq!(code, Some(0), "{err}");
+    let header = explained.lines().next().unwrap();
+    assert!(
+        header.ends_with(
+            "probability_virginica,explanation_base,contribution_sepal_length,\
+             contribution_sepal_width,contribution_petal_length,contribution_petal_width,error"
+        ),
+        "{header}"
+    );
+    let (code, from_registry, err) = run(&["score", "iris", &in_path, "--explain"], Some(&url));
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(from_registry, explained);
+    // A model directory without reference data cannot explain, and says why.
+    let bare = scratch.path().join("bare");
+    std::fs::create_dir_all(&bare).unwrap();
+    std::fs::copy("models/iris/1/model.onnx", bare.join("model.onnx")).unwrap();
+    std::fs::copy("models/iris/1/card.toml", bare.join("card.toml")).unwrap();
+    let (code, _, err) = run(
+        &["score", bare.to_str().unwrap(), &in_path, "--explain"],
+        None,
+    );
+    assert_eq!(code, Some(1));
+    assert!(err.contains("reference.csv cannot be read"), "{err}");
     // A file that does not fit.
     std::fs::write(&input, "sepal_length\n5.1\n").unwrap();
     let (code, _, err) = run(&["score", "models/iris/1", &in_path], None);
