@@ -118,6 +118,17 @@ def save(name, description, node, inputs, outputs, x, ml_opset=3):
     print(name, {k: v["shape"] for k, v in fixture["outputs"].items()})
 
 
+def write_graph(name, nodes, inputs, outputs):
+    """Writes a graph of several nodes (opset 17, ai.onnx.ml 3) as `<name>.onnx`; an onnxruntime
+    session on it."""
+    graph = helper.make_graph(nodes, name, inputs, outputs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("ai.onnx.ml", 3)])
+    model.ir_version = 8
+    (OUT / f"{name}.onnx").write_bytes(model.SerializeToString())
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
 def feature_vectorizer():
     rng = np.random.default_rng(SEED)
     n = 16
@@ -137,13 +148,8 @@ def feature_vectorizer():
              helper.make_tensor_value_info("counts", TensorProto.FLOAT, [None, 2]),
              helper.make_tensor_value_info("flag", TensorProto.FLOAT, [None, 1])]
     out = helper.make_tensor_value_info("variable", TensorProto.FLOAT, [None, 1])
-    graph = helper.make_graph(nodes, "feature_vectorizer_linear", infos, [out])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
-                                                    helper.make_opsetid("ai.onnx.ml", 3)])
-    model.ir_version = 8
     name = "feature_vectorizer_linear"
-    (OUT / f"{name}.onnx").write_bytes(model.SerializeToString())
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = write_graph(name, nodes, infos, [out])
     (result,) = session.run(None, inputs)
     dtypes = {np.float32: "f32", np.int64: "i64"}
     fixture = {
@@ -175,13 +181,8 @@ def cast_map():
     x_info = helper.make_value_info("X", helper.make_map_type_proto(
         TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, None)))
     out = helper.make_tensor_value_info("variable", TensorProto.FLOAT, [None, 1])
-    graph = helper.make_graph(nodes, "cast_map_linear", [x_info], [out])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
-                                                    helper.make_opsetid("ai.onnx.ml", 3)])
-    model.ir_version = 8
     name = "cast_map_linear"
-    (OUT / f"{name}.onnx").write_bytes(model.SerializeToString())
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = write_graph(name, nodes, [x_info], [out])
     maps = []
     for _ in range(16):
         keys = sorted(rng.choice(5, rng.integers(1, 6), replace=False).tolist())

@@ -230,12 +230,12 @@ async fn registry_model(settings: &Settings, command: &Command) -> anyhow::Resul
 type Found = (
     crate::registry::card::Card,
     std::sync::Arc<crate::inference::LoadedModel>,
-    Option<Result<crate::batch::local::Explanation, String>>,
+    crate::batch::local::AskedExplanation,
 );
 
 /// `plinth score`: scores the file and reports on standard error.
 fn score(found: Option<Found>, command: Command) -> ExitCode {
-    use crate::batch::local::{load_model, local_explanation, score_file, Output};
+    use crate::batch::local::{load_model_explained, score_file, Output};
     use crate::batch::Format;
     let Command::Score {
         model,
@@ -251,12 +251,8 @@ fn score(found: Option<Found>, command: Command) -> ExitCode {
     };
     let (card, loaded, explanation) = match found {
         Some(found) => found,
-        None => match load_model(std::path::Path::new(&model)) {
-            Ok((card, loaded)) => {
-                let explanation = explain
-                    .then(|| local_explanation(std::path::Path::new(&model), &card, &loaded));
-                (card, std::sync::Arc::new(loaded), explanation)
-            }
+        None => match load_model_explained(std::path::Path::new(&model), explain) {
+            Ok((card, loaded, explanation)) => (card, std::sync::Arc::new(loaded), explanation),
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::FAILURE;

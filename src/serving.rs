@@ -671,6 +671,7 @@ fn explain_blocking(
 ) -> Result<Vec<ExplanationOut>, String> {
     let explained = explain_columns(card, loaded, explainer, covers, rows, labels)?;
     let (offset, _) = explained_span(loaded, explainer);
+    let names = explained_features(card, loaded, explainer);
     let method = explainer.method(reference_rows, version);
     let scale = explainer.scale();
     Ok(explained
@@ -685,7 +686,7 @@ fn explain_blocking(
                     let feature = card.features.get(offset + c);
                     let v = row.get(offset + c).copied().unwrap_or(f64::NAN);
                     Contribution {
-                        feature: feature.map_or_else(|| format!("column {c}"), |f| f.name.clone()),
+                        feature: names.get(c).cloned().unwrap_or_default(),
                         value: match feature.and_then(|f| f.choice_text(v)) {
                             Some(text) => text.to_string().into(),
                             None if v.is_nan() => serde_json::Value::Null,

@@ -9,9 +9,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::files::{self, ParquetWriter};
-use super::{parse_chunk, score, write_output, Format, Layout};
+use super::{explain_scored, parse_chunk, score, write_output, Format, Layout};
 use crate::inference::LoadedModel;
 use crate::registry::card::Card;
+use crate::registry::Explanation;
 
 /// What a run did.
 #[derive(Debug)]
@@ -25,36 +26,21 @@ pub struct Report {
     pub stopped: Option<String>,
 }
 
-/// What explaining a local model needs: its file and the `reference.csv` of its directory.
-pub fn local_explanation(
-    path: &Path,
-    card: &Card,
-    model: &LoadedModel,
-) -> Result<Explanation, String> {
-    let (dir, onnx) = if path.is_dir() {
-        (path.to_path_buf(), path.join("model.onnx"))
-    } else {
-        (
-            path.parent().map(Path::to_path_buf).unwrap_or_default(),
-            path.to_path_buf(),
-        )
-    };
-    let bytes =
-        std::fs::read(&onnx).map_err(|e| format!("{}: cannot be read: {e}", onnx.display()))?;
-    let reference = dir.join("reference.csv");
-    // The model's kind first: a model that cannot be explained says so.
-    let explainer = std::sync::Arc::new(crate::inference::explain::Explainer::from_onnx(&bytes)?);
-    let csv = std::fs::read(&reference).map_err(|e| {
-        format!(
-            "{} cannot be read ({e}); explanations count how often each branch is taken on the reference data",
-            reference.display()
-        )
-    })?;
-    crate::registry::count_on_reference(explainer, &csv, card, model)
-}
-
 /// A model directory (`model.onnx` with its `card.toml`) or an `.onnx` file, loaded.
 pub fn load_model(path: &Path) -> Result<(Card, LoadedModel), String> {
+    load_model_explained(path, false).map(|(card, model, _)| (card, model))
+}
+
+/// What `--explain` asked for: what explaining the model needs, or why it cannot be explained
+/// (`None` when not asked).
+pub type AskedExplanation = Option<Result<Explanation, String>>;
+
+/// [`load_model`], and with `explain` what explaining it needs, counted on the `reference.csv`
+/// of its directory (or why it cannot be explained).
+pub fn load_model_explained(
+    path: &Path,
+    explain: bool,
+) -> Result<(Card, LoadedModel, AskedExplanation), String> {
     let (dir, onnx) = if path.is_dir() {
         (path.to_path_buf(), path.join("model.onnx"))
     } else {
@@ -76,7 +62,19 @@ pub fn load_model(path: &Path) -> Result<(Card, LoadedModel), String> {
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_else(|| "model".into());
     let card = crate::registry::import::card_for(&name, card_text.as_deref(), &model.signature)?;
-    Ok((card, model))
+    let explanation = explain.then(|| {
+        // The model's kind first: a model that cannot be explained says so.
+        let explainer = std::sync::Arc::new(crate::inference::explain::Explainer::from_onnx(&bytes)?);
+        let reference = dir.join("reference.csv");
+        let csv = std::fs::read(&reference).map_err(|e| {
+            format!(
+                "{} cannot be read ({e}); explanations count how often each branch is taken on the reference data",
+                reference.display()
+            )
+        })?;
+        crate::registry::count_on_reference(explainer, &csv, &card, &model)
+    });
+    Ok((card, model, explanation))
 }
 
 /// Where results go.
@@ -84,13 +82,6 @@ pub enum Output<'a> {
     Csv(Box<dyn Write + Send + 'a>),
     Parquet(Box<dyn Write + Send + 'a>),
 }
-
-/// An explainer and what it needs of the reference data: with it, the results add each
-/// feature's contribution, as a job asked to explain does.
-pub type Explanation = (
-    std::sync::Arc<crate::inference::explain::Explainer>,
-    Vec<f64>,
-);
 
 /// Scores `input` into `output` with `threads` threads.
 #[allow(clippy::too_many_arguments)]
@@ -152,21 +143,11 @@ pub fn score_file(
                 let result = parse_chunk(card, layout, format, &chunk.bytes, chunk.first_line)
                     .and_then(|mut parsed| {
                         let mut scored = score(card, model, &mut parsed);
-                        if let Some((explainer, covers)) = explanation {
-                            let labels: Vec<Option<String>> =
-                                scored.outcomes.iter().map(|o| o.label.clone()).collect();
-                            scored.explained = crate::serving::explain_columns(
-                                card,
-                                model,
-                                explainer,
-                                covers,
-                                &parsed.rows,
-                                &labels,
-                            )
-                            .map_err(|e| format!("the contributions could not be computed: {e}"))?
-                            .into_iter()
-                            .map(|e| (e.base, e.contributions))
-                            .collect();
+                        if let Some(explanation) = explanation {
+                            explain_scored(card, model, explanation, &parsed, &mut scored)
+                                .map_err(|e| {
+                                    format!("the contributions could not be computed: {e}")
+                                })?;
                         }
                         let out = write_output(layout, &parsed, &scored, None);
                         Ok((out, parsed.len() as u64, parsed.errors()))

@@ -419,8 +419,9 @@ fn check_record(
         let value = match text {
             Err(_) => Err("Enter a number.".to_string()),
             Ok("") if f.allows_missing() => Ok(f64::NAN),
-            Ok("") if f.default.is_some() => Ok(f.default.unwrap_or(0.0)),
-            Ok("") => Err("This field is required.".to_string()),
+            Ok("") => f
+                .default
+                .ok_or_else(|| "This field is required.".to_string()),
             Ok(t) => parse_value(f, t),
         };
         match value.and_then(|v| f.check(v)) {
@@ -541,6 +542,25 @@ pub fn score(card: &Card, model: &LoadedModel, parsed: &mut Parsed) -> Scored {
         outcomes,
         explained: Vec::new(),
     }
+}
+
+/// Adds each scored row's explanation (its base value, then its contributions in the
+/// explained features' order) to `scored`, for the class the row was answered with.
+pub fn explain_scored(
+    card: &Card,
+    model: &LoadedModel,
+    explanation: &crate::registry::Explanation,
+    parsed: &Parsed,
+    scored: &mut Scored,
+) -> Result<(), String> {
+    let (explainer, covers) = explanation;
+    let labels: Vec<Option<String>> = scored.outcomes.iter().map(|o| o.label.clone()).collect();
+    scored.explained =
+        crate::serving::explain_columns(card, model, explainer, covers, &parsed.rows, &labels)?
+            .into_iter()
+            .map(|e| (e.base, e.contributions))
+            .collect();
+    Ok(())
 }
 
 /// The chunk's output records: each input record's fields (as read; a short record padded,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::web::Data;
 
-use super::{parse_chunk, score, write_output, Format};
+use super::{explain_scored, parse_chunk, score, write_output, Format};
 use crate::db::batch::{self as db, ChunkResult, Claimed, Committed};
 use crate::db::predictions::{self, NewPredictions, ID_BLOCK};
 use crate::monitoring::metrics::Stage;
@@ -143,21 +143,9 @@ async fn score_chunk(state: &Data<AppState>, me: &str, chunk: Claimed) -> sqlx::
             .map_err(|e| format!("A chunk could not be read: {e}"))?;
         let started = Instant::now();
         let mut scored = score(card, loaded, &mut parsed);
-        if let Some(Ok((explainer, covers))) = explanation.as_ref().map(|b| b.as_ref()) {
-            let labels: Vec<Option<String>> =
-                scored.outcomes.iter().map(|o| o.label.clone()).collect();
-            scored.explained = crate::serving::explain_columns(
-                card,
-                loaded,
-                explainer,
-                covers,
-                &parsed.rows,
-                &labels,
-            )
-            .map_err(|e| format!("The contributions could not be computed: {e}"))?
-            .into_iter()
-            .map(|e| (e.base, e.contributions))
-            .collect();
+        if let Some(Ok(explanation)) = explanation.as_ref().map(|b| b.as_ref()) {
+            explain_scored(card, loaded, explanation, &parsed, &mut scored)
+                .map_err(|e| format!("The contributions could not be computed: {e}"))?;
         }
         let compute = started.elapsed();
         let ids: Vec<i64> = (0..scored.len())

@@ -128,8 +128,11 @@ struct Slot {
 
 /// What explaining a version's predictions needs: its explainer and what that needs of the
 /// reference data (the trees' covers, the linear model's means); or why it cannot be had.
-pub type ExplanationBase =
-    Arc<Result<(Arc<crate::inference::explain::Explainer>, Vec<f64>), String>>;
+pub type ExplanationBase = Arc<Result<Explanation, String>>;
+
+/// An explainer and what it needs of the reference data (the trees' covers, the linear model's
+/// means).
+pub type Explanation = (Arc<crate::inference::explain::Explainer>, Vec<f64>);
 
 pub struct Registry {
     pool: PgPool,
@@ -279,10 +282,7 @@ impl Registry {
         counted
     }
 
-    async fn count_explanation_base(
-        &self,
-        served: &Served,
-    ) -> Result<(Arc<crate::inference::explain::Explainer>, Vec<f64>), String> {
+    async fn count_explanation_base(&self, served: &Served) -> Result<Explanation, String> {
         let model = self
             .artifacts
             .get(&served.version.sha256)
@@ -328,7 +328,7 @@ pub fn count_on_reference(
     reference_csv: &[u8],
     card: &Card,
     loaded: &crate::inference::LoadedModel,
-) -> Result<(Arc<crate::inference::explain::Explainer>, Vec<f64>), String> {
+) -> Result<Explanation, String> {
     let rows = reference::rows(reference_csv, card);
     let (x, width) = crate::serving::explained_input(card, loaded, &explainer, &rows)?;
     let covers = explainer.covers(&x, rows.len(), width)?;

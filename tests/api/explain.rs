@@ -11,6 +11,15 @@ use crate::helpers::{spawn_app_with, TestApp};
 
 const IRIS: [&str; 4] = ["sepal_length", "sepal_width", "petal_length", "petal_width"];
 
+/// A fixture's array of numbers.
+fn numbers(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
 fn shap_fixture(name: &str) -> Value {
     serde_json::from_str(
         &std::fs::read_to_string(format!("tests/fixtures/zoo/shap/{name}.json")).unwrap(),
@@ -103,18 +112,8 @@ async fn explained_as_shap_explains(
         "stored"
     );
     let t = fixture["targets"].as_u64().unwrap() as usize;
-    let want: Vec<f64> = fixture["contributions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect();
-    let raw: Vec<f64> = fixture["raw"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect();
+    let want = numbers(&fixture["contributions"]);
+    let raw = numbers(&fixture["raw"]);
     let scale = raw.iter().fold(1.0f64, |m, v| m.max(v.abs()));
     let width = features.len();
     let mut worst = 0.0f64;
@@ -201,23 +200,11 @@ async fn explanations_through_the_api_are_shaps_and_add_up(pool: PgPool) {
 /// Publishes zoo model `file` as a new iris version (iris's card, no reference data) and asks it
 /// for an explained prediction: the body of its 422.
 async fn publish_and_explain(app: &TestApp, staff: &str, file: &str, flower: &Value) -> String {
-    let res = app
-        .publish(
-            staff,
-            "iris",
-            &format!("tests/fixtures/zoo/{file}.onnx"),
-            Some("models/iris/1/card.toml"),
-        )
-        .await;
-    assert_eq!(res.status().as_u16(), 201);
-    let version: Value = res.json().await.unwrap();
+    let version = app.publish_zoo(staff, file).await;
     let (status, body) = app
         .call_json(
             Method::POST,
-            &format!(
-                "/api/v1/models/iris/predict?version={}&explain=true",
-                version["version"]
-            ),
+            &format!("/api/v1/models/iris/predict?version={version}&explain=true"),
             staff,
             Some(flower.clone()),
         )
@@ -384,18 +371,8 @@ async fn batch_jobs_add_each_features_contribution_when_asked(pool: PgPool) {
     );
     let classes = ["setosa", "versicolor", "virginica"];
     let t = fixture["targets"].as_u64().unwrap() as usize;
-    let want: Vec<f64> = fixture["contributions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect();
-    let raw: Vec<f64> = fixture["raw"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap())
-        .collect();
+    let want = numbers(&fixture["contributions"]);
+    let raw = numbers(&fixture["raw"]);
     let scale = raw.iter().fold(1.0f64, |m, v| m.max(v.abs()));
     assert_eq!(records.len(), rows.len() + 1, "a header and every row");
     // The same rows explained by JSON v1 (whose base and contributions add up to the output,
@@ -449,21 +426,13 @@ async fn batch_jobs_add_each_features_contribution_when_asked(pool: PgPool) {
     assert!(worst < 1e-5, "{worst:e} from shap");
 
     // A version that cannot be explained refuses the job before reading the file.
-    let res = app
-        .publish(
-            &staff,
-            "iris",
-            "tests/fixtures/zoo/svc_rbf.onnx",
-            Some("models/iris/1/card.toml"),
-        )
-        .await;
-    let svc: Value = res.json().await.unwrap();
+    let svc = app.publish_zoo(&staff, "svc_rbf").await;
     let (status, body) = crate::jobs::submit_csv(
         &app,
         &staff,
         "iris",
         file,
-        &format!("?version={}&explain=true", svc["version"]),
+        &format!("?version={svc}&explain=true"),
     )
     .await;
     assert_eq!(status, 422, "{body}");

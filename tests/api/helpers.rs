@@ -494,6 +494,22 @@ impl TestApp {
         .await
     }
 
+    /// Publishes zoo model `file` (`tests/fixtures/zoo/{file}.onnx`) as the next iris version,
+    /// with iris's card and no reference data; its version number.
+    pub async fn publish_zoo(&self, staff_token: &str, file: &str) -> i64 {
+        let res = self
+            .publish(
+                staff_token,
+                "iris",
+                &format!("tests/fixtures/zoo/{file}.onnx"),
+                Some("models/iris/1/card.toml"),
+            )
+            .await;
+        assert_eq!(res.status().as_u16(), 201, "{}", res.text().await.unwrap());
+        let body: serde_json::Value = res.json().await.unwrap();
+        body["version"].as_i64().unwrap()
+    }
+
     /// A JSON request with a bearer token.
     pub fn api(&self, method: reqwest::Method, path: &str, token: &str) -> reqwest::RequestBuilder {
         self.client

@@ -17,20 +17,6 @@ fn flower(i: usize) -> Value {
            "petal_length": f(13, 1.0, 6.9), "petal_width": f(17, 0.1, 2.5)})
 }
 
-async fn publish_zoo(app: &TestApp, staff: &str, file: &str) -> i64 {
-    let res = app
-        .publish(
-            staff,
-            "iris",
-            &format!("tests/fixtures/zoo/{file}.onnx"),
-            Some("models/iris/1/card.toml"),
-        )
-        .await;
-    assert_eq!(res.status().as_u16(), 201, "{}", res.text().await.unwrap());
-    let body: Value = res.json().await.unwrap();
-    body["version"].as_i64().unwrap()
-}
-
 /// Shadow rows of `version`.
 async fn shadow_rows(app: &TestApp, version: i32) -> i64 {
     sqlx::query_scalar(
@@ -61,11 +47,8 @@ async fn shadows_answer_copies_of_live_requests_and_never_the_caller(pool: PgPoo
     let app = spawn_app_with(pool, |_| {}).await;
     app.import_models().await;
     let staff = app.token_for("grace", true).await;
-    assert_eq!(
-        publish_zoo(&app, &staff, "decision_tree_classifier").await,
-        2
-    );
-    assert_eq!(publish_zoo(&app, &staff, "logistic_regression").await, 3);
+    assert_eq!(app.publish_zoo(&staff, "decision_tree_classifier").await, 2);
+    assert_eq!(app.publish_zoo(&staff, "logistic_regression").await, 3);
 
     // Refusals.
     let user = app.token_for("ada", false).await;
@@ -263,7 +246,7 @@ async fn copies_that_find_the_queue_full_are_dropped_and_counted(pool: PgPool) {
     let app = spawn_app_with(pool, |s| s.shadow_queue = 1).await;
     app.import_models().await;
     let staff = app.token_for("grace", true).await;
-    assert_eq!(publish_zoo(&app, &staff, "knn_classifier").await, 2);
+    assert_eq!(app.publish_zoo(&staff, "knn_classifier").await, 2);
     let (status, _) = app
         .call_json(Method::PUT, "/api/v1/models/iris/shadows/2", &staff, None)
         .await;

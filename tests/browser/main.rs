@@ -22,8 +22,8 @@ mod webdriver;
 
 use sqlx::PgPool;
 
-use helpers::spawn_app;
-use webdriver::Driver;
+use helpers::{spawn_app, TestApp};
+use webdriver::{Browser, Driver};
 
 /// These tests are `#[ignore]`d, so they run only when asked (`--include-ignored`, as `.ci/run`
 /// does); asked, they fail without the browser rather than pass without running.
@@ -32,6 +32,16 @@ fn require_browser() {
         webdriver::available(),
         "chromium and chromedriver are required (apt-get install chromium chromium-driver)"
     );
+}
+
+/// Signs in through the login page, which then goes on to `next`.
+async fn sign_in(b: &Browser<'_>, app: &TestApp, username: &str, password: &str, next: &str) {
+    b.goto(&app.url(&format!("/accounts/login?next={next}")))
+        .await;
+    b.fill("#username", username).await;
+    b.fill("#password", password).await;
+    b.click("form.form button[type=submit]").await;
+    b.wait_for_path(next).await;
 }
 
 #[sqlx::test]
@@ -129,11 +139,7 @@ async fn a_field_left_blank_is_predicted_and_the_result_explains_why(pool: PgPoo
     app.create_user("ada", "plinth-pedestal-42", false).await;
     let driver = Driver::start().await;
     let b = driver.browser().await;
-    b.goto(&app.url("/accounts/login?next=/models/iris")).await;
-    b.fill("#username", "ada").await;
-    b.fill("#password", "plinth-pedestal-42").await;
-    b.click("form.form button[type=submit]").await;
-    b.wait_for_path("/models/iris").await;
+    sign_in(&b, &app, "ada", "plinth-pedestal-42", "/models/iris").await;
     let form = b.source().await;
     assert!(form.contains("eave blank if unknown"), "{form}");
     b.fill("#f-sepal_length", "6.4").await;
@@ -176,12 +182,7 @@ async fn a_digit_drawn_on_the_canvas_is_recognised(pool: PgPool) {
     app.create_user("ada", "plinth-pedestal-42", false).await;
     let driver = Driver::start().await;
     let b = driver.browser().await;
-    b.goto(&app.url("/accounts/login?next=/models/digits"))
-        .await;
-    b.fill("#username", "ada").await;
-    b.fill("#password", "plinth-pedestal-42").await;
-    b.click("form.form button[type=submit]").await;
-    b.wait_for_path("/models/digits").await;
+    sign_in(&b, &app, "ada", "plinth-pedestal-42", "/models/digits").await;
 
     // A "1": one firm vertical stroke down the middle of the box.
     b.draw(
@@ -217,12 +218,7 @@ async fn a_pipeline_with_text_columns_takes_its_categories_from_selects(pool: Pg
     app.create_user("ada", "plinth-pedestal-42", false).await;
     let driver = Driver::start().await;
     let b = driver.browser().await;
-    b.goto(&app.url("/accounts/login?next=/models/renewals"))
-        .await;
-    b.fill("#username", "ada").await;
-    b.fill("#password", "plinth-pedestal-42").await;
-    b.click("form.form button[type=submit]").await;
-    b.wait_for_path("/models/renewals").await;
+    sign_in(&b, &app, "ada", "plinth-pedestal-42", "/models/renewals").await;
 
     b.fill("#f-age", "58").await;
     b.fill("#f-income", "52000").await;
@@ -267,12 +263,7 @@ async fn a_review_typed_in_the_text_area_is_read_by_the_tfidf_pipeline(pool: PgP
     app.create_user("ada", "plinth-pedestal-42", false).await;
     let driver = Driver::start().await;
     let b = driver.browser().await;
-    b.goto(&app.url("/accounts/login?next=/models/reviews"))
-        .await;
-    b.fill("#username", "ada").await;
-    b.fill("#password", "plinth-pedestal-42").await;
-    b.click("form.form button[type=submit]").await;
-    b.wait_for_path("/models/reviews").await;
+    sign_in(&b, &app, "ada", "plinth-pedestal-42", "/models/reviews").await;
 
     let review = "Love it! Fast delivery, works great. I recommend this battery.";
     b.fill("#f-review", review).await;
@@ -300,12 +291,14 @@ async fn staff_upload_and_promote_a_version_in_the_browser(pool: PgPool) {
     app.create_user("root", "staff-member-secret", true).await;
     let driver = Driver::start().await;
     let b = driver.browser().await;
-    b.goto(&app.url("/accounts/login?next=/admin/models/iris"))
-        .await;
-    b.fill("#username", "root").await;
-    b.fill("#password", "staff-member-secret").await;
-    b.click("form.form button[type=submit]").await;
-    b.wait_for_path("/admin/models/iris").await;
+    sign_in(
+        &b,
+        &app,
+        "root",
+        "staff-member-secret",
+        "/admin/models/iris",
+    )
+    .await;
 
     let model = std::fs::canonicalize("tests/fixtures/iris_v2.onnx").unwrap();
     let card = std::fs::canonicalize("models/iris/1/card.toml").unwrap();
@@ -360,12 +353,7 @@ async fn staff_run_a_canary_and_a_shadow_from_the_model_page(pool: PgPool) {
     assert_eq!(res.status().as_u16(), 201);
     let driver = Driver::start().await;
     let b = driver.browser().await;
-    b.goto(&app.url("/accounts/login?next=/admin/models/iris"))
-        .await;
-    b.fill("#username", "root").await;
-    b.fill("#password", "plinth-pedestal-42").await;
-    b.click("form.form button[type=submit]").await;
-    b.wait_for_path("/admin/models/iris").await;
+    sign_in(&b, &app, "root", "plinth-pedestal-42", "/admin/models/iris").await;
 
     // Version 2 as a canary at 20% and version 3 as a shadow, both from the page's forms.
     b.execute("document.querySelector('#candidate').value = '2';")
@@ -510,12 +498,14 @@ async fn the_back_office_renders_the_dashboard_and_drift(pool: PgPool) {
     .unwrap();
     let driver = Driver::start().await;
     let b = driver.browser().await;
-    b.goto(&app.url("/accounts/login?next=/admin/models/iris/drift"))
-        .await;
-    b.fill("#username", "root").await;
-    b.fill("#password", "staff-member-secret").await;
-    b.click("form.form button[type=submit]").await;
-    b.wait_for_path("/admin/models/iris/drift").await;
+    sign_in(
+        &b,
+        &app,
+        "root",
+        "staff-member-secret",
+        "/admin/models/iris/drift",
+    )
+    .await;
 
     b.click("form[action='/admin/models/iris/drift'] button[type=submit]")
         .await;
@@ -560,12 +550,7 @@ async fn a_file_scored_from_the_model_page_shows_its_progress_moving(pool: PgPoo
 
     let driver = Driver::start().await;
     let b = driver.browser().await;
-    b.goto(&app.url("/accounts/login?next=/models/iris/batch"))
-        .await;
-    b.fill("#username", "ada").await;
-    b.fill("#password", "plinth-pedestal-42").await;
-    b.click("form.form button[type=submit]").await;
-    b.wait_for_path("/models/iris/batch").await;
+    sign_in(&b, &app, "ada", "plinth-pedestal-42", "/models/iris/batch").await;
     b.fill("#file", &input.display().to_string()).await;
     b.screenshot("batch-upload").await;
     b.click("form[action='/models/iris/jobs'] button[type=submit]")
@@ -668,12 +653,7 @@ async fn staff_register_training_data_and_compare_two_versions(pool: PgPool) {
     }
     let driver = Driver::start().await;
     let b = driver.browser().await;
-    b.goto(&app.url("/accounts/login?next=/admin/datasets"))
-        .await;
-    b.fill("#username", "root").await;
-    b.fill("#password", "staff-member-secret").await;
-    b.click("form.form button[type=submit]").await;
-    b.wait_for_path("/admin/datasets").await;
+    sign_in(&b, &app, "root", "staff-member-secret", "/admin/datasets").await;
 
     // The training data, registered from the page: its profile.
     let file = std::fs::canonicalize("models/iris/1/reference.csv").unwrap();

@@ -9,9 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use tract_onnx::pb::tensor_shape_proto::{dimension, Dimension};
-use tract_onnx::pb::type_proto::{Tensor as TensorType, Value};
-use tract_onnx::pb::{AttributeProto, ModelProto, NodeProto, TensorShapeProto, TypeProto};
+use tract_onnx::pb::{AttributeProto, ModelProto, NodeProto};
 
 /// `FLOAT` and `INT64` in ONNX's `TensorProto.DataType`.
 const FLOAT: i32 = 1;
@@ -140,24 +138,7 @@ pub fn densify(
         node.attribute.clear();
         node.input.truncate(1);
         if let Some(g) = graph.input.iter_mut().find(|g| g.name == input) {
-            g.r#type = Some(TypeProto {
-                denotation: String::new(),
-                value: Some(Value::TensorType(TensorType {
-                    elem_type: elem,
-                    shape: Some(TensorShapeProto {
-                        dim: vec![
-                            Dimension {
-                                denotation: String::new(),
-                                value: Some(dimension::Value::DimParam("N".into())),
-                            },
-                            Dimension {
-                                denotation: String::new(),
-                                value: Some(dimension::Value::DimValue(width)),
-                            },
-                        ],
-                    }),
-                })),
-            });
+            g.r#type = Some(super::zipmap::matrix_type(elem, width));
         }
         columns.insert(input, keys);
     }
@@ -167,6 +148,8 @@ pub fn densify(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tract_onnx::pb::tensor_shape_proto::dimension;
+    use tract_onnx::pb::type_proto::Value;
     use tract_onnx::pb::{GraphProto, ValueInfoProto};
 
     fn strings(name: &str, values: &[&str]) -> AttributeProto {

@@ -72,28 +72,16 @@ pub fn string_normalizer(
 /// Changes the case a character at a time, as onnxruntime does (a character that would become
 /// several, such as `İ`, is kept).
 fn change_case(text: &str, case: Case) -> String {
-    let one = |mut it: std::iter::Peekable<std::char::ToLowercase>, c: char| -> char {
-        match (it.next(), it.peek()) {
+    fn single(mut changed: impl Iterator<Item = char>, c: char) -> char {
+        match (changed.next(), changed.next()) {
             (Some(x), None) => x,
             _ => c,
         }
-    };
+    }
     match case {
         Case::None => text.to_string(),
-        Case::Lower => text
-            .chars()
-            .map(|c| one(c.to_lowercase().peekable(), c))
-            .collect(),
-        Case::Upper => text
-            .chars()
-            .map(|c| {
-                let mut it = c.to_uppercase();
-                match (it.next(), it.next()) {
-                    (Some(x), None) => x,
-                    _ => c,
-                }
-            })
-            .collect(),
+        Case::Lower => text.chars().map(|c| single(c.to_lowercase(), c)).collect(),
+        Case::Upper => text.chars().map(|c| single(c.to_uppercase(), c)).collect(),
     }
 }
 
@@ -290,125 +278,133 @@ pub fn tfidf_vectorizer(
     _ctx: &ParsingContext,
     node: &NodeProto,
 ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    let int = |name: &str, default: i64| -> TractResult<i64> {
-        Ok(node.get_attr_opt::<i64>(name)?.unwrap_or(default))
-    };
-    let (min_gram, max_gram, max_skip) = (
-        int("min_gram_length", 1)?,
-        int("max_gram_length", 1)?,
-        int("max_skip_count", 0)?,
-    );
-    ensure!(
-        1 <= min_gram && min_gram <= max_gram && max_gram <= MAX_GRAM_LENGTH,
-        "{}: n-gram lengths {min_gram} to {max_gram} are not within 1 to {MAX_GRAM_LENGTH}",
-        named(node)
-    );
-    ensure!(
-        (0..=MAX_SKIP_COUNT).contains(&max_skip),
-        "{}: max_skip_count {max_skip} is not within 0 to {MAX_SKIP_COUNT}",
-        named(node)
-    );
-    let mode = match node.get_attr_opt::<&str>("mode")?.unwrap_or("TF") {
-        "TF" => Mode::Tf,
-        "IDF" => Mode::Idf,
-        "TFIDF" => Mode::TfIdf,
-        other => bail!("{}: unknown mode {other:?}", named(node)),
-    };
-    let counts: Vec<i64> = node.get_attr_opt_vec("ngram_counts")?.unwrap_or_default();
-    let indexes: Vec<i64> = node.get_attr_opt_vec("ngram_indexes")?.unwrap_or_default();
-    let strings: Option<Vec<String>> = node.get_attr_opt_vec("pool_strings")?;
-    let ints: Option<Vec<i64>> = node.get_attr_opt_vec("pool_int64s")?;
-    let weights: Vec<f32> = node.get_attr_opt_vec("weights")?.unwrap_or_default();
-    let pool_len = match (&strings, &ints) {
-        (Some(s), None) => s.len(),
-        (None, Some(i)) => i.len(),
-        _ => bail!(
-            "{}: exactly one of pool_strings and pool_int64s must be given",
+    built(TfIdfVectorizer::parse(node)?)
+}
+
+impl TfIdfVectorizer {
+    /// The vectorizer an ONNX node describes, its sizes checked.
+    fn parse(node: &NodeProto) -> TractResult<TfIdfVectorizer> {
+        let int = |name: &str, default: i64| -> TractResult<i64> {
+            Ok(node.get_attr_opt::<i64>(name)?.unwrap_or(default))
+        };
+        let (min_gram, max_gram, max_skip) = (
+            int("min_gram_length", 1)?,
+            int("max_gram_length", 1)?,
+            int("max_skip_count", 0)?,
+        );
+        ensure!(
+            1 <= min_gram && min_gram <= max_gram && max_gram <= MAX_GRAM_LENGTH,
+            "{}: n-gram lengths {min_gram} to {max_gram} are not within 1 to {MAX_GRAM_LENGTH}",
             named(node)
-        ),
-    };
-    ensure!(
+        );
+        ensure!(
+            (0..=MAX_SKIP_COUNT).contains(&max_skip),
+            "{}: max_skip_count {max_skip} is not within 0 to {MAX_SKIP_COUNT}",
+            named(node)
+        );
+        let mode = match node.get_attr_opt::<&str>("mode")?.unwrap_or("TF") {
+            "TF" => Mode::Tf,
+            "IDF" => Mode::Idf,
+            "TFIDF" => Mode::TfIdf,
+            other => bail!("{}: unknown mode {other:?}", named(node)),
+        };
+        let counts: Vec<i64> = node.get_attr_opt_vec("ngram_counts")?.unwrap_or_default();
+        let indexes: Vec<i64> = node.get_attr_opt_vec("ngram_indexes")?.unwrap_or_default();
+        let strings: Option<Vec<String>> = node.get_attr_opt_vec("pool_strings")?;
+        let ints: Option<Vec<i64>> = node.get_attr_opt_vec("pool_int64s")?;
+        let weights: Vec<f32> = node.get_attr_opt_vec("weights")?.unwrap_or_default();
+        let pool_len = match (&strings, &ints) {
+            (Some(s), None) => s.len(),
+            (None, Some(i)) => i.len(),
+            _ => bail!(
+                "{}: exactly one of pool_strings and pool_int64s must be given",
+                named(node)
+            ),
+        };
+        ensure!(
         !counts.is_empty() && counts.len() <= max_gram as usize,
         "{}: ngram_counts must give where each n-gram length starts in the pool (1 to {max_gram} of them)",
         named(node)
     );
-    // The pool's n-grams: length n from counts[n-1] to counts[n] (or the pool's end).
-    let mut grams: Vec<(usize, usize)> = Vec::new(); // (start in the pool, length)
-    for (i, &start) in counts.iter().enumerate() {
-        let n = i + 1;
-        let end = counts.get(i + 1).copied().unwrap_or(pool_len as i64);
-        ensure!(
-            0 <= start && start <= end && end <= pool_len as i64 && (end - start) % n as i64 == 0,
-            "{}: ngram_counts {counts:?} do not cut a pool of {pool_len} into whole {n}-grams",
-            named(node)
-        );
-        let mut at = start as usize;
-        while at < end as usize {
-            grams.push((at, n));
-            at += n;
+        // The pool's n-grams: length n from counts[n-1] to counts[n] (or the pool's end).
+        let mut grams: Vec<(usize, usize)> = Vec::new(); // (start in the pool, length)
+        for (i, &start) in counts.iter().enumerate() {
+            let n = i + 1;
+            let end = counts.get(i + 1).copied().unwrap_or(pool_len as i64);
+            ensure!(
+                0 <= start
+                    && start <= end
+                    && end <= pool_len as i64
+                    && (end - start) % n as i64 == 0,
+                "{}: ngram_counts {counts:?} do not cut a pool of {pool_len} into whole {n}-grams",
+                named(node)
+            );
+            let mut at = start as usize;
+            while at < end as usize {
+                grams.push((at, n));
+                at += n;
+            }
         }
+        ensure!(
+            grams.len() == indexes.len(),
+            "{}: the pool has {} n-grams but ngram_indexes gives {}",
+            named(node),
+            grams.len(),
+            indexes.len()
+        );
+        let columns = indexes.iter().copied().max().unwrap_or(-1) + 1;
+        ensure!(
+            indexes.iter().all(|&i| i >= 0) && columns as usize <= MAX_VOCABULARY,
+            "{}: ngram_indexes must be columns from 0 to {}",
+            named(node),
+            MAX_VOCABULARY - 1
+        );
+        let columns = columns as usize;
+        ensure!(
+            weights.is_empty() || weights.len() >= columns,
+            "{}: {} weights for {columns} columns",
+            named(node),
+            weights.len()
+        );
+        let pool = match (strings, ints) {
+            (Some(s), _) => {
+                let mut trie = Trie::new();
+                for (&(at, n), &column) in grams.iter().zip(&indexes) {
+                    trie.insert(s[at..at + n].iter().cloned(), column as usize);
+                }
+                Pool::Strings(trie)
+            }
+            (None, Some(i)) => {
+                let mut trie = Trie::new();
+                for (&(at, n), &column) in grams.iter().zip(&indexes) {
+                    trie.insert(i[at..at + n].iter().copied(), column as usize);
+                }
+                Pool::Ints(trie)
+            }
+            _ => unreachable!("checked above"),
+        };
+        let tokenizer = if node.attribute.iter().any(|a| a.name.starts_with(FUSED)) {
+            ensure!(
+                matches!(pool, Pool::Strings(_)),
+                "{}: a tokenizer gives text, and the pool holds integers",
+                named(node)
+            );
+            Some(Tokenizer::parse(node, FUSED)?)
+        } else {
+            None
+        };
+        Ok(TfIdfVectorizer {
+            pool,
+            min_gram: min_gram as usize,
+            max_gram: max_gram as usize,
+            max_skip: max_skip as usize,
+            mode,
+            weights,
+            columns,
+            tokenizer,
+        })
     }
-    ensure!(
-        grams.len() == indexes.len(),
-        "{}: the pool has {} n-grams but ngram_indexes gives {}",
-        named(node),
-        grams.len(),
-        indexes.len()
-    );
-    let columns = indexes.iter().copied().max().unwrap_or(-1) + 1;
-    ensure!(
-        indexes.iter().all(|&i| i >= 0) && columns as usize <= MAX_VOCABULARY,
-        "{}: ngram_indexes must be columns from 0 to {}",
-        named(node),
-        MAX_VOCABULARY - 1
-    );
-    let columns = columns as usize;
-    ensure!(
-        weights.is_empty() || weights.len() >= columns,
-        "{}: {} weights for {columns} columns",
-        named(node),
-        weights.len()
-    );
-    let pool = match (strings, ints) {
-        (Some(s), _) => {
-            let mut trie = Trie::new();
-            for (&(at, n), &column) in grams.iter().zip(&indexes) {
-                trie.insert(s[at..at + n].iter().cloned(), column as usize);
-            }
-            Pool::Strings(trie)
-        }
-        (None, Some(i)) => {
-            let mut trie = Trie::new();
-            for (&(at, n), &column) in grams.iter().zip(&indexes) {
-                trie.insert(i[at..at + n].iter().copied(), column as usize);
-            }
-            Pool::Ints(trie)
-        }
-        _ => unreachable!("checked above"),
-    };
-    let tokenizer = if node.attribute.iter().any(|a| a.name.starts_with(FUSED)) {
-        ensure!(
-            matches!(pool, Pool::Strings(_)),
-            "{}: a tokenizer gives text, and the pool holds integers",
-            named(node)
-        );
-        Some(Tokenizer::parse(node, FUSED)?)
-    } else {
-        None
-    };
-    built(TfIdfVectorizer {
-        pool,
-        min_gram: min_gram as usize,
-        max_gram: max_gram as usize,
-        max_skip: max_skip as usize,
-        mode,
-        weights,
-        columns,
-        tokenizer,
-    })
-}
 
-impl TfIdfVectorizer {
     /// Adds one row's n-gram counts to `counts`, as onnxruntime counts them: each skip
     /// distance from 0 to `max_skip` in turn, every start position, the n-grams of each length
     /// from the first to be counted; unigrams once (they have no skip).
@@ -640,37 +636,7 @@ mod tests {
     }
 
     fn vectorizer(attribute: Vec<AttributeProto>) -> TfIdfVectorizer {
-        // Rebuilt from the attributes as the loader does, without tract's wrapper.
-        let n = node(attribute);
-        let int = |name: &str, d: i64| n.get_attr_opt::<i64>(name).unwrap().unwrap_or(d);
-        let pool: Vec<i64> = n.get_attr_opt_vec("pool_int64s").unwrap().unwrap();
-        let counts: Vec<i64> = n.get_attr_opt_vec("ngram_counts").unwrap().unwrap();
-        let indexes: Vec<i64> = n.get_attr_opt_vec("ngram_indexes").unwrap().unwrap();
-        let mut trie = Trie::new();
-        let mut k = 0;
-        for (i, &start) in counts.iter().enumerate() {
-            let end = counts.get(i + 1).copied().unwrap_or(pool.len() as i64) as usize;
-            let mut at = start as usize;
-            while at < end {
-                trie.insert(pool[at..at + i + 1].iter().copied(), indexes[k] as usize);
-                k += 1;
-                at += i + 1;
-            }
-        }
-        TfIdfVectorizer {
-            pool: Pool::Ints(trie),
-            min_gram: int("min_gram_length", 1) as usize,
-            max_gram: int("max_gram_length", 1) as usize,
-            max_skip: int("max_skip_count", 0) as usize,
-            mode: match n.get_attr_opt::<&str>("mode").unwrap().unwrap_or("TF") {
-                "IDF" => Mode::Idf,
-                "TFIDF" => Mode::TfIdf,
-                _ => Mode::Tf,
-            },
-            weights: n.get_attr_opt_vec("weights").unwrap().unwrap_or_default(),
-            columns: indexes.iter().copied().max().unwrap() as usize + 1,
-            tokenizer: None,
-        }
+        TfIdfVectorizer::parse(&node(attribute)).unwrap()
     }
 
     /// The ONNX specification's examples (onnx/backend/test/case/node/tfidfvectorizer.py): the

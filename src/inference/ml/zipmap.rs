@@ -20,6 +20,26 @@ fn strings(attr: &AttributeProto) -> Vec<String> {
         .collect()
 }
 
+/// A `[N, columns]` tensor type of `elem` (ONNX's `TensorProto.DataType`), N the batch.
+pub(super) fn matrix_type(elem: i32, columns: i64) -> TypeProto {
+    let dim = |value| Dimension {
+        denotation: String::new(),
+        value: Some(value),
+    };
+    TypeProto {
+        denotation: String::new(),
+        value: Some(Value::TensorType(TensorType {
+            elem_type: elem,
+            shape: Some(TensorShapeProto {
+                dim: vec![
+                    dim(dimension::Value::DimParam("N".into())),
+                    dim(dimension::Value::DimValue(columns)),
+                ],
+            }),
+        })),
+    }
+}
+
 /// The class labels a node declares, by the attribute names its operator uses.
 fn node_labels(node: &NodeProto) -> Option<Vec<String>> {
     let (ints, strs) = match node.op_type.as_str() {
@@ -55,24 +75,7 @@ pub fn unzip(model: &mut ModelProto) -> Option<Vec<String>> {
     }
     for output in graph.output.iter_mut() {
         if let Some((_, classes)) = zipped.iter().find(|(name, _)| *name == output.name) {
-            output.r#type = Some(TypeProto {
-                denotation: String::new(),
-                value: Some(Value::TensorType(TensorType {
-                    elem_type: FLOAT,
-                    shape: Some(TensorShapeProto {
-                        dim: vec![
-                            Dimension {
-                                denotation: String::new(),
-                                value: Some(dimension::Value::DimParam("N".into())),
-                            },
-                            Dimension {
-                                denotation: String::new(),
-                                value: Some(dimension::Value::DimValue(*classes as i64)),
-                            },
-                        ],
-                    }),
-                })),
-            });
+            output.r#type = Some(matrix_type(FLOAT, *classes as i64));
         }
     }
     labels.or_else(|| graph.node.iter().find_map(node_labels))

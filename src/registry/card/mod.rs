@@ -520,18 +520,18 @@ impl Card {
         }
         self.features
             .iter()
-            .map(|f| match (f.min, f.max) {
-                _ if f.default.is_some() => f.default.unwrap_or(0.0),
-                (Some(a), Some(b)) => {
+            .map(|f| match (f.default, f.min, f.max) {
+                (Some(d), _, _) => d,
+                (None, Some(a), Some(b)) => {
                     let mid = (a + b) / 2.0;
                     match f.step {
                         Some(step) if step > 0.0 => (mid / step).round() * step,
                         _ => mid,
                     }
                 }
-                (Some(a), None) => a,
-                (None, Some(b)) => b,
-                _ => 0.0,
+                (None, Some(a), None) => a,
+                (None, None, Some(b)) => b,
+                (None, None, None) => 0.0,
             })
             .collect()
     }

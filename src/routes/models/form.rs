@@ -339,10 +339,9 @@ fn parse_fields(card: &Card, form: &Submitted) -> Result<(Vec<f64>, Vec<String>)
         let raw = form.field(&f.name).trim();
         let parsed = if raw.is_empty() && f.allows_missing() {
             Ok(f64::NAN)
-        } else if let (true, Some(d)) = (raw.is_empty(), f.default) {
-            Ok(d)
         } else if raw.is_empty() {
-            Err("This field is required.".to_string())
+            f.default
+                .ok_or_else(|| "This field is required.".to_string())
         } else {
             match raw.parse::<f64>() {
                 Ok(v) => f.check(v),
