@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use plinth::inference::{load, NamedTensor, TensorData};
+use plinth_inference::{load, NamedTensor, TensorData};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -91,7 +91,7 @@ fn explain_per_row(
     width: usize,
     seconds: f64,
 ) -> Result<f64, Box<dyn std::error::Error>> {
-    let explainer = plinth::inference::explain::Explainer::from_onnx(&std::fs::read(model_file)?)?;
+    let explainer = plinth_inference::explain::Explainer::from_onnx(&std::fs::read(model_file)?)?;
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(shap)?)?;
     let reference: Vec<f32> = json["reference"]["data"]
         .as_array()

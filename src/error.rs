@@ -50,19 +50,6 @@ impl AppError {
         AppError::Internal(err.into())
     }
 
-    /// An import that failed: a file refused (422), a store that could not take it (503, with
-    /// the store's reason), or the database.
-    pub fn import(err: crate::registry::ImportError) -> Self {
-        use crate::registry::ImportError;
-        match err {
-            ImportError::Invalid(e) => AppError::Unprocessable(e),
-            ImportError::Storage(e) => AppError::Unavailable(format!(
-                "The model file could not be stored, so nothing was added: {e}"
-            )),
-            ImportError::Database(e) => AppError::Database(e),
-        }
-    }
-
     /// The message shown to the person or program that made the request. Internal details are
     /// logged, never shown.
     pub fn public_message(&self) -> String {

@@ -14,7 +14,6 @@ pub mod domain;
 pub mod error;
 pub mod exports;
 pub mod heavy;
-pub mod inference;
 pub mod localdb;
 pub mod monitoring;
 pub mod prediction_log;

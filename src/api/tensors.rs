@@ -7,8 +7,8 @@
 
 use serde_json::{Map, Value};
 
-use crate::inference::{shape_text, DType, NamedTensor, Signature, TensorData, TensorSpec};
 use crate::registry::card::{Card, Feature};
+use plinth_inference::{shape_text, DType, NamedTensor, Signature, TensorData, TensorSpec};
 
 /// Why a request's tensors were refused; the message names the input and the field.
 #[derive(Debug, PartialEq, Eq)]

@@ -13,10 +13,10 @@ use super::v1::ErrorBody;
 use crate::auth::InferenceCaller;
 use crate::db;
 use crate::error::AppError;
-use crate::inference::{NamedTensor, TensorData, TensorSpec};
 use crate::registry::{signature_of, Selector, Served};
 use crate::serving;
 use crate::state::AppState;
+use plinth_inference::{NamedTensor, TensorData, TensorSpec};
 
 const HEADER_LENGTH: &str = "inference-header-content-length";
 

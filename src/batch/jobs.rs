@@ -138,7 +138,7 @@ pub async fn submit(state: &AppState, sub: Submission, file: &Path) -> Result<Jo
     // Refused before the file is read when the model cannot be explained.
     let contributions = if sub.explain {
         match state.registry.explanation_base(&served).await.as_ref() {
-            Ok((explainer, _)) => Some(serving::explained_features(
+            Ok((explainer, _)) => Some(crate::registry::explained::explained_features(
                 &served.card,
                 &served.loaded,
                 explainer,

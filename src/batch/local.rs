@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use super::files::{self, ParquetWriter};
 use super::{explain_scored, parse_chunk, score, write_output, Format, Layout};
-use crate::inference::LoadedModel;
 use crate::registry::card::Card;
 use crate::registry::Explanation;
+use plinth_inference::LoadedModel;
 
 /// What a run did.
 #[derive(Debug)]
@@ -51,7 +51,7 @@ pub fn load_model_explained(
     };
     let bytes =
         std::fs::read(&onnx).map_err(|e| format!("{}: cannot be read: {e}", onnx.display()))?;
-    let model = crate::inference::load(&bytes).map_err(|e| format!("{}: {e}", onnx.display()))?;
+    let model = plinth_inference::load(&bytes).map_err(|e| format!("{}: {e}", onnx.display()))?;
     let card_text = if path.is_dir() {
         std::fs::read_to_string(dir.join("card.toml")).ok()
     } else {
@@ -64,7 +64,7 @@ pub fn load_model_explained(
     let card = crate::registry::import::card_for(&name, card_text.as_deref(), &model.signature)?;
     let explanation = explain.then(|| {
         // The model's kind first: a model that cannot be explained says so.
-        let explainer = std::sync::Arc::new(crate::inference::explain::Explainer::from_onnx(&bytes)?);
+        let explainer = std::sync::Arc::new(plinth_inference::explain::Explainer::from_onnx(&bytes)?);
         let reference = dir.join("reference.csv");
         let csv = std::fs::read(&reference).map_err(|e| {
             format!(
@@ -98,7 +98,7 @@ pub fn score_file(
     let started = Instant::now();
     let mut source = files::open(input, format, super::DEFAULT_CHUNK_ROWS)?;
     let explained = explanation.map_or_else(Vec::new, |(explainer, _)| {
-        crate::serving::explained_features(card, model, explainer)
+        crate::registry::explained::explained_features(card, model, explainer)
     });
     let layout =
         Layout::new(card, model, source.columns().to_vec(), false)?.with_contributions(&explained);

@@ -156,7 +156,7 @@ async fn score_chunk(state: &Data<AppState>, me: &str, chunk: Claimed) -> sqlx::
         let output = write_output(&layout, &parsed, &scored, Some(&ids));
         let n = scored.len();
         let latency_us = (compute.as_micros() / n.max(1) as u128).min(i32::MAX as u128) as i32;
-        let outputs = crate::serving::stored_outputs(card, &scored.outcomes);
+        let outputs = crate::registry::encode::stored_outputs(card, &scored.outcomes);
         let parts = if n == 0 {
             Vec::new()
         } else {

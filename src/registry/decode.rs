@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::card::{classifier_outputs, Card, Task};
-use crate::inference::{NamedTensor, Signature, TensorData};
+use plinth_inference::{NamedTensor, Signature, TensorData};
 
 /// What one row's prediction says.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

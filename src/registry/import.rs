@@ -261,7 +261,7 @@ fn from_directory(name: &str, dir: &Path, onnx: Vec<u8>) -> Upload {
 pub fn card_for(
     model: &str,
     text: Option<&str>,
-    signature: &crate::inference::Signature,
+    signature: &plinth_inference::Signature,
 ) -> Result<Card, String> {
     let card = match text {
         Some(text) if !text.trim().is_empty() => {
@@ -298,5 +298,20 @@ pub fn single_model_dir(dir: &Path) -> Option<PathBuf> {
     match subdirs.as_slice() {
         [only] if only.join("model.onnx").is_file() => Some(only.clone()),
         _ => None,
+    }
+}
+
+/// An import that failed: a file refused (422), a store that could not take it (503, with the
+/// store's reason), or the database.
+impl From<ImportError> for crate::error::AppError {
+    fn from(err: ImportError) -> Self {
+        use crate::error::AppError;
+        match err {
+            ImportError::Invalid(e) => AppError::Unprocessable(e),
+            ImportError::Storage(e) => AppError::Unavailable(format!(
+                "The model file could not be stored, so nothing was added: {e}"
+            )),
+            ImportError::Database(e) => AppError::Database(e),
+        }
     }
 }

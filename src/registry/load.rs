@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use crate::db;
 use crate::db::models::VersionRow;
-use crate::inference::{self, LoadedModel};
 use artifacts::sha256_hex;
 use card::Card;
+use plinth_inference::{self as inference, LoadedModel};
 
 use super::*;
 

@@ -4,6 +4,8 @@
 pub mod artifacts;
 pub mod card;
 pub mod decode;
+pub mod encode;
+pub mod explained;
 pub mod picture;
 pub mod reference;
 
@@ -22,9 +24,9 @@ use sqlx::PgPool;
 
 use crate::cache::Cache;
 use crate::db::models::{ModelRow, VersionRow};
-use crate::inference::{LoadedModel, Signature};
 use artifacts::ArtifactStore;
 use card::Card;
+use plinth_inference::{LoadedModel, Signature};
 
 /// Why an upload or import was refused; the message is for the person who sent it.
 #[derive(Debug, thiserror::Error)]
@@ -132,7 +134,7 @@ pub type ExplanationBase = Arc<Result<Explanation, String>>;
 
 /// An explainer and what it needs of the reference data (the trees' covers, the linear model's
 /// means).
-pub type Explanation = (Arc<crate::inference::explain::Explainer>, Vec<f64>);
+pub type Explanation = (Arc<plinth_inference::explain::Explainer>, Vec<f64>);
 
 pub struct Registry {
     pool: PgPool,
@@ -291,7 +293,7 @@ impl Registry {
         // The model's kind is judged first: a model that cannot be explained says so, whatever
         // its reference data.
         let explainer = tokio::task::spawn_blocking(move || {
-            crate::inference::explain::Explainer::from_onnx(&model).map(Arc::new)
+            plinth_inference::explain::Explainer::from_onnx(&model).map(Arc::new)
         })
         .await
         .map_err(|e| format!("reading the model's trees failed: {e}"))??;
@@ -324,13 +326,13 @@ impl Registry {
 /// The explainer with what it needs of the reference data (CSV with the card's features): the
 /// trees' covers or the linear model's means, counted on the reference rows. Blocking.
 pub fn count_on_reference(
-    explainer: Arc<crate::inference::explain::Explainer>,
+    explainer: Arc<plinth_inference::explain::Explainer>,
     reference_csv: &[u8],
     card: &Card,
-    loaded: &crate::inference::LoadedModel,
+    loaded: &plinth_inference::LoadedModel,
 ) -> Result<Explanation, String> {
     let rows = reference::rows(reference_csv, card);
-    let (x, width) = crate::serving::explained_input(card, loaded, &explainer, &rows)?;
+    let (x, width) = encode::explained_input(card, loaded, &explainer, &rows)?;
     let covers = explainer.covers(&x, rows.len(), width)?;
     Ok((explainer, covers))
 }

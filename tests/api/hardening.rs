@@ -318,7 +318,7 @@ async fn a_model_implying_huge_sizes_is_refused_at_upload_with_the_reason(pool: 
 
 #[test]
 fn many_trees_are_grouped_in_linear_time() {
-    use plinth::inference::ml::tree::{Aggregate, Attributes, Ensemble};
+    use plinth_inference::ml::tree::{Aggregate, Attributes, Ensemble};
     // 200 000 one-leaf trees: a search per node over the trees seen would take minutes.
     let n = 200_000i64;
     let a = Attributes {

@@ -68,7 +68,7 @@ pub fn row_from_json(card: &Card, value: &Value, index: Option<usize>) -> Result
 }
 
 /// Converts one JSON row of named features into the model's input row and the row's free
-/// texts (see `serving::Texts`).
+/// texts (see `registry::encode::Texts`).
 pub fn row_and_texts_from_json(
     card: &Card,
     value: &Value,

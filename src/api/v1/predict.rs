@@ -6,7 +6,7 @@ use crate::auth::InferenceCaller;
 use crate::error::AppError;
 use crate::registry::decode::Outcome;
 use crate::serving;
-use crate::serving::ExplanationOut;
+use crate::serving::explain::ExplanationOut;
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -152,7 +152,7 @@ pub async fn predict(
     let (rows, texts): (Vec<Vec<f64>>, Vec<Vec<String>>) = rows.into_iter().unzip();
     let answer = serving::predict_rows(&state, &served, &rows, &texts, caller, "api").await?;
     let mut explanations = if explain {
-        serving::explain_rows(&state, &served, &rows, &answer.outcomes)
+        serving::explain::explain_rows(&state, &served, &rows, &answer.outcomes)
             .await
             .map_err(|why| {
                 AppError::Unprocessable(format!(

@@ -101,7 +101,7 @@ pub async fn publish_version(
                 created: false,
             }))
         }
-        Err(e) => Err(AppError::import(e)),
+        Err(e) => Err(AppError::from(e)),
     }
 }
 
@@ -170,7 +170,7 @@ pub async fn set_alias(
                 version: request.version,
             }))
         }
-        Err(e) => Err(AppError::import(e)),
+        Err(e) => Err(AppError::from(e)),
     }
 }
 
@@ -270,7 +270,7 @@ pub async fn set_canary(
         .registry
         .set_canary(&model, request.candidate, request.share, caller.user_id)
         .await
-        .map_err(AppError::import)?;
+        .map_err(AppError::from)?;
     crate::audit::canary_set(
         &state.pool,
         &req,
@@ -393,7 +393,7 @@ pub async fn start_shadow(
         .registry
         .start_shadow(&model, version, caller.user_id)
         .await
-        .map_err(AppError::import)?;
+        .map_err(AppError::from)?;
     if started {
         crate::audit::shadow_changed(&state.pool, &req, &staff, &model.name, version, true).await?;
     }
@@ -428,7 +428,7 @@ pub async fn stop_shadow(
         .registry
         .stop_shadow(&model, version)
         .await
-        .map_err(AppError::import)?;
+        .map_err(AppError::from)?;
     if stopped {
         crate::audit::shadow_changed(&state.pool, &req, &staff, &model.name, version, false)
             .await?;

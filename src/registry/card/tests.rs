@@ -1,7 +1,7 @@
 //! Cards parsed, derived from a signature, and checked against it.
 
 use super::*;
-use crate::inference::TensorSpec;
+use plinth_inference::TensorSpec;
 
 fn iris_signature() -> Signature {
     Signature {

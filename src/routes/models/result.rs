@@ -54,7 +54,7 @@ const CHART_LEFT: f64 = 190.0;
 const CHART_WIDTH: f64 = 250.0;
 
 impl Waterfall {
-    pub fn new(e: &crate::serving::ExplanationOut, card: &Card) -> Waterfall {
+    pub fn new(e: &crate::serving::explain::ExplanationOut, card: &Card) -> Waterfall {
         let mut parts: Vec<(String, f64)> = e
             .contributions
             .iter()
@@ -275,7 +275,7 @@ async fn explanation(
     p: &db::predictions::PredictionRow,
     card: &Card,
     outcome: &Outcome,
-) -> Result<crate::serving::ExplanationOut, String> {
+) -> Result<crate::serving::explain::ExplanationOut, String> {
     let served = crate::serving::served(
         state,
         &p.model,
@@ -292,7 +292,7 @@ async fn explanation(
             _ => f64::NAN,
         })
         .collect();
-    crate::serving::explain_rows(state, &served, &[row], std::slice::from_ref(outcome))
+    crate::serving::explain::explain_rows(state, &served, &[row], std::slice::from_ref(outcome))
         .await?
         .pop()
         .ok_or_else(|| "no explanation was made".to_string())

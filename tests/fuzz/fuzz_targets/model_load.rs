@@ -29,8 +29,8 @@ fn panic_policy() {
 
 fuzz_target!(|data: &[u8]| {
     panic_policy();
-    let Ok(model) = plinth::inference::load(data) else {
+    let Ok(model) = plinth_inference::load(data) else {
         return;
     };
-    let _ = plinth::inference::smoke_run(&model, 2);
+    let _ = plinth_inference::smoke_run(&model, 2);
 });
