@@ -3,9 +3,9 @@
 use actix_web::HttpRequest;
 use sqlx::PgPool;
 
-use crate::db::audit::{self, NewEvent};
-use crate::db::users::User;
 use crate::error::AppError;
+use plinth_store::audit::{self, NewEvent};
+use plinth_store::users::User;
 
 /// The client's address: the connection's, or, from a trusted proxy (`PLINTH_TRUSTED_PROXIES`),
 /// the one its `X-Forwarded-For` names.
@@ -19,11 +19,11 @@ pub fn client_ip(req: &HttpRequest) -> String {
             .filter_map(|v| v.to_str().ok())
             .collect()
     };
-    crate::domain::proxies::client_addr(req.peer_addr().map(|a| a.ip()), &forwarded, trusted)
+    plinth_store::domain::proxies::client_addr(req.peer_addr().map(|a| a.ip()), &forwarded, trusted)
         .map_or_else(|| "unknown".to_string(), |ip| ip.to_string())
 }
 
-fn trusted_proxies(req: &HttpRequest) -> &[crate::domain::proxies::Cidr] {
+fn trusted_proxies(req: &HttpRequest) -> &[plinth_store::domain::proxies::Cidr] {
     req.app_data::<actix_web::web::Data<crate::state::AppState>>()
         .map(|s| s.settings.trusted_proxies.as_slice())
         .unwrap_or_default()
@@ -225,10 +225,10 @@ pub async fn canary_ended(
 pub async fn rule_changed(
     pool: &PgPool,
     req: &HttpRequest,
-    user: &crate::db::users::User,
+    user: &plinth_store::users::User,
     model: &str,
     kind: &str,
-    set: Option<&crate::db::automation::RuleSpec>,
+    set: Option<&plinth_store::automation::RuleSpec>,
 ) -> Result<(), AppError> {
     let detail = match set {
         Some(spec) => serde_json::json!({
@@ -260,7 +260,7 @@ pub async fn rule_changed(
 pub async fn webhook_changed(
     pool: &PgPool,
     req: &HttpRequest,
-    user: &crate::db::users::User,
+    user: &plinth_store::users::User,
     id: i64,
     url: &str,
     added: bool,

@@ -145,7 +145,7 @@ impl<K: Eq + Hash, V: Clone> Default for Cache<K, V> {
 /// Keeps a connection listening for the triggers' notices, for as long as the runtime lives,
 /// bumping `auth` or `registry` as they arrive.
 pub fn listen(pool: PgPool, auth: Epoch, registry: Epoch) -> tokio::task::JoinHandle<()> {
-    use crate::db::{database_of, sessions::cache as sessions};
+    use plinth_store::{database_of, sessions::cache as sessions};
     let db = database_of(&pool);
     tokio::spawn(async move {
         loop {

@@ -9,12 +9,9 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod datasets;
-pub mod db;
-pub mod domain;
 pub mod error;
 pub mod exports;
 pub mod heavy;
-pub mod localdb;
 pub mod monitoring;
 pub mod prediction_log;
 pub mod registry;
@@ -33,7 +30,7 @@ pub mod web;
 #[cfg(test)]
 #[ctor::ctor(unsafe)]
 fn test_database() {
-    localdb::for_tests(std::path::Path::new(concat!(
+    plinth_store::localdb::for_tests(std::path::Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/target/test-postgres"
     )));

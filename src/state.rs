@@ -6,12 +6,12 @@ use sqlx::PgPool;
 
 use crate::cache::Cache;
 use crate::config::Settings;
-use crate::db::users::User;
 use crate::exports::Exports;
 use crate::heavy::Heavy;
 use crate::monitoring::metrics::Metrics;
 use crate::prediction_log::PredictionLog;
 use crate::registry::Registry;
+use plinth_store::users::User;
 
 /// What every handler can reach.
 pub struct AppState {

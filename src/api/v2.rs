@@ -11,12 +11,12 @@ use super::check_rows;
 use super::tensors::{check_missing, decode_inputs, DecodeError, InputRef, Limits};
 use super::v1::ErrorBody;
 use crate::auth::InferenceCaller;
-use crate::db;
 use crate::error::AppError;
 use crate::registry::{signature_of, Selector, Served};
 use crate::serving;
 use crate::state::AppState;
 use plinth_inference::{NamedTensor, TensorData, TensorSpec};
+use plinth_store as db;
 
 const HEADER_LENGTH: &str = "inference-header-content-length";
 

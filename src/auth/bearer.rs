@@ -6,10 +6,10 @@ use std::pin::Pin;
 use actix_web::http::header;
 use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
 
-use crate::db::users::User;
 use crate::error::AppError;
 use crate::serving::Caller;
 use crate::state::AppState;
+use plinth_store::users::User;
 
 /// The token's owner, from `Authorization: Bearer …`. `None` when no token was sent; an
 /// invalid or revoked token is refused outright.
@@ -33,7 +33,7 @@ async fn bearer(req: &HttpRequest) -> Result<Option<(i64, User)>, AppError> {
     let found = state
         .tokens
         .get_or_fetch(hash.clone(), || {
-            crate::db::tokens::authenticate(&state.pool, &hash)
+            plinth_store::tokens::authenticate(&state.pool, &hash)
         })
         .await?;
     match found {

@@ -8,10 +8,10 @@ use actix_session::{Session, SessionExt};
 use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
 use serde::{Deserialize, Serialize};
 
-use crate::db::users::User;
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::telemetry::request_id;
+use plinth_store::users::User;
 
 const FLASH_KEY: &str = "flash";
 
@@ -209,9 +209,12 @@ impl FromRequest for StaffOnly {
 }
 
 /// A user by id, from the cache when it holds them (see [`crate::cache`]).
-async fn user_by_id(state: &AppState, id: i64) -> Result<Option<crate::db::users::User>, AppError> {
+async fn user_by_id(
+    state: &AppState,
+    id: i64,
+) -> Result<Option<plinth_store::users::User>, AppError> {
     Ok(state
         .users
-        .get_or_fetch(id, || crate::db::users::find_by_id(&state.pool, id))
+        .get_or_fetch(id, || plinth_store::users::find_by_id(&state.pool, id))
         .await?)
 }

@@ -10,7 +10,7 @@ use actix_web::cookie::time::Duration;
 use rand::distr::{Alphanumeric, SampleString};
 use sqlx::PgPool;
 
-use crate::db;
+use plinth_store as db;
 
 /// Session state in Postgres. The idle timeout is the TTL actix-session passes on every request;
 /// the absolute timeout is enforced here from the row's creation time.

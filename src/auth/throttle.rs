@@ -7,7 +7,7 @@
 
 use sqlx::PgPool;
 
-use crate::db::login_failures::{self, FailureWindow};
+use plinth_store::login_failures::{self, FailureWindow};
 
 /// Failures allowed for one account before delays begin.
 pub const ACCOUNT_FREE_FAILURES: i64 = 5;

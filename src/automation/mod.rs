@@ -15,11 +15,11 @@ use serde_json::json;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use crate::db;
-use crate::db::automation::{LiveRecord, RuleRow, ShadowRecord};
-use crate::db::models::ModelRow;
 use crate::registry::PRODUCTION;
 use crate::state::AppState;
+use plinth_store as db;
+use plinth_store::automation::{LiveRecord, RuleRow, ShadowRecord};
+use plinth_store::models::ModelRow;
 
 /// A candidate's figures, as the rule judges them and the audit entry keeps them.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, ToSchema)]
@@ -299,7 +299,7 @@ pub async fn check_webhook(
     }
     match model {
         None => Ok(None),
-        Some(name) => match crate::db::models::find_model(pool, name).await {
+        Some(name) => match plinth_store::models::find_model(pool, name).await {
             Ok(Some(m)) => Ok(Some(m.id)),
             Ok(None) => Err(format!("There is no model called {name}.")),
             Err(e) => Err(format!("The model could not be looked up: {e}")),

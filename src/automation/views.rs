@@ -3,7 +3,7 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::db::automation::RuleRow;
+use plinth_store::automation::RuleRow;
 
 fn rfc3339(t: time::OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
@@ -162,9 +162,9 @@ pub async fn delivery_views(
     webhook: Option<i64>,
     limit: i64,
 ) -> sqlx::Result<Vec<DeliveryView>> {
-    let rows = crate::db::webhooks::deliveries(pool, webhook, limit).await?;
+    let rows = plinth_store::webhooks::deliveries(pool, webhook, limit).await?;
     let ids: Vec<i64> = rows.iter().map(|d| d.id).collect();
-    let attempts = crate::db::webhooks::attempts(pool, &ids).await?;
+    let attempts = plinth_store::webhooks::attempts(pool, &ids).await?;
     Ok(rows
         .into_iter()
         .map(|d| DeliveryView {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sqlx::PgPool;
 
-use crate::db::webhooks::{self as db, AttemptResult, Due};
+use plinth_store::webhooks::{self as db, AttemptResult, Due};
 
 /// The events a webhook can ask for, with what each means.
 pub const EVENTS: [(&str, &str); 6] = [

@@ -12,12 +12,12 @@ use tokio::sync::mpsc;
 
 use super::files::{self, ChannelWriter, ParquetWriter};
 use super::{Format, Layout};
-use crate::db::batch::{self as db, JobRow, NewJob};
 use crate::error::AppError;
 use crate::registry::Selector;
 use crate::serving::{self, Caller};
 use crate::state::AppState;
 use crate::web::forms::Spooled;
+use plinth_store::batch::{self as db, JobRow, NewJob};
 
 /// What a job is asked to do.
 pub struct Submission {
@@ -256,7 +256,7 @@ pub async fn submit(state: &AppState, sub: Submission, file: &Path) -> Result<Jo
 }
 
 /// Whether `user` may see job `job`: its owner, or staff.
-pub fn may_see(job: &JobRow, user: &crate::db::users::User) -> bool {
+pub fn may_see(job: &JobRow, user: &plinth_store::users::User) -> bool {
     user.is_staff || job.user_id == Some(user.id)
 }
 

@@ -10,10 +10,10 @@ pub mod jobs;
 pub mod local;
 pub mod worker;
 
-use crate::db::predictions::StoredInputs;
 use crate::registry::card::{classifier_outputs, Card, FeatureKind, Task};
 use crate::registry::decode::{decode, Outcome};
 use plinth_inference::{LoadedModel, RunError};
+use plinth_store::predictions::StoredInputs;
 
 /// Rows per chunk unless configured (`PLINTH_JOB_CHUNK_ROWS`).
 pub const DEFAULT_CHUNK_ROWS: usize = 8192;

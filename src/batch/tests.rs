@@ -217,7 +217,7 @@ fn scored_rows_match_onnxruntime_and_keep_their_other_columns() {
     }
     // What is stored: the rows in the card's order.
     match &scored.stored {
-        crate::db::predictions::StoredInputs::Numbers(x) => assert_eq!(&x[..4], &rows[0][..]),
+        plinth_store::predictions::StoredInputs::Numbers(x) => assert_eq!(&x[..4], &rows[0][..]),
         other => panic!("{other:?}"),
     }
 }

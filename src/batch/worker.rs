@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use actix_web::web::Data;
 
 use super::{explain_scored, parse_chunk, score, write_output, Format};
-use crate::db::batch::{self as db, ChunkResult, Claimed, Committed};
-use crate::db::predictions::{self, NewPredictions, ID_BLOCK};
 use crate::monitoring::metrics::Stage;
 use crate::registry::{Selector, ServeError};
 use crate::state::AppState;
+use plinth_store::batch::{self as db, ChunkResult, Claimed, Committed};
+use plinth_store::predictions::{self, NewPredictions, ID_BLOCK};
 
 /// Starts the workers; they stop claiming work once the instance drains.
 pub fn start(state: &Data<AppState>, instance: &str) -> Vec<tokio::task::JoinHandle<()>> {
@@ -57,7 +57,7 @@ async fn step(state: &Data<AppState>, me: &str) -> sqlx::Result<bool> {
         return Ok(true);
     }
     // Two model versions compared over their reference rows (the compare page's job).
-    if let Some(id) = crate::db::comparisons::claim(&state.pool, me, lease).await? {
+    if let Some(id) = plinth_store::comparisons::claim(&state.pool, me, lease).await? {
         crate::datasets::compare::run(state, me, id).await?;
         return Ok(true);
     }
@@ -251,7 +251,7 @@ async fn alert_failed(state: &AppState, id: i64) {
     let Ok(Some(job)) = db::get(&state.pool, id).await else {
         return;
     };
-    let model_id = match crate::db::models::find_model(&state.pool, &job.model).await {
+    let model_id = match plinth_store::models::find_model(&state.pool, &job.model).await {
         Ok(Some(m)) => m.id,
         _ => return,
     };

@@ -7,11 +7,11 @@ use clap::{Parser, Subcommand};
 
 use crate::auth::{password, Password};
 use crate::config::Settings;
-use crate::db;
-use crate::domain::Username;
-use crate::localdb;
 use crate::registry::Imported;
 use crate::startup::{bootstrap_admin, Application};
+use plinth_store as db;
+use plinth_store::domain::Username;
+use plinth_store::localdb;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -120,16 +120,23 @@ pub const EXIT_ARTIFACTS: u8 = 5;
 
 /// Runs one command to completion.
 pub async fn run(cli: Cli) -> ExitCode {
-    let (mut settings, options) = match Settings::from_env()
-        .map_err(anyhow::Error::from)
-        .and_then(|s| Ok((s, localdb::Options::from_env()?)))
-    {
-        Ok(both) => both,
-        Err(e) => {
-            eprintln!("configuration invalid: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
+    let (mut settings, options) =
+        match Settings::from_env()
+            .map_err(anyhow::Error::from)
+            .and_then(|s| {
+                Ok((
+                    s,
+                    localdb::Options::from_lookup(crate::config::with_files(|name| {
+                        std::env::var(name).ok()
+                    }))?,
+                ))
+            }) {
+            Ok(both) => both,
+            Err(e) => {
+                eprintln!("configuration invalid: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        };
     let command = cli.command.unwrap_or(Command::Serve);
     if let Command::Healthcheck = command {
         return healthcheck(settings.addr);

@@ -32,7 +32,7 @@ pub struct Settings {
     pub signup: SignupPolicy,
     /// `PLINTH_TRUSTED_PROXIES`: comma-separated networks (`10.0.0.0/8,127.0.0.1`) of the
     /// balancers in front of Plinth; only from those is `X-Forwarded-For` believed.
-    pub trusted_proxies: Vec<crate::domain::proxies::Cidr>,
+    pub trusted_proxies: Vec<plinth_store::domain::proxies::Cidr>,
     /// `PLINTH_INSECURE_COOKIES=1` drops the `Secure` cookie attribute (plain-HTTP development).
     pub insecure_cookies: bool,
     /// `PLINTH_SECRET_KEY`: at least 64 bytes signing the session cookie. When unset a key is
@@ -274,7 +274,7 @@ impl Settings {
             &get,
             "PLINTH_TRUSTED_PROXIES",
             Some(Vec::new()),
-            crate::domain::proxies::Cidr::parse_list,
+            plinth_store::domain::proxies::Cidr::parse_list,
         )?;
         let secret_key = match get("PLINTH_SECRET_KEY") {
             None => None,

@@ -395,9 +395,9 @@ pub async fn add(
     };
     let schema =
         serde_json::to_value(&described.schema).map_err(|e| AddError::Invalid(e.to_string()))?;
-    let (version, created) = crate::db::datasets::add(
+    let (version, created) = plinth_store::datasets::add(
         pool,
-        &crate::db::datasets::NewDatasetVersion {
+        &plinth_store::datasets::NewDatasetVersion {
             name: adding.name,
             description: adding.description.trim(),
             sha256: &described.sha256,
@@ -423,7 +423,7 @@ pub async fn add(
 }
 
 /// A data set version's schema as stored.
-pub fn schema_of(row: &crate::db::datasets::DatasetVersionRow) -> Vec<Column> {
+pub fn schema_of(row: &plinth_store::datasets::DatasetVersionRow) -> Vec<Column> {
     serde_json::from_value(row.schema.0.clone()).unwrap_or_default()
 }
 
@@ -431,7 +431,7 @@ pub fn schema_of(row: &crate::db::datasets::DatasetVersionRow) -> Vec<Column> {
 /// that changed there since it was added is refused, naming both SHA-256s).
 pub async fn load(
     state: &crate::state::AppState,
-    row: &crate::db::datasets::DatasetVersionRow,
+    row: &plinth_store::datasets::DatasetVersionRow,
 ) -> Result<Table, String> {
     let file = crate::web::forms::Spooled::create_in(&crate::batch::jobs::spool_dir(state))
         .await

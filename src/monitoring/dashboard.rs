@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use sqlx::PgPool;
 use time::{Duration, OffsetDateTime};
 
-use crate::db::dashboard::{self, LATENCY_BOUNDS_US};
+use plinth_store::dashboard::{self, LATENCY_BOUNDS_US};
 
 /// The windows the dashboard offers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,7 +120,7 @@ pub async fn stats(
         .await?
         .into_iter()
         .collect();
-    let drifting = crate::db::drift::drifting_versions(pool).await?;
+    let drifting = plinth_store::drift::drifting_versions(pool).await?;
     let quality: BTreeMap<i64, dashboard::Quality> = dashboard::quality(pool, since)
         .await?
         .into_iter()

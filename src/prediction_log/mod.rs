@@ -24,8 +24,8 @@ use std::time::Instant;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::db::predictions::{self, NewPredictions, ID_BLOCK};
 use crate::monitoring::metrics::Metrics;
+use plinth_store::predictions::{self, NewPredictions, ID_BLOCK};
 
 /// Most predictions written by one statement.
 const MAX_BATCH_ROWS: usize = 8192;
@@ -178,7 +178,7 @@ impl PredictionLog {
 
 /// Splits a request's predictions into parts of at most `size` (each one row of the log).
 pub fn split(rows: NewPredictions, size: usize) -> Vec<NewPredictions> {
-    use crate::db::predictions::{StoredInputs, StoredOutputs};
+    use plinth_store::predictions::{StoredInputs, StoredOutputs};
     let n = rows.n;
     // The `len` rows from row `i` of an array holding `n` rows.
     let part = |v: &[f64], i: usize, len: usize| {
@@ -357,7 +357,7 @@ async fn write(pool: &PgPool, ids: &mut Ids, batch: Vec<Pending>, n: usize, metr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::predictions::{StoredInputs, StoredOutputs};
+    use plinth_store::predictions::{StoredInputs, StoredOutputs};
 
     fn rows(model_id: i64, version_id: i64, values: &[f64]) -> NewPredictions {
         NewPredictions {

@@ -2,11 +2,11 @@
 //! answers as stored: the way in, beside [`super::decode`], the way out. No state: the serving
 //! path, batch jobs, streams and `plinth score` all call these.
 
-use crate::db::predictions::{StoredInputs, StoredOutputs};
 use crate::registry::card::{Card, FeatureKind};
 use crate::registry::decode::Outcome;
 use plinth_inference::explain::Explainer;
 use plinth_inference::{DType, LoadedModel, NamedTensor, TensorData, TensorSpec};
+use plinth_store::predictions::{StoredInputs, StoredOutputs};
 
 /// The free texts of rows ([`FeatureKind::Text`] features): row → the row's texts, in the
 /// card's order of those features. A row's own place for a text holds nothing. Empty for a

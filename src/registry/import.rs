@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::db;
-use crate::db::models::{ModelRow, NewVersion};
 use artifacts::sha256_hex;
 use card::Card;
+use plinth_store as db;
+use plinth_store::models::{ModelRow, NewVersion};
 
 use super::*;
 
@@ -92,7 +92,12 @@ impl Registry {
         .await?;
         // The card's lineage names the data sets it was trained and evaluated on.
         if let Some(training) = &card.training {
-            db::datasets::link_lineage(&mut tx, version_id, training).await?;
+            let lineage = db::datasets::Lineage {
+                data_sha256: training.data_sha256.as_deref(),
+                dataset: training.dataset.as_deref(),
+                evaluation_dataset: training.evaluation_dataset.as_deref(),
+            };
+            db::datasets::link_lineage(&mut tx, version_id, lineage).await?;
         }
         if !db::models::has_alias(&mut tx, model.id, PRODUCTION).await? {
             db::models::set_alias(

@@ -4,11 +4,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::db;
-use crate::db::models::VersionRow;
 use artifacts::sha256_hex;
 use card::Card;
 use plinth_inference::{self as inference, LoadedModel};
+use plinth_store as db;
+use plinth_store::models::VersionRow;
 
 use super::*;
 

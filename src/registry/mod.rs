@@ -23,10 +23,10 @@ use std::time::Duration;
 use sqlx::PgPool;
 
 use crate::cache::Cache;
-use crate::db::models::{ModelRow, VersionRow};
 use artifacts::ArtifactStore;
 use card::Card;
 use plinth_inference::{LoadedModel, Signature};
+use plinth_store::models::{ModelRow, VersionRow};
 
 /// Why an upload or import was refused; the message is for the person who sent it.
 #[derive(Debug, thiserror::Error)]
@@ -153,7 +153,7 @@ pub struct Registry {
     /// What (model, alias or number) resolved to lately; see [`crate::cache`].
     resolved: Cache<(String, Selector), Served>,
     /// Each model's canary, if it has one; forgotten with `resolved`.
-    policies: Cache<String, Option<Arc<crate::db::traffic::PolicyRow>>>,
+    policies: Cache<String, Option<Arc<plinth_store::traffic::PolicyRow>>>,
     /// Each model's shadow versions (numbers); forgotten with `resolved`.
     shadows: Cache<String, Option<Arc<Vec<i32>>>>,
     /// The model repository's files by SHA-256, read once on the first lost artifact: a version
@@ -228,12 +228,12 @@ impl Registry {
     pub async fn policy(
         &self,
         name: &str,
-    ) -> sqlx::Result<Option<Arc<crate::db::traffic::PolicyRow>>> {
+    ) -> sqlx::Result<Option<Arc<plinth_store::traffic::PolicyRow>>> {
         // "No canary" is kept too: it is what nearly every request finds.
         let found = self
             .policies
             .get_or_fetch(name.to_string(), || async {
-                let row = crate::db::traffic::policy(&self.pool, name).await?;
+                let row = plinth_store::traffic::policy(&self.pool, name).await?;
                 Ok::<_, sqlx::Error>(Some(row.map(Arc::new)))
             })
             .await?;
@@ -245,7 +245,7 @@ impl Registry {
         let found = self
             .shadows
             .get_or_fetch(name.to_string(), || async {
-                let list = crate::db::shadow::versions(&self.pool, name).await?;
+                let list = plinth_store::shadow::versions(&self.pool, name).await?;
                 Ok::<_, sqlx::Error>(Some((!list.is_empty()).then(|| Arc::new(list))))
             })
             .await?;

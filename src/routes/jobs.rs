@@ -13,7 +13,6 @@ use crate::auth::csrf::CsrfForm;
 use crate::auth::{LoggedIn, PageCtx};
 use crate::batch::jobs::{self, Submission};
 use crate::batch::Format;
-use crate::db::batch::{self as db, JobRow};
 use crate::error::AppError;
 use crate::registry::card::fmt_num;
 use crate::registry::{Selector, Served};
@@ -21,6 +20,7 @@ use crate::serving::{self, Caller};
 use crate::state::AppState;
 use crate::web::forms::read_form_spooled;
 use crate::web::{fmt_time, render, see_other};
+use plinth_store::batch::{self as db, JobRow};
 
 /// A job as the pages show it.
 pub struct JobView {

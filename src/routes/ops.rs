@@ -38,10 +38,10 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         );
     }
     let database = async {
-        crate::db::ping(&state.pool)
+        plinth_store::ping(&state.pool)
             .await
             .map_err(|_| "database unreachable")?;
-        match crate::db::migrations_current(&state.pool).await {
+        match plinth_store::migrations_current(&state.pool).await {
             Ok(true) => Ok(()),
             Ok(false) => Err("migrations pending"),
             Err(_) => Err("database unreachable"),
@@ -59,7 +59,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             )
         }
     }
-    let versions = match crate::db::models::all_versions(&state.pool, true).await {
+    let versions = match plinth_store::models::all_versions(&state.pool, true).await {
         Ok(v) => v,
         Err(_) => {
             return HttpResponse::ServiceUnavailable()

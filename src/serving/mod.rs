@@ -4,7 +4,6 @@
 
 use std::time::Instant;
 
-use crate::db::predictions::{NewPredictions, StoredInputs};
 use crate::error::AppError;
 use crate::monitoring::metrics::Stage;
 use crate::registry::card::Card;
@@ -13,6 +12,7 @@ use crate::registry::encode::{input_tensors, stored_inputs, stored_outputs, Text
 use crate::registry::{Selector, Served};
 use crate::state::AppState;
 use plinth_inference::{self as inference, NamedTensor, RunError, TensorData, TensorSpec};
+use plinth_store::predictions::{NewPredictions, StoredInputs};
 
 pub mod explain;
 
@@ -259,7 +259,8 @@ pub fn failed(state: &AppState, served: &Served, source: &'static str, reason: &
     let (model_id, version_id) = (served.model.id, served.version.id);
     tokio::spawn(async move {
         if let Err(e) =
-            crate::db::dashboard::record_failure(&pool, model_id, version_id, source, reason).await
+            plinth_store::dashboard::record_failure(&pool, model_id, version_id, source, reason)
+                .await
         {
             tracing::warn!(error = %e, "could not record a failed prediction");
         }

@@ -19,8 +19,8 @@ use std::sync::Mutex;
 
 use tokio::sync::mpsc;
 
-use crate::db::predictions::StoredInputs;
 use plinth_inference::NamedTensor;
+use plinth_store::predictions::StoredInputs;
 
 pub mod worker;
 

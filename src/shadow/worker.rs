@@ -1,12 +1,12 @@
 //! The shadow worker: takes live copies off the [`super::Queue`], has each shadow version answer
 //! on the idle thread, and hands the answers to the prediction log's second lane.
 
-use crate::db::predictions::NewPredictions;
 use crate::registry::decode::decode;
 use crate::registry::encode::stored_outputs;
 use crate::registry::Selector;
 use crate::state::AppState;
 use plinth_inference as inference;
+use plinth_store::predictions::NewPredictions;
 use std::sync::atomic::Ordering;
 
 use super::LiveCopy;

@@ -16,15 +16,16 @@ use sqlx::PgPool;
 use crate::auth::session_store::PgSessionStore;
 use crate::auth::{password, Password};
 use crate::config::Settings;
-use crate::domain::Username;
 use crate::monitoring::metrics::Metrics;
 use crate::prediction_log::PredictionLog;
 use crate::registry::artifacts::ArtifactStore;
 use crate::registry::Registry;
 use crate::state::AppState;
+use crate::urls;
 use crate::web::errors as web_errors;
 use crate::web::middleware;
-use crate::{db, urls};
+use plinth_store as db;
+use plinth_store::domain::Username;
 
 mod setup;
 pub use setup::*;

@@ -25,12 +25,12 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use crate::db::predictions::{self, NewPredictions, ID_BLOCK};
-use crate::db::streams::{self as db, StreamRow};
 use crate::registry::decode::decode;
 use crate::registry::{Selector, Served};
 use crate::serving;
 use crate::state::AppState;
+use plinth_store::predictions::{self, NewPredictions, ID_BLOCK};
+use plinth_store::streams::{self as db, StreamRow};
 
 mod process;
 use process::*;

@@ -148,7 +148,7 @@ async fn createtoken_prints_a_working_secret_once(pool: PgPool) {
 
     assert_eq!(out.status.code(), Some(0));
     let secret = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let found = plinth::db::tokens::authenticate(&pool, &plinth::auth::tokens::hash(&secret))
+    let found = plinth_store::tokens::authenticate(&pool, &plinth::auth::tokens::hash(&secret))
         .await
         .unwrap();
     assert_eq!(found.map(|(_, u)| u.username), Some("grace".to_string()));

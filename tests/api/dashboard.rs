@@ -92,7 +92,7 @@ async fn the_dashboard_figures_equal_what_sql_says(pool: PgPool) {
         .split(" / ")
         .map(|v| v.parse::<f64>().unwrap() * 1000.0)
         .collect();
-    let bounds = plinth::db::dashboard::LATENCY_BOUNDS_US;
+    let bounds = plinth_store::dashboard::LATENCY_BOUNDS_US;
     for (shown, exact) in shown.iter().zip(&exact) {
         let i = bounds.iter().position(|b| (*b as f64) >= *exact).unwrap();
         let lower = if i == 0 { 0.0 } else { bounds[i - 1] as f64 };

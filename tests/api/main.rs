@@ -2,10 +2,10 @@
 //! an HTTP client that keeps cookies and does not follow redirects.
 
 /// `#[sqlx::test]` reads `DATABASE_URL`: when it is unset, the local server or a private cluster
-/// shared by the run's test processes (see `plinth::localdb::for_tests`).
+/// shared by the run's test processes (see `plinth_store::localdb::for_tests`).
 #[ctor::ctor(unsafe)]
 fn test_database() {
-    plinth::localdb::for_tests(std::path::Path::new(concat!(
+    plinth_store::localdb::for_tests(std::path::Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/target/test-postgres"
     )));

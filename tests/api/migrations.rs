@@ -21,7 +21,7 @@ async fn a_database_that_ran_the_edited_0008_migrates_to_the_same_schema(pool: P
     // Arrange: the schema and the records of a database migrated by the edited 0008, before
     // 0009 existed (0009 only does what the edit did; 0010 drops a column 0007 added).
     let expected = {
-        plinth::db::migrate(&pool).await.unwrap();
+        plinth_store::migrate(&pool).await.unwrap();
         let expected = trigger_functions(&pool).await;
         sqlx::raw_sql("drop schema public cascade; create schema public")
             .execute(&pool)
@@ -42,12 +42,12 @@ async fn a_database_that_ran_the_edited_0008_migrates_to_the_same_schema(pool: P
     .unwrap();
 
     // Act
-    plinth::db::migrate(&pool)
+    plinth_store::migrate(&pool)
         .await
         .expect("the edited database migrates");
 
     // Assert: every migration applied, the recorded checksum the file's, the same triggers.
-    assert!(plinth::db::migrations_current(&pool).await.unwrap());
+    assert!(plinth_store::migrations_current(&pool).await.unwrap());
     let checksum: Vec<u8> =
         sqlx::query_scalar("select checksum from _sqlx_migrations where version = 20261126000008")
             .fetch_one(&pool)
@@ -82,7 +82,7 @@ async fn a_database_that_ran_the_edited_0008_migrates_to_the_same_schema(pool: P
 
 #[sqlx::test(migrations = false)]
 async fn a_migration_changed_under_a_database_is_still_refused(pool: PgPool) {
-    plinth::db::migrate(&pool).await.unwrap();
+    plinth_store::migrate(&pool).await.unwrap();
     sqlx::query(
         "update _sqlx_migrations set checksum = decode('00', 'hex') where version = 20261126000008",
     )
@@ -90,7 +90,7 @@ async fn a_migration_changed_under_a_database_is_still_refused(pool: PgPool) {
     .await
     .unwrap();
 
-    let err = plinth::db::migrate(&pool).await.unwrap_err();
+    let err = plinth_store::migrate(&pool).await.unwrap_err();
 
     assert!(err.to_string().contains("modified"), "{err}");
 }

@@ -14,7 +14,7 @@ fn close(a: f64, b: f64) -> bool {
 }
 
 async fn stored_outputs(pool: &PgPool, id: i64) -> Value {
-    plinth::db::predictions::find(pool, id)
+    plinth_store::predictions::find(pool, id)
         .await
         .unwrap()
         .expect("a stored prediction")

@@ -40,11 +40,11 @@ async fn the_migration_keeps_every_row_of_every_day(pool: PgPool) {
         .unwrap();
 
     // Act
-    plinth::db::migrate(&pool).await.unwrap();
+    plinth_store::migrate(&pool).await.unwrap();
 
     // Assert: every prediction readable as before, each in its day's partition.
     for g in 1..=60i64 {
-        let p = plinth::db::predictions::find(&pool, g)
+        let p = plinth_store::predictions::find(&pool, g)
             .await
             .unwrap()
             .unwrap_or_else(|| panic!("prediction {g} kept"));
@@ -77,7 +77,7 @@ async fn the_migration_keeps_every_row_of_every_day(pool: PgPool) {
         "the migration counts nothing twice"
     );
     assert_eq!(
-        plinth::db::feedback::find(&pool, 7).await.unwrap(),
+        plinth_store::feedback::find(&pool, 7).await.unwrap(),
         Some((Some("l7".to_string()), None))
     );
     // New predictions get ids after the old ones.
@@ -91,7 +91,7 @@ async fn the_migration_keeps_every_row_of_every_day(pool: PgPool) {
 /// The migrations up to `version`, as a database that stopped there ran them.
 pub fn migrator_up_to(version: i64) -> Migrator {
     Migrator {
-        migrations: plinth::db::MIGRATOR
+        migrations: plinth_store::MIGRATOR
             .migrations
             .iter()
             .filter(|m| m.version <= version)

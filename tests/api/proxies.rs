@@ -34,7 +34,8 @@ async fn failed_login_from(app: &TestApp, forwarded: &str) -> String {
 async fn the_forwarded_address_is_believed_only_from_a_trusted_proxy(pool: PgPool) {
     // Behind a balancer on this host: the address it appended is the client's.
     let app = spawn_app_with(pool.clone(), |s| {
-        s.trusted_proxies = plinth::domain::proxies::Cidr::parse_list("127.0.0.1,::1").unwrap()
+        s.trusted_proxies =
+            plinth_store::domain::proxies::Cidr::parse_list("127.0.0.1,::1").unwrap()
     })
     .await;
     assert_eq!(
@@ -80,7 +81,7 @@ async fn https_at_a_trusted_proxy_makes_cookies_secure_even_on_a_plain_http_setu
     // Test servers run with PLINTH_INSECURE_COOKIES (plain HTTP); the balancer says the client
     // came over HTTPS.
     let app = spawn_app_with(pool, |s| {
-        s.trusted_proxies = plinth::domain::proxies::Cidr::parse_list("127.0.0.1").unwrap()
+        s.trusted_proxies = plinth_store::domain::proxies::Cidr::parse_list("127.0.0.1").unwrap()
     })
     .await;
     assert!(app.settings.insecure_cookies);

@@ -109,7 +109,7 @@ async fn a_disabled_users_live_session_is_refused(pool: PgPool) {
     app.login("ada", GOOD).await;
     let cookie = app.session_cookie().unwrap();
 
-    plinth::db::users::set_active(&app.pool, id, false)
+    plinth_store::users::set_active(&app.pool, id, false)
         .await
         .unwrap();
 

@@ -6,10 +6,10 @@
 //! runs, after installing both) runs them, and a missing browser fails them.
 
 /// `#[sqlx::test]` reads `DATABASE_URL`: when it is unset, the local server or a private cluster
-/// shared by the run's test processes (see `plinth::localdb::for_tests`).
+/// shared by the run's test processes (see `plinth_store::localdb::for_tests`).
 #[ctor::ctor(unsafe)]
 fn test_database() {
-    plinth::localdb::for_tests(std::path::Path::new(concat!(
+    plinth_store::localdb::for_tests(std::path::Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/target/test-postgres"
     )));
@@ -163,7 +163,7 @@ async fn a_field_left_blank_is_predicted_and_the_result_explains_why(pool: PgPoo
     assert!(page.contains("TreeSHAP"), "{page}");
     b.screenshot("iris-explained").await;
     let id: i64 = path.trim_start_matches("/predictions/").parse().unwrap();
-    let stored = plinth::db::predictions::find(&app.pool, id)
+    let stored = plinth_store::predictions::find(&app.pool, id)
         .await
         .unwrap()
         .expect("the prediction shown is in Postgres");

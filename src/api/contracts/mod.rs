@@ -216,7 +216,7 @@ async fn model_name(state: &AppState) -> Result<String, AppError> {
         return Ok(name.clone());
     }
     // Every request asks, so only as much as the answer needs: a name per model, up to a few.
-    let names = crate::db::models::model_names(&state.pool, 6).await?;
+    let names = plinth_store::models::model_names(&state.pool, 6).await?;
     match names.as_slice() {
         [only] => Ok(only.clone()),
         [] => Err(AppError::Unavailable("No model is registered yet.".into())),

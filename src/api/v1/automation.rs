@@ -11,9 +11,9 @@ use crate::audit::{rule_changed, webhook_changed};
 use crate::auth::ApiStaff;
 use crate::automation::views::{delivery_views, DeliveryView, RuleView};
 use crate::automation::{check_webhook, default_min_predictions, webhooks};
-use crate::db::automation::RuleSpec;
 use crate::error::AppError;
 use crate::state::AppState;
+use plinth_store::automation::RuleSpec;
 
 #[derive(Serialize, ToSchema)]
 pub struct RulesResponse {
@@ -25,9 +25,9 @@ pub struct RulesResponse {
 
 async fn rules_response(
     state: &AppState,
-    model: &crate::db::models::ModelRow,
+    model: &plinth_store::models::ModelRow,
 ) -> Result<RulesResponse, AppError> {
-    let rules = crate::db::automation::of_model(&state.pool, model.id).await?;
+    let rules = plinth_store::automation::of_model(&state.pool, model.id).await?;
     Ok(RulesResponse {
         model: model.name.clone(),
         rules: rules.iter().map(RuleView::from).collect(),
@@ -134,7 +134,7 @@ pub async fn set_rule(
         drift_checks: r.drift_checks,
     };
     crate::automation::check_rule(kind, &spec).map_err(AppError::Unprocessable)?;
-    crate::db::automation::set(&state.pool, model.id, kind, &spec, caller.user_id).await?;
+    plinth_store::automation::set(&state.pool, model.id, kind, &spec, caller.user_id).await?;
     rule_changed(&state.pool, &req, &staff, &model.name, kind, Some(&spec)).await?;
     Ok(HttpResponse::Ok().json(rules_response(&state, &model).await?))
 }
@@ -164,7 +164,7 @@ pub async fn remove_rule(
     let (name, kind) = path.into_inner();
     let model = model_or_404(&state, &name).await?;
     let kind = kind_or_404(&kind)?;
-    if crate::db::automation::remove(&state.pool, model.id, kind).await? {
+    if plinth_store::automation::remove(&state.pool, model.id, kind).await? {
         rule_changed(&state.pool, &req, &staff, &model.name, kind, None).await?;
     }
     Ok(HttpResponse::Ok().json(rules_response(&state, &model).await?))
@@ -185,8 +185,8 @@ pub struct WebhookView {
     pub created_at: String,
 }
 
-impl From<crate::db::webhooks::WebhookRow> for WebhookView {
-    fn from(w: crate::db::webhooks::WebhookRow) -> Self {
+impl From<plinth_store::webhooks::WebhookRow> for WebhookView {
+    fn from(w: plinth_store::webhooks::WebhookRow) -> Self {
         WebhookView {
             id: w.id,
             model: w.model,
@@ -209,7 +209,7 @@ pub struct WebhooksResponse {
 
 async fn webhooks_response(state: &AppState) -> Result<WebhooksResponse, AppError> {
     Ok(WebhooksResponse {
-        webhooks: crate::db::webhooks::list(&state.pool)
+        webhooks: plinth_store::webhooks::list(&state.pool)
             .await?
             .into_iter()
             .map(WebhookView::from)
@@ -281,10 +281,10 @@ pub async fn create_webhook(
     let model_id = check_webhook(&state.pool, &url, r.model.as_deref(), &events)
         .await
         .map_err(AppError::Unprocessable)?;
-    let id =
-        crate::db::webhooks::create(&state.pool, model_id, &url, &events, caller.user_id).await?;
+    let id = plinth_store::webhooks::create(&state.pool, model_id, &url, &events, caller.user_id)
+        .await?;
     webhook_changed(&state.pool, &req, &staff, id, &url, true).await?;
-    let created = crate::db::webhooks::get(&state.pool, id)
+    let created = plinth_store::webhooks::get(&state.pool, id)
         .await?
         .map(WebhookView::from)
         .ok_or_else(|| AppError::NotFound(format!("Webhook {id} was removed meanwhile.")))?;
@@ -312,7 +312,7 @@ pub async fn delete_webhook(
     id: web::Path<i64>,
 ) -> Result<HttpResponse, AppError> {
     let ApiStaff(_, staff) = api_staff;
-    let url = crate::db::webhooks::delete(&state.pool, *id)
+    let url = plinth_store::webhooks::delete(&state.pool, *id)
         .await?
         .ok_or_else(|| AppError::NotFound(format!("There is no webhook {id}.")))?;
     webhook_changed(&state.pool, &req, &staff, *id, &url, false).await?;
@@ -338,7 +338,10 @@ pub async fn deliveries(
     state: web::Data<AppState>,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, AppError> {
-    if crate::db::webhooks::get(&state.pool, *id).await?.is_none() {
+    if plinth_store::webhooks::get(&state.pool, *id)
+        .await?
+        .is_none()
+    {
         return Err(AppError::NotFound(format!("There is no webhook {id}.")));
     }
     Ok(HttpResponse::Ok().json(delivery_views(&state.pool, Some(*id), 100).await?))

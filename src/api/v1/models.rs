@@ -2,11 +2,11 @@
 
 use super::{rfc3339, ErrorBody};
 use crate::auth::InferenceCaller;
-use crate::db;
 use crate::error::AppError;
 use crate::registry::card::Card;
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
+use plinth_store as db;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;

@@ -3,14 +3,14 @@
 use super::{rfc3339, ErrorBody};
 use crate::api::json_body;
 use crate::auth::ApiUser;
-use crate::db;
-use crate::db::predictions::{Filter, PredictionRow};
 use crate::error::AppError;
 use crate::registry::card::Task;
 use crate::state::AppState;
 use crate::web::paging::{date_field, Pager};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
+use plinth_store as db;
+use plinth_store::predictions::{Filter, PredictionRow};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -119,7 +119,7 @@ pub async fn list_predictions(
 
 async fn own_prediction(
     state: &AppState,
-    user: &crate::db::users::User,
+    user: &plinth_store::users::User,
     id: i64,
 ) -> Result<PredictionRow, AppError> {
     db::predictions::find(&state.pool, id)

@@ -194,12 +194,12 @@ pub struct TrafficResponse {
 
 async fn traffic_response(
     state: &AppState,
-    model: &crate::db::models::ModelRow,
+    model: &plinth_store::models::ModelRow,
 ) -> Result<TrafficResponse, AppError> {
-    let production = crate::db::models::by_alias(&state.pool, &model.name, PRODUCTION)
+    let production = plinth_store::models::by_alias(&state.pool, &model.name, PRODUCTION)
         .await?
         .map(|(_, v)| (v.id, v.version));
-    let canary = match crate::db::traffic::policy(&state.pool, &model.name).await? {
+    let canary = match plinth_store::traffic::policy(&state.pool, &model.name).await? {
         Some(policy) => {
             Some(crate::registry::traffic::report(&state.pool, &policy, production).await?)
         }
@@ -323,9 +323,9 @@ pub struct ShadowsResponse {
 
 async fn shadows_response(
     state: &AppState,
-    model: &crate::db::models::ModelRow,
+    model: &plinth_store::models::ModelRow,
 ) -> Result<ShadowsResponse, AppError> {
-    let production = crate::db::models::by_alias(&state.pool, &model.name, PRODUCTION).await?;
+    let production = plinth_store::models::by_alias(&state.pool, &model.name, PRODUCTION).await?;
     let features: Vec<String> = production
         .as_ref()
         .map(|(_, v)| crate::registry::card_of(v))

@@ -17,13 +17,13 @@ use actix_web::web::Data;
 use serde_json::{json, Value};
 
 use crate::batch::{files, parse_chunk, score, Format, Layout};
-use crate::db::comparisons::{self as db, ComparisonRow};
 use crate::error::AppError;
 use crate::monitoring::stats;
 use crate::registry::decode::Outcome;
 use crate::registry::{Selector, Served};
 use crate::state::AppState;
 use crate::web::forms::Spooled;
+use plinth_store::comparisons::{self as db, ComparisonRow};
 
 mod tally;
 use tally::*;
@@ -298,7 +298,7 @@ pub async fn run(state: &Data<AppState>, me: &str, id: i64) -> sqlx::Result<()> 
 /// already queued or running is returned instead).
 pub async fn request(
     state: &AppState,
-    model: &crate::db::models::ModelRow,
+    model: &plinth_store::models::ModelRow,
     a: i32,
     b: i32,
     actor: Option<i64>,
@@ -309,7 +309,7 @@ pub async fn request(
         ));
     }
     let find = |n: i32| async move {
-        crate::db::models::by_number(&state.pool, &model.name, n)
+        plinth_store::models::by_number(&state.pool, &model.name, n)
             .await?
             .map(|(_, v)| v)
             .ok_or_else(|| AppError::NotFound(format!("{} has no version {n}.", model.name)))

@@ -315,7 +315,7 @@ pub struct CheckOutcome {
 pub async fn check(
     registry: &crate::registry::Registry,
     heavy: &crate::heavy::Heavy,
-    version: &crate::db::models::VersionRow,
+    version: &plinth_store::models::VersionRow,
     hours: i64,
     max_rows: i64,
 ) -> anyhow::Result<Option<CheckOutcome>> {
@@ -326,7 +326,7 @@ pub async fn check(
     let card = crate::registry::card_of(version);
     let since = time::OffsetDateTime::now_utc() - time::Duration::hours(hours);
     let inputs: Vec<Value> =
-        crate::db::predictions::recent_inputs(pool, version.id, since, max_rows).await?;
+        plinth_store::predictions::recent_inputs(pool, version.id, since, max_rows).await?;
     let label = format!("last {} predictions, {hours} h", inputs.len());
     let rows_seen = inputs.len();
     let (results, drifted) = if rows_seen < MIN_ROWS {
@@ -342,9 +342,9 @@ pub async fn check(
             .await
             .map_err(|e| anyhow::anyhow!("the drift statistics failed: {e}"))?
     };
-    let rows: Vec<crate::db::drift::FeatureResult> = results
+    let rows: Vec<plinth_store::drift::FeatureResult> = results
         .into_iter()
-        .map(|f| crate::db::drift::FeatureResult {
+        .map(|f| plinth_store::drift::FeatureResult {
             feature: f.feature,
             method: f.method.to_string(),
             statistic: f.statistic,
@@ -355,7 +355,7 @@ pub async fn check(
             histogram: sqlx::types::Json(f.histogram),
         })
         .collect();
-    let run_id = crate::db::drift::record_run(
+    let run_id = plinth_store::drift::record_run(
         pool,
         version.model_id,
         version.id,
@@ -381,11 +381,11 @@ pub async fn check(
 /// Tells the webhooks that a version's inputs drifted, when its previous check did not say so.
 async fn alert_drift(
     pool: &sqlx::PgPool,
-    version: &crate::db::models::VersionRow,
-    rows: &[crate::db::drift::FeatureResult],
+    version: &plinth_store::models::VersionRow,
+    rows: &[plinth_store::drift::FeatureResult],
     window: &str,
 ) -> anyhow::Result<()> {
-    let latest = crate::db::automation::drift_verdicts(
+    let latest = plinth_store::automation::drift_verdicts(
         pool,
         version.id,
         time::OffsetDateTime::UNIX_EPOCH,
@@ -395,7 +395,7 @@ async fn alert_drift(
     if latest.get(1) == Some(&true) {
         return Ok(());
     }
-    let model = crate::db::models::model_name(pool, version.model_id)
+    let model = plinth_store::models::model_name(pool, version.model_id)
         .await?
         .unwrap_or_default();
     let drifted: Vec<&str> = rows
@@ -428,12 +428,12 @@ pub async fn check_all(
     max_rows: i64,
 ) -> anyhow::Result<usize> {
     let mut checked = 0;
-    for row in crate::db::models::catalogue(registry.pool()).await? {
+    for row in plinth_store::models::catalogue(registry.pool()).await? {
         if row.version.is_none() {
             continue;
         }
         if let Some((_, version)) =
-            crate::db::models::by_alias(registry.pool(), &row.name, crate::registry::PRODUCTION)
+            plinth_store::models::by_alias(registry.pool(), &row.name, crate::registry::PRODUCTION)
                 .await?
         {
             if check(registry, heavy, &version, hours, max_rows)

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use utoipa::ToSchema;
 
-use crate::db::traffic::{ArmFigures, PolicyRow};
+use plinth_store::traffic::{ArmFigures, PolicyRow};
 
 /// Who is asking, as far as routing cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,7 +49,7 @@ impl super::Registry {
     /// version already in production, or one that does not load.
     pub async fn set_canary(
         &self,
-        model: &crate::db::models::ModelRow,
+        model: &plinth_store::models::ModelRow,
         number: i32,
         share: f64,
         actor: Option<i64>,
@@ -60,7 +60,7 @@ impl super::Registry {
                 "The candidate's share is a percentage above 0 and below 100.".into(),
             ));
         }
-        let (_, version) = crate::db::models::by_number(&self.pool, &model.name, number)
+        let (_, version) = plinth_store::models::by_number(&self.pool, &model.name, number)
             .await?
             .ok_or_else(|| Invalid(format!("{} has no version {number}.", model.name)))?;
         match self.production_number(model).await? {
@@ -80,7 +80,7 @@ impl super::Registry {
         self.load(&version)
             .await
             .map_err(|e| Invalid(format!("version {number} cannot be loaded: {e}")))?;
-        crate::db::traffic::set_policy(&self.pool, model.id, version.id, share, actor).await?;
+        plinth_store::traffic::set_policy(&self.pool, model.id, version.id, share, actor).await?;
         self.resolved.changed();
         tracing::info!(model = %model.name, candidate = number, share, "canary set");
         Ok(())
@@ -89,9 +89,9 @@ impl super::Registry {
     /// The version number `production` points at, if any.
     async fn production_number(
         &self,
-        model: &crate::db::models::ModelRow,
+        model: &plinth_store::models::ModelRow,
     ) -> sqlx::Result<Option<i32>> {
-        Ok(crate::db::models::aliases(&self.pool, model.id)
+        Ok(plinth_store::models::aliases(&self.pool, model.id)
             .await?
             .into_iter()
             .find(|(a, _)| a == super::PRODUCTION)
@@ -101,9 +101,9 @@ impl super::Registry {
     /// Ends a model's canary: everyone gets production again. The candidate it had, if any.
     pub async fn end_canary(
         &self,
-        model: &crate::db::models::ModelRow,
+        model: &plinth_store::models::ModelRow,
     ) -> sqlx::Result<Option<i32>> {
-        let ended = crate::db::traffic::clear_policy(&self.pool, model.id).await?;
+        let ended = plinth_store::traffic::clear_policy(&self.pool, model.id).await?;
         self.resolved.changed();
         Ok(ended)
     }
@@ -115,12 +115,12 @@ impl super::Registry {
     /// when it was a shadow already.
     pub async fn start_shadow(
         &self,
-        model: &crate::db::models::ModelRow,
+        model: &plinth_store::models::ModelRow,
         number: i32,
         actor: Option<i64>,
     ) -> Result<bool, super::ImportError> {
         use super::ImportError::Invalid;
-        let (_, version) = crate::db::models::by_number(&self.pool, &model.name, number)
+        let (_, version) = plinth_store::models::by_number(&self.pool, &model.name, number)
             .await?
             .ok_or_else(|| Invalid(format!("{} has no version {number}.", model.name)))?;
         if self.production_number(model).await? == Some(number) {
@@ -131,7 +131,7 @@ impl super::Registry {
         self.load(&version)
             .await
             .map_err(|e| Invalid(format!("version {number} cannot be loaded: {e}")))?;
-        let started = crate::db::shadow::start(&self.pool, model.id, version.id, actor).await?;
+        let started = plinth_store::shadow::start(&self.pool, model.id, version.id, actor).await?;
         self.resolved.changed();
         Ok(started)
     }
@@ -139,15 +139,15 @@ impl super::Registry {
     /// Stops shadowing version `number`; false when it was not a shadow.
     pub async fn stop_shadow(
         &self,
-        model: &crate::db::models::ModelRow,
+        model: &plinth_store::models::ModelRow,
         number: i32,
     ) -> Result<bool, super::ImportError> {
-        let (_, version) = crate::db::models::by_number(&self.pool, &model.name, number)
+        let (_, version) = plinth_store::models::by_number(&self.pool, &model.name, number)
             .await?
             .ok_or_else(|| {
                 super::ImportError::Invalid(format!("{} has no version {number}.", model.name))
             })?;
-        let stopped = crate::db::shadow::stop(&self.pool, model.id, version.id).await?;
+        let stopped = plinth_store::shadow::stop(&self.pool, model.id, version.id).await?;
         self.resolved.changed();
         Ok(stopped)
     }
@@ -245,10 +245,10 @@ pub async fn shadow_reports(
     features: &[String],
 ) -> sqlx::Result<Vec<ShadowReport>> {
     let mut reports = Vec::new();
-    for row in crate::db::shadow::of_model(pool, model_id).await? {
-        let a = crate::db::shadow::agreement(pool, row.version_id, row.started_at).await?;
+    for row in plinth_store::shadow::of_model(pool, model_id).await? {
+        let a = plinth_store::shadow::agreement(pool, row.version_id, row.started_at).await?;
         let disagreements =
-            crate::db::shadow::disagreements(pool, row.version_id, row.started_at, 10)
+            plinth_store::shadow::disagreements(pool, row.version_id, row.started_at, 10)
                 .await?
                 .into_iter()
                 .map(|d| Disagreement {
@@ -431,7 +431,7 @@ pub async fn report(
     let mut ids = vec![policy.candidate_version_id];
     ids.extend(production.map(|(id, _)| id));
     let figures =
-        crate::db::traffic::arm_figures(pool, policy.model_id, &ids, policy.started_at).await?;
+        plinth_store::traffic::arm_figures(pool, policy.model_id, &ids, policy.started_at).await?;
     let of = |id: i64| {
         figures
             .iter()

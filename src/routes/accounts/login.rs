@@ -5,7 +5,6 @@ use crate::audit::{self, client_ip};
 use crate::auth::context::flash;
 use crate::auth::throttle;
 use crate::auth::{password, CsrfForm, PageCtx};
-use crate::db;
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::web::{render, safe_next, see_other};
@@ -13,6 +12,7 @@ use actix_session::Session;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
+use plinth_store as db;
 use serde::Deserialize;
 
 // --- log in -------------------------------------------------------------------------------

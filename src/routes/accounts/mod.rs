@@ -11,8 +11,8 @@ use actix_web::HttpRequest;
 
 use crate::audit::client_ip;
 use crate::auth::csrf;
-use crate::db::users::User;
 use crate::error::AppError;
+use plinth_store::users::User;
 
 /// Signs `user` in: a new session id (no fixation), the user recorded, a fresh CSRF token, and
 /// where the login came from (shown to staff in the user's session list).

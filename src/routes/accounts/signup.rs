@@ -6,9 +6,6 @@ use crate::auth::context::flash;
 use crate::auth::throttle;
 use crate::auth::{password, CsrfForm, PageCtx, Password};
 use crate::config::SignupPolicy;
-use crate::db;
-use crate::db::users::CreateUserError;
-use crate::domain::Username;
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::web::{render, see_other, FormErrors};
@@ -16,6 +13,9 @@ use actix_session::Session;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
+use plinth_store as db;
+use plinth_store::domain::Username;
+use plinth_store::users::CreateUserError;
 use serde::Deserialize;
 
 // --- sign up ------------------------------------------------------------------------------

@@ -8,10 +8,10 @@ use serde::Deserialize;
 
 use crate::auth::context::flash;
 use crate::auth::{tokens, CsrfForm, LoggedIn, PageCtx};
-use crate::db;
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::web::{render, see_other, FormErrors};
+use plinth_store as db;
 
 pub struct TokenView {
     pub id: i64,

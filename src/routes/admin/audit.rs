@@ -1,7 +1,6 @@
 //! The audit log: `/admin/audit`, filtered by actor, action and date.
 
 use crate::auth::{PageCtx, StaffOnly};
-use crate::db;
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::web::paging::{date_field, link, Pager};
@@ -9,6 +8,7 @@ use crate::web::render;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use askama::Template;
+use plinth_store as db;
 use serde::Deserialize;
 
 /// Rows per page.

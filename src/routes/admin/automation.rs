@@ -12,12 +12,12 @@ use crate::auth::{PageCtx, StaffOnly};
 use crate::automation::views::{delivery_views, DeliveryView};
 use crate::automation::webhooks::EVENTS;
 use crate::automation::{check_webhook, default_min_predictions};
-use crate::db::automation::RuleSpec;
 use crate::error::AppError;
 use crate::registry::ImportError;
 use crate::state::AppState;
 use crate::web::forms::{read_form, Submitted};
 use crate::web::{render, see_other};
+use plinth_store::automation::RuleSpec;
 
 /// An optional number field: None when blank, the field named when it is not a number.
 fn number<T: std::str::FromStr>(
@@ -81,7 +81,7 @@ pub async fn set_rule(
         Ok(spec) => spec,
         Err(e) => return model_admin_page(ctx, &state, &model, Some(e)).await,
     };
-    crate::db::automation::set(&state.pool, model.id, &kind, &spec, Some(user.id)).await?;
+    plinth_store::automation::set(&state.pool, model.id, &kind, &spec, Some(user.id)).await?;
     rule_changed(&state.pool, &req, &user, &model.name, &kind, Some(&spec)).await?;
     let message = match kind.as_str() {
         "promote" => "The promotion rule is set; it is evaluated on the next round.",
@@ -108,7 +108,7 @@ pub async fn remove_rule(
     read_form(&req, payload, state.settings.max_body_bytes).await?;
     let (name, kind) = path.into_inner();
     let model = find_model(&state, &name).await?;
-    if crate::db::automation::remove(&state.pool, model.id, &kind).await? {
+    if plinth_store::automation::remove(&state.pool, model.id, &kind).await? {
         rule_changed(&state.pool, &req, &user, &model.name, &kind, None).await?;
         if let Some(session) = ctx.session() {
             flash(session, "success", format!("The {kind} rule is removed."));
@@ -149,7 +149,7 @@ async fn webhooks_page_with(
     error: Option<String>,
     url: String,
 ) -> Result<HttpResponse, AppError> {
-    let webhooks = crate::db::webhooks::list(&state.pool)
+    let webhooks = plinth_store::webhooks::list(&state.pool)
         .await?
         .into_iter()
         .map(|w| WebhookLine {
@@ -176,7 +176,7 @@ async fn webhooks_page_with(
             ctx,
             webhooks,
             deliveries: delivery_views(&state.pool, None, 50).await?,
-            models: crate::db::models::model_names(&state.pool, 1000).await?,
+            models: plinth_store::models::model_names(&state.pool, 1000).await?,
             events: EVENTS.to_vec(),
             error,
             url,
@@ -211,7 +211,7 @@ pub async fn create_webhook(
         Err(e) => return webhooks_page_with(ctx, &state, Some(e), url).await,
     };
     let id =
-        crate::db::webhooks::create(&state.pool, model_id, &url, &events, Some(user.id)).await?;
+        plinth_store::webhooks::create(&state.pool, model_id, &url, &events, Some(user.id)).await?;
     webhook_changed(&state.pool, &req, &user, id, &url, true).await?;
     if let Some(session) = ctx.session() {
         flash(session, "success", format!("Alerts now go to {url}."));
@@ -227,7 +227,7 @@ pub async fn remove_webhook(
     id: web::Path<i64>,
 ) -> Result<HttpResponse, AppError> {
     read_form(&req, payload, state.settings.max_body_bytes).await?;
-    if let Some(url) = crate::db::webhooks::delete(&state.pool, *id).await? {
+    if let Some(url) = plinth_store::webhooks::delete(&state.pool, *id).await? {
         webhook_changed(&state.pool, &req, &user, *id, &url, false).await?;
         if let Some(session) = ctx.session() {
             flash(session, "success", format!("Alerts no longer go to {url}."));
@@ -251,7 +251,7 @@ pub async fn test_webhook(
         &format!("A test from Plinth, sent by {}.", user.username),
         serde_json::json!({}),
     );
-    if !crate::db::webhooks::enqueue_for(&state.pool, *id, "test", &body).await? {
+    if !plinth_store::webhooks::enqueue_for(&state.pool, *id, "test", &body).await? {
         return Err(AppError::NotFound(format!("There is no webhook {id}.")));
     }
     if let Some(session) = ctx.session() {

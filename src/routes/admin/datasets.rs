@@ -12,12 +12,12 @@ use crate::auth::{PageCtx, StaffOnly};
 use crate::batch::Format;
 use crate::datasets::diff::{difference, RowChanges};
 use crate::datasets::{self, AddError, Adding, Location};
-use crate::db;
-use crate::db::datasets::{DatasetRow, DatasetVersionRow, LinkRow};
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::web::forms::read_form_spooled;
 use crate::web::{render, see_other};
+use plinth_store as db;
+use plinth_store::datasets::{DatasetRow, DatasetVersionRow, LinkRow};
 
 pub struct DatasetSummary {
     pub name: String,

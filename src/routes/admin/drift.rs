@@ -9,12 +9,12 @@ use serde_json::Value;
 
 use crate::auth::context::flash;
 use crate::auth::{CsrfForm, PageCtx, StaffOnly};
-use crate::db;
 use crate::error::AppError;
 use crate::monitoring::drift;
 use crate::registry::PRODUCTION;
 use crate::state::AppState;
 use crate::web::{render, see_other};
+use plinth_store as db;
 
 /// A pair of bars (reference, live) for one histogram bin, in SVG units.
 pub struct BinBars {

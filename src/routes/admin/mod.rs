@@ -16,10 +16,10 @@ use askama::Template;
 use serde::Deserialize;
 
 use crate::auth::{PageCtx, StaffOnly};
-use crate::db;
 use crate::error::AppError;
 use crate::monitoring::dashboard::{self, VersionStats, Window};
 use crate::state::AppState;
+use plinth_store as db;
 
 /// One bar of a traffic chart, in SVG units.
 pub struct ChartBar {

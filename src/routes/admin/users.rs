@@ -4,8 +4,6 @@
 use crate::audit;
 use crate::auth::context::flash;
 use crate::auth::{password, CsrfForm, PageCtx, Password, StaffOnly};
-use crate::db;
-use crate::db::users::User;
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::web::paging::{link, Pager};
@@ -13,6 +11,8 @@ use crate::web::{render, see_other, FormErrors};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
+use plinth_store as db;
+use plinth_store::users::User;
 use serde::Deserialize;
 
 const PER_PAGE: i64 = 50;

@@ -6,12 +6,12 @@ use std::borrow::Cow;
 
 use super::{result_of, HistoryQuery};
 use crate::auth::LoggedIn;
-use crate::db;
-use crate::db::predictions::{Filter, PredictionRow};
 use crate::error::AppError;
 use crate::state::AppState;
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
+use plinth_store as db;
+use plinth_store::predictions::{Filter, PredictionRow};
 
 /// A cell a spreadsheet would read as a formula (starting with `=`, `+`, `-`, `@`, a tab or a
 /// carriage return) gets a leading `'`, as OWASP advises: labels and usernames reach these cells.

@@ -4,8 +4,6 @@
 pub mod export;
 
 use crate::auth::{LoggedIn, PageCtx};
-use crate::db;
-use crate::db::predictions::{Filter, PredictionRow};
 use crate::error::AppError;
 use crate::registry::card::fmt_num;
 use crate::state::AppState;
@@ -14,6 +12,8 @@ use crate::web::render;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use askama::Template;
+use plinth_store as db;
+use plinth_store::predictions::{Filter, PredictionRow};
 use serde::Deserialize;
 
 const PER_PAGE: i64 = 25;

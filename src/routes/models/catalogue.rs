@@ -1,7 +1,6 @@
 //! The home page: the catalogue of models with a production version.
 
 use crate::auth::PageCtx;
-use crate::db;
 use crate::error::AppError;
 use crate::registry::card::Card;
 use crate::state::AppState;
@@ -9,6 +8,7 @@ use crate::web::render;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use askama::Template;
+use plinth_store as db;
 
 // --- catalogue ----------------------------------------------------------------------------
 

@@ -2,7 +2,6 @@
 //! runs the prediction and stores it.
 
 use crate::auth::{LoggedIn, PageCtx};
-use crate::db;
 use crate::error::AppError;
 use crate::registry::card::{fmt_num, Card, Feature, FeatureKind};
 use crate::registry::{picture, Selector, Served};
@@ -14,6 +13,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 use base64::Engine;
+use plinth_store as db;
 use serde::Deserialize;
 use std::collections::HashMap;
 

@@ -1,7 +1,6 @@
 //! One prediction's page (`/predictions/{id}`): the answer, the inputs, the feedback form.
 
 use crate::auth::{LoggedIn, PageCtx};
-use crate::db;
 use crate::error::AppError;
 use crate::registry::card::{fmt_num, Card, FeatureKind, Task};
 use crate::registry::decode::Outcome;
@@ -10,6 +9,7 @@ use crate::web::render;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use askama::Template;
+use plinth_store as db;
 
 // --- the result ---------------------------------------------------------------------------
 

@@ -119,7 +119,7 @@ async fn loading_is_bounded_in_time_and_a_version_that_cannot_load_is_not_promot
     assert_eq!(res.status().as_u16(), 201);
     let mut settings = app.settings.clone();
     settings.model_load_timeout = Duration::from_millis(1);
-    let (_, forest) = plinth::db::models::by_number(&app.pool, "forest", 1)
+    let (_, forest) = plinth_store::models::by_number(&app.pool, "forest", 1)
         .await
         .unwrap()
         .unwrap();
@@ -133,7 +133,7 @@ async fn loading_is_bounded_in_time_and_a_version_that_cannot_load_is_not_promot
 
     // Version 2 of iris loses its file; promoting it is refused and version 1 keeps serving.
     assert_eq!(app.publish_iris_v2(&staff).await.status().as_u16(), 201);
-    let (_, v2) = plinth::db::models::by_number(&app.pool, "iris", 2)
+    let (_, v2) = plinth_store::models::by_number(&app.pool, "iris", 2)
         .await
         .unwrap()
         .unwrap();

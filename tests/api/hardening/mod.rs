@@ -255,7 +255,7 @@ async fn concurrent_first_requests_load_a_version_once_and_the_cache_is_bounded(
     settings.max_loaded_versions = 1;
     let registry =
         std::sync::Arc::new(plinth::startup::registry_for(&app.pool, &settings).unwrap());
-    let (_, iris) = plinth::db::models::by_number(&app.pool, "iris", 1)
+    let (_, iris) = plinth_store::models::by_number(&app.pool, "iris", 1)
         .await
         .unwrap()
         .unwrap();
@@ -276,7 +276,7 @@ async fn concurrent_first_requests_load_a_version_once_and_the_cache_is_bounded(
     );
     assert_eq!(registry.load_count(), 1);
 
-    let (_, diabetes) = plinth::db::models::by_number(&app.pool, "diabetes", 1)
+    let (_, diabetes) = plinth_store::models::by_number(&app.pool, "diabetes", 1)
         .await
         .unwrap()
         .unwrap();

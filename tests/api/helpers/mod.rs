@@ -2,8 +2,8 @@ use std::sync::{Arc, Mutex};
 
 use plinth::auth::{password, Password};
 use plinth::config::Settings;
-use plinth::domain::Username;
 use plinth::startup::Application;
+use plinth_store::domain::Username;
 use reqwest::cookie::{CookieStore, Jar};
 use reqwest::{redirect, Client, Response};
 use sqlx::PgPool;
@@ -184,7 +184,7 @@ impl TestApp {
         let username = Username::parse(username).expect("valid username");
         let secret = Password::parse(secret, username.as_str()).expect("valid password");
         let hash = password::hash(&secret).await.expect("hashed");
-        plinth::db::users::create(&self.pool, &username, &hash, staff)
+        plinth_store::users::create(&self.pool, &username, &hash, staff)
             .await
             .expect("created")
             .id
@@ -328,7 +328,7 @@ impl TestApp {
 
     /// The inputs stored with prediction `id`.
     pub async fn stored_inputs(&self, id: i64) -> serde_json::Value {
-        plinth::db::predictions::find(&self.pool, id)
+        plinth_store::predictions::find(&self.pool, id)
             .await
             .expect("the prediction log is readable")
             .expect("a stored prediction")
@@ -368,7 +368,7 @@ impl TestApp {
     /// After a test edits session rows to move the clock: the trigger's notice reaches the
     /// session cache a moment later; this makes it now.
     pub fn sessions_edited(&self) {
-        plinth::db::sessions::cache::forget_all(&plinth::db::database_of(&self.pool));
+        plinth_store::sessions::cache::forget_all(&plinth_store::database_of(&self.pool));
     }
 
     /// How many predictions the log holds (a row holds a request's predictions).

@@ -5,7 +5,7 @@ use super::*;
 impl TestApp {
     /// Creates a user with an API token and returns the secret.
     pub async fn token_for(&self, username: &str, staff: bool) -> String {
-        let id = match plinth::db::users::find_by_username(&self.pool, username)
+        let id = match plinth_store::users::find_by_username(&self.pool, username)
             .await
             .expect("lookup")
         {
@@ -16,7 +16,7 @@ impl TestApp {
             }
         };
         let secret = plinth::auth::tokens::generate();
-        plinth::db::tokens::create(
+        plinth_store::tokens::create(
             &self.pool,
             id,
             "test",

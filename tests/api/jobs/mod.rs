@@ -192,7 +192,7 @@ async fn a_csv_job_scores_every_row_stores_each_once_and_gives_the_file_back(poo
     // A stored prediction is the one in the file, and the one the API gives for its inputs.
     for row in rows[1..].iter().filter(|r| !r[5].is_empty()).step_by(97) {
         let id: i64 = row[5].parse().unwrap();
-        let stored = plinth::db::predictions::find(&app.pool, id)
+        let stored = plinth_store::predictions::find(&app.pool, id)
             .await
             .unwrap()
             .unwrap();

@@ -99,7 +99,7 @@ pub async fn compare_versions(
         )
         .await?;
     }
-    let row = crate::db::comparisons::get(&state.pool, id)
+    let row = plinth_store::comparisons::get(&state.pool, id)
         .await?
         .ok_or_else(|| AppError::internal(anyhow::anyhow!("the comparison just queued is gone")))?;
     Ok(HttpResponse::Accepted().json(ComparisonOut::from(&row)))
@@ -126,7 +126,7 @@ pub async fn get_comparison(
     path: web::Path<(String, i64)>,
 ) -> Result<HttpResponse, AppError> {
     let (name, id) = path.into_inner();
-    let row = crate::db::comparisons::get(&state.pool, id)
+    let row = plinth_store::comparisons::get(&state.pool, id)
         .await?
         .filter(|c| c.model == name)
         .ok_or_else(|| AppError::NotFound(format!("{name} has no comparison {id}.")))?;

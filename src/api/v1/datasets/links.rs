@@ -76,15 +76,15 @@ pub async fn link_dataset(
     let (name, number) = path.into_inner();
     let r: LinkRequest = json_body(&req, &body)?;
     let role = r.role.as_deref().unwrap_or("training");
-    crate::db::datasets::check_role(role).map_err(AppError::Unprocessable)?;
-    let (_, v) = crate::db::models::by_number(&state.pool, &name, number)
+    plinth_store::datasets::check_role(role).map_err(AppError::Unprocessable)?;
+    let (_, v) = plinth_store::models::by_number(&state.pool, &name, number)
         .await?
         .ok_or_else(|| {
             AppError::NotFound(format!(
                 "There is no version {number} of a model called {name}."
             ))
         })?;
-    let dv = crate::db::datasets::version(&state.pool, &r.dataset, r.version)
+    let dv = plinth_store::datasets::version(&state.pool, &r.dataset, r.version)
         .await?
         .ok_or_else(|| {
             AppError::NotFound(match r.version {
@@ -95,7 +95,7 @@ pub async fn link_dataset(
                 None => format!("There is no data set called {}.", r.dataset),
             })
         })?;
-    crate::db::datasets::link(&state.pool, v.id, dv.id, role).await?;
+    plinth_store::datasets::link(&state.pool, v.id, dv.id, role).await?;
     crate::audit::dataset_linked(
         &state.pool,
         &req,
@@ -105,7 +105,7 @@ pub async fn link_dataset(
         role,
     )
     .await?;
-    let links = crate::db::datasets::links_of_model(&state.pool, v.model_id)
+    let links = plinth_store::datasets::links_of_model(&state.pool, v.model_id)
         .await?
         .iter()
         .filter(|l| l.model_version == number)

@@ -12,10 +12,10 @@ use crate::api::json_body;
 use crate::auth::ApiStaff;
 use crate::batch::Format;
 use crate::datasets::{self, AddError, Adding, Location};
-use crate::db::comparisons::ComparisonRow;
-use crate::db::datasets::{DatasetVersionRow, LinkRow};
 use crate::error::AppError;
 use crate::state::AppState;
+use plinth_store::comparisons::ComparisonRow;
+use plinth_store::datasets::{DatasetVersionRow, LinkRow};
 
 mod comparisons;
 pub use comparisons::*;
@@ -128,7 +128,7 @@ pub async fn list_datasets(
     _staff: ApiStaff,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
-    let datasets = crate::db::datasets::list(&state.pool)
+    let datasets = plinth_store::datasets::list(&state.pool)
         .await?
         .into_iter()
         .map(|d| DatasetOut {
@@ -262,10 +262,10 @@ pub async fn add_dataset(
             Err(AddError::Storage(e)) => return Err(AppError::internal(e)),
         };
     crate::audit::dataset_added(&state.pool, Some(&req), &staff, &added).await?;
-    let row = crate::db::datasets::version(&state.pool, &added.name, Some(added.version))
+    let row = plinth_store::datasets::version(&state.pool, &added.name, Some(added.version))
         .await?
         .ok_or_else(|| AppError::internal(anyhow::anyhow!("the version just added is gone")))?;
-    let links = crate::db::datasets::links_of_dataset_version(&state.pool, row.id).await?;
+    let links = plinth_store::datasets::links_of_dataset_version(&state.pool, row.id).await?;
     let body = AddedOut {
         created: added.created,
         version: version_out(&row, &links),
@@ -280,8 +280,8 @@ pub async fn add_dataset(
 async fn dataset_or_404(
     state: &AppState,
     name: &str,
-) -> Result<crate::db::datasets::DatasetRow, AppError> {
-    crate::db::datasets::find(&state.pool, name)
+) -> Result<plinth_store::datasets::DatasetRow, AppError> {
+    plinth_store::datasets::find(&state.pool, name)
         .await?
         .ok_or_else(|| AppError::NotFound(format!("There is no data set called {name}.")))
 }
@@ -307,8 +307,8 @@ pub async fn get_dataset(
     name: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let d = dataset_or_404(&state, &name).await?;
-    let links = crate::db::datasets::links_of_dataset(&state.pool, d.id).await?;
-    let versions = crate::db::datasets::versions(&state.pool, d.id)
+    let links = plinth_store::datasets::links_of_dataset(&state.pool, d.id).await?;
+    let versions = plinth_store::datasets::versions(&state.pool, d.id)
         .await?
         .iter()
         .map(|v| version_out(v, &links))
@@ -341,14 +341,14 @@ pub async fn get_dataset_version(
     path: web::Path<(String, i32)>,
 ) -> Result<HttpResponse, AppError> {
     let (name, version) = path.into_inner();
-    let row = crate::db::datasets::version(&state.pool, &name, Some(version))
+    let row = plinth_store::datasets::version(&state.pool, &name, Some(version))
         .await?
         .ok_or_else(|| {
             AppError::NotFound(format!(
                 "There is no version {version} of a data set called {name}."
             ))
         })?;
-    let links = crate::db::datasets::links_of_dataset_version(&state.pool, row.id).await?;
+    let links = plinth_store::datasets::links_of_dataset_version(&state.pool, row.id).await?;
     Ok(HttpResponse::Ok().json(version_out(&row, &links)))
 }
 
@@ -391,7 +391,7 @@ pub async fn dataset_diff(
         let state = state.clone();
         let name = d.name.clone();
         async move {
-            crate::db::datasets::version(&state.pool, &name, Some(v))
+            plinth_store::datasets::version(&state.pool, &name, Some(v))
                 .await?
                 .ok_or_else(|| AppError::NotFound(format!("{name} has no version {v}.")))
         }

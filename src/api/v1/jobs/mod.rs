@@ -10,10 +10,10 @@ use super::{rfc3339, ErrorBody, VersionQuery};
 use crate::auth::ApiUser;
 use crate::batch::jobs::{self, Submission};
 use crate::batch::Format;
-use crate::db::batch::{self as db, JobRow};
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::web::forms::read_form_spooled;
+use plinth_store::batch::{self as db, JobRow};
 
 mod results;
 pub use results::*;
@@ -318,7 +318,7 @@ pub(super) async fn read_small(
 pub async fn visible_job(
     state: &AppState,
     id: i64,
-    user: &crate::db::users::User,
+    user: &plinth_store::users::User,
 ) -> Result<JobRow, AppError> {
     db::get(&state.pool, id)
         .await?

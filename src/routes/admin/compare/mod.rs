@@ -17,15 +17,15 @@ use super::drift::{bins, num, threshold_text};
 use super::models::find_model;
 use crate::auth::context::flash;
 use crate::auth::{CsrfForm, PageCtx, StaffOnly};
-use crate::db;
-use crate::db::comparisons::ComparisonRow;
-use crate::db::models::{ModelRow, VersionRow};
 use crate::error::AppError;
 use crate::monitoring::drift::{self, FeatureDrift};
 use crate::registry::card::{Card, FeatureKind};
 use crate::registry::{card_of, reference, PRODUCTION};
 use crate::state::AppState;
 use crate::web::{render, see_other};
+use plinth_store as db;
+use plinth_store::comparisons::ComparisonRow;
+use plinth_store::models::{ModelRow, VersionRow};
 
 mod answers;
 pub use answers::*;

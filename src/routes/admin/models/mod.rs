@@ -6,14 +6,14 @@ use askama::Template;
 
 use crate::auth::context::flash;
 use crate::auth::{PageCtx, StaffOnly};
-use crate::db;
-use crate::db::models::ModelRow;
 use crate::error::AppError;
 use crate::registry::card::Card;
 use crate::registry::{ImportError, Imported, Upload, PRODUCTION};
 use crate::state::AppState;
 use crate::web::forms::{read_form, Submitted};
 use crate::web::{render, see_other};
+use plinth_store as db;
+use plinth_store::models::ModelRow;
 
 mod streams;
 pub use streams::*;
@@ -27,7 +27,7 @@ pub use uploads::*;
 async fn audit(
     state: &AppState,
     req: &HttpRequest,
-    user: &crate::db::users::User,
+    user: &plinth_store::users::User,
     action: &str,
     target: String,
 ) -> Result<(), AppError> {

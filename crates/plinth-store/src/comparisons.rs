@@ -235,7 +235,7 @@ mod tests {
         Ok((model, ids[0], ids[1]))
     }
 
-    #[sqlx::test]
+    #[sqlx::test(migrator = "crate::MIGRATOR")]
     async fn a_dead_workers_comparison_is_taken_over_and_its_late_commit_refused(
         pool: PgPool,
     ) -> sqlx::Result<()> {
@@ -278,7 +278,7 @@ mod tests {
         Ok(())
     }
 
-    #[sqlx::test]
+    #[sqlx::test(migrator = "crate::MIGRATOR")]
     async fn a_comparison_that_keeps_losing_its_worker_fails(pool: PgPool) -> sqlx::Result<()> {
         let (model, a, b) = two_versions(&pool).await?;
         let (id, _) = request(&pool, model, a, b, 10, None).await?;

@@ -203,7 +203,7 @@ pub async fn recent_logins(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<User>>
 mod tests {
     use super::*;
 
-    #[sqlx::test]
+    #[sqlx::test(migrator = "crate::MIGRATOR")]
     async fn usernames_are_unique_regardless_of_case(pool: PgPool) -> sqlx::Result<()> {
         let ada = Username::parse("Ada").unwrap();
         let user = create(&pool, &ada, "hash", false).await.unwrap();
@@ -219,23 +219,23 @@ mod tests {
         Ok(())
     }
 
-    #[sqlx::test]
+    #[sqlx::test(migrator = "crate::MIGRATOR")]
     async fn disabling_and_password_changes_end_sessions(pool: PgPool) -> sqlx::Result<()> {
         let user = create(&pool, &Username::parse("grace").unwrap(), "h", true)
             .await
             .unwrap();
         let state = serde_json::json!({});
-        crate::db::sessions::insert(&pool, "a", Some(user.id), &state, 60.0, None).await?;
+        crate::sessions::insert(&pool, "a", Some(user.id), &state, 60.0, None).await?;
         set_active(&pool, user.id, false).await?;
         assert!(!find_by_id(&pool, user.id).await?.unwrap().is_active);
-        assert_eq!(crate::db::sessions::count_signed_in(&pool).await?, 0);
+        assert_eq!(crate::sessions::count_signed_in(&pool).await?, 0);
 
-        crate::db::sessions::insert(&pool, "b", Some(user.id), &state, 60.0, None).await?;
+        crate::sessions::insert(&pool, "b", Some(user.id), &state, 60.0, None).await?;
         set_password(&pool, user.id, "h2", true).await?;
         let user = find_by_id(&pool, user.id).await?.unwrap();
         assert_eq!(user.password_hash, "h2");
         assert!(user.must_change_password);
-        assert_eq!(crate::db::sessions::count_signed_in(&pool).await?, 0);
+        assert_eq!(crate::sessions::count_signed_in(&pool).await?, 0);
 
         record_login(&pool, user.id).await?;
         assert_eq!(recent_logins(&pool, 5).await?.len(), 1);

@@ -1,4 +1,6 @@
-//! All SQL lives here, one file per table family.
+//! Plinth's store: all SQL (one module per table family), the migrations compiled in, the
+//! values the database keeps with rules of their own (`domain`), and the private PostgreSQL
+//! cluster a zero-config start runs (`localdb`). It knows nothing of HTTP or of the engine.
 
 pub mod audit;
 pub mod automation;
@@ -6,9 +8,11 @@ pub mod batch;
 pub mod comparisons;
 pub mod dashboard;
 pub mod datasets;
+pub mod domain;
 pub mod drift;
 pub mod feedback;
 pub mod jobs;
+pub mod localdb;
 pub mod login_failures;
 pub mod models;
 pub mod predictions;
@@ -29,7 +33,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::{PgPool, Postgres};
 
 /// The migrations in `migrations/`, compiled in.
-pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
 
 /// Options shared by every pool: a short acquire timeout, so that with the database gone
 /// requests fail quickly instead of hanging. Connections are not pinged before each use (that
@@ -184,7 +188,7 @@ mod tests {
         assert_eq!(mode("postgres://u@127.0.0.1/db?sslmode=require"), "Require");
     }
 
-    #[sqlx::test]
+    #[sqlx::test(migrator = "crate::MIGRATOR")]
     async fn a_migrated_database_is_current(pool: PgPool) -> sqlx::Result<()> {
         ping(&pool).await?;
         assert!(migrations_current(&pool).await?);
@@ -196,4 +200,15 @@ mod tests {
         assert!(!migrations_current(&pool).await?);
         Ok(())
     }
+}
+
+/// `#[sqlx::test]` reads `DATABASE_URL`: when it is unset, the local server or the private
+/// cluster the run's test processes share (the workspace's `target/test-postgres`).
+#[cfg(test)]
+#[ctor::ctor(unsafe)]
+fn test_database() {
+    localdb::for_tests(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../target/test-postgres"
+    )));
 }

@@ -295,20 +295,28 @@ pub fn check_role(role: &str) -> Result<(), String> {
     }
 }
 
+/// What a card's `[training]` names of the data a version was trained and evaluated on.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Lineage<'a> {
+    pub data_sha256: Option<&'a str>,
+    pub dataset: Option<&'a str>,
+    pub evaluation_dataset: Option<&'a str>,
+}
+
 /// Links a new version to what its card's `[training]` names: the data set version with its
 /// `data_sha256`, else `dataset` (as `name` for the latest version, or `name@N`), and
 /// `evaluation_dataset` likewise. Names that are not registered stay text in the card.
 pub async fn link_lineage(
     tx: &mut Transaction<'_, Postgres>,
     version_id: i64,
-    training: &crate::registry::card::Training,
+    training: Lineage<'_>,
 ) -> sqlx::Result<()> {
     let mut found = None;
-    if let Some(sha) = &training.data_sha256 {
+    if let Some(sha) = training.data_sha256 {
         found = by_sha(&mut **tx, &sha.to_ascii_lowercase()).await?;
     }
     if found.is_none() {
-        if let Some(spec) = &training.dataset {
+        if let Some(spec) = training.dataset {
             let (name, v) = parse_spec(spec);
             found = version(&mut **tx, name, v).await?;
         }
@@ -316,7 +324,7 @@ pub async fn link_lineage(
     if let Some(dv) = found {
         link(&mut **tx, version_id, dv.id, "training").await?;
     }
-    if let Some(spec) = &training.evaluation_dataset {
+    if let Some(spec) = training.evaluation_dataset {
         let (name, v) = parse_spec(spec);
         if let Some(dv) = version(&mut **tx, name, v).await? {
             link(&mut **tx, version_id, dv.id, "evaluation").await?;

@@ -59,13 +59,13 @@ pub async fn revoke(pool: &PgPool, user_id: i64, id: i64) -> sqlx::Result<bool> 
 pub async fn authenticate(
     pool: &PgPool,
     token_hash: &str,
-) -> sqlx::Result<Option<(i64, crate::db::users::User)>> {
+) -> sqlx::Result<Option<(i64, crate::users::User)>> {
     #[derive(sqlx::FromRow)]
     struct Found {
         token_id: i64,
         stale: bool,
         #[sqlx(flatten)]
-        user: crate::db::users::User,
+        user: crate::users::User,
     }
     let found: Option<Found> = sqlx::query_as(
         "select t.id as token_id,
@@ -95,9 +95,9 @@ mod tests {
     use super::*;
     use crate::domain::Username;
 
-    #[sqlx::test]
+    #[sqlx::test(migrator = "crate::MIGRATOR")]
     async fn a_token_authenticates_until_revoked(pool: PgPool) -> sqlx::Result<()> {
-        let user = crate::db::users::create(&pool, &Username::parse("ada").unwrap(), "h", false)
+        let user = crate::users::create(&pool, &Username::parse("ada").unwrap(), "h", false)
             .await
             .unwrap();
         let token = create(&pool, user.id, "ci", "plinth_abcd", "hash1").await?;

@@ -277,7 +277,7 @@ pub async fn attempts(pool: &PgPool, deliveries: &[i64]) -> sqlx::Result<Vec<Att
 mod tests {
     use super::*;
 
-    #[sqlx::test]
+    #[sqlx::test(migrator = "crate::MIGRATOR")]
     async fn events_go_to_the_webhooks_that_want_them_and_attempts_settle_them(
         pool: PgPool,
     ) -> sqlx::Result<()> {

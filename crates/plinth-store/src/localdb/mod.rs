@@ -100,10 +100,6 @@ impl Options {
             port,
         })
     }
-
-    pub fn from_env() -> anyhow::Result<Self> {
-        Self::from_lookup(crate::config::with_files(|name| std::env::var(name).ok()))
-    }
 }
 
 /// Finds the database: configured, local, or a private cluster started now. `database` names the
@@ -180,7 +176,7 @@ async fn accepts_postgres(addr: &str) -> bool {
     }
 }
 
-/// For test binaries: sets `DATABASE_URL` (which `#[sqlx::test]` reads) when it is unset, to
+/// For test binaries: sets `DATABASE_URL` (which `#[sqlx::test(migrator = "crate::MIGRATOR")]` reads) when it is unset, to
 /// the local server if one lets user `postgres` in, otherwise to a private cluster in `dir`
 /// shared by every test process of the run. The last test process to exit stops it.
 pub fn for_tests(dir: &Path) {

@@ -262,7 +262,7 @@ pub async fn drift_verdicts(
 mod tests {
     use super::*;
 
-    #[sqlx::test]
+    #[sqlx::test(migrator = "crate::MIGRATOR")]
     async fn a_rule_is_set_replaced_evaluated_and_removed(pool: PgPool) -> sqlx::Result<()> {
         let model_id: i64 =
             sqlx::query_scalar("insert into model (name) values ('m') returning id")

@@ -44,7 +44,7 @@ mod tests {
             .await
     }
 
-    #[sqlx::test]
+    #[sqlx::test(migrator = "crate::MIGRATOR")]
     async fn one_instance_per_interval_and_another_takes_over(pool: PgPool) -> sqlx::Result<()> {
         let other = sqlx::postgres::PgPoolOptions::new()
             .connect_with((*pool.connect_options()).clone())

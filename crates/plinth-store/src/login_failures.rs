@@ -95,7 +95,7 @@ pub async fn delete_old(pool: &PgPool) -> sqlx::Result<u64> {
 mod tests {
     use super::*;
 
-    #[sqlx::test]
+    #[sqlx::test(migrator = "crate::MIGRATOR")]
     async fn failures_are_counted_per_account_and_per_client(pool: PgPool) -> sqlx::Result<()> {
         record(&pool, "Ada", "10.0.0.1").await?;
         record(&pool, "ada", "10.0.0.2").await?;

@@ -23,7 +23,7 @@ pub async fn get_or_create(
 mod tests {
     use super::*;
 
-    #[sqlx::test]
+    #[sqlx::test(migrator = "crate::MIGRATOR")]
     async fn the_first_secret_stays(pool: PgPool) -> sqlx::Result<()> {
         let first = get_or_create(&pool, "k", || vec![1; 64]).await?;
         let second = get_or_create(&pool, "k", || vec![2; 64]).await?;

@@ -247,7 +247,7 @@ pub async fn delete_expired(pool: &PgPool, max_age: Duration) -> sqlx::Result<u6
 mod tests {
     use super::*;
 
-    #[sqlx::test]
+    #[sqlx::test(migrator = "crate::MIGRATOR")]
     async fn a_session_lives_until_idle_or_absolute_expiry(pool: PgPool) -> sqlx::Result<()> {
         let state = serde_json::json!({"csrf": "\"abc\""});
         insert(&pool, "k1", None, &state, 60.0, None).await?;
@@ -283,7 +283,7 @@ mod tests {
         Ok(())
     }
 
-    #[sqlx::test]
+    #[sqlx::test(migrator = "crate::MIGRATOR")]
     async fn sessions_are_stored_by_hash_and_touch_extends(pool: PgPool) -> sqlx::Result<()> {
         let state = serde_json::json!({});
         insert(&pool, "secret-key", None, &state, 1.0, None).await?;

@@ -90,7 +90,7 @@ pub async fn actions(pool: &PgPool) -> sqlx::Result<Vec<String>> {
 mod tests {
     use super::*;
 
-    #[sqlx::test]
+    #[sqlx::test(migrator = "crate::MIGRATOR")]
     async fn events_are_listed_newest_first_and_filtered(pool: PgPool) -> sqlx::Result<()> {
         for (action, actor) in [
             ("login.failed", "eve"),
