@@ -21,6 +21,10 @@ use plinth_store as db;
 use plinth_store::automation::{LiveRecord, RuleRow, ShadowRecord};
 use plinth_store::models::ModelRow;
 
+mod actions;
+
+use actions::*;
+
 /// A candidate's figures, as the rule judges them and the audit entry keeps them.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, ToSchema)]
 pub struct CandidateFigures {
@@ -424,6 +428,3 @@ pub async fn schedule(
 
 #[cfg(test)]
 mod tests;
-
-mod actions;
-use actions::*;

@@ -15,6 +15,10 @@ use crate::registry::decode::{decode, Outcome};
 use plinth_inference::{LoadedModel, RunError};
 use plinth_store::predictions::StoredInputs;
 
+mod parse;
+
+pub use parse::*;
+
 /// Rows per chunk unless configured (`PLINTH_JOB_CHUNK_ROWS`).
 pub const DEFAULT_CHUNK_ROWS: usize = 8192;
 /// A chunk ends early once it holds this many bytes (wide rows).
@@ -432,6 +436,3 @@ pub fn write_output(
 
 #[cfg(test)]
 mod tests;
-
-mod parse;
-pub use parse::*;

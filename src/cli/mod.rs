@@ -13,6 +13,14 @@ use plinth_store as db;
 use plinth_store::domain::Username;
 use plinth_store::localdb;
 
+mod catalog;
+mod check;
+mod score;
+
+use catalog::*;
+use check::*;
+use score::*;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "plinth",
@@ -275,12 +283,3 @@ mod tests {
         );
     }
 }
-
-mod score;
-use score::*;
-
-mod check;
-use check::*;
-
-mod catalog;
-use catalog::*;

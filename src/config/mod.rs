@@ -3,6 +3,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+mod values;
+
+pub use values::*;
+
 /// Everything Plinth can be told, read once at start.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -474,6 +478,3 @@ impl Settings {
 
 #[cfg(test)]
 mod tests;
-
-mod values;
-pub use values::*;

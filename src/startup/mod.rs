@@ -28,6 +28,7 @@ use plinth_store as db;
 use plinth_store::domain::Username;
 
 mod setup;
+
 pub use setup::*;
 
 /// A bound, not yet running server.

@@ -32,11 +32,11 @@ use crate::state::AppState;
 use plinth_store::predictions::{self, NewPredictions, ID_BLOCK};
 use plinth_store::streams::{self as db, StreamRow};
 
-mod process;
-use process::*;
-
 mod positions;
+mod process;
+
 use positions::*;
+use process::*;
 
 /// Most records scored together.
 const MAX_BATCH: usize = 2000;

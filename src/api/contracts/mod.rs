@@ -31,6 +31,7 @@ use crate::serving;
 use crate::state::AppState;
 
 mod rows;
+
 use rows::*;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

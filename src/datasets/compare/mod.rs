@@ -26,6 +26,7 @@ use crate::web::forms::Spooled;
 use plinth_store::comparisons::{self as db, ComparisonRow};
 
 mod tally;
+
 use tally::*;
 
 /// Rows per chunk: each chunk reports progress.

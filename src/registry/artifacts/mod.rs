@@ -20,6 +20,10 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
 use sha2::{Digest, Sha256};
 
+mod remote;
+
+pub use remote::*;
+
 /// Files at least this large go to an object store in parts.
 const MULTIPART_FROM: usize = 8 << 20;
 /// The size of each part (S3 wants at least 5 MiB for all but the last).
@@ -261,6 +265,3 @@ async fn write_file(root: &Path, sha: &str, bytes: &[u8]) -> std::io::Result<()>
 
 #[cfg(test)]
 mod tests;
-
-mod remote;
-pub use remote::*;

@@ -6,6 +6,10 @@ use serde::{Deserialize, Serialize};
 
 use plinth_inference::{DType, Signature};
 
+mod feature;
+
+pub use feature::*;
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Task {
@@ -428,6 +432,3 @@ pub fn classifier_outputs(signature: &Signature) -> ClassifierOutputs {
 
 #[cfg(test)]
 mod tests;
-
-mod feature;
-pub use feature::*;

@@ -9,7 +9,9 @@ use reqwest::{redirect, Client, Response};
 use sqlx::PgPool;
 
 mod publishing;
+
 mod receiver;
+
 pub use receiver::*;
 
 pub struct TestApp {

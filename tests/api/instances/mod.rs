@@ -11,10 +11,11 @@ use sqlx::PgPool;
 
 use crate::helpers::{database_url, file_part, free_port, test_app_at, TestApp};
 
-mod weed;
-pub use weed::*;
-
 mod parts;
+
+mod weed;
+
+pub use weed::*;
 
 pub const ADMIN_PASSWORD: &str = "a-staff-secret-9";
 

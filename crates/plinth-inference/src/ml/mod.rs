@@ -30,6 +30,10 @@ use tract_onnx::model::OnnxOpRegister;
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 
+mod post_transform;
+
+pub use post_transform::*;
+
 /// Sizes a model file implies rather than holds: each is refused at load, with the reason, when
 /// over its cap. (Sizes a file holds are bounded by the upload limit already.)
 pub mod caps {
@@ -379,6 +383,3 @@ fn f32_matrix(n: usize, c: usize, values: &[f64]) -> TractResult<Tensor> {
 
 #[cfg(test)]
 mod zoo_tests;
-
-mod post_transform;
-pub use post_transform::*;

@@ -20,6 +20,10 @@ use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection};
 
+mod cluster;
+
+pub use cluster::*;
+
 /// Where the database came from, as `plinth check` reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Source {
@@ -293,6 +297,3 @@ extern "C" fn stop_test_cluster() {
 
 #[cfg(test)]
 mod tests;
-
-mod cluster;
-pub use cluster::*;

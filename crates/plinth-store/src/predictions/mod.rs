@@ -5,6 +5,7 @@ use sqlx::PgPool;
 use time::{Date, OffsetDateTime};
 
 mod write;
+
 pub use write::*;
 
 /// A request's inputs as stored: rows of the card's features when they are all numbers,

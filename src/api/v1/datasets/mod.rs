@@ -18,9 +18,9 @@ use plinth_store::comparisons::ComparisonRow;
 use plinth_store::datasets::{DatasetVersionRow, LinkRow};
 
 mod comparisons;
-pub use comparisons::*;
-
 mod links;
+
+pub use comparisons::*;
 pub use links::*;
 
 /// A data set version.

@@ -16,6 +16,7 @@ use crate::web::forms::read_form_spooled;
 use plinth_store::batch::{self as db, JobRow};
 
 mod results;
+
 pub use results::*;
 
 /// A batch job as the API shows it.

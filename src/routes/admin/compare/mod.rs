@@ -28,9 +28,9 @@ use plinth_store::comparisons::ComparisonRow;
 use plinth_store::models::{ModelRow, VersionRow};
 
 mod answers;
-pub use answers::*;
-
 mod training;
+
+pub use answers::*;
 use training::*;
 
 /// One line of the side-by-side cards.

@@ -15,13 +15,12 @@ use crate::web::{render, see_other};
 use plinth_store as db;
 use plinth_store::models::ModelRow;
 
-mod streams;
-pub use streams::*;
-
 mod releases;
-pub use releases::*;
-
+mod streams;
 mod uploads;
+
+pub use releases::*;
+pub use streams::*;
 pub use uploads::*;
 
 async fn audit(

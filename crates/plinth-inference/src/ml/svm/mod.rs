@@ -10,6 +10,10 @@ use super::{
     built, check_columns, f32_matrix, matrix_of, named, Dims, Kernel, Labels, Output, PostTransform,
 };
 
+mod regressor;
+
+pub use regressor::*;
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum KernelFn {
     Linear,
@@ -421,6 +425,3 @@ impl Kernel for Classifier {
 
 #[cfg(test)]
 mod tests;
-
-mod regressor;
-pub use regressor::*;

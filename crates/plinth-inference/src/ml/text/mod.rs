@@ -20,6 +20,12 @@ use tract_onnx::tract_hir::internal::*;
 
 use super::{built, check_output, named, Dims, Kernel, Output};
 
+mod normalizer;
+mod tokenizer;
+
+pub use normalizer::*;
+pub use tokenizer::*;
+
 /// The longest n-gram, and the most tokens skipped between an n-gram's items.
 const MAX_GRAM_LENGTH: i64 = 64;
 const MAX_SKIP_COUNT: i64 = 64;
@@ -339,9 +345,3 @@ impl Kernel for TfIdfVectorizer {
 
 #[cfg(test)]
 mod tests;
-
-mod normalizer;
-pub use normalizer::*;
-
-mod tokenizer;
-pub use tokenizer::*;

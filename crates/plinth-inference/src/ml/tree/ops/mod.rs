@@ -11,6 +11,7 @@ use crate::ml::{
 };
 
 mod classifier;
+
 pub use classifier::*;
 
 /// Refuses a tensor attribute whose data lives in another file: a model file does not get to
