@@ -5,6 +5,7 @@ use std::pin::Pin;
 
 use actix_web::http::header;
 use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
+use tracing::Instrument;
 
 use crate::error::AppError;
 use crate::serving::Caller;
@@ -35,6 +36,7 @@ async fn bearer(req: &HttpRequest) -> Result<Option<(i64, User)>, AppError> {
         .get_or_fetch(hash.clone(), || {
             plinth_store::tokens::authenticate(&state.pool, &hash)
         })
+        .instrument(tracing::info_span!("authenticate", credential = "token"))
         .await?;
     match found {
         Some(found) => Ok(Some(found)),

@@ -1,6 +1,17 @@
 //! What a met rule does: promote the candidate or roll back to the previous version, audited and announced by webhook.
 
-use super::*;
+use serde_json::json;
+use time::OffsetDateTime;
+
+use super::{
+    candidate_figures, describe, fire, pct, ratio, unmet, webhooks, CandidateFigures, Evaluation,
+    DEFAULT_WINDOW_MINUTES,
+};
+use crate::registry::PRODUCTION;
+use crate::state::AppState;
+use plinth_store as db;
+use plinth_store::automation::RuleRow;
+use plinth_store::models::ModelRow;
 
 /// Records an automatic decision in the audit log (no actor: the rule acted).
 pub(super) async fn audit(
@@ -104,25 +115,21 @@ pub(super) async fn promote(
     });
     let summary = summary(ready);
     if rule.mode == "notify" {
-        let key = format!("promote:{}", ready.version);
-        let first_time = rule.fired_key.as_deref() != Some(&key);
-        if first_time {
-            let text = format!(
-                "{}: version {} meets the promotion rule ({summary}); notify only, production stays version {}.",
-                model.name, ready.version, production.version
-            );
-            let action = ("automation.would_promote", "promotion");
-            fire(state, model, action, text, detail, None).await?;
-        }
-        return Ok(Evaluation {
-            fired: first_time,
-            outcome: format!(
-                "version {} is ready ({summary}); notify only",
-                ready.version
-            ),
-            figures,
-            fired_key: Some(key),
-        });
+        let text = format!(
+            "{}: version {} meets the promotion rule ({summary}); notify only, production stays version {}.",
+            model.name, ready.version, production.version
+        );
+        let notice = Notice {
+            key: format!("promote:{}", ready.version),
+            action: ("automation.would_promote", "promotion"),
+            text,
+            detail,
+        };
+        let outcome = format!(
+            "version {} is ready ({summary}); notify only",
+            ready.version
+        );
+        return hold(state, model, rule, notice, outcome, figures).await;
     }
     let text = format!(
         "{}: version {} promoted to production automatically ({summary}); it was version {}.",
@@ -280,29 +287,27 @@ pub(super) async fn rollback(
         .await;
     }
     let Some(target) = target.filter(|_| rule.mode == "act") else {
-        if first_time {
-            let text = match rule.mode.as_str() {
-                "notify" => format!(
-                    "{}: the rollback rule fired for version {} ({why}); notify only, nothing moved.",
-                    model.name, production.version
-                ),
-                _ => format!(
-                    "{}: the rollback rule fired for version {} ({why}), but there is no earlier production version to go back to.",
-                    model.name, production.version
-                ),
-            };
-            let action = ("automation.would_roll_back", "rollback");
-            fire(state, model, action, text, detail, None).await?;
-        }
-        return Ok(Evaluation {
-            fired: first_time,
-            outcome: format!(
-                "fired for version {} ({why}); nothing moved",
-                production.version
+        let text = match rule.mode.as_str() {
+            "notify" => format!(
+                "{}: the rollback rule fired for version {} ({why}); notify only, nothing moved.",
+                model.name, production.version
             ),
-            figures,
-            fired_key: Some(key),
-        });
+            _ => format!(
+                "{}: the rollback rule fired for version {} ({why}), but there is no earlier production version to go back to.",
+                model.name, production.version
+            ),
+        };
+        let notice = Notice {
+            key,
+            action: ("automation.would_roll_back", "rollback"),
+            text,
+            detail,
+        };
+        let outcome = format!(
+            "fired for version {} ({why}); nothing moved",
+            production.version
+        );
+        return hold(state, model, rule, notice, outcome, figures).await;
     };
     let text = format!(
         "{}: production rolled back automatically from version {} to version {} ({why}).",
@@ -328,5 +333,44 @@ pub(super) async fn rollback(
         ),
         figures,
         fired_key: None,
+    })
+}
+
+/// What a rule that fired without moving production announces.
+struct Notice {
+    /// The decision, remembered so that the next evaluations of it stay quiet.
+    key: String,
+    action: (&'static str, &'static str),
+    text: String,
+    detail: serde_json::Value,
+}
+
+/// A decision that moves nothing (notify only, or nowhere to go back to): announced the first
+/// time the rule reaches it, reported every time.
+async fn hold(
+    state: &AppState,
+    model: &ModelRow,
+    rule: &RuleRow,
+    notice: Notice,
+    outcome: String,
+    figures: serde_json::Value,
+) -> anyhow::Result<Evaluation> {
+    let first_time = rule.fired_key.as_deref() != Some(&notice.key);
+    if first_time {
+        fire(
+            state,
+            model,
+            notice.action,
+            notice.text,
+            notice.detail,
+            None,
+        )
+        .await?;
+    }
+    Ok(Evaluation {
+        fired: first_time,
+        outcome,
+        figures,
+        fired_key: Some(notice.key),
     })
 }

@@ -12,7 +12,6 @@ pub mod webhooks;
 
 use serde::Serialize;
 use serde_json::json;
-use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use crate::registry::PRODUCTION;
@@ -23,7 +22,7 @@ use plinth_store::models::ModelRow;
 
 mod actions;
 
-use actions::*;
+use actions::{audit, promote, rollback};
 
 /// A candidate's figures, as the rule judges them and the audit entry keeps them.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, ToSchema)]

@@ -64,7 +64,9 @@ pub async fn alert(
     extra: serde_json::Value,
 ) {
     let body = body(event, model.map(|(_, name)| name), &text, extra);
-    match db::enqueue(pool, event, model.map(|(id, _)| id), &body).await {
+    let traceparent = crate::telemetry::traceparent();
+    let model_id = model.map(|(id, _)| id);
+    match db::enqueue(pool, event, model_id, &body, traceparent.as_deref()).await {
         Ok(n) => tracing::info!(event, deliveries = n, %text, "alert"),
         Err(e) => tracing::warn!(event, error = %e, %text, "could not queue the alert"),
     }
@@ -101,14 +103,15 @@ const KEPT_RESPONSE: usize = 2000;
 /// One attempt: POST the body, keep the status and the start of the answer.
 async fn send(client: &http_client::Client, due: &Due) -> AttemptResult {
     let started = Instant::now();
-    let sent = client
+    let mut request = client
         .post(&due.url)
         .header("content-type", "application/json")
         .header("x-plinth-event", &due.event)
-        .header("x-plinth-delivery", due.id.to_string())
-        .body(due.body.0.to_string())
-        .send()
-        .await;
+        .header("x-plinth-delivery", due.id.to_string());
+    if let Some(traceparent) = &due.traceparent {
+        request = request.header("traceparent", traceparent);
+    }
+    let sent = request.body(due.body.0.to_string()).send().await;
     let mut result = AttemptResult::default();
     match sent {
         Ok(mut response) => {

@@ -17,7 +17,8 @@ use plinth_store::predictions::StoredInputs;
 
 mod parse;
 
-pub use parse::*;
+pub use parse::{parse_chunk, ColumnKind, Parsed};
+use parse::{quoted_list, Verdict};
 
 /// Rows per chunk unless configured (`PLINTH_JOB_CHUNK_ROWS`).
 pub const DEFAULT_CHUNK_ROWS: usize = 8192;
@@ -355,17 +356,18 @@ pub fn explain_scored(
 ) -> Result<(), String> {
     let (explainer, covers) = explanation;
     let labels: Vec<Option<String>> = scored.outcomes.iter().map(|o| o.label.clone()).collect();
-    scored.explained = crate::registry::explained::explain_columns(
+    let answered = crate::registry::explained::Answered {
         card,
-        model,
+        loaded: model,
         explainer,
         covers,
-        &parsed.rows,
-        &labels,
-    )?
-    .into_iter()
-    .map(|e| (e.base, e.contributions))
-    .collect();
+        rows: &parsed.rows,
+        labels: &labels,
+    };
+    scored.explained = crate::registry::explained::explain_columns(&answered)?
+        .into_iter()
+        .map(|e| (e.base, e.contributions))
+        .collect();
     Ok(())
 }
 

@@ -1,7 +1,8 @@
 //! A chunk of a batch file read against the card: each record checked, its values parsed,
 //! refusals kept with their line and reason.
 
-use super::*;
+use super::{files, Format, Layout};
+use crate::registry::card::{Card, FeatureKind};
 
 /// A column's type in a Parquet output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

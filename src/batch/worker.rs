@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use actix_web::web::Data;
+use tracing::Instrument;
 
 use super::{explain_scored, parse_chunk, score, write_output, Format};
 use crate::monitoring::metrics::Stage;
@@ -47,7 +48,8 @@ async fn step(state: &Data<AppState>, me: &str) -> sqlx::Result<bool> {
     let lease = state.settings.job_lease;
     if let Some(chunk) = db::claim(&state.pool, me, lease).await? {
         let (job, seq) = (chunk.job_id, chunk.seq);
-        if let Err(e) = score_chunk(state, me, chunk).await {
+        let span = tracing::info_span!("batch.chunk", job, seq, rows = chunk.rows);
+        if let Err(e) = score_chunk(state, me, chunk).instrument(span).await {
             tracing::warn!(job, seq, error = %e, "a batch chunk could not be committed; it will be claimed again");
         }
         return Ok(true);

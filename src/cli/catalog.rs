@@ -1,7 +1,10 @@
 //! plinth models and plinth datasets: the model repository imported by hand, data set versions
 //! added and listed.
 
-use super::*;
+use super::{DatasetsCommand, ModelsCommand};
+use crate::config::Settings;
+use crate::registry::Imported;
+use plinth_store as db;
 
 pub(super) async fn models(settings: &Settings, command: ModelsCommand) -> anyhow::Result<()> {
     let pool = db::connect(&settings.database_url).await?;

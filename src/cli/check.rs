@@ -1,7 +1,12 @@
 //! plinth check and plinth healthcheck: the configuration, the database, the migrations and
 //! every version's artifacts checked, each failure with its exit status.
 
-use super::*;
+use std::process::ExitCode;
+
+use super::{EXIT_ARTIFACTS, EXIT_DATABASE, EXIT_MIGRATIONS};
+use crate::config::Settings;
+use plinth_store as db;
+use plinth_store::localdb;
 
 pub(super) async fn check(settings: &Settings, database: &localdb::Database) -> ExitCode {
     println!("configuration: ok (listening address {})", settings.addr);

@@ -7,7 +7,6 @@ use clap::{Parser, Subcommand};
 
 use crate::auth::{password, Password};
 use crate::config::Settings;
-use crate::registry::Imported;
 use crate::startup::{bootstrap_admin, Application};
 use plinth_store as db;
 use plinth_store::domain::Username;
@@ -17,9 +16,9 @@ mod catalog;
 mod check;
 mod score;
 
-use catalog::*;
-use check::*;
-use score::*;
+use catalog::{datasets, models};
+use check::{check, healthcheck};
+use score::{registry_model, score};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -212,7 +211,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         settings.addr.ip(),
         app.port()
     );
-    app.run_until_stopped().await?;
+    let stopped = app.run_until_stopped().await;
+    // The last requests' spans, before the process ends.
+    let _ = tokio::task::spawn_blocking(crate::telemetry::flush).await;
+    stopped?;
     Ok(())
 }
 
@@ -274,11 +276,11 @@ mod tests {
     #[test]
     fn passwords_are_not_printed() {
         assert_eq!(
-            super::redacted("postgres://plinth:secret@db:5432/plinth"),
+            super::check::redacted("postgres://plinth:secret@db:5432/plinth"),
             "postgres://plinth:***@db:5432/plinth"
         );
         assert_eq!(
-            super::redacted("postgres://postgres@127.0.0.1:5432/plinth"),
+            super::check::redacted("postgres://postgres@127.0.0.1:5432/plinth"),
             "postgres://postgres@127.0.0.1:5432/plinth"
         );
     }

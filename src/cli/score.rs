@@ -1,7 +1,11 @@
 //! plinth score: a CSV or Parquet file scored with the batch jobs' code, without a server, by a
 //! model directory, an .onnx file or a registry model.
 
-use super::*;
+use std::process::ExitCode;
+
+use super::Command;
+use crate::config::Settings;
+use plinth_store as db;
 
 /// A registry model's card and loaded version, for `plinth score NAME`; with what explaining
 /// it needs when `--explain` asks (or why it cannot be explained).

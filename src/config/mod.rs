@@ -5,7 +5,8 @@ use std::time::Duration;
 
 mod values;
 
-pub use values::*;
+use values::{parse_bool, parse_or, positive};
+pub use values::{with_files, Platform, SignupPolicy, FILE_VARIABLES};
 
 /// Everything Plinth can be told, read once at start.
 #[derive(Clone, Debug)]

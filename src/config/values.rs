@@ -1,7 +1,7 @@
 //! The values settings take: sign-up policies, platforms, numbers, booleans, and secrets read
 //! from _FILE variables.
 
-use super::*;
+use super::ConfigError;
 
 /// Who may create an account through the sign-up page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

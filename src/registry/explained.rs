@@ -40,17 +40,28 @@ pub struct RowExplained {
     pub contributions: Vec<f64>,
 }
 
-/// Explains each of `rows` (card features) for the class its `labels` entry names (a
-/// classifier's answer; the explainer's own choice otherwise).
-#[allow(clippy::too_many_arguments)]
-pub fn explain_columns(
-    card: &Card,
-    loaded: &LoadedModel,
-    explainer: &Explainer,
-    covers: &[f64],
-    rows: &[Vec<f64>],
-    labels: &[Option<String>],
-) -> Result<Vec<RowExplained>, String> {
+/// What explaining answered rows needs: the version's card, graph, explainer and reference
+/// covers, and the rows (card features) with the class each was answered with (a classifier's
+/// label; the explainer's own choice where there is none).
+pub struct Answered<'a> {
+    pub card: &'a Card,
+    pub loaded: &'a LoadedModel,
+    pub explainer: &'a Explainer,
+    pub covers: &'a [f64],
+    pub rows: &'a [Vec<f64>],
+    pub labels: &'a [Option<String>],
+}
+
+/// Explains each answered row for the class it was answered with.
+pub fn explain_columns(answered: &Answered) -> Result<Vec<RowExplained>, String> {
+    let Answered {
+        card,
+        loaded,
+        explainer,
+        covers,
+        rows,
+        labels,
+    } = *answered;
     let (x, width) = explained_input(card, loaded, explainer, rows)?;
     // A classifier's labels as answers give them: the card's, when it names as many.
     let names: Vec<String> = match (explainer.class_labels(), &card.labels) {

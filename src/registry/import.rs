@@ -5,12 +5,15 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use artifacts::sha256_hex;
-use card::Card;
+use super::artifacts::sha256_hex;
+use super::card::Card;
+
+use super::{
+    check_alias_name, check_model_name, reference, ImportError, Imported, Registry,
+    RepositoryImport, Upload, PRODUCTION,
+};
 use plinth_store as db;
 use plinth_store::models::{ModelRow, NewVersion};
-
-use super::*;
 
 impl Registry {
     /// Validates and stores a new version. The same file for the same model is not stored twice.

@@ -4,13 +4,13 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use artifacts::sha256_hex;
-use card::Card;
+use super::artifacts::sha256_hex;
+use super::card::Card;
+
+use super::{card_of, Ready, Registry, Selector, ServeError, Served, Slot};
 use plinth_inference::{self as inference, LoadedModel};
 use plinth_store as db;
 use plinth_store::models::VersionRow;
-
-use super::*;
 
 impl Registry {
     /// The version a request asks for, loaded. `None` when the model or version does not exist.

@@ -2,13 +2,10 @@
 //! workers on the version's explainer and reference covers, each feature's contribution named
 //! and sorted, the largest first.
 
-use crate::registry::card::Card;
 use crate::registry::decode::Outcome;
-use crate::registry::explained::{explain_columns, explained_features, explained_span};
+use crate::registry::explained::{explain_columns, explained_features, explained_span, Answered};
 use crate::registry::Served;
 use crate::state::AppState;
-use plinth_inference::explain::Explainer;
-use plinth_inference::LoadedModel;
 
 /// One prediction's explanation, as the APIs and the result page give it.
 #[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
@@ -62,34 +59,34 @@ pub async fn explain_rows(
     // TreeSHAP can take milliseconds a row: off the async workers.
     tokio::task::spawn_blocking(move || {
         let (explainer, covers) = base.as_ref().as_ref().map_err(Clone::clone)?;
-        explain_blocking(
-            &card,
-            &loaded,
+        let answered = Answered {
+            card: &card,
+            loaded: &loaded,
             explainer,
             covers,
-            &rows,
-            &labels,
-            reference_rows,
-            version,
-        )
+            rows: &rows,
+            labels: &labels,
+        };
+        explain_blocking(&answered, reference_rows, version)
     })
     .await
     .map_err(|e| format!("the explanation failed: {e}"))?
 }
 
 /// [`explain_rows`]' work, on a blocking thread.
-#[allow(clippy::too_many_arguments)]
 fn explain_blocking(
-    card: &Card,
-    loaded: &LoadedModel,
-    explainer: &Explainer,
-    covers: &[f64],
-    rows: &[Vec<f64>],
-    labels: &[Option<String>],
+    answered: &Answered,
     reference_rows: i32,
     version: i32,
 ) -> Result<Vec<ExplanationOut>, String> {
-    let explained = explain_columns(card, loaded, explainer, covers, rows, labels)?;
+    let Answered {
+        card,
+        loaded,
+        explainer,
+        rows,
+        ..
+    } = *answered;
+    let explained = explain_columns(answered)?;
     let (offset, _) = explained_span(loaded, explainer);
     let names = explained_features(card, loaded, explainer);
     let method = explainer.method(reference_rows, version);

@@ -3,6 +3,7 @@
 //! all come through here.
 
 use std::time::Instant;
+use tracing::Instrument;
 
 use crate::error::AppError;
 use crate::monitoring::metrics::Stage;
@@ -132,6 +133,10 @@ pub async fn predict(
     } = batch;
     let started = Instant::now();
     let (model, version) = (served.model.name.as_str(), served.version.version);
+    // On a request's span, what answered it (other doors' spans have no such fields).
+    let current = tracing::Span::current();
+    current.record("model", model);
+    current.record("version", version);
     let metrics = &state.metrics;
     // Shadow versions get a copy of the live traffic (what production or a canary's candidate
     // answers, not a request for another version by number or alias), after it is stored.
@@ -152,9 +157,20 @@ pub async fn predict(
         room
     });
     let copy = shadows.as_ref().map(|_| (tensors.clone(), stored.clone()));
+    let inference_span = tracing::info_span!("inference", model, version, rows = n);
     let run = match served.card.batching {
-        Some(b) => served.loaded.run_batched(b.settings(), tensors).await,
-        None => inference::run_async(served.loaded.clone(), tensors).await,
+        Some(b) => {
+            served
+                .loaded
+                .run_batched(b.settings(), tensors)
+                .instrument(inference_span)
+                .await
+        }
+        None => {
+            inference::run_async(served.loaded.clone(), tensors)
+                .instrument(inference_span)
+                .await
+        }
     };
     let (outputs, times) = run.map_err(|e| match e {
         RunError::BadInput(msg) => {
@@ -184,10 +200,15 @@ pub async fn predict(
         outputs: stored_outputs(&served.card, &outcomes),
         shadow_of: None,
     };
-    let ids = state.log.record(records).await.map_err(|e| {
-        failed(state, served, source, "storage_unavailable");
-        AppError::Unavailable(e.to_string())
-    })?;
+    let ids = state
+        .log
+        .record(records)
+        .instrument(tracing::info_span!("prediction_log.commit", rows = n))
+        .await
+        .map_err(|e| {
+            failed(state, served, source, "storage_unavailable");
+            AppError::Unavailable(e.to_string())
+        })?;
     series.latency(Stage::Total, started.elapsed());
     series.success(n);
     if let (Some(shadows), Some((tensors, stored)), Some(first)) = (shadows, copy, ids.first()) {

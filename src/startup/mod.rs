@@ -13,23 +13,21 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use rand::RngCore;
 use sqlx::PgPool;
 
+use crate::auth::password;
 use crate::auth::session_store::PgSessionStore;
-use crate::auth::{password, Password};
 use crate::config::Settings;
 use crate::monitoring::metrics::Metrics;
 use crate::prediction_log::PredictionLog;
-use crate::registry::artifacts::ArtifactStore;
-use crate::registry::Registry;
 use crate::state::AppState;
 use crate::urls;
 use crate::web::errors as web_errors;
 use crate::web::middleware;
 use plinth_store as db;
-use plinth_store::domain::Username;
 
 mod setup;
 
-pub use setup::*;
+pub use setup::{bootstrap_admin, import_repository, registry_for};
+use setup::{instance_name, wait_for_migrations};
 
 /// A bound, not yet running server.
 pub struct Application {

@@ -1,7 +1,16 @@
 //! What a start does before it serves: the registry built, the migrations applied or waited
 //! for, the model repository imported, the first admin created.
 
-use super::*;
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+use crate::auth::{password, Password};
+use crate::config::Settings;
+use crate::registry::artifacts::ArtifactStore;
+use crate::registry::Registry;
+use plinth_store as db;
+use plinth_store::domain::Username;
 
 /// The registry over the configured artifact store; fails when `PLINTH_ARTIFACTS` names a store
 /// that cannot be configured (a bucket URL without the credentials its builder needs, say).

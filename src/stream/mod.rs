@@ -10,33 +10,30 @@
 //! its partition's stored offset: it is recognised and not stored twice (its result may be
 //! produced twice: the output topic is at least once).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_web::web::Data;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::sync::watch;
+use tracing::Instrument;
 
-use crate::registry::decode::decode;
-use crate::registry::{Selector, Served};
-use crate::serving;
 use crate::state::AppState;
-use plinth_store::predictions::{self, NewPredictions, ID_BLOCK};
 use plinth_store::streams::{self as db, StreamRow};
 
 mod positions;
 mod process;
 
-use positions::*;
-use process::*;
+use positions::{check_stuck, Positions};
+use process::process;
 
 /// Most records scored together.
 const MAX_BATCH: usize = 2000;
@@ -272,7 +269,15 @@ async fn run(
                 continue;
             }
         }
-        process(state, &consumer, &producer, &stream, batch, &stored).await?;
+        let span = tracing::info_span!(
+            "stream.batch",
+            stream = stream.id,
+            model = %stream.model,
+            records = batch.len()
+        );
+        process(state, &consumer, &producer, &stream, batch, &stored)
+            .instrument(span)
+            .await?;
         if last_lag.elapsed() > Duration::from_secs(2) {
             last_lag = Instant::now();
             measure_lag(state, &consumer, &stream).await;

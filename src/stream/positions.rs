@@ -1,6 +1,15 @@
 //! Each partition's committed position, and the stuck-consumer check that rejoins the group.
 
-use super::*;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use actix_web::web::Data;
+use rdkafka::consumer::Consumer;
+use rdkafka::message::{Message, OwnedMessage};
+
+use super::Reader;
+use crate::state::AppState;
+use plinth_store::streams::{self as db, StreamRow};
 
 /// Where this consumer is in each partition: the last offset read, and how many times in a row
 /// the partition was read again after records were left out.

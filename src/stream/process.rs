@@ -1,7 +1,24 @@
 //! One batch of records: each read against the card, scored, committed to the prediction log,
 //! answered on the output topic or dead-lettered, in order.
 
-use super::*;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::web::Data;
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{json, Value};
+
+use super::{Reader, Stored, ERROR_HEADER};
+use crate::registry::decode::decode;
+use crate::registry::{Selector, Served};
+use crate::serving;
+use crate::state::AppState;
+use plinth_store::predictions::{self, NewPredictions, ID_BLOCK};
+use plinth_store::streams::{self as db, StreamRow};
 
 /// A record to produce: topic, value, key, headers.
 pub(super) type Outgoing<'a> = (&'a str, Vec<u8>, Option<&'a [u8]>, Option<OwnedHeaders>);

@@ -46,12 +46,31 @@ pub async fn request_context(
         add_headers(&mut res, &id);
         return Ok(res);
     }
-    let span = tracing::info_span!(
-        "request",
-        request_id = %id,
-        method = %req.method(),
-        path = %req.path()
-    );
+    // The request's span: its route, status, model and version are recorded as they become
+    // known; a caller's W3C `traceparent` makes it part of the caller's trace.
+    macro_rules! request_span {
+        ($($key:ident = $value:expr)?) => {
+            tracing::info_span!(
+                "request",
+                request_id = %id,
+                method = %req.method(),
+                path = %req.path(),
+                route = tracing::field::Empty,
+                status = tracing::field::Empty,
+                model = tracing::field::Empty,
+                version = tracing::field::Empty
+                $(, $key = $value)?
+            )
+        };
+    }
+    let span = match req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(traceparent) => request_span!(traceparent = traceparent),
+        None => request_span!(),
+    };
     // The request cannot be cloned before routing, so an error raised by a middleware itself
     // (rather than turned into a response) is logged and handed to actix-web as it is.
     let mut res = match next.call(req).instrument(span.clone()).await {
@@ -94,7 +113,9 @@ pub async fn request_context(
         state
             .metrics
             .http(res.request().method().as_str(), &route, status.as_u16());
+        span.record("route", route.as_str());
     }
+    span.record("status", status.as_u16());
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     span.in_scope(|| {
         tracing::info!(

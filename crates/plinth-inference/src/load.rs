@@ -10,7 +10,11 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 use tract_onnx::tract_hir::internal::DimLike;
 
-use super::*;
+use crate::tensor::DType;
+
+use super::{
+    ml, LoadError, LoadedModel, Plan, Signature, TensorSpec, INLINE_LIMIT_MICROS, MAX_INPUT_COLUMNS,
+};
 
 /// Operators named in the graph that tract's ONNX loader does not know.
 fn unsupported_operator(

@@ -9,7 +9,8 @@ use std::time::Instant;
 use tract_onnx::prelude::*;
 
 use super::load::{panic_text, plan_for_batch, root_cause};
-use super::*;
+use super::tensor::{DType, TensorData};
+use super::{ml, shape_text, LoadedModel, NamedTensor, Plan, RunError, INLINE_LIMIT_MICROS};
 
 /// Where a run's time went.
 #[derive(Clone, Copy, Debug, Default)]

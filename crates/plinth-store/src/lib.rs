@@ -97,10 +97,87 @@ pub fn connect_options(url: &str) -> sqlx::Result<PgConnectOptions> {
     })
 }
 
-/// Connects, creating the database first when needed.
-pub async fn connect(url: &str) -> sqlx::Result<PgPool> {
-    ensure_database(url).await?;
-    pool_options().connect_with(connect_options(url)?).await
+/// Connects, creating the database first when needed; a refusal says what it means.
+pub async fn connect(url: &str) -> anyhow::Result<PgPool> {
+    let connected = async {
+        ensure_database(url).await?;
+        pool_options().connect_with(connect_options(url)?).await
+    };
+    connected.await.map_err(|e| refused(url, e))
+}
+
+/// Why a connection to `url` failed, in words an operator can act on: for TLS, which check
+/// failed (the CA, the host name) and which settings of the URL decide it.
+pub fn refused(url: &str, e: sqlx::Error) -> anyhow::Error {
+    let Ok(options) = url.parse::<PgConnectOptions>() else {
+        return anyhow::anyhow!("cannot connect to Postgres: {e}");
+    };
+    let server = format!("{}:{}", options.get_host(), options.get_port());
+    let text = e.to_string();
+    // rustls's refusals come back as TLS errors or, mid-handshake, as I/O errors naming them.
+    let tls = matches!(e, sqlx::Error::Tls(_))
+        || text.contains("invalid peer certificate")
+        || text.contains("certificate");
+    let why = if tls {
+        let query = |key: &str| {
+            url.split_once('?')
+                .map(|(_, q)| q)
+                .unwrap_or("")
+                .split('&')
+                .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+                .map(|v| percent_decoded(v))
+        };
+        let ca = query("sslrootcert").map_or_else(
+            || "the system's roots".to_string(),
+            |p| format!("sslrootcert ({p})"),
+        );
+        if text.contains("UnknownIssuer") || text.contains("BadSignature") {
+            format!(
+                "the server's TLS certificate is not signed by a CA Plinth trusts: it trusts {ca}. \
+                 Point sslrootcert at the CA that signed the server's certificate"
+            )
+        } else if text.contains("NotValidForName") || text.contains("not valid for name") {
+            let mode = query("sslmode").unwrap_or_else(|| "verify-full".into());
+            format!(
+                "the server's TLS certificate does not name the host {} (sslmode={mode} checks \
+                 it): connect by a name the certificate holds, or fix the certificate",
+                options.get_host()
+            )
+        } else if text.contains("Expired") {
+            "the server's TLS certificate has expired".to_string()
+        } else {
+            "the TLS handshake failed".to_string()
+        }
+    } else if text.contains("does not support TLS") || text.contains("server does not support SSL")
+    {
+        "the URL requires TLS (sslmode) and the server does not offer it".to_string()
+    } else {
+        return anyhow::anyhow!("cannot connect to Postgres at {server}: {text}");
+    };
+    anyhow::anyhow!("cannot connect to Postgres at {server}: {why} ({text})")
+}
+
+/// `%2F` and the like in a URL's query value, decoded.
+fn percent_decoded(v: &str) -> String {
+    let bytes = v.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Migrations that were edited after they landed, by version: the SHA-384 of the edited file.

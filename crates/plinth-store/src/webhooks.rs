@@ -84,16 +84,18 @@ pub async fn enqueue(
     event: &str,
     model_id: Option<i64>,
     body: &serde_json::Value,
+    traceparent: Option<&str>,
 ) -> sqlx::Result<u64> {
     let done = sqlx::query(
-        "insert into webhook_delivery (webhook_id, event, body)
-         select id, $1, $3 from webhook
+        "insert into webhook_delivery (webhook_id, event, body, traceparent)
+         select id, $1, $3, $4 from webhook
          where enabled and (model_id is null or model_id = $2)
            and (cardinality(events) = 0 or $1 = any(events))",
     )
     .bind(event)
     .bind(model_id)
     .bind(Json(body))
+    .bind(traceparent)
     .execute(pool)
     .await?;
     Ok(done.rows_affected())
@@ -105,14 +107,16 @@ pub async fn enqueue_for(
     webhook_id: i64,
     event: &str,
     body: &serde_json::Value,
+    traceparent: Option<&str>,
 ) -> sqlx::Result<bool> {
     let done = sqlx::query(
-        "insert into webhook_delivery (webhook_id, event, body)
-         select id, $2, $3 from webhook where id = $1",
+        "insert into webhook_delivery (webhook_id, event, body, traceparent)
+         select id, $2, $3, $4 from webhook where id = $1",
     )
     .bind(webhook_id)
     .bind(event)
     .bind(Json(body))
+    .bind(traceparent)
     .execute(pool)
     .await?;
     Ok(done.rows_affected() > 0)
@@ -127,6 +131,8 @@ pub struct Due {
     pub body: Json<serde_json::Value>,
     /// This attempt's number (1 for the first).
     pub attempts: i32,
+    /// The trace context of what queued it, sent as `traceparent`.
+    pub traceparent: Option<String>,
 }
 
 /// Claims up to `limit` due deliveries for an attempt each. A claim holds for `lease`: an
@@ -144,7 +150,7 @@ pub async fn claim_due(pool: &PgPool, limit: i64, lease: Duration) -> sqlx::Resu
                 next_attempt_at = now() + make_interval(secs => $2)
            from due, webhook w
           where d.id = due.id and w.id = d.webhook_id
-         returning d.id, w.url, d.event, d.body, d.attempts",
+         returning d.id, w.url, d.event, d.body, d.attempts, d.traceparent",
     )
     .bind(limit)
     .bind(lease.as_secs_f64())
@@ -293,15 +299,22 @@ mod tests {
 
         // A rollback of a: the global webhook and a's; drift of a: only the global one.
         assert_eq!(
-            enqueue(&pool, "rollback", Some(a), &serde_json::json!({})).await?,
+            enqueue(&pool, "rollback", Some(a), &serde_json::json!({}), None).await?,
             2
         );
         assert_eq!(
-            enqueue(&pool, "drift.flagged", Some(a), &serde_json::json!({})).await?,
+            enqueue(
+                &pool,
+                "drift.flagged",
+                Some(a),
+                &serde_json::json!({}),
+                None
+            )
+            .await?,
             1
         );
         assert_eq!(
-            enqueue(&pool, "job.failed", None, &serde_json::json!({})).await?,
+            enqueue(&pool, "job.failed", None, &serde_json::json!({}), None).await?,
             1
         );
 

@@ -18,21 +18,19 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::api::check_rows;
-use crate::api::v1::row_from_json;
 use crate::auth::bearer::InferenceCaller;
 use crate::config::Platform;
 use crate::error::AppError;
-use crate::registry::card::{Card, FeatureKind};
 use crate::registry::Selector;
 use crate::serving;
 use crate::state::AppState;
 
 mod rows;
 
-use rows::*;
+use rows::{csv_field, rows_of, wants_csv};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Contract {

@@ -2,7 +2,12 @@
 //! instances and inputs, Azure ML's input_data, Vertex's instances, and CSV, each read into
 //! rows of the card's features.
 
-use super::*;
+use actix_web::HttpRequest;
+use serde_json::{Map, Value};
+
+use super::Contract;
+use crate::api::v1::row_from_json;
+use crate::registry::card::{Card, FeatureKind};
 
 pub(super) fn wants_csv(req: &HttpRequest) -> bool {
     req.headers()

@@ -8,17 +8,15 @@
 //! compared. The job renews its lease with each chunk's progress; one whose worker died is
 //! claimed again and started over.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use actix_web::web::Data;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::batch::{files, parse_chunk, score, Format, Layout};
 use crate::error::AppError;
-use crate::monitoring::stats;
 use crate::registry::decode::Outcome;
 use crate::registry::{Selector, Served};
 use crate::state::AppState;
@@ -27,7 +25,7 @@ use plinth_store::comparisons::{self as db, ComparisonRow};
 
 mod tally;
 
-use tally::*;
+use tally::{SourceFigures, Tally};
 
 /// Rows per chunk: each chunk reports progress.
 const CHUNK_ROWS: usize = 4096;

@@ -1,7 +1,13 @@
 //! What two versions answered, tallied: agreement, confusion or the distribution of b - a, and
 //! the rows where they disagree most.
 
-use super::*;
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
+use super::{REFUSALS, TOP_ROWS};
+use crate::monitoring::stats;
+use crate::registry::decode::Outcome;
 
 /// A row the two versions answered differently.
 pub(super) struct Disagreement {

@@ -13,16 +13,15 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use tracing::Instrument;
 
-use futures_util::StreamExt;
-use object_store::path::Path as ObjectPath;
-use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
+use object_store::{ObjectStoreExt, PutPayload};
 use sha2::{Digest, Sha256};
 
 mod remote;
 
-pub use remote::*;
+pub use remote::{check_object_url, download_to_file, fetch_tree, upload_stream};
+use remote::{object_store_for, Remote};
 
 /// Files at least this large go to an object store in parts.
 const MULTIPART_FROM: usize = 8 << 20;
@@ -191,7 +190,10 @@ impl ArtifactStore {
                     );
                     let _ = tokio::fs::remove_file(&cached).await;
                 }
-                let bytes = remote.download(sha).await?;
+                let bytes = remote
+                    .download(sha)
+                    .instrument(tracing::info_span!("object_store.get", sha256 = sha))
+                    .await?;
                 if sha256_hex(&bytes) != sha {
                     return Err(std::io::Error::other(format!(
                         "artifact {sha} in {} is corrupt (its content has another hash)",

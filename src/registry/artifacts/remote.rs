@@ -1,7 +1,15 @@
 //! Artifacts in an object store (S3, GCS, Azure) or a shared directory: the store built from a
 //! URL, files fetched into the local cache and checked by hash, uploads streamed in parts.
 
-use super::*;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
+
+use super::{check_location, is_url, unreachable, Kind, MULTIPART_FROM, PART_BYTES};
 
 pub(super) struct Remote {
     pub(super) store: Arc<dyn ObjectStore>,

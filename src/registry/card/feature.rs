@@ -1,7 +1,7 @@
 //! A card's features: kinds, bounds, choices, missing values, units, and how each reads and
 //! shows a value.
 
-use super::*;
+use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -8,7 +8,7 @@ use plinth_inference::{DType, Signature};
 
 mod feature;
 
-pub use feature::*;
+pub use feature::{fmt_num, Feature, FeatureKind, Missing};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -251,7 +251,15 @@ pub async fn test_webhook(
         &format!("A test from Plinth, sent by {}.", user.username),
         serde_json::json!({}),
     );
-    if !plinth_store::webhooks::enqueue_for(&state.pool, *id, "test", &body).await? {
+    let traceparent = crate::telemetry::traceparent();
+    let queued = plinth_store::webhooks::enqueue_for(
+        &state.pool,
+        *id,
+        "test",
+        &body,
+        traceparent.as_deref(),
+    );
+    if !queued.await? {
         return Err(AppError::NotFound(format!("There is no webhook {id}.")));
     }
     if let Some(session) = ctx.session() {

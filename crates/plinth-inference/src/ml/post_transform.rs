@@ -1,6 +1,9 @@
 //! ONNX-ML's post transforms (softmax, logistic, probit, ...) as onnxruntime computes them.
 
-use super::*;
+use tract_onnx::pb::NodeProto;
+use tract_onnx::tract_hir::internal::*;
+
+use super::named;
 
 /// `post_transform`, shared by the tree ensembles and the SVMs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

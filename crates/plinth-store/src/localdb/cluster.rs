@@ -1,7 +1,19 @@
 //! A private PostgreSQL cluster: found server programs, initdb, started as an unprivileged
 //! owner when run as root, tied to this process, stopped when dropped.
 
-use super::*;
+use std::fs::File;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use sha2::{Digest, Sha256};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection};
+
+use super::{real_path, Gone, Options};
 
 /// A private cluster: its directory, its socket, and the server process when this process
 /// started it.

@@ -9,20 +9,18 @@
 //! recovered. Running as root, the cluster runs as the `postgres` user (PostgreSQL refuses root).
 
 use std::fs::File;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection};
+use sqlx::ConnectOptions;
 
 mod cluster;
 
-pub use cluster::*;
+pub use cluster::Cluster;
+use cluster::{absolute, alive, running_postmaster, signal, Owner};
 
 /// Where the database came from, as `plinth check` reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,3 +1,6 @@
+use std::os::unix::fs::PermissionsExt;
+
+use super::cluster::{find_bin, running_postmaster, version_of, Owner};
 use super::*;
 
 #[test]

@@ -6,7 +6,7 @@ use time::{Date, OffsetDateTime};
 
 mod write;
 
-pub use write::*;
+pub use write::{copy_in, copy_in_on, reserve_id_blocks, ID_BLOCK};
 
 /// A request's inputs as stored: rows of the card's features when they are all numbers,
 /// otherwise one JSON object per row.

@@ -1,6 +1,8 @@
 //! Writing predictions: ids reserved in blocks, rows streamed in with COPY.
 
-use super::*;
+use sqlx::PgPool;
+
+use super::{NewPredictions, StoredInputs};
 
 /// Most predictions one `prediction` row holds; ids are handed out in blocks of this size (the
 /// step of the `prediction_id_block` sequence), and a row's ids never straddle two blocks.

@@ -1,6 +1,16 @@
 //! Two model versions compared over their reference rows, as a job: start one, read its result.
 
-use super::*;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::super::models::model_or_404;
+use super::super::{rfc3339, ErrorBody};
+use crate::api::json_body;
+use crate::auth::ApiStaff;
+use crate::error::AppError;
+use crate::state::AppState;
+use plinth_store::comparisons::ComparisonRow;
 
 /// Two model versions to compare.
 #[derive(Deserialize, ToSchema)]

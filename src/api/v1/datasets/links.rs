@@ -1,6 +1,15 @@
 //! A model version's lineage: the data set versions it was trained, validated or tested on.
 
-use super::*;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::super::ErrorBody;
+use crate::api::json_body;
+use crate::auth::ApiStaff;
+use crate::error::AppError;
+use crate::state::AppState;
+use plinth_store::datasets::LinkRow;
 
 /// A model version that used a data set version, or a data set a model version used.
 #[derive(Serialize, ToSchema)]

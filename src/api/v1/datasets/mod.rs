@@ -6,7 +6,6 @@ use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::models::model_or_404;
 use super::{rfc3339, ErrorBody};
 use crate::api::json_body;
 use crate::auth::ApiStaff;
@@ -14,14 +13,13 @@ use crate::batch::Format;
 use crate::datasets::{self, AddError, Adding, Location};
 use crate::error::AppError;
 use crate::state::AppState;
-use plinth_store::comparisons::ComparisonRow;
 use plinth_store::datasets::{DatasetVersionRow, LinkRow};
 
-mod comparisons;
-mod links;
+pub mod comparisons;
+pub mod links;
 
-pub use comparisons::*;
-pub use links::*;
+pub use comparisons::{compare_versions, get_comparison, CompareRequest, ComparisonOut};
+pub use links::{link_dataset, LinkOut, LinkRequest, LinksOut};
 
 /// A data set version.
 #[derive(Serialize, ToSchema)]

@@ -15,9 +15,9 @@ use crate::state::AppState;
 use crate::web::forms::read_form_spooled;
 use plinth_store::batch::{self as db, JobRow};
 
-mod results;
+pub mod results;
 
-pub use results::*;
+pub use results::{errors, results, results_response, JobError, ResultsQuery};
 
 /// A batch job as the API shows it.
 #[derive(Serialize, ToSchema)]

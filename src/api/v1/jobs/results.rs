@@ -1,6 +1,18 @@
 //! A job's results (CSV or Parquet, streamed) and its refused rows.
 
-use super::*;
+use actix_web::http::header;
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::visible_job;
+use crate::api::v1::ErrorBody;
+use crate::auth::ApiUser;
+use crate::batch::jobs;
+use crate::batch::Format;
+use crate::error::AppError;
+use crate::state::AppState;
+use plinth_store::batch::{self as db, JobRow};
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -1,7 +1,16 @@
 //! Both versions run over both versions' reference rows: agreement and confusion, or the
 //! distribution of b - a, and the rows where they disagree most.
 
-use super::*;
+use serde_json::Value;
+
+use super::super::dataset_views::{histogram_bars, pct, short, Bar};
+use super::super::datasets::PairQuery;
+use crate::error::AppError;
+use crate::registry::PRODUCTION;
+use crate::state::AppState;
+use plinth_store as db;
+use plinth_store::comparisons::ComparisonRow;
+use plinth_store::models::{ModelRow, VersionRow};
 
 /// A row the versions answered differently.
 pub struct DisagreementView {

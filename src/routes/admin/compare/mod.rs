@@ -3,7 +3,6 @@
 //! rows, with the rows where they disagree most.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -11,27 +10,25 @@ use askama::Template;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::dataset_views::{histogram_bars, pct, short, Bar, ShiftView};
+use super::dataset_views::{short, ShiftView};
 use super::datasets::PairQuery;
-use super::drift::{bins, num, threshold_text};
 use super::models::find_model;
 use crate::auth::context::flash;
 use crate::auth::{CsrfForm, PageCtx, StaffOnly};
 use crate::error::AppError;
-use crate::monitoring::drift::{self, FeatureDrift};
-use crate::registry::card::{Card, FeatureKind};
-use crate::registry::{card_of, reference, PRODUCTION};
+use crate::registry::card::Card;
+use crate::registry::card_of;
 use crate::state::AppState;
 use crate::web::{render, see_other};
 use plinth_store as db;
-use plinth_store::comparisons::ComparisonRow;
-use plinth_store::models::{ModelRow, VersionRow};
+use plinth_store::models::VersionRow;
 
 mod answers;
 mod training;
 
-pub use answers::*;
-use training::*;
+use answers::{answers, pair};
+pub use answers::{AnswersView, DisagreementView};
+use training::training;
 
 /// One line of the side-by-side cards.
 pub struct CardRow {

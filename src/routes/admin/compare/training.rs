@@ -1,7 +1,18 @@
 //! The two versions' training data compared feature by feature, cached per pair of data set
 //! versions.
 
-use super::*;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::super::dataset_views::ShiftView;
+use super::super::drift::{bins, num, threshold_text};
+use crate::error::AppError;
+use crate::monitoring::drift::{self, FeatureDrift};
+use crate::registry::card::{Card, FeatureKind};
+use crate::registry::reference;
+use crate::state::AppState;
+use plinth_store::models::VersionRow;
 
 /// A feature's training distributions in a and b, named by choice for categories.
 pub(super) fn training_view(card: &Card, d: &FeatureDrift) -> ShiftView {

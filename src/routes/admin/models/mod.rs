@@ -8,7 +8,7 @@ use crate::auth::context::flash;
 use crate::auth::{PageCtx, StaffOnly};
 use crate::error::AppError;
 use crate::registry::card::Card;
-use crate::registry::{ImportError, Imported, Upload, PRODUCTION};
+use crate::registry::{ImportError, PRODUCTION};
 use crate::state::AppState;
 use crate::web::forms::{read_form, Submitted};
 use crate::web::{render, see_other};
@@ -19,9 +19,9 @@ mod releases;
 mod streams;
 mod uploads;
 
-pub use releases::*;
-pub use streams::*;
-pub use uploads::*;
+pub use releases::{end_canary, rollback, set_alias, set_canary, start_shadow, stop_shadow};
+pub use streams::{create_stream, set_stream_state, StreamView};
+pub use uploads::{create_model, link_dataset, upload_version};
 
 async fn audit(
     state: &AppState,
@@ -185,6 +185,23 @@ pub(super) async fn find_model(state: &AppState, name: &str) -> Result<ModelRow,
     db::models::find_model(&state.pool, name)
         .await?
         .ok_or_else(|| AppError::NotFound(format!("There is no model called {name}.")))
+}
+
+/// A model admin form's start: the posted form (its CSRF token checked first), then the model the
+/// URL names.
+pub(super) async fn posted(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    name: &str,
+) -> Result<(Submitted, ModelRow), AppError> {
+    let form = read_form(req, payload, state.settings.max_body_bytes).await?;
+    Ok((form, find_model(state, name).await?))
+}
+
+/// A version number from a form field, `None` when it is not one.
+pub(super) fn number(form: &Submitted, field: &str) -> Option<i32> {
+    form.field(field).trim().parse().ok()
 }
 
 pub(super) async fn model_admin_page(

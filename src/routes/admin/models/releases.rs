@@ -1,6 +1,16 @@
 //! Releasing versions from a model's admin page: aliases, rollback, canaries and shadows, each recorded in the audit log.
 
-use super::*;
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::{form_done, model_admin_page, number, posted};
+use crate::auth::context::flash;
+use crate::auth::StaffOnly;
+use crate::error::AppError;
+use crate::registry::{ImportError, PRODUCTION};
+use crate::state::AppState;
+use crate::web::see_other;
+use plinth_store as db;
+use plinth_store::models::ModelRow;
 
 pub async fn set_alias(
     req: HttpRequest,
@@ -9,23 +19,14 @@ pub async fn set_alias(
     state: web::Data<AppState>,
     name: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let form = read_form(&req, payload, state.settings.max_body_bytes).await?;
-    let model = find_model(&state, &name).await?;
+    let (form, model) = posted(&req, payload, &state, &name).await?;
     let alias = form.field("alias").trim().to_lowercase();
-    let Ok(version) = form.field("version").trim().parse::<i32>() else {
+    let Some(version) = number(&form, "version") else {
         return model_admin_page(ctx, &state, &model, Some("Choose a version number.".into()))
             .await;
     };
-    let outcome = state
-        .registry
-        .move_alias(&model, &alias, version, Some(user.id))
-        .await;
-    if let Ok(previous) = &outcome {
-        let pool = &state.pool;
-        crate::audit::alias_moved(pool, &req, &user, &model.name, &alias, *previous, version)
-            .await?;
-    }
-    let outcome = outcome.map(|_| format!("{alias} now points at version {version}."));
+    let outcome = move_alias(&state, &req, &user, &model, &alias, version).await?;
+    let outcome = outcome.map(|()| format!("{alias} now points at version {version}."));
     form_done(ctx, &state, &model, outcome, "").await
 }
 
@@ -36,42 +37,52 @@ pub async fn rollback(
     state: web::Data<AppState>,
     name: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    read_form(&req, payload, state.settings.max_body_bytes).await?;
-    let model = find_model(&state, &name).await?;
+    let (_, model) = posted(&req, payload, &state, &name).await?;
     let target = db::models::previous_target(&state.pool, model.id, PRODUCTION).await?;
     let version = match target {
         Some(id) => db::models::version_by_id(&state.pool, id).await?,
         None => None,
     };
     let Some(version) = version else {
-        return model_admin_page(
-            ctx,
-            &state,
-            &model,
-            Some("There is no earlier production version to go back to.".into()),
-        )
-        .await;
+        let e = "There is no earlier production version to go back to.".to_string();
+        return model_admin_page(ctx, &state, &model, Some(e)).await;
     };
     let number = version.version;
-    let outcome = state
-        .registry
-        .move_alias(&model, PRODUCTION, number, Some(user.id))
-        .await;
-    if let Ok(previous) = &outcome {
-        let pool = &state.pool;
-        crate::audit::alias_moved(
-            pool,
-            &req,
-            &user,
-            &model.name,
-            PRODUCTION,
-            *previous,
-            number,
-        )
-        .await?;
-    }
-    let outcome = outcome.map(|_| format!("Rolled back: production is version {number} again."));
+    let outcome = move_alias(&state, &req, &user, &model, PRODUCTION, number).await?;
+    let outcome = outcome.map(|()| format!("Rolled back: production is version {number} again."));
     form_done(ctx, &state, &model, outcome, "").await
+}
+
+/// Points `alias` at `version`, recording the move (and where the alias pointed before) in the
+/// audit log; the inner error is the registry's refusal, for the page to show.
+async fn move_alias(
+    state: &AppState,
+    req: &HttpRequest,
+    user: &plinth_store::users::User,
+    model: &ModelRow,
+    alias: &str,
+    version: i32,
+) -> Result<Result<(), ImportError>, AppError> {
+    let moved = state
+        .registry
+        .move_alias(model, alias, version, Some(user.id))
+        .await;
+    Ok(match moved {
+        Ok(previous) => {
+            crate::audit::alias_moved(
+                &state.pool,
+                req,
+                user,
+                &model.name,
+                alias,
+                previous,
+                version,
+            )
+            .await?;
+            Ok(())
+        }
+        Err(e) => Err(e),
+    })
 }
 
 /// Starts or changes the canary: `candidate` answers `share` percent of production's callers.
@@ -82,9 +93,8 @@ pub async fn set_canary(
     state: web::Data<AppState>,
     name: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let form = read_form(&req, payload, state.settings.max_body_bytes).await?;
-    let model = find_model(&state, &name).await?;
-    let Ok(candidate) = form.field("candidate").trim().parse::<i32>() else {
+    let (form, model) = posted(&req, payload, &state, &name).await?;
+    let Some(candidate) = number(&form, "candidate") else {
         let e = "Choose the candidate version.".to_string();
         return model_admin_page(ctx, &state, &model, Some(e)).await;
     };
@@ -118,8 +128,7 @@ pub async fn end_canary(
     state: web::Data<AppState>,
     name: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    read_form(&req, payload, state.settings.max_body_bytes).await?;
-    let model = find_model(&state, &name).await?;
+    let (_, model) = posted(&req, payload, &state, &name).await?;
     if let Some(candidate) = state.registry.end_canary(&model).await? {
         crate::audit::canary_ended(&state.pool, &req, &user, &model.name, candidate).await?;
         if let Some(session) = ctx.session() {
@@ -141,9 +150,8 @@ pub async fn start_shadow(
     state: web::Data<AppState>,
     name: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let form = read_form(&req, payload, state.settings.max_body_bytes).await?;
-    let model = find_model(&state, &name).await?;
-    let Ok(version) = form.field("version").trim().parse::<i32>() else {
+    let (form, model) = posted(&req, payload, &state, &name).await?;
+    let Some(version) = number(&form, "version") else {
         let e = "Choose the version to shadow.".to_string();
         return model_admin_page(ctx, &state, &model, Some(e)).await;
     };
@@ -167,9 +175,8 @@ pub async fn stop_shadow(
     state: web::Data<AppState>,
     path: web::Path<(String, i32)>,
 ) -> Result<HttpResponse, AppError> {
-    read_form(&req, payload, state.settings.max_body_bytes).await?;
     let (name, version) = path.into_inner();
-    let model = find_model(&state, &name).await?;
+    let (_, model) = posted(&req, payload, &state, &name).await?;
     let outcome = state.registry.stop_shadow(&model, version).await;
     if let Ok(true) = outcome {
         crate::audit::shadow_changed(&state.pool, &req, &user, &model.name, version, false).await?;

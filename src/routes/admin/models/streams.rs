@@ -1,6 +1,16 @@
 //! A model's Kafka streams on its admin page: define one (its topics checked against the brokers), pause, resume or delete it.
 
-use super::*;
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::{model_admin_page, posted};
+use crate::auth::context::flash;
+use crate::auth::StaffOnly;
+use crate::error::AppError;
+use crate::registry::PRODUCTION;
+use crate::state::AppState;
+use crate::web::forms::read_form;
+use crate::web::see_other;
+use plinth_store as db;
 
 /// A Kafka stream as the model's admin page shows it.
 pub struct StreamView {
@@ -42,8 +52,7 @@ pub async fn create_stream(
     state: web::Data<AppState>,
     name: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let form = read_form(&req, payload, state.settings.max_body_bytes).await?;
-    let model = find_model(&state, &name).await?;
+    let (form, model) = posted(&req, payload, &state, &name).await?;
     let input = form.field("input_topic").trim().to_string();
     let output = form.field("output_topic").trim().to_string();
     let dead = match form.field("dead_letter_topic").trim() {

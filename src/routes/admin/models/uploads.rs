@@ -1,6 +1,16 @@
 //! New models and versions from the admin pages: the upload read, checked and imported, and a version linked to its data set.
 
-use super::*;
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::{audit, find_model, form_done, model_admin_page, models_index_page, number, posted};
+use crate::auth::context::flash;
+use crate::auth::StaffOnly;
+use crate::error::AppError;
+use crate::registry::{ImportError, Imported, Upload};
+use crate::state::AppState;
+use crate::web::forms::{read_form, Submitted};
+use crate::web::see_other;
+use plinth_store as db;
 
 pub(super) fn upload_from(form: &Submitted, model: String, actor: i64) -> Result<Upload, String> {
     let onnx = form
@@ -142,12 +152,11 @@ pub async fn link_dataset(
     state: web::Data<AppState>,
     name: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let form = read_form(&req, payload, state.settings.max_body_bytes).await?;
-    let model = find_model(&state, &name).await?;
+    let (form, model) = posted(&req, payload, &state, &name).await?;
     let role = form.field("role").trim().to_string();
     let spec = form.field("dataset").trim().to_string();
     let outcome = async {
-        let Ok(number) = form.field("version").trim().parse::<i32>() else {
+        let Some(number) = number(&form, "version") else {
             return Err(ImportError::Invalid("Choose a version number.".into()));
         };
         let Some((_, v)) = db::models::by_number(&state.pool, &model.name, number).await? else {

@@ -1,10 +1,11 @@
 //! `Scaler`, `Imputer` and `Binarizer`: numbers in, numbers out, column by column.
 
-use super::super::{built, named, Dims, Kernel, Output};
-use super::*;
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
+
+use super::super::{built, named, Dims, Kernel, Output};
+use super::{check_lengths, f64s, per_column, width_of};
 
 /// `Scaler`: `(x - offset) * scale`, as floats.
 #[derive(Debug)]

@@ -12,7 +12,7 @@ use super::{
 
 mod regressor;
 
-pub use regressor::*;
+pub use regressor::regressor;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum KernelFn {

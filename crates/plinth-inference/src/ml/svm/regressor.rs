@@ -1,6 +1,13 @@
 //! SVMRegressor: support vectors and coefficients, or a one-class SVM's score.
 
-use super::*;
+use tract_onnx::model::ParsingContext;
+use tract_onnx::pb::NodeProto;
+use tract_onnx::tract_hir::internal::*;
+
+use super::super::{
+    built, check_columns, f32_matrix, matrix_of, named, Dims, Kernel, Output, PostTransform,
+};
+use super::{floats, KernelFn};
 
 /// `SVMRegressor`.
 #[derive(Debug)]

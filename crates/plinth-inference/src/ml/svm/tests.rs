@@ -1,6 +1,7 @@
 //! The kernels and the coupling by their definitions, and small machines worked by hand from
 //! the ONNX-ML specification.
 
+use super::regressor::Regressor;
 use super::*;
 
 #[test]

@@ -13,9 +13,8 @@
 
 use std::collections::HashMap;
 
-use regex::Regex;
 use tract_onnx::model::ParsingContext;
-use tract_onnx::pb::{AttributeProto, ModelProto, NodeProto};
+use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 
 use super::{built, check_output, named, Dims, Kernel, Output};
@@ -23,8 +22,8 @@ use super::{built, check_output, named, Dims, Kernel, Output};
 mod normalizer;
 mod tokenizer;
 
-pub use normalizer::*;
-pub use tokenizer::*;
+pub use normalizer::{string_normalizer, StringNormalizer};
+pub use tokenizer::{fuse_tokenizers, Tokenizer};
 
 /// The longest n-gram, and the most tokens skipped between an n-gram's items.
 const MAX_GRAM_LENGTH: i64 = 64;

@@ -1,6 +1,10 @@
 //! StringNormalizer: case changed one character at a time, as onnxruntime does.
 
-use super::*;
+use tract_onnx::model::ParsingContext;
+use tract_onnx::pb::NodeProto;
+use tract_onnx::tract_hir::internal::*;
+
+use super::super::{built, named, Dims, Kernel, Output};
 
 // --- StringNormalizer -----------------------------------------------------------------------
 

@@ -1,3 +1,6 @@
+use tract_onnx::pb::{AttributeProto, ModelProto};
+
+use super::normalizer::{change_case, Case};
 use super::*;
 
 fn ints(name: &str, v: &[i64]) -> AttributeProto {

@@ -1,7 +1,12 @@
 //! The Tokenizer (com.microsoft): text split by separators or a token expression, fused into
 //! the TfIdfVectorizer that reads it.
 
-use super::*;
+use regex::Regex;
+use tract_onnx::pb::{AttributeProto, ModelProto, NodeProto};
+use tract_onnx::tract_hir::internal::*;
+
+use super::super::named;
+use super::{FUSED, MAX_REGEX_BYTES};
 
 // --- Tokenizer settings (carried by the vectorizer) ------------------------------------------
 

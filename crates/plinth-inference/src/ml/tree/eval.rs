@@ -1,6 +1,6 @@
 //! Evaluation: rows through trees in the order that suits the ensemble's layout.
 
-use super::*;
+use super::{Aggregate, Ensemble, Mode, Perfect, GROUP, MIXED, SHALLOW_DEPTH};
 
 impl Ensemble {
     pub fn n_trees(&self) -> usize {

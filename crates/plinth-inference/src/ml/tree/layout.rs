@@ -3,7 +3,10 @@
 
 use std::collections::HashMap;
 
-use super::*;
+use super::{
+    Aggregate, Attributes, Branch, Ensemble, Mode, Perfect, GROUP, LEAF_TAG, MAX_NODES,
+    PERFECT_BYTES, PERFECT_DEPTH, SHALLOW_DEPTH, SMALL_ENSEMBLE_BYTES,
+};
 
 impl Perfect {
     fn build(e: &Ensemble) -> Option<Perfect> {

@@ -11,7 +11,7 @@
 //! per row and target, `expected + Σ contributions = raw score` (the additivity check,
 //! [`Explanation::check_additivity`]).
 
-use super::*;
+use super::{Aggregate, Ensemble};
 
 /// Deepest tree explained: the walk recurses once per level, and its path buffer grows with the
 /// square of the depth.

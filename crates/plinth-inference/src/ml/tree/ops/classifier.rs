@@ -1,7 +1,15 @@
 //! TreeEnsembleClassifier: the trees' votes or scores per class, post-transformed, labels
 //! chosen.
 
-use super::*;
+use tract_onnx::model::ParsingContext;
+use tract_onnx::pb::NodeProto;
+use tract_onnx::tract_hir::internal::*;
+
+use super::super::{Aggregate, Attributes, Ensemble};
+use super::{attributes, base_values, check_fact};
+use crate::ml::{
+    built, f32_matrix, matrix_f32, named, Dims, Kernel, Labels, Output, PostTransform,
+};
 
 /// `TreeEnsembleClassifier`.
 #[derive(Debug)]

@@ -12,7 +12,8 @@ use crate::ml::{
 
 mod classifier;
 
-pub use classifier::*;
+use classifier::classifier_kernel;
+pub use classifier::{classifier, Classifier};
 
 /// Refuses a tensor attribute whose data lives in another file: a model file does not get to
 /// make Plinth read other files.
