@@ -115,6 +115,13 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
+        // The containers with their anonymous volumes (the images declare /data), then the
+        // rest: named volumes and the network.
+        let label = format!("label=com.docker.compose.project={PROJECT}");
+        let ids = podman(&["ps", "--all", "--quiet", "--filter", &label]);
+        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+            podman(&["rm", "--force", "--volumes", "--time", "0", id]);
+        }
         let _ = std::process::Command::new(compose_binary())
             .args([
                 "--in-pod",
@@ -247,11 +254,9 @@ async fn the_compose_stack_serves_through_nginx_and_keeps_answering_with_an_inst
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        res.status().as_u16(),
-        303,
-        "the admin signs in through nginx"
-    );
+    let status = res.status().as_u16();
+    let page = res.text().await.unwrap_or_default();
+    assert_eq!(status, 303, "signing in through nginx: {page}");
     let seen: Option<String> = sqlx::query_scalar(
         "select client_ip from audit_event where action = 'login.succeeded' order by id desc",
     )

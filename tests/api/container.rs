@@ -43,6 +43,11 @@ pub fn image() -> &'static str {
             .status()
             .expect("cargo runs");
         assert!(built.success(), "the release build failed");
+        // The build stage's stand-in: a directory holding only the binary (target/release
+        // holds gigabytes the build does not need).
+        let stage = tempfile::tempdir().unwrap();
+        std::fs::copy("target/release/plinth", stage.path().join("plinth")).unwrap();
+        let context = format!("build={}", stage.path().display());
         podman_ok(&[
             "build",
             "--format",
@@ -54,13 +59,16 @@ pub fn image() -> &'static str {
             "--ignorefile",
             "deploy/Dockerfile.dockerignore",
             "--build-context",
-            "build=target/release",
+            &context,
             "--target",
             "runtime",
             "--tag",
             IMAGE,
             ".",
         ]);
+        // Each build leaves the runtime-files stage behind (the binary is new each time): the
+        // images no tag names are dropped, so repeated runs do not fill the disk.
+        podman_ok(&["image", "prune", "--force"]);
     });
     IMAGE
 }
@@ -94,7 +102,7 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
-        podman(&["rm", "--force", "--time", "0", &self.name]);
+        podman(&["rm", "--force", "--volumes", "--time", "0", &self.name]);
         if let Some(volume) = &self.volume {
             podman(&["volume", "rm", "--force", volume]);
         }

@@ -220,7 +220,10 @@ async fn plinth_connects_over_tls_with_verify_full_and_says_why_it_refuses() {
     // verify-ca: with sqlx's rustls the name is checked too (see the deploying guide); the
     // message names the mode that was asked for.
     let (ok, said) = migrate(&url("127.0.0.1", "verify-ca", &ca_file));
-    assert!(!ok && said.contains("(sslmode=verify-ca checks it)"), "{said}");
+    assert!(
+        !ok && said.contains("(sslmode=verify-ca checks it)"),
+        "{said}"
+    );
 
     drop(admin);
     drop(tls);
