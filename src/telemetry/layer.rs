@@ -270,7 +270,7 @@ where
             start_time_unix_nano: recording.start,
             end_time_unix_nano: now_nanos(),
             attributes: recording.attributes,
-            status: recording.error.then(|| Status {
+            status: recording.error.then_some(Status {
                 message: recording.status_message,
                 code: 2,
             }),

@@ -14,6 +14,19 @@ use crate::helpers::{csrf_in, prediction_id, test_app_at};
 
 const PROJECT: &str = "plinth-compose-test";
 
+/// podman-compose's arguments before its command: no pod (each service keeps its own network
+/// namespace, as under Docker), the project, the compose file and the local images.
+const COMPOSE_FILES: [&str; 8] = [
+    "--in-pod",
+    "false",
+    "-p",
+    PROJECT,
+    "-f",
+    "deploy/compose.yaml",
+    "-f",
+    "tests/compose/local.yaml",
+];
+
 /// podman-compose: `PLINTH_PODMAN_COMPOSE`, else beside the deployment tools' Python
 /// (scripts/test installs it there), else on the PATH.
 fn compose_binary() -> PathBuf {
@@ -28,16 +41,7 @@ struct Stack;
 
 impl Stack {
     fn compose(&self, args: &[&str]) -> String {
-        let mut all = vec![
-            "--in-pod",
-            "false",
-            "-p",
-            PROJECT,
-            "-f",
-            "deploy/compose.yaml",
-            "-f",
-            "tests/compose/local.yaml",
-        ];
+        let mut all = COMPOSE_FILES.to_vec();
         all.extend_from_slice(args);
         let out = std::process::Command::new(compose_binary())
             .args(&all)
@@ -123,20 +127,8 @@ impl Drop for Stack {
             podman(&["rm", "--force", "--volumes", "--time", "0", id]);
         }
         let _ = std::process::Command::new(compose_binary())
-            .args([
-                "--in-pod",
-                "false",
-                "-p",
-                PROJECT,
-                "-f",
-                "deploy/compose.yaml",
-                "-f",
-                "tests/compose/local.yaml",
-                "down",
-                "-v",
-                "-t",
-                "0",
-            ])
+            .args(COMPOSE_FILES)
+            .args(["down", "-v", "-t", "0"])
             .output();
     }
 }
@@ -292,18 +284,14 @@ async fn the_compose_stack_serves_through_nginx_and_keeps_answering_with_an_inst
     stack.compose(&["stop", "-t", "10", "plinth-a"]);
     assert_eq!(stack.inspect("plinth-a", "{{.State.Running}}"), "false");
     for _ in 0..4 {
-        let res = client
-            .post("http://127.0.0.1:8000/api/v1/models/iris/predict?version=2")
-            .bearer_auth(&token)
-            .json(
-                &serde_json::json!({"inputs": {"sepal_length": 5.1, "sepal_width": 3.5,
-                                                 "petal_length": 1.4, "petal_width": 0.2}}),
+        let (status, body) = nginx
+            .post_json(
+                "/api/v1/models/iris/predict?version=2",
+                &token,
+                serde_json::json!({"inputs": {"sepal_length": 5.1, "sepal_width": 3.5,
+                                              "petal_length": 1.4, "petal_width": 0.2}}),
             )
-            .send()
-            .await
-            .unwrap();
-        let status = res.status().as_u16();
-        let body: serde_json::Value = res.json().await.unwrap_or_default();
+            .await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["version"], 2, "{body}");
     }

@@ -218,18 +218,15 @@ async fn the_image_is_small_runs_read_only_as_its_user_and_drains_on_sigterm(poo
     let page = app.get_html(&format!("/predictions/{id}")).await;
     assert!(page.contains("setosa"), "{page}");
     let token = app.token_for("grace", false).await;
-    let res = reqwest::Client::new()
-        .post(format!("{base}/api/v1/models/iris/predict"))
-        .bearer_auth(&token)
-        .json(
-            &serde_json::json!({"inputs": {"sepal_length": 6.3, "sepal_width": 3.3,
-                                             "petal_length": 6.0, "petal_width": 2.5}}),
+    let (status, answer) = app
+        .post_json(
+            "/api/v1/models/iris/predict",
+            &token,
+            serde_json::json!({"inputs": {"sepal_length": 6.3, "sepal_width": 3.3,
+                                          "petal_length": 6.0, "petal_width": 2.5}}),
         )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 200);
-    let answer: serde_json::Value = res.json().await.unwrap();
+        .await;
+    assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["predictions"][0]["label"], "virginica", "{answer}");
     assert_eq!(app.predictions().await, 2);
 

@@ -125,7 +125,7 @@ pub fn refused(url: &str, e: sqlx::Error) -> anyhow::Error {
                 .unwrap_or("")
                 .split('&')
                 .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
-                .map(|v| percent_decoded(v))
+                .map(percent_decoded)
         };
         let ca = query("sslrootcert").map_or_else(
             || "the system's roots".to_string(),
