@@ -1,7 +1,6 @@
 //! Importing: uploads and the model repository validated and stored as versions, and aliases
 //! moved.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -227,28 +226,6 @@ impl Registry {
         tracing::info!(model = %model.name, alias, version = number, "alias moved");
         Ok(previous)
     }
-}
-
-/// Every `model.onnx` and `reference.csv` under `dir/<name>/<version>/`, by SHA-256.
-pub(super) fn index_repository(dir: &Path) -> HashMap<String, PathBuf> {
-    let mut index = HashMap::new();
-    let Ok(models) = std::fs::read_dir(dir) else {
-        return index;
-    };
-    for model in models.filter_map(Result::ok) {
-        let Ok(versions) = std::fs::read_dir(model.path()) else {
-            continue;
-        };
-        for version in versions.filter_map(Result::ok) {
-            for file in ["model.onnx", "reference.csv"] {
-                let path = version.path().join(file);
-                if let Ok(bytes) = std::fs::read(&path) {
-                    index.insert(sha256_hex(&bytes), path);
-                }
-            }
-        }
-    }
-    index
 }
 
 /// A version directory's files as an upload from the repository: `onnx` (read by the caller,

@@ -116,7 +116,7 @@ impl Registry {
         let index = self
             .repository_index
             .get_or_init(|| async move {
-                tokio::task::spawn_blocking(move || super::import::index_repository(&dir))
+                tokio::task::spawn_blocking(move || super::artifacts::index_repository(&dir))
                     .await
                     .unwrap_or_default()
             })

@@ -265,5 +265,27 @@ async fn write_file(root: &Path, sha: &str, bytes: &[u8]) -> std::io::Result<()>
     tokio::fs::rename(&tmp, &path).await
 }
 
+/// Every `model.onnx` and `reference.csv` under `dir/<name>/<version>/`, by SHA-256.
+pub fn index_repository(dir: &Path) -> std::collections::HashMap<String, PathBuf> {
+    let mut index = std::collections::HashMap::new();
+    let Ok(models) = std::fs::read_dir(dir) else {
+        return index;
+    };
+    for model in models.filter_map(Result::ok) {
+        let Ok(versions) = std::fs::read_dir(model.path()) else {
+            continue;
+        };
+        for version in versions.filter_map(Result::ok) {
+            for file in ["model.onnx", "reference.csv"] {
+                let path = version.path().join(file);
+                if let Ok(bytes) = std::fs::read(&path) {
+                    index.insert(sha256_hex(&bytes), path);
+                }
+            }
+        }
+    }
+    index
+}
+
 #[cfg(test)]
 mod tests;
