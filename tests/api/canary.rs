@@ -1,16 +1,13 @@
 //! Canary traffic: a candidate version answers a share of the callers of `production`, the
 //! same callers each time, and its arms' figures are SQL over what was stored.
 
+use crate::helpers::setosa;
 use futures_util::{stream, StreamExt};
 use reqwest::Method;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
 use crate::helpers::spawn_app_with;
-
-fn setosa() -> Value {
-    json!({"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2})
-}
 
 async fn audit_actions(pool: &PgPool, action: &str) -> Vec<Value> {
     sqlx::query_scalar("select detail from audit_event where action = $1 order by id")

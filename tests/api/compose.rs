@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use sqlx::PgPool;
 
 use crate::container::{image, podman, podman_ok};
-use crate::helpers::{csrf_in, prediction_id, test_app_at};
+use crate::helpers::{csrf_in, prediction_id, setosa, test_app_at};
 
 const PROJECT: &str = "plinth-compose-test";
 
@@ -288,8 +288,7 @@ async fn the_compose_stack_serves_through_nginx_and_keeps_answering_with_an_inst
             .post_json(
                 "/api/v1/models/iris/predict?version=2",
                 &token,
-                serde_json::json!({"inputs": {"sepal_length": 5.1, "sepal_width": 3.5,
-                                              "petal_length": 1.4, "petal_width": 0.2}}),
+                serde_json::json!({ "inputs": setosa() }),
             )
             .await;
         assert_eq!(status, 200, "{body}");

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sqlx::PgPool;
 
+use crate::helpers::setosa;
 use crate::instances::Instance;
 
 /// The receiver, stopped with the test.
@@ -106,10 +107,7 @@ async fn a_requests_spans_reach_an_otlp_receiver_as_one_tree_in_the_callers_trac
             .client
             .post(instance.app.url("/api/v1/models/iris/predict"))
             .bearer_auth(&token)
-            .json(
-                &serde_json::json!({"inputs": {"sepal_length": 5.1, "sepal_width": 3.5,
-                                                 "petal_length": 1.4, "petal_width": 0.2}}),
-            );
+            .json(&serde_json::json!({ "inputs": setosa() }));
         if let Some(tp) = traceparent {
             request = request.header("traceparent", tp);
         }

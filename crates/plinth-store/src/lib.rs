@@ -81,6 +81,7 @@ pub async fn ensure_database(url: &str) -> sqlx::Result<()> {
 /// default, and encrypting the prediction log's traffic over loopback cut Plinth's 1-row
 /// throughput by about a tenth (measured, README "Performance").
 pub fn connect_options(url: &str) -> sqlx::Result<PgConnectOptions> {
+    name_tls_provider();
     let options: PgConnectOptions = url.parse()?;
     let host = options.get_host();
     let local = host.starts_with('/')
@@ -97,8 +98,16 @@ pub fn connect_options(url: &str) -> sqlx::Result<PgConnectOptions> {
     })
 }
 
+/// Names ring as the process's rustls provider: sqlx's verify-ca path asks rustls for one, and
+/// with both of rustls's back ends linked (ring from sqlx, aws-lc-rs from the server's HTTP
+/// client) there is none unless it is named. A second call is a no-op.
+fn name_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Connects, creating the database first when needed; a refusal says what it means.
 pub async fn connect(url: &str) -> anyhow::Result<PgPool> {
+    name_tls_provider();
     let connected = async {
         ensure_database(url).await?;
         pool_options().connect_with(connect_options(url)?).await
@@ -115,9 +124,7 @@ pub fn refused(url: &str, e: sqlx::Error) -> anyhow::Error {
     let server = format!("{}:{}", options.get_host(), options.get_port());
     let text = e.to_string();
     // rustls's refusals come back as TLS errors or, mid-handshake, as I/O errors naming them.
-    let tls = matches!(e, sqlx::Error::Tls(_))
-        || text.contains("invalid peer certificate")
-        || text.contains("certificate");
+    let tls = matches!(e, sqlx::Error::Tls(_)) || text.contains("certificate");
     let why = if tls {
         let query = |key: &str| {
             url.split_once('?')
@@ -125,7 +132,11 @@ pub fn refused(url: &str, e: sqlx::Error) -> anyhow::Error {
                 .unwrap_or("")
                 .split('&')
                 .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
-                .map(percent_decoded)
+                .map(|v| {
+                    percent_encoding::percent_decode_str(v)
+                        .decode_utf8_lossy()
+                        .into_owned()
+                })
         };
         let ca = query("sslrootcert").map_or_else(
             || "the system's roots".to_string(),
@@ -155,29 +166,6 @@ pub fn refused(url: &str, e: sqlx::Error) -> anyhow::Error {
         return anyhow::anyhow!("cannot connect to Postgres at {server}: {text}");
     };
     anyhow::anyhow!("cannot connect to Postgres at {server}: {why} ({text})")
-}
-
-/// `%2F` and the like in a URL's query value, decoded.
-fn percent_decoded(v: &str) -> String {
-    let bytes = v.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok());
-        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Migrations that were edited after they landed, by version: the SHA-384 of the edited file.

@@ -1,3 +1,4 @@
+use crate::helpers::setosa;
 use reqwest::Method;
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -5,10 +6,6 @@ use sqlx::PgPool;
 use crate::helpers::{file_part, spawn_app, spawn_app_with};
 
 mod publishing;
-
-fn setosa() -> Value {
-    json!({"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2})
-}
 
 #[sqlx::test]
 async fn models_are_listed_and_described(pool: PgPool) {

@@ -389,6 +389,11 @@ impl TestApp {
     }
 }
 
+/// Iris's card example (a setosa), as JSON v1 takes a row.
+pub fn setosa() -> serde_json::Value {
+    serde_json::json!({"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2})
+}
+
 /// A file part for multipart uploads.
 pub fn file_part(bytes: Vec<u8>, name: &str) -> reqwest::multipart::Part {
     reqwest::multipart::Part::bytes(bytes).file_name(name.to_string())

