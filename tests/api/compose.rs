@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 
-use crate::container::{image, podman, podman_ok};
+use crate::container::{build, image, podman, podman_ok};
 use crate::helpers::{csrf_in, prediction_id, setosa, test_app_at};
 
 const PROJECT: &str = "plinth-compose-test";
@@ -150,22 +150,11 @@ fn local_images() {
     ] {
         let file = format!("tests/compose/{name}.Dockerfile");
         let tag = format!("localhost/plinth-{name}:test");
-        let mut args = vec![
-            "build",
-            "--format",
-            "docker",
-            "--network",
-            "host",
-            "--file",
-            &file,
-            "--tag",
-            &tag,
-        ];
-        if let Some(extra) = &extra {
-            args.extend(["--build-context", extra.as_str()]);
-        }
-        args.push("tests/compose");
-        podman_ok(&args);
+        let extra: Vec<&str> = match &extra {
+            Some(context) => vec!["--build-context", context.as_str()],
+            None => Vec::new(),
+        };
+        build(&file, &tag, &extra, "tests/compose");
     }
 }
 

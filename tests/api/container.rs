@@ -33,6 +33,25 @@ pub fn podman_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// `podman build` as the tests build every image: Docker's format (the OCI one drops
+/// `HEALTHCHECK`), the host's network for the package installs.
+pub fn build(file: &str, tag: &str, extra: &[&str], context: &str) {
+    let mut args = vec![
+        "build",
+        "--format",
+        "docker",
+        "--network",
+        "host",
+        "--file",
+        file,
+        "--tag",
+        tag,
+    ];
+    args.extend_from_slice(extra);
+    args.push(context);
+    podman_ok(&args);
+}
+
 /// Builds the release binary and, from it, the image (once per test run).
 pub fn image() -> &'static str {
     static BUILT: OnceLock<()> = OnceLock::new();
@@ -48,24 +67,19 @@ pub fn image() -> &'static str {
         let stage = tempfile::tempdir().unwrap();
         std::fs::copy("target/release/plinth", stage.path().join("plinth")).unwrap();
         let context = format!("build={}", stage.path().display());
-        podman_ok(&[
-            "build",
-            "--format",
-            "docker",
-            "--network",
-            "host",
-            "--file",
+        build(
             "deploy/Dockerfile",
-            "--ignorefile",
-            "deploy/Dockerfile.dockerignore",
-            "--build-context",
-            &context,
-            "--target",
-            "runtime",
-            "--tag",
             IMAGE,
+            &[
+                "--ignorefile",
+                "deploy/Dockerfile.dockerignore",
+                "--build-context",
+                &context,
+                "--target",
+                "runtime",
+            ],
             ".",
-        ]);
+        );
         // Each build leaves the runtime-files stage behind (the binary is new each time): the
         // images no tag names are dropped, so repeated runs do not fill the disk.
         podman_ok(&["image", "prune", "--force"]);
