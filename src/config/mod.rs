@@ -3,8 +3,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+mod kafka;
 mod values;
 
+pub use kafka::redacted as redacted_kafka_config;
 use values::{parse_bool, parse_or, positive};
 pub use values::{with_files, Platform, SignupPolicy, FILE_VARIABLES};
 
@@ -128,8 +130,10 @@ pub struct Settings {
     /// `PLINTH_KAFKA_BROKERS`: the Kafka bootstrap servers (`host:9092,host2:9092`). When set,
     /// this instance runs the streams defined on the models' admin pages.
     pub kafka_brokers: Option<String>,
-    /// `PLINTH_KAFKA_CONFIG`: more librdkafka properties for the streams' clients,
-    /// comma-separated `key=value` (`security.protocol=SASL_SSL,sasl.mechanism=PLAIN,…`).
+    /// The streams' librdkafka properties: TLS and SASL from `PLINTH_KAFKA_SECURITY_PROTOCOL`,
+    /// `_SASL_MECHANISM`, `_SASL_USERNAME`, `_SASL_PASSWORD` (or `_FILE`), `_CA_FILE`,
+    /// `_CERT_FILE` and `_KEY_FILE`, then `PLINTH_KAFKA_CONFIG`'s comma-separated `key=value`
+    /// (which win). Log them with [`redacted_kafka_config`].
     pub kafka_config: Vec<(String, String)>,
 }
 
@@ -406,18 +410,7 @@ impl Settings {
         })?;
         Ok(Settings {
             kafka_brokers: get("PLINTH_KAFKA_BROKERS").map(|v| v.trim().to_string()),
-            kafka_config: parse_or(&get, "PLINTH_KAFKA_CONFIG", Some(Vec::new()), |v| {
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|p| !p.is_empty())
-                    .map(|p| {
-                        p.split_once('=')
-                            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                            .filter(|(k, _)| !k.is_empty())
-                            .ok_or_else(|| format!("{p:?} is not key=value"))
-                    })
-                    .collect()
-            })?,
+            kafka_config: kafka::properties(&get)?,
             job_workers,
             job_chunk_rows,
             job_lease: Duration::from_secs(job_lease),

@@ -139,3 +139,73 @@ fn signup_can_be_closed_and_cookies_made_insecure() {
     assert_eq!(s.signup, SignupPolicy::Closed);
     assert!(s.insecure_cookies);
 }
+
+#[test]
+fn kafka_sasl_over_tls_becomes_librdkafka_properties_with_the_password_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, secret) = (dir.path().join("ca.pem"), dir.path().join("password"));
+    std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
+    std::fs::write(&secret, "s3cret-from-a-file\n").unwrap();
+    let s = settings(&[
+        ("PLINTH_KAFKA_SASL_MECHANISM", "scram-sha-512"),
+        ("PLINTH_KAFKA_SASL_USERNAME", "plinth"),
+        ("PLINTH_KAFKA_SASL_PASSWORD_FILE", secret.to_str().unwrap()),
+        ("PLINTH_KAFKA_CA_FILE", ca.to_str().unwrap()),
+        ("PLINTH_KAFKA_CONFIG", "client.id=plinth-a"),
+    ])
+    .expect("valid");
+    let get = |k: &str| {
+        s.kafka_config
+            .iter()
+            .rev()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(get("security.protocol"), Some("sasl_ssl"));
+    assert_eq!(get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+    assert_eq!(get("sasl.password"), Some("s3cret-from-a-file"));
+    assert_eq!(get("ssl.ca.location"), ca.to_str());
+    assert_eq!(get("ssl.endpoint.identification.algorithm"), Some("https"));
+    assert_eq!(get("client.id"), Some("plinth-a"));
+    let logged = redacted_kafka_config(&s.kafka_config).join(",");
+    assert!(logged.contains("sasl.password=***"), "{logged}");
+    assert!(!logged.contains("s3cret"), "{logged}");
+    // TLS alone: the system's trust store unless a CA is named.
+    let s = settings(&[("PLINTH_KAFKA_SECURITY_PROTOCOL", "ssl")]).expect("valid");
+    assert!(s
+        .kafka_config
+        .contains(&("ssl.ca.location".into(), "probe".into())));
+}
+
+#[test]
+fn kafka_security_settings_that_cannot_work_name_their_variable() {
+    let refused = |vars: &[(&str, &str)]| settings(vars).unwrap_err();
+    let e = refused(&[("PLINTH_KAFKA_SASL_MECHANISM", "GSSAPI")]);
+    assert_eq!(e.name, "PLINTH_KAFKA_SASL_MECHANISM");
+    assert!(e.message.contains("SCRAM-SHA-256"), "{}", e.message);
+    let e = refused(&[("PLINTH_KAFKA_SASL_MECHANISM", "OAUTHBEARER")]);
+    assert!(e.message.contains("libcurl"), "{}", e.message);
+    let e = refused(&[("PLINTH_KAFKA_SASL_MECHANISM", "PLAIN")]);
+    assert_eq!(e.name, "PLINTH_KAFKA_SASL_USERNAME");
+    let e = refused(&[
+        ("PLINTH_KAFKA_SASL_MECHANISM", "PLAIN"),
+        ("PLINTH_KAFKA_SASL_USERNAME", "$ConnectionString"),
+    ]);
+    assert_eq!(e.name, "PLINTH_KAFKA_SASL_PASSWORD");
+    let e = refused(&[("PLINTH_KAFKA_SASL_PASSWORD_FILE", "/no/such/file")]);
+    assert_eq!(e.name, "PLINTH_KAFKA_SASL_PASSWORD_FILE");
+    let e = refused(&[("PLINTH_KAFKA_CA_FILE", "/no/such/ca.pem")]);
+    assert_eq!(e.name, "PLINTH_KAFKA_CA_FILE");
+    assert!(e.message.contains("/no/such/ca.pem"), "{}", e.message);
+    let e = refused(&[("PLINTH_KAFKA_SECURITY_PROTOCOL", "tls")]);
+    assert_eq!(e.name, "PLINTH_KAFKA_SECURITY_PROTOCOL");
+    let e = refused(&[
+        ("PLINTH_KAFKA_SECURITY_PROTOCOL", "plaintext"),
+        ("PLINTH_KAFKA_SASL_MECHANISM", "PLAIN"),
+        ("PLINTH_KAFKA_SASL_USERNAME", "u"),
+        ("PLINTH_KAFKA_SASL_PASSWORD", "p"),
+    ]);
+    assert!(e.message.contains("does not use SASL"), "{}", e.message);
+    let e = refused(&[("PLINTH_KAFKA_CONFIG", "security.protocol")]);
+    assert_eq!(e.name, "PLINTH_KAFKA_CONFIG");
+}

@@ -37,10 +37,14 @@ impl Platform {
 
 /// Variables that may be given instead as the path of a file holding the value, in
 /// `NAME_FILE` (secrets mounted as files by Docker, Kubernetes and the clouds' services).
-pub const FILE_VARIABLES: [(&str, &str); 3] = [
+pub const FILE_VARIABLES: [(&str, &str); 4] = [
     ("PLINTH_ADMIN_PASSWORD", "PLINTH_ADMIN_PASSWORD_FILE"),
     ("PLINTH_SECRET_KEY", "PLINTH_SECRET_KEY_FILE"),
     ("PLINTH_DATABASE_URL", "PLINTH_DATABASE_URL_FILE"),
+    (
+        "PLINTH_KAFKA_SASL_PASSWORD",
+        "PLINTH_KAFKA_SASL_PASSWORD_FILE",
+    ),
 ];
 
 /// `lookup`, with each of [`FILE_VARIABLES`] read from its `_FILE` when it is itself unset (the

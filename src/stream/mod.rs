@@ -18,6 +18,7 @@ use actix_web::web::Data;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaRespErr;
@@ -31,9 +32,11 @@ use plinth_store::streams::{self as db, StreamRow};
 
 mod positions;
 mod process;
+mod trouble;
 
 use positions::{check_stuck, Positions};
 use process::process;
+use trouble::{ProducerTrouble, Trouble};
 
 /// Most records scored together.
 const MAX_BATCH: usize = 2000;
@@ -95,6 +98,9 @@ pub async fn supervise(state: Data<AppState>) {
                             Ok(()) => tracing::info!(topic = %name, "stream stopped"),
                             Err(e) => {
                                 tracing::warn!(topic = %name, error = %e, "stream failed; it restarts shortly");
+                                if let Err(e) = db::set_error(&state.pool, id, Some(&e)).await {
+                                    tracing::warn!(error = %e, "could not record a stream's error");
+                                }
                                 if first_failure {
                                     crate::automation::webhooks::alert(
                                         &state.pool,
@@ -133,9 +139,14 @@ type Stored = Arc<Mutex<HashMap<i32, i64>>>;
 struct StreamContext {
     topic: String,
     stored: Stored,
+    trouble: Trouble,
 }
 
-impl ClientContext for StreamContext {}
+impl ClientContext for StreamContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.trouble.note(&error, reason);
+    }
+}
 
 impl ConsumerContext for StreamContext {
     fn rebalance(
@@ -168,6 +179,7 @@ impl ConsumerContext for StreamContext {
 }
 
 type Reader = StreamConsumer<StreamContext>;
+type Writer = FutureProducer<ProducerTrouble>;
 
 /// The clients of one stream.
 fn clients(
@@ -175,7 +187,8 @@ fn clients(
     extra: &[(String, String)],
     stream: &StreamRow,
     stored: Stored,
-) -> Result<(Reader, FutureProducer), String> {
+    trouble: &Trouble,
+) -> Result<(Reader, Writer), String> {
     let base = || {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", brokers);
@@ -194,15 +207,16 @@ fn clients(
         .create_with_context(StreamContext {
             topic: stream.input_topic.clone(),
             stored,
+            trouble: trouble.clone(),
         })
         .map_err(|e| format!("the Kafka consumer could not be created: {e}"))?;
     consumer
         .subscribe(&[&stream.input_topic])
         .map_err(|e| format!("could not subscribe to {}: {e}", stream.input_topic))?;
-    let producer: FutureProducer = base()
+    let producer: Writer = base()
         .set("linger.ms", "5")
         .set("message.timeout.ms", "30000")
-        .create()
+        .create_with_context(ProducerTrouble(trouble.clone()))
         .map_err(|e| format!("the Kafka producer could not be created: {e}"))?;
     Ok((consumer, producer))
 }
@@ -218,23 +232,37 @@ async fn run(
             .await
             .map_err(|e| e.to_string())?,
     ));
+    let trouble = Trouble::default();
     let (consumer, producer) = clients(
         brokers,
         &state.settings.kafka_config,
         &stream,
         stored.clone(),
+        &trouble,
     )?;
     let consumer = Arc::new(consumer);
-    tracing::info!(topic = %stream.input_topic, model = %stream.model, config = ?state.settings.kafka_config, "stream started");
+    let config = crate::config::redacted_kafka_config(&state.settings.kafka_config).join(",");
+    tracing::info!(topic = %stream.input_topic, model = %stream.model, %config, "stream started");
     let mut last_lag = Instant::now();
+    // Whether the stream's row shows an error this loop has not seen cleared.
+    let mut showing = stream.last_error.is_some();
     let mut positions = Positions::default();
     // Since when this consumer has held no partition, and the stream's stored offsets then.
     let mut idle: Option<(Instant, i64)> = None;
     loop {
         let first = tokio::select! {
             _ = stop.changed() => return Ok(()),
-            m = consumer.recv() => m.map_err(|e| format!("reading {}: {e}", stream.input_topic))?.detach(),
+            m = consumer.recv() => m.map_err(|e| trouble.reading(&stream.input_topic, &e))?.detach(),
             _ = tokio::time::sleep(Duration::from_secs(2)) => {
+                if report(state, &stream, &trouble).await? {
+                    showing = true;
+                } else if showing && consumer.assignment().is_ok_and(|a| a.count() > 0) {
+                    // Partitions assigned: the brokers answer again.
+                    showing = false;
+                    if let Err(e) = db::set_error(&state.pool, stream.id, None).await {
+                        tracing::warn!(error = %e, "could not clear a stream's error");
+                    }
+                }
                 check_stuck(state, &consumer, &stream, &mut idle).await?;
                 continue;
             }
@@ -245,7 +273,7 @@ async fn run(
         while batch.len() < MAX_BATCH {
             match tokio::time::timeout_at(deadline, consumer.recv()).await {
                 Ok(Ok(m)) => batch.push(m.detach()),
-                Ok(Err(e)) => return Err(format!("reading {}: {e}", stream.input_topic)),
+                Ok(Err(e)) => return Err(trouble.reading(&stream.input_topic, &e)),
                 Err(_) => break,
             }
         }
@@ -283,6 +311,27 @@ async fn run(
             measure_lag(state, &consumer, &stream).await;
         }
     }
+}
+
+/// Puts what the clients reported since the last look on the stream's row and in the log; a
+/// refusal (credentials, certificate) ends the clients with it, to be made again after a pause.
+/// Whether it put an error on the row.
+async fn report(
+    state: &Data<AppState>,
+    stream: &StreamRow,
+    trouble: &Trouble,
+) -> Result<bool, String> {
+    let Some(reported) = trouble.take() else {
+        return Ok(false);
+    };
+    if reported.fatal {
+        return Err(reported.message);
+    }
+    tracing::warn!(topic = %stream.input_topic, error = %reported.message, "stream waiting for the brokers");
+    if let Err(e) = db::set_error(&state.pool, stream.id, Some(&reported.message)).await {
+        tracing::warn!(error = %e, "could not record a stream's error");
+    }
+    Ok(true)
 }
 
 /// Records behind on the partitions this instance holds: to `/metrics` and the stream's row.

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use actix_web::web::Data;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
 
-use super::{Reader, Stored, ERROR_HEADER};
+use super::{Reader, Stored, Writer, ERROR_HEADER};
 use crate::registry::decode::decode;
 use crate::registry::{Selector, Served};
 use crate::serving;
@@ -70,7 +70,7 @@ pub(super) fn rows_of(
 pub(super) async fn process(
     state: &Data<AppState>,
     consumer: &Arc<Reader>,
-    producer: &FutureProducer,
+    producer: &Writer,
     stream: &StreamRow,
     batch: Vec<OwnedMessage>,
     stored: &Stored,

@@ -32,6 +32,7 @@ mod helpers;
 mod history;
 mod instances;
 mod jobs;
+mod kafka_tls;
 mod layout;
 mod metrics;
 mod migrations;

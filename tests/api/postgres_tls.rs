@@ -13,77 +13,7 @@ use plinth_store::localdb::{Cluster, Options};
 use sqlx::{Connection, Executor, PgConnection};
 
 use crate::helpers::free_port;
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA named `name` (`{name}.pem`, `{name}.key`).
-fn ca(dir: &Path, name: &str) {
-    let (cert, key) = (format!("{name}.pem"), format!("{name}.key"));
-    let subject = format!("/CN=Plinth test {name}");
-    openssl(
-        dir,
-        &[
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout", &key, "-out",
-            &cert, "-subj", &subject,
-        ],
-    );
-}
-
-/// `server.pem` and `server.key` for the name `localhost` only, signed by `ca`.
-fn server_certificate(dir: &Path, ca: &str) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-    );
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n\
-         keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            &format!("{ca}.pem"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-out",
-            "server.pem",
-            "-extfile",
-            "server.ext",
-        ],
-    );
-}
+use crate::helpers::tls::{ca, server_certificate};
 
 /// `plinth migrate` against `url`: its exit status and what it printed.
 fn migrate(url: &str) -> (bool, String) {
@@ -114,7 +44,7 @@ async fn plinth_connects_over_tls_with_verify_full_and_says_why_it_refuses() {
     std::fs::set_permissions(&certs, std::fs::Permissions::from_mode(0o755)).unwrap();
     ca(&certs, "ca");
     ca(&certs, "other-ca");
-    server_certificate(&certs, "ca");
+    server_certificate(&certs, "ca", "DNS:localhost");
     let key = certs.join("server.key");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     if unsafe { libc::geteuid() } == 0 {

@@ -21,7 +21,7 @@ pub struct Tansu {
     store: Option<Weed>,
 }
 
-fn tansu_binary() -> PathBuf {
+pub fn tansu_binary() -> PathBuf {
     if let Ok(path) = std::env::var("PLINTH_TANSU") {
         return path.into();
     }
@@ -134,8 +134,14 @@ impl Drop for Tansu {
 
 /// Runs tests/kafka/client.py with the tests' Python; its JSON answer.
 fn client(broker: &str, args: &[&str]) -> Value {
+    client_with(broker, &Value::Null, args)
+}
+
+/// [`client`] for a broker that wants TLS or SASL: `security` holds kafka-python's settings.
+pub fn client_with(broker: &str, security: &Value, args: &[&str]) -> Value {
     let python = std::env::var("PLINTH_PYTHON").unwrap_or_else(|_| "python3".into());
     let out = Command::new(&python)
+        .env("KAFKA_SECURITY", security.to_string())
         .arg("tests/kafka/client.py")
         .arg(broker)
         .args(args)
@@ -152,7 +158,7 @@ fn client(broker: &str, args: &[&str]) -> Value {
 }
 
 /// Signs the instance's client in as the admin and adds a stream to iris.
-async fn add_stream(app: &crate::helpers::TestApp, input: &str, output: &str, dead: &str) {
+pub async fn add_stream(app: &crate::helpers::TestApp, input: &str, output: &str, dead: &str) {
     let res = app.login("admin", ADMIN_PASSWORD).await;
     assert_eq!(res.status().as_u16(), 303);
     let token = csrf_in(&app.get_html("/admin/models/iris").await);
@@ -171,14 +177,14 @@ async fn add_stream(app: &crate::helpers::TestApp, input: &str, output: &str, de
     assert_eq!(res.status().as_u16(), 303, "{}", res.text().await.unwrap());
 }
 
-async fn stored(pool: &PgPool) -> i64 {
+pub async fn stored(pool: &PgPool) -> i64 {
     sqlx::query_scalar("select coalesce(sum(n), 0)::bigint from prediction where source = 'stream'")
         .fetch_one(pool)
         .await
         .unwrap()
 }
 
-async fn wait_stored(pool: &PgPool, n: i64, within: Duration, what: impl Fn() -> String) {
+pub async fn wait_stored(pool: &PgPool, n: i64, within: Duration, what: impl Fn() -> String) {
     let deadline = Instant::now() + within;
     loop {
         let have = stored(pool).await;

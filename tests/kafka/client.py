@@ -11,16 +11,23 @@
       Reads until N records arrived (or the timeout), prints a summary as JSON: the count, the
       distinct keys, the prediction ids, the headers of dead letters, and for results the
       end-to-end latency of each (from the timestamp the producer gave the input record).
+
+A broker that wants TLS or SASL: KAFKA_SECURITY holds kafka-python's settings as JSON.
 """
 
 import argparse
 import json
+import os
 import sys
 import time
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
+
+# kafka-python's settings for a broker that wants TLS or SASL, as JSON in KAFKA_SECURITY
+# ({"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-256", ...}).
+SECURITY = json.loads(os.environ.get("KAFKA_SECURITY") or "null") or {}
 
 ROWS = [
     {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2},
@@ -34,7 +41,7 @@ def create(args):
     deadline = time.time() + 90
     while True:
         try:
-            admin = KafkaAdminClient(bootstrap_servers=args.broker, request_timeout_ms=10000)
+            admin = KafkaAdminClient(bootstrap_servers=args.broker, **SECURITY, request_timeout_ms=10000)
             break
         except Exception:
             if time.time() > deadline:
@@ -50,7 +57,7 @@ def create(args):
 
 
 def produce(args):
-    producer = KafkaProducer(bootstrap_servers=args.broker, linger_ms=5, acks="all",
+    producer = KafkaProducer(bootstrap_servers=args.broker, **SECURITY, linger_ms=5, acks="all",
                              retries=10, max_in_flight_requests_per_connection=1)
     started = time.time()
     sent = []
@@ -80,7 +87,7 @@ def produce(args):
 
 
 def consume(args):
-    consumer = KafkaConsumer(args.topic, bootstrap_servers=args.broker, group_id=args.group,
+    consumer = KafkaConsumer(args.topic, bootstrap_servers=args.broker, **SECURITY, group_id=args.group,
                              auto_offset_reset="earliest", enable_auto_commit=False,
                              consumer_timeout_ms=1000)
     keys, ids, errors, latencies, count = set(), [], [], [], 0
@@ -116,7 +123,7 @@ def throughput(args):
     """Produces COUNT records at RATE a second (0: as fast as it can) while reading the results:
     records a second end to end and each record's latency (send to result received)."""
     import threading
-    consumer = KafkaConsumer(args.output, bootstrap_servers=args.broker,
+    consumer = KafkaConsumer(args.output, bootstrap_servers=args.broker, **SECURITY,
                              group_id=f"plinth-bench-{time.time()}", auto_offset_reset="latest",
                              enable_auto_commit=False, fetch_max_wait_ms=args.fetch_wait_ms)
     # Joined and positioned before anything is produced.
@@ -126,7 +133,7 @@ def throughput(args):
         consumer.seek_to_end(tp)
         consumer.position(tp)
     sent = {}
-    producer = KafkaProducer(bootstrap_servers=args.broker, linger_ms=2, acks=1)
+    producer = KafkaProducer(bootstrap_servers=args.broker, **SECURITY, linger_ms=2, acks=1)
     tag = f"b{int(time.time() * 1000)}-"
     def send():
         started = time.time()

@@ -24,11 +24,14 @@ pub struct StreamRow {
     pub lag: Option<i64>,
     pub lag_at: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
+    /// Why the stream is not flowing, in words for an operator; `None` once records flow.
+    pub last_error: Option<String>,
+    pub last_error_at: Option<OffsetDateTime>,
 }
 
 const SELECT: &str = "select s.id, s.model_id, m.name as model, s.alias, s.input_topic,
         s.output_topic, s.dead_letter_topic, s.group_id, s.state, s.records, s.dead_letters,
-        s.lag, s.lag_at, s.created_at
+        s.lag, s.lag_at, s.created_at, s.last_error, s.last_error_at
     from stream s join model m on m.id = s.model_id";
 
 pub async fn all(pool: &PgPool) -> sqlx::Result<Vec<StreamRow>> {
@@ -146,7 +149,8 @@ pub async fn commit(pool: &PgPool, b: &Batch<'_>) -> sqlx::Result<bool> {
         copy_in_on(&mut tx, b.predictions).await?;
     }
     sqlx::query(
-        "update stream set records = records + $2, dead_letters = dead_letters + $3 where id = $1",
+        "update stream set records = records + $2, dead_letters = dead_letters + $3,
+         last_error = null, last_error_at = null where id = $1",
     )
     .bind(b.stream_id)
     .bind(b.records)
@@ -163,5 +167,19 @@ pub async fn set_lag(pool: &PgPool, id: i64, lag: i64) -> sqlx::Result<()> {
         .bind(lag)
         .execute(pool)
         .await?;
+    Ok(())
+}
+
+/// Records why a stream is not flowing (`Some`), or that it flows again (`None`).
+pub async fn set_error(pool: &PgPool, id: i64, error: Option<&str>) -> sqlx::Result<()> {
+    sqlx::query(
+        "update stream set last_error = $2,
+             last_error_at = case when $2::text is null then null else now() end
+         where id = $1 and last_error is distinct from $2",
+    )
+    .bind(id)
+    .bind(error)
+    .execute(pool)
+    .await?;
     Ok(())
 }

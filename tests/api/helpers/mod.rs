@@ -11,6 +11,7 @@ use sqlx::PgPool;
 mod publishing;
 
 mod receiver;
+pub mod tls;
 
 pub use receiver::*;
 

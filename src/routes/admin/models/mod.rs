@@ -310,6 +310,9 @@ pub(super) async fn model_admin_page(
             records: s.records,
             dead_letters: s.dead_letters,
             lag: s.lag.map_or_else(|| "—".into(), |l| l.to_string()),
+            error: s
+                .last_error
+                .map(|e| (e, crate::web::fmt_time(&s.last_error_at))),
         })
         .collect();
     let production_row = versions

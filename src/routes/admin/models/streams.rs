@@ -24,6 +24,8 @@ pub struct StreamView {
     pub records: i64,
     pub dead_letters: i64,
     pub lag: String,
+    /// Why it is not flowing and since when, as the last instance to meet it said.
+    pub error: Option<(String, String)>,
 }
 
 /// A topic name as Kafka allows it: letters, digits, `.`, `_`, `-`, at most 249.
