@@ -15,7 +15,9 @@ use sqlx::PgPool;
 use crate::helpers::free_port;
 use crate::helpers::tls::{ca, server_certificate};
 use crate::instances::{Instance, ADMIN_PASSWORD};
-use crate::streams::{add_stream, client_with, stored, tansu_binary, wait_stored};
+use crate::streams::{
+    add_stream, client_with, spawn_tansu, stored, tansu_binary, wait_listening, wait_stored,
+};
 
 const USER: &str = "plinth-stream";
 const PASSWORD: &str = "scram-secret-7";
@@ -30,29 +32,10 @@ impl Drop for Running {
     }
 }
 
-async fn wait_listening(port: u16, what: &str, log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!(
-        "{what} never listened on {port}:\n{}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
-}
-
 /// tansu on `port`, keeping its log, users and groups in SQLite under `dir`, advertising
 /// `advertised` to clients.
 async fn tansu(dir: &Path, port: u16, advertised: &str, authentication: bool) -> Running {
-    let log_path = dir.join("tansu.log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .unwrap();
+    let log = dir.join("tansu.log");
     let listener = format!("tcp://127.0.0.1:{port}");
     let mut command = Command::new(tansu_binary());
     command
@@ -65,17 +48,9 @@ async fn tansu(dir: &Path, port: u16, advertised: &str, authentication: bool) ->
     if authentication {
         command.arg("--authentication");
     }
-    let child = command
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "tansu cannot run ({e}): cargo install tansu --locked --features dynostore,postgres,libsql (scripts/test does)"
-            )
-        });
+    let child = spawn_tansu(&mut command, &log);
     let running = Running(child);
-    wait_listening(port, "tansu", &log_path).await;
+    wait_listening(port, "tansu", &log).await;
     running
 }
 

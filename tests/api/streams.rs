@@ -76,11 +76,6 @@ impl Tansu {
 
     async fn run(&mut self) {
         let url = format!("tcp://127.0.0.1:{}", self.port);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
         let mut command = Command::new(tansu_binary());
         command
             .args([
@@ -102,25 +97,42 @@ impl Tansu {
                 .env("AWS_SECRET_ACCESS_KEY", "tansu-secret")
                 .env("AWS_DEFAULT_REGION", "us-east-1"),
         };
-        let child = command
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "tansu cannot run ({e}): cargo install tansu --locked --features dynostore,postgres (.ci/run does)"
-                )
-            });
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("tansu never listened on {}", self.port);
+        self.child = Some(spawn_tansu(&mut command, &self.log));
+        wait_listening(self.port, "tansu", &self.log).await;
     }
+}
+
+/// Starts `command` (tansu's), its output appended to `log`.
+pub fn spawn_tansu(command: &mut Command, log: &Path) -> Child {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    command
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "tansu cannot run ({e}): cargo install tansu --locked --features dynostore,postgres,libsql (scripts/test does)"
+            )
+        })
+}
+
+/// Waits until something listens on the loopback `port`; panics with `log` after 30 s.
+pub async fn wait_listening(port: u16, what: &str, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "{what} never listened on {port}:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
 }
 
 impl Drop for Tansu {
