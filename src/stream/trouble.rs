@@ -69,18 +69,7 @@ pub fn explain(error: &KafkaError, reason: &str) -> Option<Reported> {
             ),
             true,
         ),
-        RDKafkaErrorCode::SSL => (
-            if reason.contains("certificate verify failed") || reason.contains("verify") {
-                format!(
-                    "the broker's TLS certificate is not trusted: {reason}. Check \
-                     PLINTH_KAFKA_CA_FILE (the CA that signed the broker's certificate) and \
-                     that the broker's address is a name its certificate holds"
-                )
-            } else {
-                format!("the TLS connection to the broker failed: {reason}")
-            },
-            true,
-        ),
+        RDKafkaErrorCode::SSL => (tls_failure(reason), true),
         RDKafkaErrorCode::TopicAuthorizationFailed
         | RDKafkaErrorCode::GroupAuthorizationFailed
         | RDKafkaErrorCode::ClusterAuthorizationFailed => (
@@ -96,10 +85,7 @@ pub fn explain(error: &KafkaError, reason: &str) -> Option<Reported> {
             // librdkafka says "SSL handshake failed" here when TLS meets a plaintext listener,
             // and "Disconnected" when an idle connection closes.
             if reason.contains("SSL") || reason.contains("ssl") {
-                (
-                    format!("the TLS connection to the broker failed: {reason}"),
-                    true,
-                )
+                (tls_failure(reason), true)
             } else if reason.contains("SASL") || reason.contains("sasl") {
                 (
                     format!("the SASL exchange with the broker failed: {reason}"),
@@ -114,11 +100,66 @@ pub fn explain(error: &KafkaError, reason: &str) -> Option<Reported> {
     Some(Reported { message, fatal })
 }
 
+/// A failed TLS handshake in words: an untrusted certificate says what to check.
+fn tls_failure(reason: &str) -> String {
+    if reason.contains("verify failed") {
+        format!(
+            "the broker's TLS certificate is not trusted: {reason}. Check PLINTH_KAFKA_CA_FILE \
+             (the CA that signed the broker's certificate) and that the broker's address is a \
+             name its certificate holds"
+        )
+    } else {
+        format!("the TLS connection to the broker failed: {reason}")
+    }
+}
+
 /// The producer's context: its errors kept with the consumer's.
 pub struct ProducerTrouble(pub Trouble);
 
 impl ClientContext for ProducerTrouble {
     fn error(&self, error: KafkaError, reason: &str) {
         self.0.note(&error, reason);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{explain, Trouble};
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+    #[test]
+    fn refusals_are_fatal_and_say_what_to_check_and_idle_disconnects_are_not_reported() {
+        let untrusted = "ssl://b:9093/bootstrap: SSL handshake failed: error:0A000086:SSL \
+                         routines::certificate verify failed (after 1ms in state SSL_HANDSHAKE)";
+        for code in [
+            RDKafkaErrorCode::SSL,
+            RDKafkaErrorCode::BrokerTransportFailure,
+        ] {
+            let r = explain(&KafkaError::Global(code), untrusted).expect("explained");
+            assert!(r.fatal);
+            assert!(r.message.contains("not trusted"), "{}", r.message);
+            assert!(r.message.contains("PLINTH_KAFKA_CA_FILE"), "{}", r.message);
+        }
+        let refused = explain(
+            &KafkaError::MessageConsumption(RDKafkaErrorCode::Authentication),
+            "SASL authentication error",
+        )
+        .expect("explained");
+        assert!(refused.fatal && refused.message.contains("PLINTH_KAFKA_SASL_PASSWORD"));
+        let idle = KafkaError::Global(RDKafkaErrorCode::BrokerTransportFailure);
+        assert_eq!(
+            explain(&idle, "b:9092/1: Disconnected (after 600000ms)"),
+            None
+        );
+
+        // A refusal is not hidden by the "all brokers down" that follows it.
+        let trouble = Trouble::default();
+        trouble.note(&KafkaError::Global(RDKafkaErrorCode::SSL), untrusted);
+        trouble.note(
+            &KafkaError::Global(RDKafkaErrorCode::AllBrokersDown),
+            "1/1 brokers are down",
+        );
+        assert!(trouble.take().is_some_and(|r| r.fatal));
+        assert_eq!(trouble.take(), None);
     }
 }
