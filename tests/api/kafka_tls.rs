@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use crate::helpers::free_port;
 use crate::helpers::tls::{ca, server_certificate};
+use crate::helpers::{free_port, succeed};
 use crate::instances::{Instance, ADMIN_PASSWORD};
 use crate::streams::{
     add_stream, client_with, spawn_tansu, stored, tansu_binary, wait_listening, wait_stored,
@@ -154,15 +154,11 @@ async fn a_stream_reads_a_broker_over_tls_and_sasl_and_says_why_it_is_refused(po
     // started again asking for SCRAM, and advertising only the TLS address.
     let plain = format!("127.0.0.1:{broker_port}");
     let broker = tansu(dir, broker_port, &format!("tcp://{plain}"), false).await;
-    let out = Command::new(tansu_binary())
-        .args(["user", "create", "--broker", &format!("tcp://{plain}")])
-        .args([USER, PASSWORD, "--mechanism", "scram256"])
-        .output()
-        .expect("tansu runs");
-    assert!(
-        out.status.success(),
-        "tansu user create: {}",
-        String::from_utf8_lossy(&out.stderr)
+    succeed(
+        Command::new(tansu_binary())
+            .args(["user", "create", "--broker", &format!("tcp://{plain}")])
+            .args([USER, PASSWORD, "--mechanism", "scram256"]),
+        "tansu user create",
     );
     client_with(
         &plain,

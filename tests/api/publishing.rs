@@ -9,7 +9,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use crate::helpers::{spawn_app_with, TestApp};
+use crate::helpers::{spawn_app_with, succeed, TestApp};
 
 const WORKFLOW: &str = "deploy/github-actions/publish-model.yml";
 
@@ -17,22 +17,17 @@ const WORKFLOW: &str = "deploy/github-actions/publish-model.yml";
 fn steps() -> Vec<(String, String)> {
     let python = std::env::var("PLINTH_PYTHON")
         .expect("PLINTH_PYTHON names a Python with tests/requirements.txt (PyYAML)");
-    let out = Command::new(python)
-        .args([
+    let out = succeed(
+        Command::new(python).args([
             "-c",
             "import json, sys, yaml; w = yaml.safe_load(open(sys.argv[1])); \
              print(json.dumps([[s['name'], s['run']] for s in w['jobs']['publish']['steps'] \
              if 'run' in s]))",
             WORKFLOW,
-        ])
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ]),
+        "reading the workflow with PyYAML",
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_slice(&out).unwrap()
 }
 
 /// [`run_step_blocking`] off the test's runtime, which drives the server's database pool.

@@ -15,6 +15,20 @@ pub mod tls;
 
 pub use receiver::*;
 
+/// Runs `command` to its end and returns what it printed; a failure to start or a non-zero exit
+/// fails the test with `what` and the command's standard error.
+pub fn succeed(command: &mut std::process::Command, what: &str) -> Vec<u8> {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("{what} cannot run: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 pub struct TestApp {
     pub address: String,
     /// The separate metrics listener, when `metrics_addr` was set.
